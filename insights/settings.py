@@ -1,0 +1,69 @@
+"""Settings of the briefing, the delivery and the API, read from the environment in one place.
+
+Each group is read only when the step that needs it runs, so `--dry-run` works
+without Twilio credentials and the API works without Ollama. A missing required
+variable raises `ConfigError` naming it; the CLIs print that one line and exit
+non-zero. Secrets are kept out of `repr()` so they never reach a log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from pipelines.warehouse import ConfigError
+
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+DEFAULT_OLLAMA_MODEL = "llama3.2:1b"
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+@dataclass(frozen=True)
+class OllamaSettings:
+    base_url: str
+    model: str
+
+    @classmethod
+    def from_env(cls) -> "OllamaSettings":
+        return cls(
+            base_url=os.environ.get("OLLAMA_BASE_URL", "").strip() or DEFAULT_OLLAMA_URL,
+            model=os.environ.get("OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL,
+        )
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str = field(repr=False)
+    from_number: str
+    recipients: tuple[str, ...]
+    # Only for pointing the client at a proxy or a local emulator; unset in production.
+    api_base: str | None = None
+
+    @classmethod
+    def from_env(cls) -> "TwilioSettings":
+        recipients = tuple(n.strip() for n in _required("RECIPIENT_PHONE_NUMBER").split(",") if n.strip())
+        if not recipients:
+            raise ConfigError("RECIPIENT_PHONE_NUMBER has no phone number")
+        return cls(
+            account_sid=_required("TWILIO_ACCOUNT_SID"),
+            auth_token=_required("TWILIO_AUTH_TOKEN"),
+            from_number=_required("TWILIO_FROM_NUMBER"),
+            recipients=recipients,
+            api_base=os.environ.get("TWILIO_API_BASE", "").strip() or None,
+        )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls) -> "ApiSettings":
+        return cls(token=os.environ.get("API_TOKEN", "").strip() or None)

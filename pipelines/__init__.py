@@ -1,0 +1,1 @@
+"""Extraction: loads Zoho CRM into the warehouse's raw schema with dlt."""

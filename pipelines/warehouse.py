@@ -1,0 +1,146 @@
+"""Where the warehouse lives, read from the environment in one place.
+
+The pipeline, dbt, the briefing runner, the API, the tests and the benchmarks all
+point at the same warehouse: a DuckDB file (the embedded default) or a Postgres
+database (production, e.g. Supabase). Keeping the rules here means a user sets
+`DUCKDB_PATH` or `DATABASE_URL` once and every stage agrees on it.
+
+dbt's Postgres target cannot read a URL, so it reads the standard libpq variables
+(PGHOST, PGUSER, ...). `python -m pipelines.warehouse pg-env` prints them, derived
+from `DATABASE_URL`, as `export` lines for `eval`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RAW_SCHEMA = "zoho_raw"
+MARTS_SCHEMA = "analytics"
+DEFAULT_DUCKDB_FILE = "warehouse.duckdb"
+
+Target = Literal["duckdb", "postgres"]
+TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+def duckdb_path() -> Path:
+    """The DuckDB file: `DUCKDB_PATH`, relative paths taken from the project root."""
+    raw = os.environ.get("DUCKDB_PATH") or DEFAULT_DUCKDB_FILE
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def postgres_url() -> str:
+    """The Postgres connection URL.
+
+    Looked up in dlt's own variable first (so an existing dlt setup keeps
+    working), then `DATABASE_URL` (what Supabase and most hosts hand out), then
+    the libpq variables dbt uses.
+    """
+    for name in ("DESTINATION__POSTGRES__CREDENTIALS", "DATABASE_URL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.startswith(("postgres://", "postgresql://")):
+                raise ConfigError(f"{name} must be a postgresql:// URL")
+            return value
+    if os.environ.get("PGHOST"):
+        user = quote(os.environ.get("PGUSER", "postgres"), safe="")
+        password = quote(os.environ.get("PGPASSWORD", ""), safe="")
+        host = os.environ["PGHOST"]
+        port = os.environ.get("PGPORT", "5432")
+        database = os.environ.get("PGDATABASE", "postgres")
+        url = f"postgresql://{user}:{password}@{host}:{port}/{database}"
+        if os.environ.get("PGSSLMODE"):
+            url += f"?sslmode={os.environ['PGSSLMODE']}"
+        return url
+    raise ConfigError(
+        "DATABASE_URL is not set (a postgresql:// URL; DESTINATION__POSTGRES__CREDENTIALS or PGHOST also work)"
+    )
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """The libpq variables (what dbt's postgres target reads) equivalent to `url`."""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    env = {
+        "PGHOST": query.get("host") or parts.hostname or "localhost",
+        "PGPORT": str(parts.port or query.get("port") or 5432),
+        "PGUSER": unquote(parts.username or "postgres"),
+        "PGPASSWORD": unquote(parts.password or ""),
+        "PGDATABASE": unquote(parts.path.lstrip("/")) or "postgres",
+    }
+    if "sslmode" in query:
+        env["PGSSLMODE"] = query["sslmode"]
+    return env
+
+
+def dlt_postgres_credentials(url: str) -> str:
+    """dlt refuses credentials without a password, even for trust auth; give it a placeholder."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url
+    user = parts.username or "postgres"
+    netloc = f"{user}:unused@{parts.hostname or 'localhost'}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+@contextmanager
+def connect(target: Target, *, read_only: bool = False) -> Iterator[Any]:
+    """A DB-API connection to the warehouse, closed on exit.
+
+    DuckDB allows one writer per file, so readers (the briefing, the API) open
+    it read-only and never hold it while the pipeline or dbt write.
+    """
+    if target == "duckdb":
+        import duckdb
+
+        path = duckdb_path()
+        if read_only and not path.exists():
+            raise ConfigError(f"DUCKDB_PATH: no warehouse at {path}; run the pipeline and dbt build first")
+        conn = duckdb.connect(str(path), read_only=read_only)
+    elif target == "postgres":
+        import psycopg2
+
+        conn = psycopg2.connect(postgres_url())
+    else:
+        raise ConfigError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def placeholder(target: Target) -> str:
+    """The DB-API parameter marker of each driver (`?` for DuckDB, `%s` for psycopg2)."""
+    return "?" if target == "duckdb" else "%s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["pg-env"]:
+        print("usage: python -m pipelines.warehouse pg-env   # prints PG* export lines from DATABASE_URL", file=sys.stderr)
+        return 2
+    try:
+        env = libpq_env(postgres_url())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, value in env.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

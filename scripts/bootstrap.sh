@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create the virtualenv and install the project into it (editable, with the test extra).
+# Debian and Ubuntu ship `venv` in a separate package; install it when missing.
+set -euo pipefail
+python=${1:-python3}
+venv=${2:-.venv}
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: $python is not Python 3.11 or newer (set PYTHON=python3.11)" >&2
+    exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        echo "installing python3-venv (Debian/Ubuntu package) ..." >&2
+        sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+        "$python" -m venv "$venv"
+    fi
+fi
+echo "installing the project into $venv ..." >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'

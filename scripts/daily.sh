@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The daily job: extract -> dbt build -> briefing. The same three steps as .github/workflows/daily.yml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:-duckdb}
+BIN=.venv/bin
+if [ "$target" = postgres ] && [ -z "${PGHOST:-}" ]; then
+    # dbt's postgres target reads libpq variables; derive them from DATABASE_URL.
+    eval "$("$BIN/python" -m pipelines.warehouse pg-env)"
+fi
+"$BIN/python" -m pipelines.zoho --destination "$target"
+"$BIN/dbt" build --target "$target"
+"$BIN/python" -m insights.deliver --target "$target" ${DELIVER_ARGS:-}

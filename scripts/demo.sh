@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The whole day on the embedded default, against the local sandbox org:
+#   sandbox org -> dlt -> DuckDB -> dbt build -> briefing -> WhatsApp message printed as a dry run.
+# Needs no account. Uses its own DuckDB file (demo.duckdb), rebuilt from scratch on every run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export DUCKDB_PATH="${DEMO_DUCKDB_PATH:-demo.duckdb}"
+export DLT_DATA_DIR="${DLT_DATA_DIR:-$PWD/.dlt/pipelines/demo}"
+export RUNTIME__DLTHUB_TELEMETRY=false DBT_SEND_ANONYMOUS_USAGE_STATS=false
+rm -f "$DUCKDB_PATH" "$DUCKDB_PATH.wal"
+rm -rf "$DLT_DATA_DIR"
+
+work=$(mktemp -d)
+sandbox_pid=""
+cleanup() { [ -n "$sandbox_pid" ] && kill "$sandbox_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+declare -A took
+
+step "Starting the sandbox Zoho org (5,000 leads, 2,000 deals)"
+"$BIN/python" -m sandbox serve --seed 7 --leads 5000 --deals 2000 --port 0 >"$work/env" 2>"$work/sandbox.log" &
+sandbox_pid=$!
+for _ in $(seq 1 120); do
+    grep -q ZOHO_REFRESH_TOKEN "$work/env" 2>/dev/null && break
+    kill -0 "$sandbox_pid" 2>/dev/null || { cat "$work/sandbox.log" >&2; exit 1; }
+    sleep 0.25
+done
+grep -q ZOHO_REFRESH_TOKEN "$work/env" || { echo "error: the sandbox did not start" >&2; cat "$work/sandbox.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$work/env"
+echo "sandbox org at $ZOHO_ACCOUNTS_URL (timezone $CRM_TIMEZONE)" >&2
+
+step "Extracting Leads and Deals into $DUCKDB_PATH (schema zoho_raw)"
+t=$(now); "$BIN/python" -m pipelines.zoho --destination duckdb; took[extract]=$(since "$t")
+
+step "Building and testing the marts (dbt build)"
+t=$(now); "$BIN/dbt" build --target duckdb --quiet --warn-error-options '{"silence": ["Deprecations"]}' 2>&1 | tail -n 20 || exit 1
+took[dbt]=$(since "$t")
+
+step "KPIs from analytics.kpi_daily (latest day)"
+"$BIN/python" - <<'PY'
+from pipelines.warehouse import connect
+with connect("duckdb", read_only=True) as conn:
+    day = conn.execute("select max(kpi_date) from analytics.kpi_daily").fetchone()[0]
+    rows = conn.execute(
+        "select metric, value, unit from analytics.kpi_daily where kpi_date = ? order by metric", [day]
+    ).fetchall()
+print(f"  as of {day}")
+for metric, value, unit in rows:
+    shown = "-" if value is None else f"{value:.1%}" if unit == "ratio" else f"{value:,.2f}" if unit == "amount" else f"{value:,.0f}"
+    print(f"  {metric:<32} {shown:>16}")
+PY
+
+step "Writing the briefing (Ollama at ${OLLAMA_BASE_URL:-http://localhost:11434} if reachable) — dry run, nothing is sent"
+t=$(now); "$BIN/python" -m insights.deliver --target duckdb --dry-run; took[briefing]=$(since "$t")
+
+step "Done"
+printf '  extract %ss | dbt build %ss | briefing %ss\n' "${took[extract]}" "${took[dbt]}" "${took[briefing]}"
+cat <<EOT
+
+Query the marts:
+  .venv/bin/python -c "import duckdb; print(duckdb.connect('$DUCKDB_PATH', read_only=True).sql('select * from analytics.kpi_daily order by kpi_date desc limit 20'))"
+  tables: analytics.deals, analytics.leads, analytics.pipeline_by_stage, analytics.kpi_daily, analytics.ai_summaries
+Start the metrics API (http://127.0.0.1:8000/docs):
+  DUCKDB_PATH=$DUCKDB_PATH make api
+Run the day for your own org: see README.md, "Connect your Zoho org".
+EOT

@@ -1,0 +1,169 @@
+"""Shared fixtures: a real PostgreSQL server, isolated warehouses, and a way to run the CLIs.
+
+Nothing here fakes the code under test. Postgres is the stock server binary
+(started once per session on a free loopback port, or taken from
+`TEST_DATABASE_URL`), DuckDB is a real file, and commands run as a user would
+run them: `python -m ...` and `dbt build` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pipelines.warehouse import PROJECT_ROOT, libpq_env
+from tests.support.postgres import PostgresUnavailable, create_database, drop_database, local_postgres
+
+PYTHON = sys.executable
+DBT = str(Path(sys.executable).with_name("dbt"))
+
+
+# --------------------------------------------------------------------------- Postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A running PostgreSQL server's admin URL, for the whole session."""
+    try:
+        with local_postgres() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.exit(str(exc), 2)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server, name)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_server, name)
+
+
+# --------------------------------------------------------------------------- running commands
+
+
+@dataclass
+class Workspace:
+    """One user's setup: its own DuckDB file, Postgres database, dlt folder and dbt profile.
+
+    `env` is what the user would have exported; `run()` executes a command the
+    way they would type it, from the project root.
+    """
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return Path(self.env["DUCKDB_PATH"])
+
+    def use_postgres(self, url: str) -> None:
+        self.env["DATABASE_URL"] = url
+        self.env.update(libpq_env(url))
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+        cmd = [PYTHON, *args[1:]] if args[0] == "python" else [DBT, *args[1:]] if args[0] == "dbt" else list(args)
+        result = subprocess.run(
+            cmd, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
+            )
+        return result
+
+    def dbt_build(self, target: str) -> subprocess.CompletedProcess:
+        return self.run(
+            "dbt", "build", "--target", target, "--profiles-dir", str(self.root / "dbt"),
+            "--target-path", str(self.root / "dbt" / f"target-{target}"), "--log-path", str(self.root / "dbt" / "logs"),
+        )
+
+
+def make_workspace(root: Path) -> Workspace:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dbt").mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "profiles.example.yml", root / "dbt" / "profiles.yml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        DUCKDB_PATH=str(root / "warehouse.duckdb"),
+        DLT_DATA_DIR=str(root / "dlt"),
+        RUNTIME__DLTHUB_TELEMETRY="false",
+        DO_NOT_TRACK="1",
+        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+        PYTHONUNBUFFERED="1",
+    )
+    return Workspace(root=root, env=env)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """A clean user setup (DuckDB file, dlt folder, dbt profile) in a temporary folder."""
+    return make_workspace(tmp_path / "workspace")
+
+
+# --------------------------------------------------------------------------- a built warehouse
+
+# The org every end-to-end test reads: small enough to build in seconds, big
+# enough to have every stage, won and lost deals, conversions and deletions.
+SANDBOX_ORG = dict(seed=7, leads=1500, deals=600, timezone="Asia/Kolkata")
+SANDBOX_TODAY = "2026-11-20"
+
+
+@dataclass
+class BuiltWarehouse:
+    """The sandbox org loaded by the pipeline CLI and built by `dbt build`, on both targets."""
+
+    org: object
+    workspace: Workspace
+    postgres_template: str  # a database to clone; never connect to it directly
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltWarehouse]:
+    import datetime
+
+    from sandbox import SandboxOrg, SandboxServer
+
+    org = SandboxOrg(today=datetime.date.fromisoformat(SANDBOX_TODAY), **SANDBOX_ORG)
+    ws = make_workspace(tmp_path_factory.mktemp("built") / "workspace")
+    template = f"built_{uuid.uuid4().hex[:8]}"
+    ws.use_postgres(create_database(postgres_server, template))
+    with SandboxServer(org, port=0) as server:
+        ws.env.update(server.env())
+        for target in ("duckdb", "postgres"):
+            ws.run("python", "-m", "pipelines.zoho", "--destination", target)
+            ws.dbt_build(target)
+    try:
+        yield BuiltWarehouse(org=org, workspace=ws, postgres_template=template)
+    finally:
+        drop_database(postgres_server, template)
+
+
+@pytest.fixture
+def warehouse(built_warehouse: BuiltWarehouse, postgres_server: str, tmp_path: Path) -> Iterator[Workspace]:
+    """A private copy of the built warehouse on both targets, for a test that writes to it.
+
+    The DuckDB file is copied and the Postgres database cloned from the built
+    one, so tests that store briefings or deliveries never see each other's rows.
+    """
+    ws = make_workspace(tmp_path / "workspace")
+    ws.env.update({k: v for k, v in built_warehouse.workspace.env.items() if k.startswith("ZOHO_") or k == "CRM_TIMEZONE"})
+    shutil.copy(built_warehouse.workspace.duckdb_path, ws.duckdb_path)
+    name = f"w_{uuid.uuid4().hex[:12]}"
+    ws.use_postgres(create_database(postgres_server, name, template=built_warehouse.postgres_template))
+    try:
+        yield ws
+    finally:
+        drop_database(postgres_server, name)

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (`make bench`). Not tests: nothing here asserts a timing."""

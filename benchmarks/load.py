@@ -15,9 +15,10 @@ import datetime
 import tempfile
 from pathlib import Path
 
-from benchmarks.measure import base_env, run, with_postgres
+from benchmarks.measure import measure
 from sandbox import SandboxOrg, SandboxServer
 from tests.support.postgres import create_database, local_postgres
+from tests.support.workspace import make_workspace
 
 
 def _api_calls(stats: dict[str, int]) -> int:
@@ -36,28 +37,26 @@ def main() -> None:
                      today=datetime.date(2026, 11, 20))
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp, local_postgres() as admin_url, \
             SandboxServer(org, port=0) as server:
-        envs = {
-            "duckdb": base_env(Path(tmp) / "duckdb"),
-            "postgres": with_postgres(base_env(Path(tmp) / "postgres"), create_database(admin_url, "bench_load")),
-        }
-        for env in envs.values():
-            env.update(server.env())
+        spaces = {target: make_workspace(Path(tmp) / target) for target in ("duckdb", "postgres")}
+        spaces["postgres"].use_postgres(create_database(admin_url, "bench_load"))
+        for ws in spaces.values():
+            ws.env.update(server.env())
         records = len(org.records("Leads")) + len(org.records("Deals"))
 
-        for target, env in envs.items():
+        for target, ws in spaces.items():
             server.reset_stats()
-            full = run(["python", "-m", "pipelines.zoho", "--destination", target], env)
+            full = measure(ws, "python", "-m", "pipelines.zoho", "--destination", target)
             rows.append((f"full load -> {target}", f"{records:,} records", f"{full.seconds:.1f} s",
                          f"{records / full.seconds:,.0f} rec/s", f"{full.peak_mb:,.0f} MB peak",
                          f"{_api_calls(server.stats())} API calls"))
-            build = run(["dbt", "build", "--target", target], env)
+            build = measure(ws, "dbt", "build", "--target", target)
             rows.append((f"dbt build on {target}", "", f"{build.seconds:.1f} s", "", f"{build.peak_mb:,.0f} MB peak", ""))
 
         changed = org.advance(days=1)
         changed_n = sum(v for module in changed.values() for v in module.values())
-        for target, env in envs.items():
+        for target, ws in spaces.items():
             server.reset_stats()
-            inc = run(["python", "-m", "pipelines.zoho", "--destination", target], env)
+            inc = measure(ws, "python", "-m", "pipelines.zoho", "--destination", target)
             rows.append((f"incremental day -> {target}", f"{changed_n} changes", f"{inc.seconds:.1f} s", "",
                          f"{inc.peak_mb:,.0f} MB peak", f"{_api_calls(server.stats())} API calls"))
 

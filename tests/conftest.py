@@ -8,23 +8,16 @@ run them: `python -m ...` and `dbt build` in a subprocess.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from pipelines.warehouse import PROJECT_ROOT, libpq_env
 from tests.support.postgres import PostgresUnavailable, create_database, drop_database, local_postgres
-
-PYTHON = sys.executable
-DBT = str(Path(sys.executable).with_name("dbt"))
-
+from tests.support.workspace import Workspace, make_workspace
 
 # --------------------------------------------------------------------------- Postgres
 
@@ -48,63 +41,6 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(postgres_server, name)
-
-
-# --------------------------------------------------------------------------- running commands
-
-
-@dataclass
-class Workspace:
-    """One user's setup: its own DuckDB file, Postgres database, dlt folder and dbt profile.
-
-    `env` is what the user would have exported; `run()` executes a command the
-    way they would type it, from the project root.
-    """
-
-    root: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def duckdb_path(self) -> Path:
-        return Path(self.env["DUCKDB_PATH"])
-
-    def use_postgres(self, url: str) -> None:
-        self.env["DATABASE_URL"] = url
-        self.env.update(libpq_env(url))
-
-    def run(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-        cmd = [PYTHON, *args[1:]] if args[0] == "python" else [DBT, *args[1:]] if args[0] == "dbt" else list(args)
-        result = subprocess.run(
-            cmd, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-6000:]}"
-            )
-        return result
-
-    def dbt_build(self, target: str) -> subprocess.CompletedProcess:
-        return self.run(
-            "dbt", "build", "--target", target, "--profiles-dir", str(self.root / "dbt"),
-            "--target-path", str(self.root / "dbt" / f"target-{target}"), "--log-path", str(self.root / "dbt" / "logs"),
-        )
-
-
-def make_workspace(root: Path) -> Workspace:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "dbt").mkdir(exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "profiles.example.yml", root / "dbt" / "profiles.yml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_"))}
-    env.pop("DATABASE_URL", None)
-    env.update(
-        DUCKDB_PATH=str(root / "warehouse.duckdb"),
-        DLT_DATA_DIR=str(root / "dlt"),
-        RUNTIME__DLTHUB_TELEMETRY="false",
-        DO_NOT_TRACK="1",
-        DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-        PYTHONUNBUFFERED="1",
-    )
-    return Workspace(root=root, env=env)
 
 
 @pytest.fixture

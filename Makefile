@@ -4,7 +4,7 @@
 #   make daily   extract -> dbt build -> briefing, against your own Zoho org (TARGET=duckdb|postgres)
 
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 TARGET ?= duckdb
 

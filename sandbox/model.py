@@ -1,0 +1,247 @@
+"""Records of the sandbox org and the rules Zoho CRM applies when they change.
+
+Records are slotted dataclasses whose attribute names are Zoho's API names, so the renderer can
+`getattr(record, "Lead_Status")` and a 50,000-lead org stays small in memory (a dict per record would
+be about ten times larger). Each field carries its Zoho data kind in the dataclass metadata; that one
+declaration drives rendering, write validation and the list of writable fields.
+
+Internal values are kept in their cheapest form: datetimes as epoch seconds (rendered later with the
+user's UTC offset), user lookups as the user id (rendered as {name, id, email} from the user table,
+like Zoho which always shows the current name), record lookups as `Ref(name, id)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+
+class Kind(Enum):
+    """Zoho field data types, as far as rendering and validation need to tell them apart."""
+
+    ID = "bigint"
+    TEXT = "text"
+    NUMBER = "double"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    USER = "ownerlookup"
+    LOOKUP = "lookup"
+
+
+def _field(kind: Kind, *, writable: bool = True) -> Any:
+    return dataclasses.field(default=None, metadata={"kind": kind, "writable": writable})
+
+
+class Ref(NamedTuple):
+    """A record lookup (Account_Name, Converted_Deal, ...), rendered as {"name", "id"}."""
+
+    name: str | None
+    id: str
+
+
+@dataclass(slots=True)
+class Lead:
+    id: str = _field(Kind.ID, writable=False)
+    Owner: str = _field(Kind.USER)
+    First_Name: str | None = _field(Kind.TEXT)
+    Last_Name: str = _field(Kind.TEXT)
+    Full_Name: str = _field(Kind.TEXT, writable=False)
+    Company: str | None = _field(Kind.TEXT)
+    Email: str | None = _field(Kind.TEXT)
+    Phone: str | None = _field(Kind.TEXT)
+    Lead_Source: str | None = _field(Kind.TEXT)
+    Lead_Status: str | None = _field(Kind.TEXT)
+    Industry: str | None = _field(Kind.TEXT)
+    Annual_Revenue: float | None = _field(Kind.NUMBER)
+    No_of_Employees: int | None = _field(Kind.INTEGER)
+    Rating: str | None = _field(Kind.TEXT)
+    Country: str | None = _field(Kind.TEXT)
+    Description: str | None = _field(Kind.TEXT)
+    Created_Time: int = _field(Kind.DATETIME, writable=False)
+    Modified_Time: int = _field(Kind.DATETIME, writable=False)
+    Created_By: str = _field(Kind.USER, writable=False)
+    Modified_By: str = _field(Kind.USER, writable=False)
+    # Conversion goes through Zoho's separate convert action, so these are read-only for writes.
+    Converted__s: bool = _field(Kind.BOOLEAN, writable=False)
+    Converted_Date_Time: int | None = _field(Kind.DATETIME, writable=False)
+    Converted_Deal: Ref | None = _field(Kind.LOOKUP, writable=False)
+    Converted_Account: Ref | None = _field(Kind.LOOKUP, writable=False)
+    Converted_Contact: Ref | None = _field(Kind.LOOKUP, writable=False)
+    Record_Status__s: str = _field(Kind.TEXT, writable=False)
+
+
+@dataclass(slots=True)
+class Deal:
+    id: str = _field(Kind.ID, writable=False)
+    Owner: str = _field(Kind.USER)
+    Deal_Name: str = _field(Kind.TEXT)
+    Account_Name: Ref | None = _field(Kind.LOOKUP)
+    Contact_Name: Ref | None = _field(Kind.LOOKUP)
+    Stage: str = _field(Kind.TEXT)
+    Pipeline: str = _field(Kind.TEXT)
+    Amount: float | None = _field(Kind.NUMBER)
+    # Zoho fills both from the Stage; the sandbox keeps them derived (see `apply_changes`).
+    Probability: int = _field(Kind.INTEGER, writable=False)
+    Expected_Revenue: float | None = _field(Kind.NUMBER, writable=False)
+    Closing_Date: dt.date | None = _field(Kind.DATE)
+    Lead_Source: str | None = _field(Kind.TEXT)
+    Type: str | None = _field(Kind.TEXT)
+    Next_Step: str | None = _field(Kind.TEXT)
+    Reason_For_Loss__s: str | None = _field(Kind.TEXT)
+    Description: str | None = _field(Kind.TEXT)
+    Currency: str = _field(Kind.TEXT)
+    Created_Time: int = _field(Kind.DATETIME, writable=False)
+    Modified_Time: int = _field(Kind.DATETIME, writable=False)
+    Created_By: str = _field(Kind.USER, writable=False)
+    Modified_By: str = _field(Kind.USER, writable=False)
+
+
+Record = Lead | Deal
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """What the API needs to know about a module: its fields, their kinds and the write rules."""
+
+    api_name: str
+    record_type: type
+    mandatory: tuple[str, ...]
+    display_field: str
+    kinds: Mapping[str, Kind]
+    writable: frozenset[str]
+
+    @classmethod
+    def of(cls, api_name: str, record_type: type, mandatory: tuple[str, ...], display_field: str) -> ModuleSpec:
+        fields = dataclasses.fields(record_type)
+        return cls(
+            api_name=api_name,
+            record_type=record_type,
+            mandatory=mandatory,
+            display_field=display_field,
+            kinds={f.name: f.metadata["kind"] for f in fields},
+            writable=frozenset(f.name for f in fields if f.metadata["writable"]),
+        )
+
+
+MODULES: dict[str, ModuleSpec] = {
+    "Leads": ModuleSpec.of("Leads", Lead, mandatory=("Last_Name",), display_field="Full_Name"),
+    "Deals": ModuleSpec.of("Deals", Deal, mandatory=("Deal_Name", "Stage"), display_field="Deal_Name"),
+}
+
+
+def resolve_module(name: str) -> ModuleSpec | None:
+    """Module API names are matched case-insensitively ("leads" works on Zoho too)."""
+    for api_name, spec in MODULES.items():
+        if api_name.lower() == name.lower():
+            return spec
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One entry of the Deals pipeline (Zoho's default stage list and probabilities)."""
+
+    actual_value: str
+    display_value: str
+    sequence_number: int
+    probability: int
+    forecast_type: str  # "Open" | "Closed Won" | "Closed Lost": the only reliable won/lost signal
+    forecast_category: str
+
+    @property
+    def is_open(self) -> bool:
+        return self.forecast_type == "Open"
+
+
+PIPELINE_NAME = "Standard (Standard)"
+STAGES: tuple[Stage, ...] = (
+    Stage("Qualification", "Qualification", 1, 10, "Open", "Pipeline"),
+    Stage("Needs Analysis", "Needs Analysis", 2, 20, "Open", "Pipeline"),
+    Stage("Value Proposition", "Value Proposition", 3, 40, "Open", "Pipeline"),
+    Stage("Id. Decision Makers", "Identify Decision Makers", 4, 60, "Open", "Pipeline"),
+    Stage("Proposal/Price Quote", "Proposal/Price Quote", 5, 75, "Open", "Pipeline"),
+    Stage("Negotiation/Review", "Negotiation/Review", 6, 90, "Open", "Pipeline"),
+    Stage("Closed Won", "Closed Won", 7, 100, "Closed Won", "Closed"),
+    Stage("Closed Lost", "Closed Lost", 8, 0, "Closed Lost", "Omitted"),
+    Stage("Closed Lost to Competition", "Closed-Lost to Competition", 9, 0, "Closed Lost", "Omitted"),
+)
+STAGE_BY_NAME: dict[str, Stage] = {s.actual_value: s for s in STAGES}
+OPEN_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.is_open)
+FORECAST_CATEGORIES: tuple[str, ...] = ("Pipeline", "Closed", "Omitted")
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    first_name: str
+    last_name: str
+    email: str
+    role: Ref
+    profile: Ref
+    created_time: int
+    modified_time: int
+    status: str = "active"  # "active" | "inactive" (the team contract's vocabulary)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}"
+
+
+@dataclass(slots=True)
+class DeletedEntry:
+    """A row of the deletion log behind `GET /{module}/deleted`.
+
+    Zoho lists recycle-bin deletions for 60 days and permanent ones for 120 days; a recycle-bin entry
+    becomes permanent when the bin is purged. The type is therefore derived from the entry's age when
+    rendered (see `SandboxOrg`), only `permanent` records an explicit permanent deletion.
+    """
+
+    id: str
+    display_name: str | None
+    created_by: str | None
+    deleted_by: str | None
+    deleted_time: int
+    permanent: bool = False
+
+
+def full_name(first: str | None, last: str | None) -> str:
+    return " ".join(part for part in (first, last) if part)
+
+
+def apply_changes(record: Record, changes: Mapping[str, Any], close_day: dt.date | None = None) -> None:
+    """Set `changes` on `record` and re-derive what Zoho derives.
+
+    - Leads: Full_Name follows First_Name/Last_Name.
+    - Deals: Probability and Expected_Revenue follow the Stage ("automatically populated based on
+      chosen Stage"); Expected_Revenue follows Amount. Team convention (see the contract): when a deal
+      moves into a closed stage (won or lost) its Closing_Date becomes the day it closed, in the org
+      timezone, whatever the client sent.
+    """
+    for name, value in changes.items():
+        setattr(record, name, value)
+    if isinstance(record, Lead):
+        if "First_Name" in changes or "Last_Name" in changes:
+            record.Full_Name = full_name(record.First_Name, record.Last_Name)
+        return
+    if "Stage" in changes:
+        stage = STAGE_BY_NAME[record.Stage]
+        record.Probability = stage.probability
+        if not stage.is_open:
+            if close_day is None:
+                raise ValueError("closing a deal needs the day it closed")
+            record.Closing_Date = close_day
+    if "Stage" in changes or "Amount" in changes:
+        record.Expected_Revenue = expected_revenue(record.Amount, record.Probability)
+
+
+def expected_revenue(amount: float | None, probability: int) -> float | None:
+    if amount is None:
+        return None
+    value = amount * probability / 100
+    return int(value) if float(value).is_integer() else round(value, 2)

@@ -1,0 +1,335 @@
+"""dlt source for Zoho CRM (REST API v8): leads, deals, users, deal stages and the deletion log.
+
+Load contract (dataset `zoho_raw`, tables named after the resources):
+
+- `leads`, `deals`: incremental on `Modified_Time` (parsed to UTC; re-read from
+  the last cursor minus an overlap window), merged on `id`. Records deleted in
+  Zoho are removed: the `leads_deletions`/`deals_deletions` transformers turn each
+  new deletion log entry into a tombstone row for these tables, and dlt's
+  `hard_delete` hint deletes the row with that id. Within a load the newest
+  version of an id wins (`dedup_sort` on `modified_time`), and each deletion is
+  applied once, so a tombstone never removes a record modified after it was deleted.
+- `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
+  cursor on `deleted_time` per module, merged on (`module`, `id`).
+- `users` (merged on `id`) and `deal_stages` (replaced): small, read whole every run.
+
+Every column is declared with its type, so it exists even when Zoho sent no value
+for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
+`owner__email`); there are no child tables.
+
+Credentials and settings come from dlt (`SOURCES__ZOHO__CLIENT_ID`, ...,
+`.dlt/secrets.toml` / `.dlt/config.toml` under `[sources.zoho]`) or from the
+plain `ZOHO_CLIENT_ID`, `ZOHO_CLIENT_SECRET`, `ZOHO_REFRESH_TOKEN`, `ZOHO_DC`,
+`ZOHO_ACCOUNTS_URL`; environment variables win over the files.
+
+API reference: https://www.zoho.com/crm/developer/docs/api/v8/
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Optional, Protocol
+
+import dlt
+from dlt.sources import DltResource
+
+from pipelines.warehouse import ConfigError
+
+from .helpers import (
+    ZohoClient,
+    ZohoCredentials,
+    ZohoError,
+    column_hints,
+    format_zoho_datetime,
+    iter_numbered_pages,
+    iter_record_pages,
+    parse_zoho_datetime,
+    typed_record,
+)
+from .settings import (
+    ACCOUNTS_URLS,
+    API_DOMAINS,
+    DEAL_STAGES_FIELDS,
+    DEFAULT_DC,
+    DELETED_FIELDS,
+    DELETED_FLAG,
+    MODULE_FIELDS,
+    MODULES,
+    OVERLAP_MINUTES,
+    PAGE_SIZE,
+    RETRY_ATTEMPTS,
+    RETRY_BACKOFF_SECONDS,
+    USERS_FIELDS,
+)
+
+__all__ = ["zoho_crm", "ExtractObserver", "ZohoError", "RESOURCES"]
+
+RESOURCES = ("leads", "deals", "users", "deal_stages", "deleted_records")
+
+
+class ExtractObserver(Protocol):
+    """Told about every API call and every page a resource yields (progress, summaries)."""
+
+    def api_call(self, path: str) -> None: ...
+
+    def page(self, resource: str, records: int) -> None: ...
+
+
+class _Silent:
+    def api_call(self, path: str) -> None:
+        pass
+
+    def page(self, resource: str, records: int) -> None:
+        pass
+
+
+@dlt.source(name="zoho_crm", section="zoho", max_table_nesting=1)
+def zoho_crm(
+    client_id: Optional[str] = dlt.secrets.value,
+    client_secret: Optional[str] = dlt.secrets.value,
+    refresh_token: Optional[str] = dlt.secrets.value,
+    dc: Optional[str] = dlt.config.value,
+    accounts_url: Optional[str] = dlt.config.value,
+    overlap_minutes: float = OVERLAP_MINUTES,
+    page_size: int = PAGE_SIZE,
+    retry_attempts: int = RETRY_ATTEMPTS,
+    retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+    records_file_format: Optional[str] = None,
+    observer: Optional[ExtractObserver] = None,
+) -> list[DltResource]:
+    """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
+
+    Args:
+        dc: Zoho data centre: com, eu, in, com.au, jp, ca, com.cn or sa.
+        accounts_url: Overrides the data centre's accounts server (the local sandbox
+            org is reached this way); the API host always comes from the token response.
+        overlap_minutes: How far before the last cursor each incremental read starts.
+        records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
+            the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
+            The small tables always use insert_values, which can create an empty table.
+    """
+    secrets = {
+        name: (_setting(name, injected) or "").strip()
+        for name, injected in (("client_id", client_id), ("client_secret", client_secret), ("refresh_token", refresh_token))
+    }
+    missing = [name for name, value in secrets.items() if not value]
+    if missing:
+        raise ConfigError(_missing_message(missing))
+    credentials = ZohoCredentials(**secrets)
+    data_centre = (_setting("dc", dc) or DEFAULT_DC).strip().lower()
+    if data_centre not in ACCOUNTS_URLS:
+        raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {data_centre!r})")
+    observer = observer or _Silent()
+    client = ZohoClient(
+        credentials,
+        _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
+        fallback_api_domain=API_DOMAINS[data_centre],
+        retry_attempts=retry_attempts,
+        retry_backoff_seconds=retry_backoff_seconds,
+        on_request=observer.api_call,
+    )
+    overlap = timedelta(minutes=overlap_minutes)
+    deleted_records = _deleted_records(client, overlap, page_size, observer)
+    return [
+        *(_module_records(client, module, overlap, page_size, records_file_format, observer) for module in MODULES),
+        _users(client, page_size, observer),
+        _deal_stages(client, observer),
+        deleted_records,
+        *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
+    ]
+
+
+# ---------------------------------------------------------------------- configuration
+
+
+def _setting(name: str, injected: Optional[str]) -> Optional[str]:
+    """dlt's own `SOURCES__ZOHO__<NAME>` wins, then the plain `ZOHO_<NAME>`, then `.dlt/*.toml`."""
+    if os.environ.get(f"SOURCES__ZOHO__{name.upper()}"):
+        return injected
+    return os.environ.get(f"ZOHO_{name.upper()}") or injected
+
+
+def _missing_message(missing: list[str]) -> str:
+    plain = ", ".join(f"ZOHO_{name.upper()}" for name in missing)
+    dlt_names = ", ".join(f"SOURCES__ZOHO__{name.upper()}" for name in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{plain} {verb} not set (or {dlt_names} / [sources.zoho] in .dlt/secrets.toml)"
+
+
+# ---------------------------------------------------------------------- resources
+
+
+def _module_table_hints(module: str, file_format: Optional[str]) -> dict[str, Any]:
+    """Hints of the `leads`/`deals` tables, shared by their resource and by the tombstones."""
+    columns = column_hints(MODULE_FIELDS[module])
+    columns["Modified_Time"]["dedup_sort"] = "desc"
+    columns[DELETED_FLAG] = {"data_type": "bool", "hard_delete": True}
+    hints: dict[str, Any] = {
+        "table_name": module.lower(),
+        "primary_key": "id",
+        "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
+        "columns": columns,
+    }
+    if file_format:
+        hints["file_format"] = file_format
+    return hints
+
+
+def _module_records(
+    client: ZohoClient,
+    module: str,
+    overlap: timedelta,
+    page_size: int,
+    file_format: Optional[str],
+    observer: ExtractObserver,
+) -> DltResource:
+    fields = MODULE_FIELDS[module]
+    name = module.lower()
+    hints = _module_table_hints(module, file_format)
+    hints.pop("table_name")
+
+    # Zoho filters on If-Modified-Since (inclusive) server-side; `lag` makes both that
+    # header and dlt's own filter start `overlap` before the last cursor, and the merge
+    # on `id` absorbs the records read twice.
+    @dlt.resource(name=name, **hints)
+    def records(
+        modified_time: dlt.sources.incremental[datetime] = dlt.sources.incremental(
+            "Modified_Time", lag=overlap.total_seconds()
+        ),
+    ) -> Iterator[list[dict[str, Any]]]:
+        for page in iter_record_pages(
+            client, module, list(fields), modified_since=modified_time.start_value, page_size=page_size
+        ):
+            observer.page(name, len(page))
+            yield [typed_record(record, fields) for record in page]
+
+    return records
+
+
+def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> DltResource:
+    @dlt.resource(
+        name="users",
+        primary_key="id",
+        write_disposition="merge",
+        columns=column_hints(USERS_FIELDS),
+        file_format="insert_values",
+    )
+    def users() -> Iterator[list[dict[str, Any]]]:
+        yield dlt.mark.materialize_table_schema()
+        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, page_size=page_size):
+            observer.page("users", len(page))
+            yield [typed_record(user, USERS_FIELDS) for user in page]
+
+    return users
+
+
+def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+    @dlt.resource(
+        name="deal_stages",
+        write_disposition="replace",
+        columns=column_hints(DEAL_STAGES_FIELDS),
+        file_format="insert_values",
+    )
+    def deal_stages() -> Iterator[list[dict[str, Any]]]:
+        yield dlt.mark.materialize_table_schema()
+        # Pipelines hang off layouts; several layouts may share one pipeline.
+        stages: dict[tuple[str, str], dict[str, Any]] = {}
+        for layout in (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", []):
+            body = client.get("settings/pipeline", params={"layout_id": layout["id"]}) or {}
+            for pipeline in body.get("pipeline", []):
+                for stage in pipeline.get("maps") or []:
+                    stages[(str(pipeline["id"]), str(stage["id"]))] = typed_record(
+                        {
+                            "id": stage["id"],
+                            "pipeline_id": pipeline["id"],
+                            "pipeline": pipeline.get("display_value"),
+                            "stage": stage.get("actual_value"),
+                            "display_value": stage.get("display_value"),
+                            "sequence_number": stage.get("sequence_number"),
+                            "forecast_type": stage.get("forecast_type"),
+                            "forecast_category": (stage.get("forecast_category") or {}).get("name"),
+                            "probability": stage.get("probability"),
+                        },
+                        DEAL_STAGES_FIELDS,
+                    )
+        observer.page("deal_stages", len(stages))
+        if stages:
+            yield list(stages.values())
+
+    return deal_stages
+
+
+def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, observer: ExtractObserver) -> DltResource:
+    columns = column_hints(DELETED_FIELDS)
+    columns["deleted_time"]["dedup_sort"] = "desc"
+
+    # The table must exist even when nothing was ever deleted (the marts anti-join it):
+    # insert_values, unlike JSONL on DuckDB, can load the empty file that creates it.
+    @dlt.resource(
+        name="deleted_records",
+        primary_key=("module", "id"),
+        write_disposition="merge",
+        columns=columns,
+        file_format="insert_values",
+    )
+    def deleted_records() -> Iterator[list[dict[str, Any]]]:
+        yield dlt.mark.materialize_table_schema()
+        # Per module: `since` is the newest deleted_time seen; `applied` holds the entries
+        # within `overlap` of it, which the next run reads again and must not apply twice
+        # (so a tombstone cannot hit a record restored from the recycle bin afterwards).
+        state = dlt.current.resource_state()
+        for module in MODULES:
+            module_state = state.setdefault(module, {"since": None, "applied": {}})
+            since = _parse_optional(module_state["since"])
+            applied: dict[str, str] = module_state["applied"]
+            headers = {"If-Modified-Since": format_zoho_datetime(since - overlap)} if since else None
+            newest = since
+            for page in iter_numbered_pages(
+                client, f"{module}/deleted", "data", {"type": "all"}, headers=headers, page_size=page_size
+            ):
+                rows = [typed_record({**entry, "module": module}, DELETED_FIELDS) for entry in page]
+                fresh = [row for row in rows if _applied_key(row) not in applied]
+                for row in fresh:
+                    row.setdefault("deleted_time", datetime.now(timezone.utc))
+                    applied[_applied_key(row)] = row["deleted_time"].isoformat()
+                    newest = row["deleted_time"] if newest is None else max(newest, row["deleted_time"])
+                observer.page("deleted_records", len(fresh))
+                if fresh:
+                    yield fresh
+            if newest is not None:
+                module_state["since"] = newest.isoformat()
+                module_state["applied"] = {
+                    key: at for key, at in applied.items() if parse_zoho_datetime(at) >= newest - overlap
+                }
+
+    return deleted_records
+
+
+def _tombstones(deleted_records: DltResource, module: str, file_format: Optional[str]) -> DltResource:
+    """Deletion log entries of `module` as tombstones for its table: dlt deletes the rows with their ids.
+
+    A transformer carrying the module table's own hints, so the tombstones merge
+    into `leads`/`deals` exactly like records do; within one load the newest of a
+    record and its tombstone wins (`dedup_sort` on `modified_time`).
+    """
+
+    @dlt.transformer(data_from=deleted_records, name=f"{module.lower()}_deletions", **_module_table_hints(module, file_format))
+    def tombstones(entries: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        rows = [
+            {"id": row["id"], "Modified_Time": row["deleted_time"], DELETED_FLAG: True}
+            for row in entries
+            if row["module"] == module
+        ]
+        if rows:
+            yield rows
+
+    return tombstones
+
+
+def _applied_key(row: dict[str, Any]) -> str:
+    return f"{row['id']}:{row.get('type', '')}"
+
+
+def _parse_optional(value: Optional[str]) -> Optional[datetime]:
+    return parse_zoho_datetime(value) if value else None

@@ -1,0 +1,314 @@
+"""HTTP for the Zoho CRM source: OAuth refresh, retries, paging, and turning Zoho values into typed ones.
+
+Zoho quirks handled here (see https://www.zoho.com/crm/developer/docs/api/v8/):
+token errors arrive as HTTP 200 with an `error` key; an expired access token is
+answered with 401 `INVALID_TOKEN` (sometimes `AUTHENTICATION_FAILURE`); "no data"
+is 204 (or 304 with If-Modified-Since) with an empty body; more than 2,000
+records can only be reached with `page_token`; datetimes carry the CRM user's
+UTC offset. Nothing here logs or raises with a token or a secret in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import requests
+
+from .settings import (
+    API_DOMAINS,
+    API_PATH,
+    LOOKUP_PARTS,
+    REQUEST_TIMEOUT_SECONDS,
+    RETRY_ATTEMPTS,
+    RETRY_BACKOFF_SECONDS,
+    RETRY_MAX_DELAY_SECONDS,
+    TOKEN_PATH,
+    TOKEN_REFRESH_MARGIN_SECONDS,
+    FieldKind,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+EXPIRED_TOKEN_CODES = frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE"})
+
+
+class ZohoError(RuntimeError):
+    """Zoho refused a request or could not be reached; the message is safe to print."""
+
+
+@dataclass(frozen=True)
+class ZohoCredentials:
+    """The OAuth client and the refresh token of a self-client (or server-based) app."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+
+
+class ZohoClient:
+    """A session against one Zoho org: mints access tokens and GETs CRM API paths.
+
+    The access token lives in memory only. It is renewed shortly before it
+    expires and, once per request, when Zoho answers 401 anyway (tokens can be
+    revoked, and an org allows only 15 live tokens per refresh token). Refreshes
+    are single-flight so parallel resources never mint tokens that evict each other.
+    """
+
+    def __init__(
+        self,
+        credentials: ZohoCredentials,
+        accounts_url: str,
+        *,
+        fallback_api_domain: str = API_DOMAINS["com"],
+        retry_attempts: int = RETRY_ATTEMPTS,
+        retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+        on_request: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self._credentials = credentials
+        self._token_url = accounts_url.rstrip("/") + TOKEN_PATH
+        self._fallback_api_domain = fallback_api_domain
+        self._retry_attempts = max(1, retry_attempts)
+        self._retry_backoff = retry_backoff_seconds
+        self._on_request = on_request or (lambda path: None)
+        self._session = requests.Session()
+        self._lock = threading.Lock()
+        self._access_token: Optional[str] = None
+        self._token_expires_at = 0.0
+        self._api_base: Optional[str] = None
+
+    # ------------------------------------------------------------------ OAuth
+
+    def _token(self, *, stale: Optional[str] = None) -> str:
+        """A valid access token; `stale` is one Zoho just rejected and must be replaced."""
+        with self._lock:
+            fresh = self._access_token is not None and time.monotonic() < self._token_expires_at
+            if not fresh or self._access_token == stale:
+                self._refresh()
+            assert self._access_token is not None
+            return self._access_token
+
+    def _refresh(self) -> None:
+        # Form body, not query string: the secrets then never appear in a URL or an access log.
+        data = {
+            "grant_type": "refresh_token",
+            "client_id": self._credentials.client_id,
+            "client_secret": self._credentials.client_secret,
+            "refresh_token": self._credentials.refresh_token,
+        }
+        response = self._send("POST", self._token_url, what="token request", counted=False, data=data)
+        try:
+            body = response.json()
+        except ValueError:
+            raise ZohoError(f"token request failed: HTTP {response.status_code}, not JSON") from None
+        if "access_token" not in body:
+            # Zoho reports token errors with HTTP 200 and e.g. {"error": "invalid_code"}.
+            error = body.get("error") or f"HTTP {response.status_code}"
+            raise ZohoError(f"token request failed: {error}{_TOKEN_HINTS.get(str(error), '')}")
+        expires_in = float(body.get("expires_in") or 3600)
+        self._access_token = body["access_token"]
+        self._token_expires_at = time.monotonic() + max(expires_in - TOKEN_REFRESH_MARGIN_SECONDS, expires_in / 2)
+        self._api_base = (body.get("api_domain") or self._fallback_api_domain).rstrip("/") + API_PATH
+        logger.info("obtained a Zoho access token (valid %ss)", int(expires_in))
+
+    # ------------------------------------------------------------------ requests
+
+    def get(self, path: str, params: Optional[Mapping[str, Any]] = None, headers: Optional[Mapping[str, str]] = None) -> Optional[dict[str, Any]]:
+        """GET `{api_domain}/crm/v8/{path}`; returns the JSON body, or None for 204/304 (no data)."""
+        token = self._token()
+        for attempt in (1, 2):
+            assert self._api_base is not None
+            response = self._send(
+                "GET",
+                f"{self._api_base}/{path.lstrip('/')}",
+                what=f"GET {path}",
+                counted=True,
+                params=params,
+                headers={**(headers or {}), "Authorization": f"Zoho-oauthtoken {token}"},
+            )
+            if response.status_code in (204, 304):
+                return None
+            body = _json_or_none(response)
+            code = str((body or {}).get("code", ""))
+            if response.status_code == 401 and code in EXPIRED_TOKEN_CODES and attempt == 1:
+                logger.info("access token rejected (%s); refreshing once", code)
+                token = self._token(stale=token)
+                continue
+            if response.status_code >= 400 or body is None:
+                message = (body or {}).get("message") or response.reason
+                raise ZohoError(f"GET {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip())
+            return body
+        raise AssertionError("unreachable")
+
+    def _send(self, method: str, url: str, *, what: str, counted: bool, **kwargs: Any) -> requests.Response:
+        """One HTTP exchange, retried with exponential backoff on 429, 5xx and connection errors.
+
+        `counted` exchanges are reported to `on_request` once per answer Zoho gives
+        (an API call that costs credits), retries included.
+        """
+        delay = self._retry_backoff
+        for attempt in range(1, self._retry_attempts + 1):
+            try:
+                response = self._session.request(method, url, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == self._retry_attempts:
+                    raise ZohoError(f"{what}: cannot reach {_host(url)} ({type(exc).__name__})") from None
+                problem = type(exc).__name__
+            else:
+                if counted:
+                    self._on_request(what)
+                if response.status_code not in RETRYABLE_STATUS:
+                    return response
+                if attempt == self._retry_attempts:
+                    body = _json_or_none(response) or {}
+                    code = body.get("code") or body.get("error") or response.reason
+                    raise ZohoError(f"{what} failed: HTTP {response.status_code} {code} after {attempt} attempts")
+                problem = f"HTTP {response.status_code}"
+                retry_after = _retry_after_seconds(response)
+                if retry_after is not None:
+                    delay = retry_after
+            wait = min(delay, RETRY_MAX_DELAY_SECONDS) * (1 + random.random() / 10)
+            logger.warning("%s: %s, retrying in %.1fs (attempt %d of %d)", what, problem, wait, attempt + 1, self._retry_attempts)
+            time.sleep(wait)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+
+_TOKEN_HINTS = {
+    "invalid_client": " (check ZOHO_CLIENT_ID / ZOHO_CLIENT_SECRET, and ZOHO_DC: the client belongs to one data centre)",
+    "invalid_code": " (the refresh token is invalid or revoked: generate a new ZOHO_REFRESH_TOKEN)",
+    "Access Denied": " (Zoho throttles token requests: at most 10 per refresh token per 10 minutes; try again later)",
+}
+
+
+def _json_or_none(response: requests.Response) -> Optional[dict[str, Any]]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _retry_after_seconds(response: requests.Response) -> Optional[float]:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.strip().isdigit() else None
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+# ---------------------------------------------------------------------- paging
+
+
+def iter_record_pages(
+    client: ZohoClient,
+    module: str,
+    fields: Sequence[str],
+    *,
+    modified_since: Optional[datetime],
+    page_size: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of a module's records, oldest modification first, modified at or after `modified_since`.
+
+    Zoho serves only 2,000 records by `page` number; `page_token` (returned from
+    the first page on) reaches up to 100,000, so we always follow the token.
+    """
+    params: dict[str, Any] = {
+        "fields": ",".join(fields),
+        "per_page": page_size,
+        "sort_by": "Modified_Time",
+        "sort_order": "asc",
+    }
+    if module == "Leads":
+        params["converted"] = "both"  # the default hides converted leads
+    headers = {"If-Modified-Since": format_zoho_datetime(modified_since)} if modified_since else {}
+    page_token: Optional[str] = None
+    while True:
+        body = client.get(module, params={**params, "page_token": page_token} if page_token else params, headers=headers)
+        if body is None:
+            return
+        yield body.get("data") or []
+        info = body.get("info") or {}
+        page_token = info.get("next_page_token")
+        if not info.get("more_records") or not page_token:
+            return
+
+
+def iter_numbered_pages(
+    client: ZohoClient,
+    path: str,
+    data_key: str,
+    params: Mapping[str, Any],
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+    page_size: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of an endpoint paged by `page` number (users, the deletion log)."""
+    page = 1
+    while True:
+        body = client.get(path, params={**params, "page": page, "per_page": page_size}, headers=headers)
+        if body is None:
+            return
+        yield body.get(data_key) or []
+        if not (body.get("info") or {}).get("more_records"):
+            return
+        page += 1
+
+
+# ---------------------------------------------------------------------- values
+
+
+def parse_zoho_datetime(value: str) -> datetime:
+    """A Zoho datetime (ISO 8601 with the user's offset, or Z) as an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError(f"datetime without a UTC offset: {value!r}")
+    return parsed.astimezone(timezone.utc)
+
+
+def format_zoho_datetime(value: datetime) -> str:
+    """The If-Modified-Since form Zoho documents: second precision with an explicit offset."""
+    return value.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def typed_record(record: Mapping[str, Any], fields: Mapping[str, FieldKind]) -> dict[str, Any]:
+    """`id` and the declared `fields` of a record, datetimes parsed to UTC, nulls dropped.
+
+    Keeping only declared fields keeps the raw schema fixed (Zoho adds `$` metadata
+    and lists that would become child tables). Dropping nulls keeps dlt from
+    inventing untyped columns for empty lookups; every column exists anyway
+    because the resources declare them all.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if (key != "id" and key not in fields) or value is None or value == {}:
+            continue
+        if fields.get(key) == "timestamp" and isinstance(value, str):
+            value = parse_zoho_datetime(value)
+        elif fields.get(key) == "date" and isinstance(value, str):
+            value = date.fromisoformat(value)
+        out[key] = value
+    return out
+
+
+def column_hints(fields: Mapping[str, FieldKind], *, key: str = "id") -> dict[str, dict[str, Any]]:
+    """dlt column hints for every column a field list produces, lookups flattened (`Owner__id`, ...).
+
+    Hints use Zoho's names, as the data and the incremental cursor do; dlt
+    normalizes all of them alike (`Owner__id` -> `owner__id`).
+    """
+    columns: dict[str, dict[str, Any]] = {key: {"data_type": "text", "nullable": False}}
+    for name, kind in fields.items():
+        if kind in LOOKUP_PARTS:
+            for part in LOOKUP_PARTS[kind]:
+                columns[f"{name}__{part}"] = {"data_type": "text"}
+        else:
+            columns[name] = {"data_type": kind}
+    return columns

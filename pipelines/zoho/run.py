@@ -1,0 +1,238 @@
+"""Run the Zoho CRM source into the warehouse: one call that leaves `zoho_raw` current.
+
+`load()` is what the CLI, the tests and the benchmarks call. It takes care of
+what a bare `pipeline.run()` leaves to the caller:
+
+- a load interrupted earlier is finished first, then new data is extracted in
+  the same call (dlt's `run` would only finish the old load);
+- the incremental state lives in the destination (`_dlt_pipeline_state`), so a
+  fresh machine continues where the last run stopped; and local state that the
+  destination does not know (the DuckDB file was deleted, a new database) is
+  dropped, so that destination gets a full load instead of an empty increment;
+- each destination has its own dlt working folder, keyed by where it points,
+  so a cursor kept for one warehouse is never used for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO
+from urllib.parse import urlsplit
+
+import dlt
+from dlt.common.destination.exceptions import DestinationUndefinedEntity
+from dlt.common.pipeline import get_dlt_pipelines_dir
+
+from pipelines.warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
+
+from . import RESOURCES, zoho_crm
+
+PIPELINE_NAME = "zoho_crm"
+JSONL_FILE_MAX_ROWS = 20_000
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What one `load()` did: records read from Zoho per resource, API calls, wall time."""
+
+    destination: str
+    records: dict[str, int]
+    api_calls: int
+    seconds: float
+    resumed_loads: int = 0  # loads left by an interrupted run, finished before extracting
+    full_load: bool = False  # no cursor to continue from: everything was read
+
+    def line(self) -> str:
+        counts = " ".join(f"{name}={self.records.get(name, 0)}" for name in RESOURCES)
+        resumed = f" | resumed {self.resumed_loads} interrupted load(s)" if self.resumed_loads else ""
+        return f"loaded {counts} | api_calls={self.api_calls}{resumed} | {self.seconds:.1f}s"
+
+
+@dataclass
+class Progress:
+    """Counts what the source reports and shows it on `stream` while the run goes.
+
+    On a terminal one status line is redrawn in place; in a log (not a TTY) a line
+    is written at most every `interval` seconds, and per page with `verbose`.
+    """
+
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    verbose: bool = False
+    quiet: bool = False
+    interval: float = 2.0
+    records: Counter = field(default_factory=Counter)
+    pages: Counter = field(default_factory=Counter)
+    api_calls: int = 0
+    _last_shown: float = 0.0
+    _live: bool = False
+
+    def api_call(self, path: str) -> None:
+        self.api_calls += 1
+
+    def page(self, resource: str, records: int) -> None:
+        self.pages[resource] += 1
+        self.records[resource] += records
+        if self.quiet:
+            return
+        tty = self.stream.isatty()
+        if self.verbose and not tty:
+            self._write(f"  {resource}: page {self.pages[resource]}, {records} records")
+        elif tty or time.monotonic() - self._last_shown >= self.interval:
+            self._status()
+
+    def stage(self, message: str) -> None:
+        if not self.quiet:
+            self._end_live()
+            self._write(message)
+
+    def extracted(self) -> None:
+        if not self.quiet:
+            self._status(final=True)
+
+    def _status(self, final: bool = False) -> None:
+        parts = [f"{name} {self.records[name]:,} ({self.pages[name]} p.)" for name in RESOURCES if self.pages[name]]
+        line = f"extract: {' · '.join(parts) or 'nothing new'} · {self.api_calls} API calls"
+        self._last_shown = time.monotonic()
+        if self.stream.isatty() and not final:
+            self.stream.write(f"\r\033[K{line}")
+            self.stream.flush()
+            self._live = True
+        else:
+            self._end_live()
+            self._write(line)
+
+    def _end_live(self) -> None:
+        if self._live:
+            self.stream.write("\r\033[K")
+            self._live = False
+
+    def _write(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+
+def load(
+    destination: Target = "duckdb",
+    *,
+    full_refresh: bool = False,
+    progress: Optional[Progress] = None,
+    **source_options: Any,
+) -> LoadSummary:
+    """Extract Zoho CRM into `destination`'s `zoho_raw` schema and return what was done.
+
+    Args:
+        full_refresh: Empty the raw tables and forget all cursors first, then read everything.
+        source_options: Passed to `zoho_crm()` (e.g. `page_size`, `overlap_minutes`).
+
+    Raises:
+        ConfigError: a setting is missing or malformed (the message names it).
+        dlt.pipeline.exceptions.PipelineStepFailed: Zoho or the destination failed; the
+            cause is chained (a `ZohoError` for API and OAuth problems).
+    """
+    started = time.monotonic()
+    progress = progress or Progress(quiet=True)
+    # JSONL loads into DuckDB ~4x faster than insert_values, with a fraction of the memory.
+    records_file_format = "jsonl" if destination == "duckdb" else None
+    source = zoho_crm(observer=progress, records_file_format=records_file_format, **source_options)
+    pipeline = make_pipeline(destination)
+    progress.stage(f"{PIPELINE_NAME} -> {destination} ({describe_destination(destination)}), dataset {RAW_SCHEMA}")
+
+    if _forget_state_unknown_to_destination(pipeline):
+        progress.stage("the warehouse holds no earlier load: local dlt state dropped, loading everything")
+    pipeline.sync_destination()
+
+    resumed = 0
+    if pipeline.has_pending_data:
+        progress.stage("finishing the load an interrupted run left behind")
+        _normalize(pipeline)
+        resumed = len(pipeline.list_normalized_load_packages())
+        pipeline.load()
+
+    full_load = full_refresh or not _has_cursors(pipeline)
+    if full_refresh:
+        progress.stage("full refresh: emptying the raw tables and forgetting the cursors")
+    elif full_load:
+        progress.stage("first load: reading the whole org")
+    pipeline.extract(source, refresh="drop_data" if full_refresh else None)
+    progress.extracted()
+    progress.stage("normalize")
+    _normalize(pipeline)
+    progress.stage("load")
+    pipeline.load()
+    return LoadSummary(
+        destination=destination,
+        records=dict(progress.records),
+        api_calls=progress.api_calls,
+        seconds=time.monotonic() - started,
+        resumed_loads=resumed,
+        full_load=full_load,
+    )
+
+
+def make_pipeline(destination: Target) -> dlt.Pipeline:
+    """The `zoho_crm` pipeline for one warehouse, with its own working folder."""
+    if destination == "duckdb":
+        path = duckdb_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = dlt.destinations.duckdb(credentials=str(path))
+    elif destination == "postgres":
+        target = dlt.destinations.postgres(credentials=dlt_postgres_credentials(postgres_url()))
+    else:
+        raise ConfigError(f"unknown destination {destination!r}; expected one of {', '.join(TARGETS)}")
+    # One working folder per warehouse: local state made for one database must never
+    # steer the increments of another.
+    key = hashlib.sha256(describe_destination(destination).encode()).hexdigest()[:12]
+    pipelines_dir = Path(get_dlt_pipelines_dir()) / f"{PIPELINE_NAME}-{destination}-{key}"
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        pipelines_dir=str(pipelines_dir),
+        destination=target,
+        dataset_name=RAW_SCHEMA,
+    )
+
+
+def describe_destination(destination: Target) -> str:
+    """Where the warehouse is, without credentials: the DuckDB file or host:port/database."""
+    if destination == "duckdb":
+        return str(duckdb_path().resolve())
+    parts = urlsplit(postgres_url())
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+def _forget_state_unknown_to_destination(pipeline: dlt.Pipeline) -> bool:
+    """Drop the local working folder if the destination has no committed state of this pipeline.
+
+    Otherwise a deleted DuckDB file (or an emptied database) would get an
+    incremental load on top of nothing. Pending packages go too: they were made
+    for a warehouse that no longer exists. Returns True if something was dropped.
+    """
+    if not pipeline.has_data:
+        return False
+    with pipeline.destination_client() as client:
+        try:
+            known = client.is_storage_initialized() and client.get_stored_state(pipeline.pipeline_name) is not None  # type: ignore[attr-defined]
+        except DestinationUndefinedEntity:
+            known = False
+    if not known:
+        pipeline.drop()
+    return not known
+
+
+def _normalize(pipeline: dlt.Pipeline) -> None:
+    """Normalize with files of at most JSONL_FILE_MAX_ROWS rows.
+
+    DuckDB infers a JSONL file's columns from its first 20,480 rows and rejects
+    a later row with a key it has not seen (a lead converted late in the file,
+    a tombstone's `_deleted`); files no longer than that are read whole.
+    """
+    with dlt.config.values({"normalize.data_writer.file_max_items": JSONL_FILE_MAX_ROWS}):
+        pipeline.normalize()
+
+
+def _has_cursors(pipeline: dlt.Pipeline) -> bool:
+    resources = pipeline.state.get("sources", {}).get("zoho_crm", {}).get("resources", {})
+    return any(resources.get(name, {}).get("incremental") for name in ("leads", "deals"))

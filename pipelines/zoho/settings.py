@@ -1,0 +1,135 @@
+"""Constants of the Zoho CRM source: data centres, endpoints, fields and the raw column types.
+
+The module field lists are the single description of what we extract: the
+`fields=` parameter sent to Zoho and the column hints given to dlt are both
+derived from them, so a field added here appears in the API request and as a
+typed column in `zoho_raw` at once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+API_PATH = "/crm/v8"
+TOKEN_PATH = "/oauth/v2/token"
+
+# Zoho runs one accounts server and one API host per data centre; a token only works in its own DC.
+# Canada is the odd one out: accounts.zohocloud.ca, not accounts.zoho.ca.
+ACCOUNTS_URLS = {
+    "com": "https://accounts.zoho.com",
+    "eu": "https://accounts.zoho.eu",
+    "in": "https://accounts.zoho.in",
+    "com.au": "https://accounts.zoho.com.au",
+    "jp": "https://accounts.zoho.jp",
+    "ca": "https://accounts.zohocloud.ca",
+    "com.cn": "https://accounts.zoho.com.cn",
+    "sa": "https://accounts.zoho.sa",
+}
+# Used only when the token response lacks `api_domain` (Zoho always sends it).
+API_DOMAINS = {dc: f"https://www.zohoapis.{dc}" for dc in ACCOUNTS_URLS}
+DEFAULT_DC = "com"
+
+PAGE_SIZE = 200  # Zoho's maximum per request
+OVERLAP_MINUTES = 10  # re-read this much before the last cursor: late commits and clock skew
+TOKEN_REFRESH_MARGIN_SECONDS = 300  # renew an access token this long before Zoho says it expires
+REQUEST_TIMEOUT_SECONDS = (10.0, 60.0)  # connect, read
+RETRY_ATTEMPTS = 5  # per request, for 429, 5xx and connection errors
+RETRY_BACKOFF_SECONDS = 1.0  # doubled after each failed attempt
+RETRY_MAX_DELAY_SECONDS = 60.0
+
+MODULES = ("Leads", "Deals")
+
+# How a Zoho field lands in the warehouse. Lookups are objects that dlt flattens into
+# `<field>__id`, `<field>__name` (and `__email` for users).
+FieldKind = Literal["text", "double", "bigint", "bool", "date", "timestamp", "user", "record"]
+LOOKUP_PARTS: dict[FieldKind, tuple[str, ...]] = {"user": ("id", "name", "email"), "record": ("id", "name")}
+
+LEADS_FIELDS: dict[str, FieldKind] = {
+    "Owner": "user",
+    "First_Name": "text",
+    "Last_Name": "text",
+    "Full_Name": "text",
+    "Company": "text",
+    "Email": "text",
+    "Phone": "text",
+    "Lead_Source": "text",
+    "Lead_Status": "text",
+    "Industry": "text",
+    "Annual_Revenue": "double",
+    "No_of_Employees": "bigint",
+    "Rating": "text",
+    "Country": "text",
+    "Description": "text",
+    "Created_Time": "timestamp",
+    "Modified_Time": "timestamp",
+    "Created_By": "user",
+    "Modified_By": "user",
+    "Converted__s": "bool",
+    "Converted_Date_Time": "timestamp",
+    "Converted_Deal": "record",
+    "Converted_Account": "record",
+    "Converted_Contact": "record",
+    "Record_Status__s": "text",
+}
+
+DEALS_FIELDS: dict[str, FieldKind] = {
+    "Owner": "user",
+    "Deal_Name": "text",
+    "Account_Name": "record",
+    "Contact_Name": "record",
+    "Stage": "text",
+    "Pipeline": "text",
+    "Amount": "double",
+    "Probability": "bigint",
+    "Expected_Revenue": "double",
+    "Closing_Date": "date",
+    "Lead_Source": "text",
+    "Type": "text",
+    "Next_Step": "text",
+    "Reason_For_Loss__s": "text",
+    "Description": "text",
+    "Currency": "text",
+    "Created_Time": "timestamp",
+    "Modified_Time": "timestamp",
+    "Created_By": "user",
+    "Modified_By": "user",
+}
+
+MODULE_FIELDS: dict[str, dict[str, FieldKind]] = {"Leads": LEADS_FIELDS, "Deals": DEALS_FIELDS}
+
+# `/users` and `/{module}/deleted` are not field-selectable; these describe what they return.
+USERS_FIELDS: dict[str, FieldKind] = {
+    "full_name": "text",
+    "first_name": "text",
+    "last_name": "text",
+    "email": "text",
+    "status": "text",
+    "role": "record",
+    "profile": "record",
+    "time_zone": "text",
+    "Modified_Time": "timestamp",
+    "created_time": "timestamp",
+}
+
+DELETED_FIELDS: dict[str, FieldKind] = {
+    "module": "text",
+    "type": "text",
+    "display_name": "text",
+    "deleted_time": "timestamp",
+    "deleted_by": "record",
+    "created_by": "record",
+}
+
+DEAL_STAGES_FIELDS: dict[str, FieldKind] = {
+    "pipeline_id": "text",
+    "pipeline": "text",
+    "stage": "text",
+    "display_value": "text",
+    "sequence_number": "bigint",
+    "forecast_type": "text",
+    "forecast_category": "text",
+    "probability": "bigint",
+}
+
+# Tombstones carry this flag; dlt deletes the row with their id instead of inserting them.
+DELETED_FLAG = "_deleted"

@@ -1,0 +1,254 @@
+"""The metrics API: `python -m insights.api` serves the marts' numbers over HTTP, behind a token.
+
+Each test starts the server as a user would, in its own process on a free
+port, over a private copy of the warehouse built from the sandbox CRM, and
+compares what it answers with SQL run directly on the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import re
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from insights import store
+from insights.ledger import DeliveryLedger
+from pipelines.warehouse import PROJECT_ROOT, Target, connect
+
+TOKEN = "test-api-token-4b1d"
+BOTH_TARGETS = pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+
+
+@dataclass
+class RunningApi:
+    url: str
+
+    def get(self, path: str, token: str | None = TOKEN) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30)
+
+
+@contextmanager
+def serve(env: dict[str, str], target: Target, token: str | None = TOKEN) -> Iterator[RunningApi]:
+    """`python -m insights.api --target <target> --port 0`, until the block ends."""
+    env = {k: v for k, v in env.items() if k != "API_TOKEN"}
+    if token:
+        env["API_TOKEN"] = token
+    process = subprocess.Popen(
+        [sys.executable, "-m", "insights.api", "--target", target, "--port", "0"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
+    seen: list[str] = []
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=30)
+            except queue.Empty:
+                raise AssertionError("the API did not start:\n" + "".join(seen)) from None
+            seen.append(line)
+            started = re.search(r"Uvicorn running on (http://\S+)", line)
+            if started:
+                break
+            if process.poll() is not None:
+                raise AssertionError("the API exited:\n" + "".join(seen))
+        yield RunningApi(started.group(1))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def warehouse_env(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The private warehouse copy, visible to this process too (for the SQL the test compares with)."""
+    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
+    monkeypatch.setenv("DUCKDB_PATH", warehouse.env["DUCKDB_PATH"])
+    monkeypatch.setenv("DATABASE_URL", warehouse.env["DATABASE_URL"])
+    return dict(warehouse.env)
+
+
+def sql(target: Target, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with connect(target, read_only=True) as conn:
+        cur = conn.cursor()
+        cur.execute(query, list(params))
+        return cur.fetchall()
+
+
+def summary(report_date: dt.date, target: Target, message: str, created_at: dt.datetime) -> store.Summary:
+    return store.Summary(
+        report_date=report_date, target=target, model="llama3.2:1b", prompt_hash="abc", prompt_tokens=900,
+        completion_tokens=300, llm_seconds=12.5, total_seconds=13.0, facts={"facts": [{"id": "F1"}]},
+        model_json='{"picks": ["F1"]}', message=message, used_fallback=False, fallback_reason=None,
+        created_at=created_at,
+    )
+
+
+@BOTH_TARGETS
+def test_metrics_are_the_latest_day_of_kpi_daily(warehouse_env: dict[str, str], target: Target) -> None:
+    """GIVEN a warehouse built from the sandbox CRM
+    WHEN a client asks for the metrics
+    THEN it gets every metric of the latest day of analytics.kpi_daily, with its value and unit."""
+    [(latest,)] = sql(target, "select max(kpi_date) from analytics.kpi_daily")
+    expected = dict(
+        (metric, (value, unit))
+        for metric, value, unit in sql(target, f"select metric, value, unit from analytics.kpi_daily where kpi_date = '{latest}'")
+    )
+
+    with serve(warehouse_env, target) as api:
+        answer = api.get("/api/metrics")
+
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["as_of"], body["target"]) == (latest.isoformat(), target)
+    assert set(body["metrics"]) == set(expected) >= {"open_pipeline_amount", "deals_won", "win_rate_30d"}
+    for metric, (value, unit) in expected.items():
+        served = body["metrics"][metric]
+        assert served["unit"] == unit
+        assert served["value"] == (None if value is None else pytest.approx(float(value), rel=1e-9))
+
+
+def test_metrics_of_a_chosen_day_and_of_a_day_without_data(warehouse_env: dict[str, str]) -> None:
+    """GIVEN the API over the DuckDB warehouse
+    WHEN a client asks for one day's metrics, a day before the CRM existed, and a malformed date
+    THEN it gets that day's numbers, a 404 naming the days covered, and a 422."""
+    [(first, last)] = sql("duckdb", "select min(kpi_date), max(kpi_date) from analytics.kpi_daily")
+    day = first + (last - first) / 2
+    expected = dict(sql("duckdb", f"select metric, value from analytics.kpi_daily where kpi_date = '{day}'"))
+
+    with serve(warehouse_env, "duckdb") as api:
+        chosen = api.get(f"/api/metrics?date={day}")
+        before = api.get("/api/metrics?date=1999-01-01")
+        malformed = api.get("/api/metrics?date=yesterday")
+
+    assert chosen.json()["as_of"] == day.isoformat()
+    assert {m: v["value"] for m, v in chosen.json()["metrics"].items()} == {
+        m: None if v is None else pytest.approx(float(v)) for m, v in expected.items()
+    }
+    assert before.status_code == 404
+    assert f"{first} to {last}" in before.json()["detail"]
+    assert malformed.status_code == 422
+
+
+def test_requests_without_the_token_are_refused_except_health_and_docs(warehouse_env: dict[str, str]) -> None:
+    """GIVEN the API started with API_TOKEN set
+    WHEN clients call it without a token, with a wrong one and with the right one
+    THEN data routes answer 401 (with a Bearer challenge) unless the token is right;
+    health and the documentation answer without one."""
+    with serve(warehouse_env, "duckdb") as api:
+        anonymous = api.get("/api/metrics", token=None)
+        wrong = api.get("/api/metrics", token="guess")
+        summaries = api.get("/api/summaries/latest", token=None)
+        right = api.get("/api/metrics")
+        health = api.get("/api/health", token=None)
+        docs = api.get("/docs", token=None)
+        openapi = api.get("/openapi.json", token=None)
+
+    assert (anonymous.status_code, wrong.status_code, summaries.status_code) == (401, 401, 401)
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert "API_TOKEN" in anonymous.json()["detail"]
+    assert right.status_code == 200
+    assert health.status_code == 200
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert {"/api/metrics", "/api/summaries/latest", "/api/health"} <= set(openapi.json()["paths"])
+
+
+def test_without_a_token_configured_the_api_is_open(warehouse_env: dict[str, str]) -> None:
+    """GIVEN the API started without API_TOKEN (a laptop, loopback only)
+    WHEN a client calls it without credentials
+    THEN it answers."""
+    with serve(warehouse_env, "duckdb", token=None) as api:
+        assert api.get("/api/metrics", token=None).status_code == 200
+
+
+@BOTH_TARGETS
+def test_the_latest_briefing_is_served_once_there_is_one(warehouse_env: dict[str, str], target: Target) -> None:
+    """GIVEN a warehouse where no briefing has been generated yet
+    WHEN a client asks for the latest summary, two briefings are stored, and it asks again
+    THEN it first gets a 404 saying how to generate one, then the most recent briefing with its facts."""
+    with serve(warehouse_env, target) as api:
+        before = api.get("/api/summaries/latest")
+        morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
+        store.save(target, summary(dt.date(2026, 11, 19), target, "*Thursday* briefing", morning))
+        store.save(target, summary(dt.date(2026, 11, 20), target, "*Friday* briefing", morning + dt.timedelta(days=1)))
+        after = api.get("/api/summaries/latest")
+
+    assert before.status_code == 404
+    assert "python -m insights.deliver" in before.json()["detail"]
+    assert after.status_code == 200
+    latest = after.json()
+    assert (latest["report_date"], latest["message"], latest["target"]) == ("2026-11-20", "*Friday* briefing", target)
+    assert latest["facts_json"] == {"facts": [{"id": "F1"}]}
+    assert latest["used_fallback"] is False
+
+
+@BOTH_TARGETS
+def test_health_reports_the_last_sync_and_the_last_delivery(warehouse_env: dict[str, str], target: Target) -> None:
+    """GIVEN a warehouse loaded by the pipeline
+    WHEN a briefing delivery is recorded and health is asked without a token
+    THEN it reports the warehouse reachable, the last completed load of zoho_raw and the delivery,
+    without any recipient's number."""
+    [(last_load,)] = sql(target, "select max(inserted_at) from zoho_raw._dlt_loads where status = 0")
+    ledger = DeliveryLedger(target)
+    ledger.ensure_table()
+    ledger.start_attempt(dt.date(2026, 11, 20), "whatsapp:+15550000001", "hash")
+    ledger.finish(dt.date(2026, 11, 20), "whatsapp:+15550000001", "accepted", message_sid="SM" + "0" * 32)
+
+    with serve(warehouse_env, target) as api:
+        health = api.get("/api/health", token=None)
+
+    assert health.status_code == 200
+    body = health.json()
+    assert (body["status"], body["warehouse"], body["target"]) == ("ok", "reachable", target)
+    assert dt.datetime.fromisoformat(body["last_sync"]) == last_load
+    assert body["last_delivery"]["report_date"] == "2026-11-20"
+    assert body["last_delivery"]["status"] == "accepted"
+    assert "+15550000001" not in health.text
+
+
+def test_data_written_between_requests_is_served_by_the_next_request(warehouse_env: dict[str, str]) -> None:
+    """GIVEN the API running over the DuckDB file
+    WHEN dbt writes a newer day into kpi_daily while it runs
+    THEN the write is not blocked by the API, and the next request shows the new day."""
+    with serve(warehouse_env, "duckdb") as api:
+        before = api.get("/api/metrics").json()["as_of"]
+        newer = dt.date.fromisoformat(before) + dt.timedelta(days=1)
+        with connect("duckdb") as conn:  # a writer, as dbt is: fails if the API held the file
+            conn.execute(
+                "insert into analytics.kpi_daily (kpi_date, metric, value, unit) values (?, 'deals_won', 4, 'count')",
+                [newer],
+            )
+        after = api.get("/api/metrics").json()
+
+    assert after["as_of"] == newer.isoformat()
+    assert after["metrics"] == {"deals_won": {"value": 4, "unit": "count"}}
+
+
+@pytest.mark.parametrize(
+    "target, broken",
+    [
+        ("duckdb", {"DUCKDB_PATH": "no-such-dir/warehouse.duckdb"}),
+        pytest.param("postgres", {"DATABASE_URL": "postgresql://postgres:unused@127.0.0.1:9/none"}, marks=pytest.mark.postgres),
+    ],
+)
+def test_health_is_503_when_the_warehouse_is_unreachable(workspace: Any, target: Target, broken: dict[str, str]) -> None:
+    """GIVEN the API pointed at a warehouse that is not there (no DuckDB file, no Postgres server)
+    WHEN health and metrics are asked
+    THEN both answer 503 with what failed, and the server keeps running."""
+    with serve({**workspace.env, **broken}, target) as api:
+        health = api.get("/api/health", token=None)
+        metrics = api.get("/api/metrics")
+        again = api.get("/api/health", token=None)
+
+    assert health.status_code == metrics.status_code == again.status_code == 503
+    assert health.json()["status"] == "unavailable"
+    assert target in health.json()["detail"] or "DUCKDB_PATH" in health.json()["detail"]

@@ -1,0 +1,162 @@
+"""The WhatsApp message: the chosen facts, their sentences, names put back, at most 1,600 characters.
+
+Everything numeric is a fact's code-formatted sentence; the model contributes
+only which facts appear and short digit-free comments. CRM names come back here,
+and only here, sanitised so a name cannot restyle the message (WhatsApp's
+`*_~` markup), break lines, carry a link or run on. The message is rendered a
+second time with every name masked, which is what `insights.audit` checks: a
+deal called "Acme 500 seats" must not fail the audit, and must not let an
+invented figure slip through either.
+
+`fallback_plan` is the deterministic briefing used whenever the model's answer
+is missing or rejected: the same facts, chosen by priority and severity.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from insights.facts import DayFacts, EntityRef, Fact, fmt_date
+from insights.prompt import ACTIONS, MAX_ACTIONS, MAX_HIGHLIGHTS, MAX_RISKS, Pick, Plan, Step
+
+MAX_LENGTH = 1600  # Twilio's limit for a free-form WhatsApp body, in UTF-16 code units
+NAME_MAX = 40
+MASK = "NAME"
+BULLET = "\u2022"
+
+_MARKUP = re.compile(r"[*_~`]")
+_LINK = re.compile(r"(?:https?://|www\.)\S*", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+# A deterministic next step for a fact, when the fact calls for one.
+_ACTION_FOR: dict[str, Callable[[Fact], str | None]] = {
+    "overdue_deals": lambda f: "chase_overdue_deals",
+    "closing_soon": lambda f: "review_closing_deals",
+    "stale_deals": lambda f: "clean_up_stale_deals",
+    "new_leads": lambda f: "follow_up_new_leads" if f.values.get("count") else None,
+    "deals_lost": lambda f: "review_lost_deals" if f.values.get("count") else None,
+    "top_deal_lost": lambda f: "review_lost_deals",
+    "deals_won": lambda f: "share_wins" if f.values.get("count") else None,
+    "top_deal_won": lambda f: "share_wins",
+    "pipeline_change_1d": lambda f: "investigate_pipeline_change" if f.severity == "warn" else None,
+    "pipeline_change_7d": lambda f: "investigate_pipeline_change" if f.severity == "warn" else None,
+    "win_rate": lambda f: "review_win_rate" if f.severity == "warn" else None,
+}
+
+
+def _clean(text: str) -> str:
+    """Drop control, format (zero-width, bidi) and markup characters; collapse whitespace."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Co", "Cs"))
+    text = _MARKUP.sub("", _LINK.sub("", text))
+    return _SPACES.sub(" ", text).strip()
+
+
+def sanitize_name(raw: str | None, limit: int = NAME_MAX) -> str:
+    """A CRM name made safe to show inline: no markup, no line breaks, no links, at most `limit` characters."""
+    name = _clean(raw or "")
+    if len(name) > limit:
+        name = name[: limit - 1].rstrip() + "\u2026"
+    return name or "(unnamed)"
+
+
+def sanitize_comment(raw: str) -> str:
+    comment = _clean(raw).rstrip(".")
+    return comment[:1].upper() + comment[1:]
+
+
+def whatsapp_length(text: str) -> int:
+    """Length as Twilio counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str  # what is sent
+    masked: str  # the same message with every name replaced by NAME: what the audit checks
+
+
+def fallback_plan(day: DayFacts) -> Plan:
+    """The deterministic briefing: the top fact, then the risks and highlights by priority."""
+    facts = list(day.facts)
+    headline, rest = facts[0], facts[1:]
+    risks = [f for f in rest if f.severity == "warn"][:MAX_RISKS]
+    highlights = [f for f in rest if f not in risks][:MAX_HIGHLIGHTS]
+    actions: list[Step] = []
+    for fact in [headline, *risks, *highlights]:
+        action = _ACTION_FOR.get(fact.id, lambda f: None)(fact)
+        if action and action not in {s.action for s in actions} and len(actions) < MAX_ACTIONS:
+            actions.append(Step(fact.id, action))
+    return Plan(
+        headline=Pick(headline.id),
+        highlights=tuple(Pick(f.id) for f in highlights),
+        risks=tuple(Pick(f.id) for f in risks),
+        actions=tuple(actions),
+    )
+
+
+def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], footer: str) -> Message:
+    """Render the plan as a WhatsApp message within MAX_LENGTH, trimming the least important lines first."""
+    shown: set[str] = {plan.headline.fact_id}
+
+    def fresh(picks: tuple[Pick, ...]) -> list[Pick]:
+        kept = []
+        for pick in picks:
+            if pick.fact_id not in shown:
+                shown.add(pick.fact_id)
+                kept.append(pick)
+        return kept
+
+    highlights, risks = fresh(plan.highlights), fresh(plan.risks)
+    actions = list(dict((s.action, s) for s in plan.actions).values())
+    with_comments = True
+
+    def render(name_of: Callable[[EntityRef], str]) -> str:
+        def bullet(pick: Pick) -> str:
+            line = f"{BULLET} {day.get(pick.fact_id).render(name_of)}"
+            comment = sanitize_comment(pick.comment) if with_comments else ""
+            return f"{line}\n   _{comment}_" if comment else line
+
+        headline = day.get(plan.headline.fact_id)
+        lines = [f"*Sales briefing \u00b7 {fmt_date(day.report_date)}*", "", f"*{headline.render(name_of)}*"]
+        comment = sanitize_comment(plan.headline.comment) if with_comments else ""
+        if comment:
+            lines.append(f"_{comment}_")
+        for title, picks in (("Highlights", highlights), ("Needs attention", risks)):
+            if picks:
+                lines += ["", f"*{title}*", *(bullet(p) for p in picks)]
+        if actions:
+            lines += ["", "*Next steps*"]
+            for step in actions:
+                comment = sanitize_comment(step.comment) if with_comments else ""
+                line = f"{BULLET} {ACTIONS[step.action]}."
+                lines.append(f"{line} _{comment}_" if comment else line)
+        lines += ["", f"_{footer}_"]
+        return "\n".join(lines)
+
+    def named(ref: EntityRef) -> str:
+        return sanitize_name(names.get((ref.kind, ref.id)))
+
+    text = render(named)
+    # Trim: next steps, then risks, then highlights (least important last in each list), then comments.
+    while whatsapp_length(text) > MAX_LENGTH:
+        if actions:
+            actions.pop()
+        elif len(risks) > 1:
+            risks.pop()
+        elif len(highlights) > 1:
+            highlights.pop()
+        elif with_comments:
+            with_comments = False
+        elif risks:
+            risks.pop()
+        elif highlights:
+            highlights.pop()
+        else:
+            break
+        text = render(named)
+    return Message(text=text, masked=render(lambda ref: MASK))

@@ -1,0 +1,197 @@
+"""Build the daily sales briefing from the marts, have the local model pick what matters, check it, store it, send it.
+
+    python -m insights.deliver [--date YYYY-MM-DD] [--target duckdb|postgres] [--dry-run] [--force]
+
+Stages (each timed on stderr): facts (computed in code from analytics.kpi_daily,
+deals, leads, pipeline_by_stage) -> model (Ollama picks facts by id; any failure
+falls back to a deterministic briefing) -> audit (every number in the message
+must be one of the facts') -> store (one row in analytics.ai_summaries) -> send
+(WhatsApp through Twilio, unless --dry-run).
+
+The default date is the last complete day: the latest kpi_date before today in
+CRM_TIMEZONE (or the latest kpi_date when the marts hold nothing earlier).
+
+Environment: DUCKDB_PATH or DATABASE_URL (the warehouse), CRM_TIMEZONE,
+OLLAMA_BASE_URL (default http://localhost:11434), OLLAMA_MODEL (default
+llama3.2:1b), and for sending TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+TWILIO_FROM_NUMBER, RECIPIENT_PHONE_NUMBER (comma-separated). A missing Twilio
+variable stops the run before the model is called; --dry-run needs none of them.
+
+Exit status: 0 briefing stored (and sent unless --dry-run), 1 a recipient's send
+failed or is unknown, 2 configuration or warehouse problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+from insights import facts as facts_mod
+from insights import llm, store
+from insights.audit import Verdict, audit
+from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
+from insights.facts import DayFacts, fmt_date
+from insights.settings import OllamaSettings, TwilioSettings
+from pipelines.warehouse import TARGETS, ConfigError, Target, connect
+
+MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
+# What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
+FALLBACK_NOTICES = {
+    "ollama_unreachable": "the AI service was not reachable",
+    "model_not_found": "the AI model is not installed",
+    "timeout": "the AI service took too long",
+    "audit_failed": "the AI answer failed the figure check",
+    "prompt_too_long": "too many facts for the AI model",
+}
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[list[str]]:
+    """Time a stage; the body appends its one-line result to the yielded list."""
+    started = time.perf_counter()
+    note: list[str] = []
+    yield note
+    _log(f"{'[' + name + ']':8}{time.perf_counter() - started:6.2f}s  {' '.join(note)}")
+
+
+def footer(failure: llm.Failure | None) -> str:
+    if failure is None:
+        return MODEL_FOOTER
+    notice = FALLBACK_NOTICES.get(failure.code, "the AI answer was not usable")
+    return f"Standard summary ({notice}). Figures computed from the CRM."
+
+
+def checked_message(
+    day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str]
+) -> tuple[Message, Verdict, llm.Failure | None]:
+    """The model's briefing if it passes the audit, else the standard one; and why the standard one."""
+    failure = outcome.failure
+    if outcome.plan is not None:
+        message = compose(day, outcome.plan, names, footer(None))
+        verdict = audit(message, day)
+        if verdict.ok:
+            return message, verdict, None
+        failure = llm.Failure("audit_failed", verdict.problem or "")
+    assert failure is not None
+    message = compose(day, fallback_plan(day), names, footer(failure))
+    verdict = audit(message, day)
+    if not verdict.ok:  # the standard briefing is correct by construction: this is a bug, never send it
+        raise RuntimeError(f"the standard briefing failed its own audit: {verdict.problem}")
+    return message, verdict, failure
+
+
+def _recipients_for_display() -> tuple[str, str]:
+    raw = os.environ.get("RECIPIENT_PHONE_NUMBER", "").strip()
+    to = ", ".join(n.strip() for n in raw.split(",") if n.strip()) or "(RECIPIENT_PHONE_NUMBER not set)"
+    sender = os.environ.get("TWILIO_FROM_NUMBER", "").strip() or "(TWILIO_FROM_NUMBER not set)"
+    return to, sender
+
+
+def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bool) -> int:
+    started = time.perf_counter()
+    ollama = OllamaSettings.from_env()
+    twilio = None if dry_run else TwilioSettings.from_env()  # fail fast, before paying for the model
+
+    with _stage("facts") as note:
+        tz = facts_mod.org_timezone()
+        with connect(target, read_only=True) as conn:
+            if report_date is None:
+                report_date = facts_mod.default_report_date(conn, target, dt.datetime.now(tz).date())
+            day: DayFacts = facts_mod.build(conn, target, report_date, tz)
+            names = facts_mod.entity_names(conn, target, day.entities())
+        note.append(f"{len(day.facts)} facts for {report_date} from {target}")
+
+    with _stage("model") as note:
+        outcome = llm.choose(day, ollama)
+        if outcome.plan is not None:
+            note.append(
+                f"{ollama.model} answered in {len(outcome.attempts)} attempt(s); "
+                f"prompt {outcome.prompt_tokens} tokens, answer {outcome.completion_tokens} tokens"
+            )
+        else:
+            note.append(f"no usable answer from {ollama.model}: {outcome.failure}")
+
+    with _stage("audit") as note:
+        message, verdict, failure = checked_message(day, outcome, names)
+        note.append(f"{verdict.checked} numbers checked; " + ("standard summary" if failure else "the model's briefing passed"))
+    if failure is not None:
+        _log(f"notice: using the standard briefing because {failure}")
+
+    with _stage("store") as note:
+        summary = store.Summary(
+            report_date=day.report_date,
+            target=target,
+            model=ollama.model,
+            prompt_hash=outcome.prompt.hash if outcome.prompt else None,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            llm_seconds=round(outcome.seconds, 3),
+            total_seconds=round(time.perf_counter() - started, 3),
+            facts=day.as_json(),
+            model_json=outcome.model_json,
+            message=message.text,
+            used_fallback=failure is not None,
+            fallback_reason=str(failure) if failure else None,
+        )
+        note.append(f"{store.TABLE} row {store.save(target, summary)}")
+
+    length = whatsapp_length(message.text)
+    status = 0
+    with _stage("send") as note:
+        if dry_run:
+            to, sender = _recipients_for_display()
+            print(f"DRY RUN: nothing was sent.\nTo: {to}\nFrom: {sender}\nLength: {length} of {MAX_LENGTH} characters")
+            print("-" * 40)
+            print(message.text)
+            print("-" * 40)
+            note.append("dry run: nothing sent")
+        else:
+            from insights import whatsapp
+
+            assert twilio is not None
+            deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force)
+            for d in deliveries:
+                error = f"error {d.error_code}: " if d.error_code else ""
+                explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""
+                _log(f"  {d.recipient}: {d.status}" + (f" {d.message_sid}" if d.message_sid else "") + explanation)
+            bad = [d for d in deliveries if d.status in ("failed", "unknown")]
+            status = 1 if bad else 0
+            note.append(f"{len(deliveries) - len(bad)} of {len(deliveries)} recipients ok")
+
+    kind = f"standard summary ({failure.code})" if failure else f"picked by {ollama.model}"
+    _log(
+        f"done in {time.perf_counter() - started:.2f}s: briefing for {fmt_date(day.report_date)}, {kind}, "
+        f"{length} characters, " + ("dry run" if dry_run else "sent" if status == 0 else "NOT sent to every recipient")
+    )
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m insights.deliver", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--date", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="the day to report on (default: the last complete day in CRM_TIMEZONE)")
+    parser.add_argument("--target", choices=TARGETS, default="duckdb", help="the warehouse to read and write (default: duckdb)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build and store the briefing, print what would be sent, send nothing")
+    parser.add_argument("--force", action="store_true", help="send again even to recipients who already got this day's briefing")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.date, args.target, dry_run=args.dry_run, force=args.force)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

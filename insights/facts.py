@@ -1,0 +1,527 @@
+"""The day's facts, computed in code from the marts: every number the briefing may show.
+
+The model never computes or writes a number. It only picks facts by id (see
+`insights.llm`), and every figure in the message is one of the strings formatted
+here. Entities (deals, owners, stages) appear in a fact as opaque placeholders
+(`[D1]`, `[U1]`): their names are CRM free text, which could carry an
+injected instruction, so they are looked up separately (`entity_names`) and put
+back only into the final message, never into the prompt.
+
+Day metrics come from `analytics.kpi_daily`; entity facts (overdue deals, the
+biggest win, ...) use the same definition of "open at the end of day d" as
+kpi_daily: created on or before d and still open, or closed after d.
+`pipeline_by_stage` describes the current state of the pipeline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from zoneinfo import ZoneInfo
+
+from pipelines.warehouse import MARTS_SCHEMA, ConfigError, Target, placeholder
+
+Severity = Literal["good", "info", "warn"]
+EntityKind = Literal["deal", "owner", "stage"]
+
+# Deals without any change for this many days count as stale.
+STALE_DAYS = 30
+# "Closing soon" looks this many days past the report date.
+CLOSING_WINDOW_DAYS = 7
+# A pipeline move of this share (in percent) or more is worth a warning.
+PIPELINE_DROP_WARN_PCT = 5.0
+
+
+class FactsError(ConfigError):
+    """The marts cannot answer for the requested day (missing tables or no KPIs for that date)."""
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """A deal, owner or stage a fact talks about: its warehouse id and its per-run placeholder."""
+
+    kind: EntityKind
+    id: str
+    label: str  # "D1", "U2", "S1": what the prompt shows instead of the name
+
+    @property
+    def placeholder(self) -> str:
+        return f"[{self.label}]"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One statement about the day, with every number already formatted.
+
+    `text` is a sentence whose entity slots (`{deal}`, `{owner}`, `{stage}`) are
+    filled with placeholders for the prompt and with names for the message.
+    """
+
+    id: str
+    title: str
+    severity: Severity
+    priority: int  # 0..100, most important first; used for ordering and trimming
+    text: str
+    values: dict[str, Any] = field(default_factory=dict)
+    entities: dict[str, EntityRef] = field(default_factory=dict)
+
+    def render(self, name_of: Callable[[EntityRef], str]) -> str:
+        return self.text.format(**{slot: name_of(ref) for slot, ref in self.entities.items()})
+
+    def prompt_text(self) -> str:
+        return self.render(lambda ref: ref.placeholder)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["prompt_text"] = self.prompt_text()
+        return data
+
+
+@dataclass(frozen=True)
+class DayFacts:
+    """All the facts of one report date, most important first."""
+
+    report_date: dt.date
+    facts: tuple[Fact, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [f.id for f in self.facts]
+
+    def get(self, fact_id: str) -> Fact:
+        for fact in self.facts:
+            if fact.id == fact_id:
+                return fact
+        raise KeyError(fact_id)
+
+    def entities(self) -> list[EntityRef]:
+        seen: dict[tuple[str, str], EntityRef] = {}
+        for fact in self.facts:
+            for ref in fact.entities.values():
+                seen.setdefault((ref.kind, ref.id), ref)
+        return list(seen.values())
+
+    def top(self, limit: int) -> "DayFacts":
+        """The `limit` most important facts (what the prompt keeps when it must shrink)."""
+        return DayFacts(self.report_date, self.facts[:limit])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"report_date": self.report_date.isoformat(), "facts": [f.as_json() for f in self.facts]}
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_count(n: int) -> str:
+    return f"{n:,}"
+
+
+def count_of(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 deal', '3 deals': the sentences are read by people, so they agree in number."""
+    return f"{fmt_count(n)} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _verb(n: int, singular: str, plural: str) -> str:
+    return singular if n == 1 else plural
+
+
+def fmt_amount(x: float) -> str:
+    """Amounts at three significant digits: 9,850 / 84.5K / 845K / 1.24M / 12.4M / 1.24B."""
+    value = abs(x)
+    sign = "-" if x < 0 and round(value) != 0 else ""
+    if value < 10_000:
+        return f"{sign}{round(value):,}"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale * 0.9995 or unit == "K":
+            scaled = value / scale
+            digits = 2 if scaled < 10 else 1 if scaled < 100 else 0
+            text = f"{scaled:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{scaled:.0f}"
+            return f"{sign}{text}{unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_ratio(r: float) -> str:
+    """A rate as a whole percentage: 0.4167 -> 42%."""
+    return f"{round(r * 100)}%"
+
+
+def fmt_change_pct(p: float) -> str:
+    return f"{p:+.1f}%"
+
+
+def fmt_number(x: float) -> str:
+    """An average or other non-integer count: one decimal, none when whole."""
+    return f"{x:,.1f}".removesuffix(".0")
+
+
+def fmt_date(d: dt.date) -> str:
+    return f"{d:%a} {d.day} {d:%b %Y}"
+
+
+def movement(delta: float, base: float | None) -> str:
+    """'up 12.3K (+1.0%)', 'down 4,000 (-0.3%)' or 'unchanged': direction words come from the data."""
+    if round(delta) == 0:
+        return "unchanged"
+    word = "up" if delta > 0 else "down"
+    pct = f" ({fmt_change_pct(delta / base * 100)})" if base else ""
+    return f"{word} {fmt_amount(abs(delta))}{pct}"
+
+
+# --------------------------------------------------------------------------- reading the marts
+
+
+def org_timezone() -> ZoneInfo:
+    """The org's timezone (CRM_TIMEZONE, default UTC): the marts cut days in it."""
+    name = os.environ.get("CRM_TIMEZONE", "").strip() or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"CRM_TIMEZONE: unknown time zone {name!r}") from exc
+
+
+def _query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, tuple(params))
+        return list(cur.fetchall())
+    except Exception as exc:  # both drivers: a missing mart is the usual cause
+        text = str(exc).splitlines()[0]
+        if "does not exist" in text or "not found" in text.lower():
+            raise FactsError(f"the marts are missing ({text}); run `dbt build` first") from exc
+        raise
+    finally:
+        cur.close()
+
+
+def default_report_date(conn: Any, target: Target, today: dt.date) -> dt.date:
+    """The last complete day: the latest kpi_date before today (org timezone).
+
+    A morning briefing reports on yesterday. When the marts hold nothing before
+    today (a brand-new org, or a sandbox whose clock runs ahead), the latest
+    kpi_date is used instead.
+    """
+    p = placeholder(target)
+    [(before, latest)] = _query(
+        conn,
+        f"select max(case when kpi_date < {p} then kpi_date end), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily",
+        (today,),
+    )
+    if latest is None:
+        raise FactsError(f"{MARTS_SCHEMA}.kpi_daily is empty; load the CRM and run `dbt build` first")
+    return _as_date(before or latest)
+
+
+def _as_date(value: Any) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+class _Labels:
+    """Per-run placeholders: the first deal mentioned is D1, the first owner U1, ..."""
+
+    PREFIX = {"deal": "D", "owner": "U", "stage": "S"}
+
+    def __init__(self) -> None:
+        self._refs: dict[tuple[str, str], EntityRef] = {}
+
+    def ref(self, kind: EntityKind, entity_id: Any) -> EntityRef:
+        key = (kind, str(entity_id))
+        if key not in self._refs:
+            n = sum(1 for k in self._refs if k[0] == kind) + 1
+            self._refs[key] = EntityRef(kind, str(entity_id), f"{self.PREFIX[kind]}{n}")
+        return self._refs[key]
+
+
+class _Kpis:
+    """analytics.kpi_daily around the report date: the day itself and the 30 days (or the month) before."""
+
+    def __init__(self, conn: Any, target: Target, day: dt.date) -> None:
+        p = placeholder(target)
+        self.day = day
+        self.month_start = day.replace(day=1)
+        first = min(self.ago(29), self.month_start)
+        rows = _query(
+            conn,
+            f"select kpi_date, metric, value from {MARTS_SCHEMA}.kpi_daily where kpi_date between {p} and {p}",
+            (first, day),
+        )
+        self._values = {(_as_date(k), m): None if v is None else float(v) for k, m, v in rows}
+        if not any(k == day for k, _ in self._values):
+            [(lo, hi)] = _query(conn, f"select min(kpi_date), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily")
+            span = f"it holds {lo} to {hi}" if lo else "it is empty"
+            raise FactsError(f"no KPIs for {day} in {MARTS_SCHEMA}.kpi_daily ({span})")
+
+    def ago(self, days: int) -> dt.date:
+        return self.day - dt.timedelta(days=days)
+
+    def value(self, metric: str, days_ago: int = 0) -> float | None:
+        """The metric on the report date (or `days_ago` before); None when undefined or out of range."""
+        return self._values.get((self.ago(days_ago), metric))
+
+    def amount(self, metric: str) -> float:
+        return self.value(metric) or 0.0
+
+    def count(self, metric: str) -> int:
+        return int(self.value(metric) or 0)
+
+    def total(self, metric: str, since: dt.date, until: dt.date | None = None) -> float:
+        until = until or self.day
+        return sum(v or 0.0 for (day, m), v in self._values.items() if m == metric and since <= day <= until)
+
+
+class _Deals:
+    """Questions to analytics.deals about the report date.
+
+    "Open" means open at the end of that day, as kpi_daily defines it, so the
+    counts here agree with the open pipeline even for a past date.
+    """
+
+    def __init__(self, conn: Any, target: Target, day: dt.date) -> None:
+        self.conn, self.p, self.day = conn, placeholder(target), day
+        self.open = f"created_date <= {self.p} and (status = 'open' or closed_date > {self.p})"
+
+    def count_and_amount(self, where: str, *params: Any) -> tuple[int, float]:
+        [(n, amount)] = _query(
+            self.conn, f"select count(*), coalesce(sum(amount), 0) from {MARTS_SCHEMA}.deals where {where}", params
+        )
+        return int(n), float(amount)
+
+    def largest(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None] | None:
+        """(deal_id, owner_id, amount, closing_date) of the largest matching deal."""
+        found = _query(
+            self.conn,
+            f"select deal_id, owner_id, coalesce(amount, 0), closing_date from {MARTS_SCHEMA}.deals where {where} "
+            f"order by amount desc nulls last, deal_id limit 1",
+            params,
+        )
+        if not found:
+            return None
+        deal_id, owner_id, amount, closing = found[0]
+        return deal_id, owner_id, float(amount), _as_date(closing) if closing else None
+
+    def best_owner(self, since: dt.date) -> tuple[Any, int, float] | None:
+        """(owner_id, deals won, amount won) of the owner who won the most since `since`."""
+        found = _query(
+            self.conn,
+            f"select owner_id, count(*), coalesce(sum(amount), 0) from {MARTS_SCHEMA}.deals "
+            f"where status = 'won' and closed_date between {self.p} and {self.p} "
+            f"group by owner_id order by 3 desc, owner_id limit 1",
+            (since, self.day),
+        )
+        return (found[0][0], int(found[0][1]), float(found[0][2])) if found else None
+
+
+def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | None = None) -> DayFacts:
+    """Compute the facts of `report_date` from the marts, most important first."""
+    kpis = _Kpis(conn, target, report_date)
+    deals = _Deals(conn, target, report_date)
+    labels = _Labels()
+    facts = [
+        *_pipeline_facts(kpis),
+        *_lead_facts(kpis),
+        *_outcome_facts(kpis),
+        *_open_deal_facts(deals, labels, timezone or org_timezone()),
+        *_top_facts(deals, labels),
+        *_stage_facts(conn, labels),
+    ]
+    facts.sort(key=lambda f: (-f.priority, f.id))
+    return DayFacts(report_date, tuple(facts))
+
+
+def _pipeline_facts(k: _Kpis) -> Iterator[Fact]:
+    amount, count = k.amount("open_pipeline_amount"), k.count("open_pipeline_count")
+    weighted = k.amount("open_pipeline_weighted_amount")
+    yield Fact(
+        "open_pipeline", "Open pipeline", "info", 74,
+        f"Open pipeline is {fmt_amount(amount)} across {count_of(count, 'deal')} (weighted {fmt_amount(weighted)}).",
+        {"amount": amount, "count": count, "weighted_amount": weighted},
+    )
+    for fact_id, days, since in (("pipeline_change_1d", 1, "since the day before"),
+                                 ("pipeline_change_7d", 7, "over the last 7 days")):
+        before = k.value("open_pipeline_amount", days)
+        if before is None:
+            continue
+        delta = amount - before
+        pct = delta / before * 100 if before else None
+        dropping = pct is not None and pct <= -PIPELINE_DROP_WARN_PCT
+        yield Fact(
+            fact_id, f"Pipeline change ({'day' if days == 1 else 'week'})", "warn" if dropping else "info",
+            min(95, 45 + int(abs(pct or 0) * 4)) - (0 if days == 1 else 5),
+            f"Open pipeline is {movement(delta, before)} {since} "
+            + (f"(from {fmt_amount(before)})." if round(delta) else f"({fmt_amount(before)})."),
+            {"amount": amount, "previous_amount": before, "change": delta, "change_pct": pct, "days": days},
+        )
+
+
+def _lead_facts(k: _Kpis) -> Iterator[Fact]:
+    leads = k.count("leads_created")
+    avg7 = k.total("leads_created", k.ago(7), k.ago(1)) / 7
+    yield Fact(
+        "new_leads", "New leads", "good" if leads > avg7 else "info", 60 if leads else 35,
+        f"{count_of(leads, 'new lead') if leads else 'No new lead'} came in "
+        f"(the 7 days before averaged {fmt_number(avg7)} a day).",
+        {"count": leads, "previous_7d_daily_average": round(avg7, 1)},
+    )
+    week, prev_week = int(k.total("leads_created", k.ago(6))), int(k.total("leads_created", k.ago(13), k.ago(7)))
+    if prev_week:
+        change = (week - prev_week) / prev_week * 100
+        yield Fact(
+            "lead_trend_7d", "Lead trend", "warn" if change <= -20 else "info", 40 + min(30, int(abs(change) / 2)),
+            f"{count_of(week, 'lead')} in the last 7 days, {'up' if change >= 0 else 'down'} "
+            f"{abs(change):.0f}% on the 7 days before ({fmt_count(prev_week)}).",
+            {"count_7d": week, "previous_7d": prev_week, "change_pct": change},
+        )
+    converted, converted_30d = k.count("leads_converted"), int(k.total("leads_converted", k.ago(29)))
+    yield Fact(
+        "leads_converted", "Conversions", "good" if converted else "info", 55 if converted else 25,
+        f"{count_of(converted, 'lead') if converted else 'No lead'} converted "
+        f"({fmt_count(converted_30d)} in the last 30 days).",
+        {"count": converted, "count_30d": converted_30d},
+    )
+
+
+def _outcome_facts(k: _Kpis) -> Iterator[Fact]:
+    created, created_amount = k.count("deals_created"), k.amount("deals_created_amount")
+    yield Fact(
+        "new_deals", "New deals", "info", 50 if created else 25,
+        f"{count_of(created, 'new deal')} created, worth {fmt_amount(created_amount)}." if created else "No new deal created.",
+        {"count": created, "amount": created_amount},
+    )
+    won, won_amount = k.count("deals_won"), k.amount("deals_won_amount")
+    won_mtd, won_mtd_amount = int(k.total("deals_won", k.month_start)), k.total("deals_won_amount", k.month_start)
+    month_to_date = f"(month to date: {fmt_count(won_mtd)} for {fmt_amount(won_mtd_amount)})"
+    yield Fact(
+        "deals_won", "Deals won", "good" if won else "info", 85 if won else 45,
+        f"{count_of(won, 'deal')} won for {fmt_amount(won_amount)} {month_to_date}." if won else f"No deal won {month_to_date}.",
+        {"count": won, "amount": won_amount, "count_mtd": won_mtd, "amount_mtd": won_mtd_amount},
+    )
+    lost, lost_amount = k.count("deals_lost"), k.amount("deals_lost_amount")
+    # Losses lead only when they outweigh the wins and matter against the pipeline's size.
+    heavy = lost > 0 and lost_amount > won_amount and lost_amount >= 0.01 * k.amount("open_pipeline_amount")
+    yield Fact(
+        "deals_lost", "Deals lost", "warn" if heavy else "info", 73 if heavy else 55 if lost else 20,
+        f"{count_of(lost, 'deal')} lost, worth {fmt_amount(lost_amount)}." if lost else "No deal lost.",
+        {"count": lost, "amount": lost_amount},
+    )
+    rate, rate_30d = k.value("win_rate"), k.value("win_rate_30d")
+    closed_30d = int(k.total("deals_won", k.ago(29)) + k.total("deals_lost", k.ago(29)))
+    if rate is None and rate_30d is None:
+        return
+    day_part = (
+        f"The win rate was {fmt_ratio(rate)} ({fmt_count(won)} won of {fmt_count(won + lost)} closed)"
+        if rate is not None else "No deal closed"
+    )
+    month_part = (
+        f"the 30-day win rate is {fmt_ratio(rate_30d)} over {count_of(closed_30d, 'closed deal')}"
+        if rate_30d is not None else "no deal closed in the last 30 days"
+    )
+    low = rate is not None and rate_30d is not None and rate < rate_30d - 0.15
+    yield Fact(
+        "win_rate", "Win rate", "warn" if low else "info", 50, f"{day_part}; {month_part}.",
+        {"win_rate": rate, "win_rate_30d": rate_30d, "closed_30d": closed_30d},
+    )
+
+
+def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[Fact]:
+    d, p = deals.day, deals.p
+    soon = (f"{deals.open} and closing_date > {p} and closing_date <= {p}",
+            d, d, d, d + dt.timedelta(days=CLOSING_WINDOW_DAYS))
+    n, amount = deals.count_and_amount(*soon)
+    largest = deals.largest(*soon)
+    if n and largest:
+        deal_id, owner_id, deal_amount, closing = largest
+        in_days = (closing - d).days if closing else 0
+        yield Fact(
+            "closing_soon", "Closing this week", "info", 65,
+            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} due to close in the next "
+            f"{CLOSING_WINDOW_DAYS} days; {_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, "
+            f"owner {{owner}}, due in {count_of(in_days, 'day')}).",
+            {"count": n, "amount": amount, "largest_amount": deal_amount, "largest_due_in_days": in_days},
+            {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
+        )
+    overdue = (f"{deals.open} and closing_date <= {p}", d, d, d)
+    n, amount = deals.count_and_amount(*overdue)
+    largest = deals.largest(*overdue)
+    if n and largest:
+        deal_id, owner_id, deal_amount, _ = largest
+        yield Fact(
+            "overdue_deals", "Overdue deals", "warn", 72,
+            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} past the closing date; "
+            f"{_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, owner {{owner}}).",
+            {"count": n, "amount": amount, "largest_amount": deal_amount},
+            {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
+        )
+    # No change during the STALE_DAYS days ending on the report date (midnight in the org's timezone).
+    quiet_since = dt.datetime.combine(d - dt.timedelta(days=STALE_DAYS - 1), dt.time(), tz).astimezone(dt.timezone.utc)
+    n, amount = deals.count_and_amount(f"{deals.open} and modified_at < cast({p} as timestamptz)", d, d, quiet_since.isoformat())
+    if n:
+        yield Fact(
+            "stale_deals", "Stale deals", "warn", 58,
+            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'has', 'have')} had no update "
+            f"for {STALE_DAYS} days or more.",
+            {"count": n, "amount": amount, "days": STALE_DAYS},
+        )
+
+
+def _top_facts(deals: _Deals, labels: _Labels) -> Iterator[Fact]:
+    for fact_id, status, title, severity, priority in (("top_deal_won", "won", "Biggest win", "good", 80),
+                                                       ("top_deal_lost", "lost", "Biggest loss", "info", 52)):
+        largest = deals.largest(f"status = '{status}' and closed_date = {deals.p}", deals.day)
+        if largest:
+            deal_id, owner_id, amount, _ = largest
+            yield Fact(
+                fact_id, title, severity, priority,  # type: ignore[arg-type]
+                f"{title} of the day: {{deal}} for {fmt_amount(amount)} (owner {{owner}}).",
+                {"amount": amount},
+                {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
+            )
+    best = deals.best_owner(deals.day - dt.timedelta(days=29))
+    if best:
+        owner_id, n, amount = best
+        yield Fact(
+            "top_owner_30d", "Top seller", "good", 42,
+            f"{{owner}} leads the last 30 days with {count_of(n, 'deal')} won for {fmt_amount(amount)}.",
+            {"count": n, "amount": amount},
+            {"owner": labels.ref("owner", owner_id)},
+        )
+
+
+def _stage_facts(conn: Any, labels: _Labels) -> Iterator[Fact]:
+    """The stage holding the most open pipeline now (pipeline_by_stage is the current state)."""
+    stages = _query(
+        conn,
+        f"select stage, open_deals, open_amount from {MARTS_SCHEMA}.pipeline_by_stage "
+        f"where open_deals > 0 order by open_amount desc, stage",
+    )
+    if not stages:
+        return
+    stage, n, amount = stages[0]
+    total = sum(float(row[2] or 0) for row in stages)
+    share = float(amount or 0) / total if total else 0.0
+    yield Fact(
+        "largest_stage", "Largest stage", "info", 40,
+        f"The stage {{stage}} holds the most open pipeline: {fmt_amount(float(amount or 0))} across "
+        f"{count_of(int(n), 'deal')} ({fmt_ratio(share)} of the open amount).",
+        {"open_amount": float(amount or 0), "open_deals": int(n), "share": share},
+        {"stage": labels.ref("stage", stage)},
+    )
+
+
+def entity_names(conn: Any, target: Target, refs: Iterable[EntityRef]) -> dict[tuple[str, str], str]:
+    """The raw CRM names of the entities the facts mention, keyed by (kind, id); unsanitised."""
+    p = placeholder(target)
+    refs = list(refs)
+    names: dict[tuple[str, str], str] = {}
+    for kind, column_id, column_name in (("deal", "deal_id", "deal_name"), ("owner", "owner_id", "owner_name")):
+        ids = sorted({r.id for r in refs if r.kind == kind})
+        if ids:
+            marks = ", ".join([p] * len(ids))
+            for entity_id, name in _query(
+                conn, f"select distinct {column_id}, {column_name} from {MARTS_SCHEMA}.deals where {column_id} in ({marks})", ids
+            ):
+                names[(kind, str(entity_id))] = name or ""
+    for ref in refs:
+        if ref.kind == "stage":  # a stage is identified by its name
+            names[("stage", ref.id)] = ref.id
+    return names

@@ -1,0 +1,94 @@
+"""`analytics.ai_summaries`: one row per briefing run, on DuckDB and Postgres alike.
+
+The row keeps what is needed to explain a message later: the facts (with their
+values), the prompt's hash, the model's raw answer, the message actually
+built, and why the deterministic fallback was used when it was. It is written
+before sending, so a failed send never loses what was generated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.warehouse import MARTS_SCHEMA, Target, connect, placeholder
+
+TABLE = f"{MARTS_SCHEMA}.ai_summaries"
+
+# Portable DDL: both DuckDB and Postgres accept these types.
+DDL = f"""
+create table if not exists {TABLE} (
+    summary_id text primary key,
+    created_at timestamptz not null,
+    report_date date not null,
+    target text not null,
+    model text,
+    prompt_hash text,
+    prompt_tokens integer,
+    completion_tokens integer,
+    llm_seconds double precision,
+    total_seconds double precision,
+    facts_json text not null,
+    model_json text,
+    message text not null,
+    used_fallback boolean not null,
+    fallback_reason text
+)
+"""
+
+COLUMNS = (
+    "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
+    "completion_tokens", "llm_seconds", "total_seconds", "facts_json", "model_json", "message",
+    "used_fallback", "fallback_reason",
+)
+
+
+@dataclass(frozen=True)
+class Summary:
+    report_date: dt.date
+    target: Target
+    model: str | None
+    prompt_hash: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    llm_seconds: float | None
+    total_seconds: float
+    facts: dict[str, Any]
+    model_json: str | None
+    message: str
+    used_fallback: bool
+    fallback_reason: str | None
+    summary_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+
+def ensure_table(conn: Any) -> None:
+    cur = conn.cursor()
+    try:
+        cur.execute(f"create schema if not exists {MARTS_SCHEMA}")
+        cur.execute(DDL)
+    finally:
+        cur.close()
+
+
+def save(target: Target, summary: Summary) -> str:
+    """Insert one row (creating the table if needed); returns the summary_id."""
+    values = {
+        **{c: getattr(summary, c) for c in COLUMNS if c != "facts_json"},
+        "facts_json": json.dumps(summary.facts, sort_keys=True),
+        "created_at": summary.created_at.isoformat(),
+    }
+    p = placeholder(target)
+    marks = ", ".join(f"cast({p} as timestamptz)" if c == "created_at" else p for c in COLUMNS)
+    with connect(target) as conn:
+        ensure_table(conn)
+        cur = conn.cursor()
+        try:
+            cur.execute(f"insert into {TABLE} ({', '.join(COLUMNS)}) values ({marks})", [values[c] for c in COLUMNS])
+        finally:
+            cur.close()
+        conn.commit()
+    return summary.summary_id

@@ -1,0 +1,407 @@
+"""A local Ollama server for tests: the HTTP contract of Ollama 0.6.x, with scripted answers.
+
+The real `ollama` Python client talks to it over HTTP, so the briefing's client
+code runs unchanged. It follows the emulator checklist of the delivery research:
+
+- GET/HEAD /, GET /api/version, GET /api/tags, GET /api/ps, POST /api/show (404 for
+  an unknown model; `model_info` always present, the client requires it), POST /api/pull;
+- POST /api/chat and /api/generate, streaming (NDJSON) or not, with Ollama's
+  response fields and durations in nanoseconds, and its errors: 400 for an empty
+  or malformed body or a missing model, 404 `model "m" not found, try pulling it
+  first`, 500 for an invalid `format` or a mistyped option;
+- context simulation: the prompt is rendered with Llama 3's chat template and
+  counted at four characters a token; past `options.num_ctx` (default 4096) it is
+  truncated as the real server does, silently: `prompt_eval_count` is capped at
+  num_ctx and only the request log says so.
+
+By default a chat is answered deterministically from the `format` schema (the
+first enum values in turn, a fixed remark for strings), so a demo run works
+end to end. Tests queue other answers with `queue()`: any text, a truncated
+answer (`done_reason: "length"`), an HTTP error, or a slow answer; `down()`
+closes the port so the client sees a refused connection. Every request is
+recorded in `requests`.
+
+    python tests/ollama_emulator.py --port 11434     # serve in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+DEFAULT_MODEL = "llama3.2:1b"
+DEFAULT_NUM_CTX = 4096
+CHARS_PER_TOKEN = 4
+REMARK = "Worth a look today"
+
+
+@dataclass
+class Reply:
+    """One scripted answer to the next /api/chat or /api/generate request."""
+
+    content: str | None = None  # None: derive the default answer from the request's format
+    done_reason: str = "stop"
+    status: int = 200
+    error: str | None = None
+    delay: float = 0.0
+    cut: float | None = None  # keep this fraction of the default answer (a truncated answer)
+
+    @classmethod
+    def json(cls, value: Any) -> "Reply":
+        return cls(content=json.dumps(value))
+
+    @classmethod
+    def text(cls, text: str) -> "Reply":
+        return cls(content=text)
+
+    @classmethod
+    def truncated(cls, fraction: float = 0.5) -> "Reply":
+        return cls(done_reason="length", cut=fraction)
+
+    @classmethod
+    def failure(cls, status: int, error: str) -> "Reply":
+        return cls(status=status, error=error)
+
+    @classmethod
+    def slow(cls, seconds: float) -> "Reply":
+        return cls(delay=seconds)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    body: Any = None
+    # for chat/generate: the templated prompt, its size and what the server did with it
+    prompt: str | None = None
+    prompt_tokens: int | None = None
+    num_ctx: int | None = None
+    prompt_eval_count: int | None = None
+    truncated: bool = False
+    reply: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def answer_from_schema(schema: Any) -> Any:
+    """A valid instance of a JSON schema, chosen deterministically: enums in turn, two array items."""
+    turns: dict[tuple[Any, ...], int] = {}
+
+    def make(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return None
+        if "enum" in node:
+            values = tuple(node["enum"])
+            i = turns.get(values, 0)
+            turns[values] = i + 1
+            return values[i % len(values)]
+        if "const" in node:
+            return node["const"]
+        if "anyOf" in node:
+            return make(node["anyOf"][0])
+        kind = node.get("type")
+        if kind == "object" or "properties" in node:
+            return {name: make(sub) for name, sub in node.get("properties", {}).items()}
+        if kind == "array":
+            n = min(node.get("maxItems", 2), max(node.get("minItems", 0), 2))
+            return [make(node.get("items", {})) for _ in range(n)]
+        if kind == "string":
+            text = REMARK[: node.get("maxLength", len(REMARK))]
+            if node.get("pattern") and not re.search(node["pattern"], text):
+                return ""
+            return text
+        if kind == "integer":
+            return int(node.get("minimum", 0))
+        if kind == "number":
+            return float(node.get("minimum", 0))
+        if kind == "boolean":
+            return False
+        return None
+
+    return make(schema)
+
+
+def llama3_template(messages: list[dict[str, Any]]) -> str:
+    parts = ["<|begin_of_text|>"]
+    for message in messages:
+        parts.append(f"<|start_header_id|>{message.get('role', 'user')}<|end_header_id|>\n\n{message.get('content', '')}<|eot_id|>")
+    parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    return "".join(parts)
+
+
+class _Error(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class OllamaEmulator:
+    def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1", port: int = 0):
+        self.models = list(models)
+        self.version = version
+        self.requests: list[Request] = []
+        self._replies: list[Reply] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "OllamaEmulator":
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def down(self) -> None:
+        """Stop listening: the client now gets a refused connection, as with Ollama not running."""
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread = None
+        self._server.server_close()
+
+    stop = down
+
+    def __enter__(self) -> "OllamaEmulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # ------------------------------------------------------------------ scripting
+
+    def queue(self, *replies: Reply) -> None:
+        with self._lock:
+            self._replies.extend(replies)
+
+    @property
+    def chats(self) -> list[Request]:
+        return [r for r in self.requests if r.path in ("/api/chat", "/api/generate")]
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            return self._replies.pop(0) if self._replies else Reply()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            server_version = "ollama-emulator"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_HEAD(self) -> None:
+                self._dispatch("HEAD")
+
+            def do_GET(self) -> None:
+                self._dispatch("GET")
+
+            def do_POST(self) -> None:
+                self._dispatch("POST")
+
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
+
+            def _dispatch(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                record = Request(method, self.path.split("?", 1)[0])
+                emulator.requests.append(record)
+                try:
+                    emulator._route(self, record, raw)
+                except _Error as exc:
+                    self.send_json({"error": exc.message}, exc.status)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+            def send_json(self, payload: Any, status: int = 200) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def send_text(self, text: str, status: int = 200) -> None:
+                body = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def send_ndjson(self, chunks: list[dict[str, Any]]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(json.dumps(chunk).encode() + b"\n")
+                    self.wfile.flush()
+                self.close_connection = True
+
+        return Handler
+
+    def _route(self, h: Any, record: Request, raw: bytes) -> None:
+        path, method = record.path, record.method
+        if path == "/" and method in ("GET", "HEAD"):
+            return h.send_text("Ollama is running")
+        if path == "/api/version" and method in ("GET", "HEAD"):
+            return h.send_json({"version": self.version})
+        if path == "/api/tags" and method in ("GET", "HEAD"):
+            return h.send_json({"models": [self._tag(m) for m in self.models]})
+        if path == "/api/ps" and method == "GET":
+            return h.send_json({"models": [self._tag(m) | {"expires_at": _now(), "size_vram": 0} for m in self.models]})
+        if method != "POST":
+            raise _Error(404, "404 page not found")
+        body = self._parse(raw)
+        record.body = body
+        if path == "/api/show":
+            model = body.get("model") or body.get("name") or ""
+            if model not in self.models:
+                raise _Error(404, f"model '{model}' not found")
+            return h.send_json(self._show(model))
+        if path == "/api/pull":
+            model = body.get("model") or body.get("name") or ""
+            if model not in self.models:
+                self.models.append(model)
+            if body.get("stream") is False:
+                return h.send_json({"status": "success"})
+            return h.send_ndjson([{"status": s} for s in ("pulling manifest", "verifying sha256 digest", "writing manifest", "success")])
+        if path in ("/api/chat", "/api/generate"):
+            return self._complete(h, record, body, chat=path == "/api/chat")
+        raise _Error(404, "404 page not found")
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any]:
+        if not raw:
+            raise _Error(400, "missing request body")
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _Error(400, str(exc)) from None
+        if not isinstance(body, dict):
+            raise _Error(400, "json: cannot unmarshal into Go value of type api.ChatRequest")
+        return body
+
+    def _complete(self, h: Any, record: Request, body: dict[str, Any], *, chat: bool) -> None:
+        model = body.get("model") or ""
+        if not model:
+            raise _Error(400, "model is required")
+        if model not in self.models:
+            raise _Error(404, f'model "{model}" not found, try pulling it first')
+        fmt = body.get("format")
+        if fmt not in (None, "", "json") and not isinstance(fmt, dict):
+            raise _Error(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
+        options = body.get("options") or {}
+        for name in ("num_ctx", "num_predict", "seed"):
+            if name in options and not isinstance(options[name], int):
+                raise _Error(500, f'option "{name}" must be of type integer')
+        num_ctx = options.get("num_ctx", DEFAULT_NUM_CTX)
+        messages = body.get("messages") or []
+        if chat and not messages:
+            reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
+            return h.send_json({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+                                "done": True, "done_reason": reason})
+        prompt = llama3_template(messages) if chat else str(body.get("prompt", ""))
+        tokens = math.ceil(len(prompt) / CHARS_PER_TOKEN)
+        record.prompt, record.prompt_tokens, record.num_ctx = prompt, tokens, num_ctx
+        record.prompt_eval_count = min(tokens, num_ctx)
+        record.truncated = tokens > num_ctx
+
+        reply = self._next_reply()
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.error is not None:
+            raise _Error(reply.status, reply.error)
+        content = reply.content
+        if content is None:
+            default = answer_from_schema(fmt) if isinstance(fmt, dict) else {"answer": REMARK}
+            content = json.dumps(default)
+            if reply.cut is not None:
+                content = content[: max(1, int(len(content) * reply.cut))]
+        eval_count = max(1, math.ceil(len(content) / CHARS_PER_TOKEN))
+        num_predict = options.get("num_predict", -1)
+        if isinstance(num_predict, int) and num_predict > 0 and eval_count > num_predict:
+            content, eval_count = content[: num_predict * CHARS_PER_TOKEN], num_predict
+            reply = Reply(content, done_reason="length")
+        seed = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()[0]
+        metrics = {
+            "total_duration": 5_000_000 + record.prompt_eval_count * 250_000 + eval_count * 20_000_000,
+            "load_duration": 1_000_000 + seed,
+            "prompt_eval_count": record.prompt_eval_count,
+            "prompt_eval_duration": record.prompt_eval_count * 250_000,
+            "eval_count": eval_count,
+            "eval_duration": eval_count * 20_000_000,
+        }
+        head = {"model": model, "created_at": _now()}
+        field_name = "message" if chat else "response"
+
+        def piece(text: str) -> Any:
+            return {"role": "assistant", "content": text} if chat else text
+
+        final = {**head, field_name: piece(content), "done": True, "done_reason": reply.done_reason, **metrics}
+        record.reply = final
+        if body.get("stream", True) is False:
+            return h.send_json(final)
+        step = max(1, len(content) // 3)
+        chunks = [{**head, field_name: piece(content[i:i + step]), "done": False} for i in range(0, len(content), step)]
+        chunks.append({**final, field_name: piece("")})
+        return h.send_ndjson(chunks)
+
+    @staticmethod
+    def _tag(model: str) -> dict[str, Any]:
+        return {
+            "name": model, "model": model, "modified_at": "2025-05-03T10:00:00.000000Z", "size": 1321098329,
+            "digest": hashlib.sha256(model.encode()).hexdigest(),
+            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                        "parameter_size": "1.2B", "quantization_level": "Q8_0"},
+        }
+
+    @staticmethod
+    def _show(model: str) -> dict[str, Any]:
+        return {
+            "modelfile": f"FROM {model}\n", "parameters": 'stop "<|eot_id|>"', "template": "{{ .Prompt }}",
+            "details": OllamaEmulator._tag(model)["details"],
+            "model_info": {"general.architecture": "llama", "general.parameter_count": 1235814432, "llama.context_length": 131072},
+            "capabilities": ["completion", "tools"], "modified_at": "2025-05-03T10:00:00.000000Z",
+        }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the Ollama emulator in the foreground.")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model", action="append", help=f"a model to offer (default {DEFAULT_MODEL})")
+    args = parser.parse_args()
+    emulator = OllamaEmulator(tuple(args.model or [DEFAULT_MODEL]), port=args.port)
+    print(f"export OLLAMA_BASE_URL={emulator.url}", flush=True)
+    try:
+        emulator._server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -41,15 +41,19 @@ step "Building and testing the marts (dbt build)"
 t=$(now); "$BIN/dbt" build --target duckdb 2>&1 | tail -n 4
 took[dbt]=$(since "$t")
 
-step "KPIs from analytics.kpi_daily (latest day)"
+step "KPIs from analytics.kpi_daily (the last complete day, the one the briefing covers)"
 "$BIN/python" - <<'PY'
+import datetime as dt
+
+from insights.facts import default_report_date, org_timezone
 from pipelines.warehouse import connect
+
 with connect("duckdb", read_only=True) as conn:
-    day = conn.execute("select max(kpi_date) from analytics.kpi_daily").fetchone()[0]
+    day = default_report_date(conn, "duckdb", dt.datetime.now(org_timezone()).date())
     rows = conn.execute(
         "select metric, value, unit from analytics.kpi_daily where kpi_date = ? order by metric", [day]
     ).fetchall()
-print(f"  as of {day}")
+print(f"  {day:%a %d %b %Y}")
 for metric, value, unit in rows:
     shown = "-" if value is None else f"{value:.1%}" if unit == "ratio" else f"{value:,.2f}" if unit == "amount" else f"{value:,.0f}"
     print(f"  {metric:<32} {shown:>16}")

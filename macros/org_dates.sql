@@ -1,0 +1,31 @@
+{#-
+    Calendar dates in the org's timezone.
+
+    Zoho stores instants (dlt loads them as UTC timestamptz), but "which day did this lead arrive" is a question
+    about the org's wall clock. Every *_date column and every kpi_date therefore goes through `to_org_date`
+    instead of `cast(ts as date)`, whose answer would silently depend on the session timezone of whoever runs dbt.
+    The timezone is the var `crm_timezone` (dbt_project.yml reads it from env CRM_TIMEZONE, default UTC).
+-#}
+
+{% macro org_timezone() -%}
+    {%- set timezone = var('crm_timezone', 'UTC') | string | trim -%}
+    {{- return(timezone if timezone else 'UTC') -}}
+{%- endmacro %}
+
+
+{% macro to_org_date(timestamp_tz) -%}
+    {{- return(adapter.dispatch('to_org_date', 'crm_intelligence')(timestamp_tz)) -}}
+{%- endmacro %}
+
+
+{#- `timestamptz AT TIME ZONE 'Zone/Name'` gives the local wall-clock time on PostgreSQL and on DuckDB (whose
+    built-in ICU extension implements it), so one implementation serves both; another adapter can add its own. -#}
+{% macro default__to_org_date(timestamp_tz) -%}
+    cast(({{ timestamp_tz }}) at time zone '{{ org_timezone() | replace("'", "''") }}' as date)
+{%- endmacro %}
+
+
+{#- Today in the org timezone, as of the moment the model is built. -#}
+{% macro org_today() -%}
+    {{- to_org_date('current_timestamp') -}}
+{%- endmacro %}

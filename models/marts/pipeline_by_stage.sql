@@ -1,0 +1,83 @@
+with
+
+stages as (
+
+    select * from {{ ref('stg_zoho__deal_stages') }}
+
+),
+
+deals as (
+
+    select * from {{ ref('int_deals_joined_to_stages') }}
+
+),
+
+layout_stages as (
+
+    select
+        pipeline,
+        stage,
+        stage_order,
+        forecast_type
+
+    from stages
+
+),
+
+-- Deals can sit in a stage the pipeline layout no longer lists; they are open, so they get rows too and the
+-- open totals here always add up to the open deals in `deals`.
+unlisted_stages as (
+
+    select distinct
+        pipeline,
+        stage,
+        cast(null as {{ dbt.type_int() }}) as stage_order,
+        cast(null as {{ dbt.type_string() }}) as forecast_type
+
+    from deals
+    where forecast_type is null
+
+),
+
+all_stages as (
+
+    select * from layout_stages
+    union all
+    select * from unlisted_stages
+
+),
+
+open_deals_by_stage as (
+
+    select
+        pipeline,
+        stage,
+        count(*) as open_deals,
+        sum(coalesce(amount, 0)) as open_amount,
+        sum(coalesce(weighted_amount, 0)) as weighted_amount
+
+    from deals
+    where status = 'open'
+    group by pipeline, stage
+
+),
+
+final as (
+
+    select
+        all_stages.pipeline,
+        all_stages.stage,
+        all_stages.stage_order,
+        all_stages.forecast_type,
+        cast(coalesce(open_deals_by_stage.open_deals, 0) as {{ dbt.type_bigint() }}) as open_deals,
+        cast(coalesce(open_deals_by_stage.open_amount, 0) as {{ dbt.type_numeric() }}) as open_amount,
+        cast(coalesce(open_deals_by_stage.weighted_amount, 0) as {{ dbt.type_numeric() }}) as weighted_amount
+
+    from all_stages
+    left join open_deals_by_stage
+        on all_stages.pipeline is not distinct from open_deals_by_stage.pipeline
+        and all_stages.stage is not distinct from open_deals_by_stage.stage
+
+)
+
+select * from final

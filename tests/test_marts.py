@@ -1,0 +1,263 @@
+"""The marts tell the same story as the CRM itself.
+
+The main story: GIVEN the sandbox org, loaded by the pipeline and built by `dbt build` on DuckDB and on
+PostgreSQL, WHEN an analyst reads `analytics.kpi_daily`, THEN every metric of every day equals the figure
+worked out here, in plain Python, from the org's own records (as its API renders them, days cut in the org
+timezone) - on both warehouses.
+
+The expected figures deliberately share no code with the dbt models: they follow the definitions in the
+kpi_daily docs (a deal is open at the end of day d if it was created by d and is still open or closed
+after d; won/lost come from the stage's forecast type; missing amounts count as 0; ratios are null when
+nothing closed).
+
+Two edge stories rebuild a private copy of the warehouse: a young org without deals yet, and a deleted
+deal that a load left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import pytest
+
+Kpis = dict[tuple[dt.date, str], float | None]
+
+UNITS = {
+    "leads_created": "count",
+    "leads_converted": "count",
+    "deals_created": "count",
+    "deals_created_amount": "amount",
+    "deals_won": "count",
+    "deals_won_amount": "amount",
+    "deals_lost": "count",
+    "deals_lost_amount": "amount",
+    "open_pipeline_count": "count",
+    "open_pipeline_amount": "amount",
+    "open_pipeline_weighted_amount": "amount",
+    "win_rate": "ratio",
+    "win_rate_30d": "ratio",
+}
+TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+# The warehouse keeps 6 decimals per value; sums of a few thousand rounded products stay well inside a cent.
+TOLERANCE = {"count": 0, "amount": 0.01, "ratio": 1e-6}
+STATUS_BY_FORECAST_TYPE = {"Closed Won": "won", "Closed Lost": "lost"}
+
+
+# --------------------------------------------------------------------------- the org's own figures
+
+
+@dataclass(frozen=True)
+class Deal:
+    created: dt.date
+    status: str  # open | won | lost
+    closed: dt.date | None
+    amount: float
+    weighted_amount: float
+
+
+def org_day(timestamp: str, tz: ZoneInfo) -> dt.date:
+    """The calendar day in the org timezone of a datetime as Zoho renders it (with the user's offset)."""
+    return dt.datetime.fromisoformat(timestamp).astimezone(tz).date()
+
+
+def forecast_types(pipelines: Iterable[Mapping]) -> dict[tuple[str, str], str]:
+    """(pipeline, stage) -> forecast type, from the pipeline settings as the API renders them."""
+    return {
+        (pipeline["display_value"], stage["actual_value"]): stage["forecast_type"]
+        for pipeline in pipelines
+        for stage in pipeline["maps"]
+    }
+
+
+def deal_of(record: Mapping, types: Mapping[tuple[str, str], str], tz: ZoneInfo) -> Deal:
+    status = STATUS_BY_FORECAST_TYPE.get(types.get((record.get("Pipeline"), record.get("Stage"))), "open")
+    closing = record.get("Closing_Date")
+    amount = record.get("Amount")
+    probability = record.get("Probability")
+    return Deal(
+        created=org_day(record["Created_Time"], tz),
+        status=status,
+        closed=dt.date.fromisoformat(closing) if status != "open" and closing else None,
+        amount=amount or 0.0,
+        weighted_amount=(amount or 0.0) * (probability or 0) / 100,
+    )
+
+
+def expected_kpis(
+    leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo, today: dt.date
+) -> Kpis:
+    """Every metric of every day, from the first event to today or the last event, whichever is later."""
+    types = forecast_types(pipelines)
+    deals = [deal_of(record, types, tz) for record in deals]
+    lead_created = Counter(org_day(lead["Created_Time"], tz) for lead in leads)
+    lead_converted = Counter(
+        org_day(lead["Converted_Date_Time"], tz) for lead in leads if lead.get("Converted_Date_Time")
+    )
+
+    def per_day(outcome: str | None, value) -> Counter:
+        totals: Counter = Counter()
+        for deal in deals:
+            day = deal.created if outcome is None else deal.closed if deal.status == outcome else None
+            if day is not None:
+                totals[day] += value(deal)
+        return totals
+
+    created, created_amount = per_day(None, lambda d: 1), per_day(None, lambda d: d.amount)
+    won, won_amount = per_day("won", lambda d: 1), per_day("won", lambda d: d.amount)
+    lost, lost_amount = per_day("lost", lambda d: 1), per_day("lost", lambda d: d.amount)
+
+    event_days = [*lead_created, *lead_converted, *created, *won, *lost]
+    first, last = min(event_days), max([today, *event_days])
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+    def ratio(won_count: float, lost_count: float) -> float | None:
+        return won_count / (won_count + lost_count) if won_count + lost_count else None
+
+    kpis: Kpis = {}
+    for day in days:
+        still_open = [d for d in deals if d.created <= day and (d.status == "open" or (d.closed and d.closed > day))]
+        window = [day - dt.timedelta(days=n) for n in range(30)]
+        figures = {
+            "leads_created": lead_created[day],
+            "leads_converted": lead_converted[day],
+            "deals_created": created[day],
+            "deals_created_amount": created_amount[day],
+            "deals_won": won[day],
+            "deals_won_amount": won_amount[day],
+            "deals_lost": lost[day],
+            "deals_lost_amount": lost_amount[day],
+            "open_pipeline_count": len(still_open),
+            "open_pipeline_amount": sum(d.amount for d in still_open),
+            "open_pipeline_weighted_amount": sum(d.weighted_amount for d in still_open),
+            "win_rate": ratio(won[day], lost[day]),
+            "win_rate_30d": ratio(sum(won[d] for d in window), sum(lost[d] for d in window)),
+        }
+        kpis.update(((day, metric), value) for metric, value in figures.items())
+    return kpis
+
+
+# --------------------------------------------------------------------------- what the warehouse says
+
+
+def query(workspace, target: str, statement: str) -> list[tuple]:
+    """Run one statement against the workspace's warehouse; the rows it returns (none for DDL/DML)."""
+    if target == "duckdb":
+        import duckdb
+
+        with duckdb.connect(str(workspace.duckdb_path)) as connection:
+            cursor = connection.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+    import psycopg2
+
+    connection = psycopg2.connect(workspace.env["DATABASE_URL"])
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def read_kpi_daily(workspace, target: str) -> tuple[Kpis, dict[str, set[str]]]:
+    """kpi_daily as {(day, metric): value}, plus the units each metric appears with."""
+    rows = query(workspace, target, "select kpi_date, metric, value, unit from analytics.kpi_daily")
+    units: dict[str, set[str]] = {}
+    for _, metric, _, unit in rows:
+        units.setdefault(metric, set()).add(unit)
+    return {(day, metric): None if value is None else float(value) for day, metric, value, _ in rows}, units
+
+
+def totals_by_metric(kpis: Kpis) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for (_, metric), value in kpis.items():
+        totals[metric] = totals.get(metric, 0.0) + (value or 0.0)
+    return totals
+
+
+def mismatches(expected: Kpis, actual: Kpis) -> list[str]:
+    found = []
+    for (day, metric), want in sorted(expected.items()):
+        got = actual.get((day, metric), "missing")
+        agrees = (
+            got == want
+            if want is None or got is None or got == "missing"
+            else abs(got - want) <= TOLERANCE[UNITS[metric]]
+        )
+        if not agrees:
+            found.append(f"{day} {metric}: expected {want}, kpi_daily has {got}")
+    found.extend(f"{day} {metric}: unexpected row" for day, metric in sorted(actual.keys() - expected.keys()))
+    return found
+
+
+# --------------------------------------------------------------------------- the stories
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kpi_daily_equals_the_kpis_of_the_orgs_own_records(built_warehouse, warehouse, target):
+    # GIVEN the sandbox org, loaded and built on both warehouses, and its timezone
+    org = built_warehouse.org
+    tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
+
+    # WHEN kpi_daily is read
+    actual, units = read_kpi_daily(warehouse, target)
+
+    # THEN each metric appears with its unit
+    assert units == {metric: {unit} for metric, unit in UNITS.items()}
+
+    # AND every day and metric equals the figure computed from the org's records. The marts run to
+    # "today" in the org timezone as of the build, which may have been just before midnight.
+    today = dt.datetime.now(tz).date()
+    if not any(day == today for day, _ in actual):
+        today -= dt.timedelta(days=1)
+    expected = expected_kpis(org.records("Leads"), org.records("Deals"), org.pipelines(), tz, today)
+    wrong = mismatches(expected, actual)
+    assert not wrong, f"{len(wrong)} of {len(expected)} kpi_daily values differ:\n" + "\n".join(wrong[:20])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_org_without_deals_yet_still_gets_its_lead_kpis(built_warehouse, warehouse, target):
+    # GIVEN an org whose first deal is still to come: dlt creates a module's table with its first record,
+    # so the raw schema has leads but no deals table
+    query(warehouse, target, "drop table zoho_raw.deals" + (" cascade" if target == "postgres" else ""))
+    leads = query(warehouse, target, "select count(*) from zoho_raw.leads")[0][0]
+
+    # WHEN dbt builds the marts
+    warehouse.dbt_build(target)
+
+    # THEN the build passes, there are no deals, and the daily KPIs count the leads and zero deals
+    assert query(warehouse, target, "select count(*) from analytics.deals") == [(0,)]
+    totals = totals_by_metric(read_kpi_daily(warehouse, target)[0])
+    assert totals["leads_created"] == leads
+    assert totals["deals_created"] == totals["deals_won"] == totals["open_pipeline_count"] == 0
+
+
+def test_a_deleted_deal_left_behind_by_a_load_stays_out_of_the_marts(built_warehouse, warehouse):
+    # GIVEN two deals the deletion log mentions while the raw table still has them: one deleted after its
+    # last change (gone), one changed after its deletion entry (restored from the recycle bin)
+    live = "select id from zoho_raw.deals where id not in (select id from zoho_raw.deleted_records) order by id limit 2"
+    gone, restored = (row[0] for row in query(warehouse, "duckdb", live))
+    query(
+        warehouse,
+        "duckdb",
+        f"""
+        insert into zoho_raw.deleted_records (module, id, type, deleted_time, _dlt_load_id, _dlt_id)
+        select 'Deals', id, 'recycle', modified_time + interval '1 hour', 'test', 'test-' || id
+        from zoho_raw.deals where id = '{gone}'
+        union all
+        select 'Deals', id, 'recycle', modified_time - interval '1 hour', 'test', 'test-' || id
+        from zoho_raw.deals where id = '{restored}'
+        """,
+    )
+
+    # WHEN dbt builds the marts
+    warehouse.dbt_build("duckdb")
+
+    # THEN the deleted deal is in no mart, the restored one still is
+    ids = {row[0] for row in query(warehouse, "duckdb", "select deal_id from analytics.deals")}
+    assert gone not in ids and restored in ids
+    totals = totals_by_metric(read_kpi_daily(warehouse, "duckdb")[0])
+    assert totals["deals_created"] == len(ids)

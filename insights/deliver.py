@@ -37,7 +37,7 @@ from insights.audit import Verdict, audit
 from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
 from insights.facts import DayFacts, fmt_date
 from insights.settings import OllamaSettings, TwilioSettings
-from pipelines.warehouse import TARGETS, ConfigError, Target, connect
+from pipelines.warehouse import TARGETS, ConfigError, Target, connect, database_errors
 
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.date, args.target, dry_run=args.dry_run, force=args.force)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except database_errors() as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: the {args.target} warehouse could not be read or written: {reason}", file=sys.stderr)
+        print("hint: check DUCKDB_PATH / DATABASE_URL; a DuckDB file takes one writer at a time", file=sys.stderr)
         return 2
 
 

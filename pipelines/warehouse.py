@@ -122,6 +122,14 @@ def connect(target: Target, *, read_only: bool = False) -> Iterator[Any]:
         conn.close()
 
 
+def database_errors() -> tuple[type[Exception], ...]:
+    """Both drivers' exception bases, so a CLI can turn any of them into one clear line."""
+    import duckdb
+    import psycopg2
+
+    return (duckdb.Error, psycopg2.Error)
+
+
 def placeholder(target: Target) -> str:
     """The DB-API parameter marker of each driver (`?` for DuckDB, `%s` for psycopg2)."""
     return "?" if target == "duckdb" else "%s"

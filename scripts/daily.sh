@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-duckdb}
 BIN=.venv/bin
+# An existing .env file (ZOHO_CLIENT_ID=..., DATABASE_URL=..., TWILIO_...) is read when present.
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
 if [ "$target" = postgres ] && [ -z "${PGHOST:-}" ]; then
     # dbt's postgres target reads libpq variables; derive them from DATABASE_URL.
     eval "$("$BIN/python" -m pipelines.warehouse pg-env)"

@@ -50,8 +50,7 @@ def postgres_url() -> str:
     for name in ("DESTINATION__POSTGRES__CREDENTIALS", "DATABASE_URL"):
         value = os.environ.get(name, "").strip()
         if value:
-            if not value.startswith(("postgres://", "postgresql://")):
-                raise ConfigError(f"{name} must be a postgresql:// URL")
+            _check_url(name, value)
             return value
     if os.environ.get("PGHOST"):
         user = quote(os.environ.get("PGUSER", "postgres"), safe="")
@@ -66,6 +65,26 @@ def postgres_url() -> str:
     raise ConfigError(
         "DATABASE_URL is not set (a postgresql:// URL; DESTINATION__POSTGRES__CREDENTIALS or PGHOST also work)"
     )
+
+
+def _check_url(name: str, url: str) -> None:
+    """Fail early, without echoing the URL (it holds a password), when it cannot be parsed.
+
+    Hosts such as Supabase show the string with a password placeholder, so a
+    pasted password with `#`, `/` or `@` in it is the usual culprit.
+    """
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(f"{name} must be a postgresql:// URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("no host")
+    except ValueError:
+        raise ConfigError(
+            f"{name} is not a valid URL; percent-encode special characters in the password "
+            "(# -> %23, / -> %2F, @ -> %40, : -> %3A)"
+        ) from None
 
 
 def libpq_env(url: str) -> dict[str, str]:

@@ -6,9 +6,11 @@ target=${1:-duckdb}
 BIN=.venv/bin
 # An existing .env file (ZOHO_CLIENT_ID=..., DATABASE_URL=..., TWILIO_...) is read when present.
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
-if [ "$target" = postgres ] && [ -z "${PGHOST:-}" ]; then
-    # dbt's postgres target reads libpq variables; derive them from DATABASE_URL.
-    eval "$("$BIN/python" -m pipelines.warehouse pg-env)"
+if [ "$target" = postgres ] && [ -n "${DATABASE_URL:-}${DESTINATION__POSTGRES__CREDENTIALS:-}" ]; then
+    # dbt's postgres target reads libpq variables: derive them from the URL the pipeline uses,
+    # so both always point at the same database.
+    pg_env=$("$BIN/python" -m pipelines.warehouse pg-env)
+    eval "$pg_env"
 fi
 "$BIN/python" -m pipelines.zoho --destination "$target"
 "$BIN/dbt" build --target "$target"

@@ -116,10 +116,12 @@ class ZohoApi:
                 cursor = self.page_tokens.read(request.page_token, req.user_id, query)
                 page, served = cursor.page, cursor.served
                 start = selection.rank_after(cursor.last_key, query.descending)
+                count = min(query.per_page, self.page_tokens.remaining(served))  # the chain ends at the limit
             else:
                 page = request.page
                 start = served = (page - 1) * query.per_page
-            records = selection.window(start, query.per_page, query.descending)
+                count = query.per_page
+            records = selection.window(start, count, query.descending)
             if not records:
                 unfiltered = query.modified_since is not None and not selection.keys and \
                     org.select(query.module, query.sort_by, query.converted).keys

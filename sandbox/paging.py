@@ -3,7 +3,9 @@
 Zoho pages a record list two ways:
 - `page` + `per_page` (max 200) reach only the first 2,000 records; asking past them fails with
   DISCRETE_PAGINATION_LIMIT_EXCEEDED;
-- `page_token` (from `info.next_page_token`, returned from page 1 on) reaches up to 100,000 records.
+- `page_token` (from `info.next_page_token`, returned from page 1 on) reaches up to 100,000 records
+  (`PageTokens(limit=...)`; a token chain is cut at exactly that many, and asking for the page after
+  them fails with PAGINATION_LIMIT_EXCEEDED: a client reads further only by starting a new query).
   A token is bound to the user and to the other parameters (TOKEN_BOUND_DATA_MISMATCH otherwise),
   expires after 24 hours (EXPIRED_VALUE), and must not be combined with `page`
   (AMBIGUITY_DURING_PROCESSING); anything unreadable is INVALID_DATA.
@@ -140,9 +142,13 @@ class Cursor:
 class PageTokens:
     """Issues and checks signed keyset page tokens (see the module docstring)."""
 
-    def __init__(self, ttl: int = PAGE_TOKEN_TTL, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl: int = PAGE_TOKEN_TTL, clock: Callable[[], float] = time.time, *,
+                 limit: int = TOKEN_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError("the page token limit must be at least 1 record")
         self.ttl = ttl
         self.clock = clock
+        self.limit = limit  # records one chain of tokens reaches (Zoho: 100,000)
         self._secret = secrets.token_bytes(32)
 
     def issue(self, user_id: str, query: ListQuery, last_key: tuple[Any, ...], page: int,
@@ -168,9 +174,14 @@ class PageTokens:
             raise ZohoError("TOKEN_BOUND_DATA_MISMATCH", {"param_name": "page_token"})
         if self.clock() > issued + self.ttl:
             raise ZohoError("EXPIRED_VALUE", {"param_name": "page_token"})
-        if served >= TOKEN_LIMIT:
-            raise ZohoError("PAGINATION_LIMIT_EXCEEDED", {"limit": TOKEN_LIMIT})
+        if served >= self.limit:
+            raise ZohoError("PAGINATION_LIMIT_EXCEEDED", {"limit": self.limit},
+                            message=f"You can only get the first {self.limit} records using page_token param")
         return Cursor(tuple(last_key), page, served, issued + self.ttl)
+
+    def remaining(self, served: int) -> int:
+        """How many more records a chain that has served `served` may return."""
+        return max(0, self.limit - served)
 
     def _sign(self, encoded: str) -> str:
         return hmac.new(self._secret, encoded.encode(), hashlib.sha256).hexdigest()[:24]

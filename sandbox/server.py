@@ -5,9 +5,10 @@ the client used, `/crm/v8/...` is the API. Two control routes live outside Zoho'
 `POST /_sandbox/advance` ({"days": n}) plays simulated days, `GET /_sandbox/stats` counts requests per
 endpoint ("GET /crm/v8/Leads", "POST /oauth/v2/token", ...).
 
-Test knobs: `expire_tokens()` / `expire_tokens_after(n)` (tokens die mid-run, as they do on Zoho after
-an hour or when a 16th token is minted), and `inject_faults(count, status, path_prefix)` (the next
-matching requests fail with Zoho's error envelope).
+Test knobs: `page_token_limit` (how many records one page_token chain reaches: 100,000 as on Zoho, small
+values let tests cross the ceiling cheaply), `expire_tokens()` / `expire_tokens_after(n)` (tokens die
+mid-run, as they do on Zoho after an hour or when a 16th token is minted), and
+`inject_faults(count, status, path_prefix)` (the next matching requests fail with Zoho's error envelope).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .api import Request, Response, Route, ZohoApi
 from .auth import TokenAuthority
 from .model import resolve_module
 from .org import SandboxOrg
-from .paging import PAGE_TOKEN_TTL, PageTokens
+from .paging import PAGE_TOKEN_TTL, TOKEN_LIMIT, PageTokens
 from .zoho_format import CONTENT_TYPE, ZohoError, encode_json
 
 SECRET_PARAMS = frozenset({"client_secret", "refresh_token", "code", "token", "access_token", "client_id"})
@@ -49,12 +50,12 @@ class SandboxServer:
 
     def __init__(self, org: SandboxOrg, host: str = "127.0.0.1", port: int = 0, token_ttl: int = 3600, *,
                  mint_limit: int | None = None, page_token_ttl: int = PAGE_TOKEN_TTL,
-                 log: TextIO | None = None) -> None:
+                 page_token_limit: int = TOKEN_LIMIT, log: TextIO | None = None) -> None:
         self.org = org
         self.host = host
         self.port = port
         self.auth = TokenAuthority(user_id=org.current_user_id, ttl=token_ttl, mint_limit=mint_limit)
-        self.api = ZohoApi(org, self.auth, PageTokens(ttl=page_token_ttl))
+        self.api = ZohoApi(org, self.auth, PageTokens(ttl=page_token_ttl, limit=page_token_limit))
         self.routes: list[Route] = self.api.routes() + [
             Route.of("/_sandbox/advance", {"POST": self._advance}, authenticated=False, counted=False),
             Route.of("/_sandbox/stats", {"GET": lambda req: Response(200, self.stats())},
@@ -114,6 +115,11 @@ class SandboxServer:
     @token_ttl.setter
     def token_ttl(self, seconds: int) -> None:
         self.auth.ttl = seconds
+
+    @property
+    def page_token_limit(self) -> int:
+        """Records one page_token chain reaches before PAGINATION_LIMIT_EXCEEDED (Zoho: 100,000)."""
+        return self.api.page_tokens.limit
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -43,8 +43,8 @@ def small_org(leads: int = 300, deals: int = 120) -> SandboxOrg:
 
 
 @contextmanager
-def serving(org: SandboxOrg, workspace: Workspace) -> Iterator[SandboxServer]:
-    with SandboxServer(org, port=0) as server:
+def serving(org: SandboxOrg, workspace: Workspace, **options: Any) -> Iterator[SandboxServer]:
+    with SandboxServer(org, port=0, **options) as server:
         workspace.env.update(server.env())
         # failures are retried quickly here; the defaults wait 1, 2, 4 and 8 seconds
         workspace.env["SOURCES__ZOHO__RETRY_BACKOFF_SECONDS"] = "0.05"
@@ -308,6 +308,50 @@ def test_more_than_2000_records_are_paged_with_page_tokens(workspace: Workspace)
         assert counts["leads"] == 2500 == len(org.records("Leads"))
         assert record_requests(server, "Leads") == math.ceil(2500 / PAGE)
         assert_warehouse_equals_org(workspace, "duckdb", org)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["limit configured", "limit learned from zoho"])
+def test_more_records_than_one_page_token_chain_reaches_are_read_in_several_queries(told: bool, workspace: Workspace) -> None:
+    """GIVEN an org with 2,500 leads and page_token chains that reach only 1,000 records (Zoho's reach
+         100,000), the extract told that limit (SOURCES__ZOHO__PAGE_TOKEN_LIMIT) or not
+    WHEN the extract runs
+    THEN it starts the query again from the last Modified_Time read each time a chain runs out, and says so
+         with -v: 1,000 + 1,000 + 502 leads are read (the lead of each restart second comes twice), in
+         5 + 5 + 3 requests, plus the one page Zoho refuses when the extract was not told (then it knows);
+         the warehouse equals the org field by field, each lead once."""
+    org = small_org(leads=2500, deals=50)
+    times = sorted(dt.datetime.fromisoformat(r["Modified_Time"]) for r in org.records("Leads"))
+    assert times.count(times[999]) == times.count(times[1998]) == 1  # one lead per restart second
+    if told:
+        workspace.env["SOURCES__ZOHO__PAGE_TOKEN_LIMIT"] = "1000"
+    with serving(org, workspace, page_token_limit=1000) as server:
+        result = extract(workspace, "duckdb", "-v")
+
+        assert record_requests(server, "Leads") == 5 + 5 + 3 + (0 if told else 1)
+    assert summary(result)["leads"] == 2500
+    assert result.stderr.count("restarting the query from If-Modified-Since") == 2
+    assert_warehouse_equals_org(workspace, "duckdb", org)
+
+
+def test_more_records_in_one_second_than_a_chain_reaches_fail_clearly(workspace: Workspace) -> None:
+    """GIVEN an org where 150 leads were written in the same second (an import), and page_token chains
+         that reach only 100 records
+    WHEN the extract runs
+    THEN it fails with one line that says why, after 2 + 2 requests, instead of restarting forever."""
+    org = small_org(leads=30, deals=10)
+    org.insert("Leads", [{"Last_Name": f"Imported {n}"} for n in range(150)], org.current_user_id)
+    workspace.env.update(SOURCES__ZOHO__PAGE_TOKEN_LIMIT="100", SOURCES__ZOHO__PAGE_SIZE="50")
+    with serving(org, workspace, page_token_limit=100) as server:
+        failed = extract(workspace, check=False)
+
+        assert record_requests(server, "Leads") == 2 + 2
+    imported = max(dt.datetime.fromisoformat(r["Modified_Time"]) for r in org.records("Leads"))
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"error: GET Leads: 100 records or more share Modified_Time {imported.astimezone(dt.timezone.utc).isoformat()},"
+        " as many as one page_token query reaches, so Zoho's Records API cannot page past them"
+        " (a Bulk Read export can; see Zoho's PAGINATION_LIMIT_EXCEEDED)"
+    )
 
 
 # --------------------------------------------------------------------------- 4. tokens

@@ -295,6 +295,36 @@ def test_page_token_misuse_is_rejected_like_zoho(server: SandboxServer) -> None:
     assert follows.status_code == 200 and follows.json()["info"]["page"] == 2
 
 
+def test_a_page_token_chain_ends_at_its_limit_with_zohos_error(org: SandboxOrg) -> None:
+    """GIVEN a sandbox whose page_token chains reach 250 records (Zoho's 100,000 is the default)
+    WHEN a client follows next_page_token through 400 leads, 100 a page
+    THEN it gets 100, 100 and 50 leads, then Zoho's PAGINATION_LIMIT_EXCEEDED error, verbatim;
+    AND a new query from the last Modified_Time read (If-Modified-Since, inclusive) reaches the rest."""
+    assert SandboxServer(org).page_token_limit == 100_000
+    params = {"fields": "Last_Name,Modified_Time", "converted": "both", "sort_by": "Modified_Time",
+              "sort_order": "asc", "per_page": 100}
+    with SandboxServer(org, port=0, page_token_limit=250) as server:
+        session = client(server)
+        pages, token = [], None
+        while True:
+            response = get(session, server, "Leads", **params, **({"page_token": token} if token else {}))
+            if response.status_code != 200:
+                break
+            pages.append(response.json()["data"])
+            token = response.json()["info"]["next_page_token"]
+        read = [record for page in pages for record in page]
+        rest = page_all(session, server, "Leads", **params,
+                        headers={"If-Modified-Since": read[-1]["Modified_Time"]})
+
+    assert [len(page) for page in pages] == [100, 100, 50]
+    assert response.status_code == 400
+    assert response.json() == {"code": "PAGINATION_LIMIT_EXCEEDED", "details": {"limit": 250},
+                               "message": "You can only get the first 250 records using page_token param",
+                               "status": "error"}
+    assert read[-1]["id"] in {r["id"] for r in rest}  # inclusive: the last one read comes again
+    assert {r["id"] for r in read} | {r["id"] for r in rest} == {r["id"] for r in org.records("Leads")}
+
+
 def test_if_modified_since_returns_changes_or_304_and_an_empty_module_is_204(server: SandboxServer,
                                                                              org: SandboxOrg) -> None:
     """GIVEN leads with various Modified_Time values

@@ -58,6 +58,7 @@ from .settings import (
     MODULES,
     OVERLAP_MINUTES,
     PAGE_SIZE,
+    PAGE_TOKEN_LIMIT,
     RETRY_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
     USERS_FIELDS,
@@ -93,6 +94,7 @@ def zoho_crm(
     accounts_url: Optional[str] = dlt.config.value,
     overlap_minutes: float = OVERLAP_MINUTES,
     page_size: int = PAGE_SIZE,
+    page_token_limit: int = PAGE_TOKEN_LIMIT,
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     records_file_format: Optional[str] = None,
@@ -105,6 +107,8 @@ def zoho_crm(
         accounts_url: Overrides the data centre's accounts server (the local sandbox
             org is reached this way); the API host always comes from the token response.
         overlap_minutes: How far before the last cursor each incremental read starts.
+        page_token_limit: Records one `page_token` chain reaches (Zoho: 100,000); a longer
+            read restarts its query from the last Modified_Time before Zoho refuses the next page.
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
@@ -132,7 +136,10 @@ def zoho_crm(
     overlap = timedelta(minutes=overlap_minutes)
     deleted_records = _deleted_records(client, overlap, page_size, observer)
     return [
-        *(_module_records(client, module, overlap, page_size, records_file_format, observer) for module in MODULES),
+        *(
+            _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer)
+            for module in MODULES
+        ),
         _users(client, page_size, observer),
         _deal_stages(client, observer),
         deleted_records,
@@ -181,6 +188,7 @@ def _module_records(
     module: str,
     overlap: timedelta,
     page_size: int,
+    page_token_limit: int,
     file_format: Optional[str],
     observer: ExtractObserver,
 ) -> DltResource:
@@ -199,7 +207,12 @@ def _module_records(
         ),
     ) -> Iterator[list[dict[str, Any]]]:
         for page in iter_record_pages(
-            client, module, list(fields), modified_since=modified_time.start_value, page_size=page_size
+            client,
+            module,
+            list(fields),
+            modified_since=modified_time.start_value,
+            page_size=page_size,
+            chain_limit=page_token_limit,
         ):
             observer.page(name, len(page))
             yield [typed_record(record, fields) for record in page]

@@ -4,8 +4,8 @@ Zoho quirks handled here (see https://www.zoho.com/crm/developer/docs/api/v8/):
 token errors arrive as HTTP 200 with an `error` key; an expired access token is
 answered with 401 `INVALID_TOKEN` (sometimes `AUTHENTICATION_FAILURE`); "no data"
 is 204 (or 304 with If-Modified-Since) with an empty body; more than 2,000
-records can only be reached with `page_token`; datetimes carry the CRM user's
-UTC offset. Nothing here logs or raises with a token or a secret in it.
+records can only be reached with `page_token`, and one token chain ends at
+100,000 (PAGINATION_LIMIT_EXCEEDED); datetimes carry the CRM user's UTC offset. Nothing here logs or raises with a token or a secret in it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .settings import (
     API_DOMAINS,
     API_PATH,
     LOOKUP_PARTS,
+    PAGE_TOKEN_LIMIT,
     REQUEST_TIMEOUT_SECONDS,
     RETRY_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
@@ -40,7 +41,14 @@ EXPIRED_TOKEN_CODES = frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE"})
 
 
 class ZohoError(RuntimeError):
-    """Zoho refused a request or could not be reached; the message is safe to print."""
+    """Zoho refused a request or could not be reached; the message is safe to print.
+
+    `code` is Zoho's error code (`PAGINATION_LIMIT_EXCEEDED`, ...) when Zoho sent one.
+    """
+
+    def __init__(self, message: str, *, code: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,10 @@ class ZohoClient:
                 continue
             if response.status_code >= 400 or body is None:
                 message = (body or {}).get("message") or response.reason
-                raise ZohoError(f"GET {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip())
+                raise ZohoError(
+                    f"GET {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
+                    code=code or None,
+                )
             return body
         raise AssertionError("unreachable")
 
@@ -214,12 +225,26 @@ def iter_record_pages(
     *,
     modified_since: Optional[datetime],
     page_size: int,
+    chain_limit: int = PAGE_TOKEN_LIMIT,
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of a module's records, oldest modification first, modified at or after `modified_since`.
 
     Zoho serves only 2,000 records by `page` number; `page_token` (returned from
-    the first page on) reaches up to 100,000, so we always follow the token.
+    the first page on) reaches further, so we always follow the token. But one
+    chain of tokens ends after `chain_limit` records (100,000: the next page is
+    400 PAGINATION_LIMIT_EXCEEDED), so a longer read is a series of queries. When
+    a chain is full, or Zoho ends it sooner, the query starts again with
+    If-Modified-Since = the last Modified_Time read. That header is inclusive, so
+    the records of that second come again; the ones already yielded are dropped
+    here and every record is yielded once (one changed meanwhile comes again with
+    its new time, as it would within a chain). Zoho ending a chain sooner than
+    `chain_limit` costs one refused request; later chains stop before it.
+
+    Raises ZohoError when a whole chain holds only records of the second it
+    started from: no query can get past them, and restarting would loop forever.
     """
+    if "Modified_Time" not in fields:
+        raise ValueError("the records are read in Modified_Time order: request the Modified_Time field")
     params: dict[str, Any] = {
         "fields": ",".join(fields),
         "per_page": page_size,
@@ -228,17 +253,83 @@ def iter_record_pages(
     }
     if module == "Leads":
         params["converted"] = "both"  # the default hides converted leads
-    headers = {"If-Modified-Since": format_zoho_datetime(modified_since)} if modified_since else {}
-    page_token: Optional[str] = None
-    while True:
-        body = client.get(module, params={**params, "page_token": page_token} if page_token else params, headers=headers)
-        if body is None:
-            return
-        yield body.get("data") or []
-        info = body.get("info") or {}
-        page_token = info.get("next_page_token")
-        if not info.get("more_records") or not page_token:
-            return
+    since = modified_since
+    resume = _ResumePoint()
+    while True:  # one page_token chain per pass
+        headers = {"If-Modified-Since": format_zoho_datetime(since)} if since else {}
+        page_token: Optional[str] = None
+        served = 0
+        while True:
+            if page_token and served + page_size > chain_limit:
+                break  # the next page would pass the ceiling: start a new chain instead
+            try:
+                body = client.get(module, params={**params, "page_token": page_token} if page_token else params, headers=headers)
+            except ZohoError as exc:
+                if exc.code != "PAGINATION_LIMIT_EXCEEDED" or not page_token:
+                    raise
+                chain_limit = served  # Zoho's ceiling is lower than assumed: stop before it from now on
+                break
+            if body is None:
+                return
+            records = body.get("data") or []
+            served += len(records)
+            yield [record for record in records if resume.read(record)]
+            info = body.get("info") or {}
+            page_token = info.get("next_page_token")
+            if not info.get("more_records") or not page_token:
+                return
+        restart = resume.restart()
+        if restart is None or (since is not None and restart <= since):
+            raise _stuck(module, served, since)
+        logger.info(
+            "%s: page_token chain ended after %d records; restarting the query from If-Modified-Since %s",
+            module,
+            served,
+            format_zoho_datetime(restart),
+        )
+        since = restart
+
+
+class _ResumePoint:
+    """Where a new query continues a read: the newest Modified_Time read so far, and the ids read at it.
+
+    The restarted query (If-Modified-Since = that time, inclusive) returns those
+    records again; `read` tells them apart so each is yielded once.
+    """
+
+    def __init__(self) -> None:
+        self._time: Optional[datetime] = None
+        self._ids: set[str] = set()
+        self._yielded_time: Optional[datetime] = None
+        self._yielded_ids: frozenset[str] = frozenset()
+
+    def read(self, record: Mapping[str, Any]) -> bool:
+        """Note a record read; False if it was already yielded before the last restart."""
+        raw = record.get("Modified_Time")
+        if not isinstance(raw, str):
+            return True
+        at, record_id = parse_zoho_datetime(raw), str(record.get("id"))
+        if self._time is None or at > self._time:
+            self._time, self._ids = at, {record_id}
+        elif at == self._time:
+            self._ids.add(record_id)
+        return not (at == self._yielded_time and record_id in self._yielded_ids)
+
+    def restart(self) -> Optional[datetime]:
+        """The If-Modified-Since of the next query (None: nothing to continue from)."""
+        self._yielded_time, self._yielded_ids = self._time, frozenset(self._ids)
+        return self._time
+
+
+def _stuck(module: str, served: int, since: Optional[datetime]) -> ZohoError:
+    """The error of a read that cannot go on: restarting from `since` would return the same chain again."""
+    if since is None:
+        return ZohoError(f"GET {module}: Zoho ended a page_token chain of records without Modified_Time; cannot restart it")
+    return ZohoError(
+        f"GET {module}: {served:,} records or more share Modified_Time {format_zoho_datetime(since)}, as many as"
+        " one page_token query reaches, so Zoho's Records API cannot page past them"
+        " (a Bulk Read export can; see Zoho's PAGINATION_LIMIT_EXCEEDED)"
+    )
 
 
 def iter_numbered_pages(

@@ -3,11 +3,18 @@
 Twilio's Messages API has no idempotency key, so the ledger is what makes a
 rerun safe. The row is written `pending` before the POST and updated with the
 outcome after it: `accepted` (Twilio returned a message SID; never sent again
-for that date), `failed` (Twilio definitely refused or was never reached; the
-next run retries) or `unknown` (the request may have created a message; the
-next run looks for it in Twilio's message list before sending anything).
-A row still `pending` on the next run means the process died mid-send, which
-is as ambiguous as `unknown`.
+for that date), `failed` (Twilio definitely refused, was never reached, or
+failed the message after accepting it; the next run retries) or `unknown` (the
+request may have created a message; the next run looks for it in Twilio's
+message list before sending anything). A row still `pending` on the next run
+means the process died mid-send, which is as ambiguous as `unknown`.
+
+Two columns beyond the contract's: `twilio_status`, the message's status at
+Twilio when last looked at (WhatsApp errors such as 63016 arrive after Twilio
+accepted the message, so an `accepted` row whose status was not final yet is
+looked at again by the next run), and `previous_sids`, every SID an earlier
+attempt for the row recorded (space-separated), so that a message found in
+Twilio's list is never mistaken for the copy of a later attempt.
 
 Every call opens and closes its own connection: DuckDB allows one writer per
 file, and the pipeline or dbt may need the file between two sends.
@@ -36,9 +43,17 @@ create table if not exists {TABLE} (
     error_message text,
     attempts integer not null,
     updated_at timestamptz not null,
+    twilio_status text,
+    previous_sids text,
     primary key (report_date, recipient)
 )
 """
+# Columns added after the first release: a ledger created by it gains them on the next run.
+_ADDED_COLUMNS = ("twilio_status text", "previous_sids text")
+_COLUMNS = (
+    "report_date, recipient, content_hash, status, message_sid, error_code, error_message, attempts, "
+    "twilio_status, previous_sids, extract(epoch from updated_at)"
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class LedgerEntry:
     error_code: int | None
     error_message: str | None
     attempts: int
+    twilio_status: str | None  # the message's status at Twilio when last looked at
+    previous_sids: tuple[str, ...]  # SIDs recorded by earlier attempts for this date and recipient
     updated_at: float  # seconds since the epoch: comparable with Twilio's timestamps on both drivers
 
 
@@ -64,47 +81,53 @@ class DeliveryLedger:
     def ensure_table(self) -> None:
         self._execute(f"create schema if not exists {MARTS_SCHEMA}")
         self._execute(_DDL)
+        with connect(self.target) as conn:
+            cur = conn.cursor()
+            cur.execute(
+                "select column_name from information_schema.columns where table_schema = "
+                f"{self._p} and table_name = {self._p}",
+                TABLE.split("."),
+            )
+            present = {name for (name,) in cur.fetchall()}
+        for column in _ADDED_COLUMNS:
+            if column.split()[0] not in present:  # only then: an ALTER locks the table on Postgres
+                self._execute(f"alter table {TABLE} add column if not exists {column}")
 
     def get(self, report_date: dt.date, recipient: str) -> LedgerEntry | None:
         p = self._p
         with connect(self.target) as conn:
             cur = conn.cursor()
-            cur.execute(
-                f"""
-                select report_date, recipient, content_hash, status, message_sid, error_code, error_message,
-                       attempts, extract(epoch from updated_at)
-                from {TABLE}
-                where report_date = {p} and recipient = {p}
-                """,
-                [report_date, recipient],
-            )
+            cur.execute(f"select {_COLUMNS} from {TABLE} where report_date = {p} and recipient = {p}",
+                        [report_date, recipient])
             row = cur.fetchone()
         if row is None:
             return None
-        return LedgerEntry(*row[:8], updated_at=float(row[8]))
+        return LedgerEntry(*row[:9], previous_sids=tuple((row[9] or "").split()), updated_at=float(row[10]))
 
     def known_sids(self, recipient: str) -> set[str]:
-        """Every message SID recorded for `recipient`, whatever the date: none of them is a new attempt."""
+        """Every message SID ever recorded for `recipient`, whatever the date: none of them is a new attempt."""
         with connect(self.target) as conn:
             cur = conn.cursor()
-            cur.execute(
-                f"select message_sid from {TABLE} where recipient = {self._p} and message_sid is not null",
-                [recipient],
-            )
-            return {sid for (sid,) in cur.fetchall()}
+            cur.execute(f"select message_sid, previous_sids from {TABLE} where recipient = {self._p}", [recipient])
+            rows = cur.fetchall()
+        return {sid for current, previous in rows for sid in [current, *(previous or "").split()] if sid}
 
     def start_attempt(self, report_date: dt.date, recipient: str, content_hash: str) -> None:
-        """Record `pending` (and one more attempt) before anything is sent."""
+        """Record `pending` (and one more attempt) before anything is sent; the last SID joins `previous_sids`."""
         p = self._p
         self._execute(
             f"""
             insert into {TABLE} as d
-                (report_date, recipient, content_hash, status, message_sid, error_code, error_message, attempts, updated_at)
+                (report_date, recipient, content_hash, status, message_sid, error_code, error_message, attempts,
+                 updated_at)
             values ({p}, {p}, {p}, 'pending', null, null, null, 1, now())
             on conflict (report_date, recipient) do update set
                 content_hash = excluded.content_hash,
                 status = 'pending',
+                previous_sids = case when d.message_sid is null then d.previous_sids
+                                     else concat_ws(' ', d.previous_sids, d.message_sid) end,
                 message_sid = null,
+                twilio_status = null,
                 error_code = null,
                 error_message = null,
                 attempts = d.attempts + 1,
@@ -123,8 +146,9 @@ class DeliveryLedger:
         error_code: int | None = None,
         error_message: str | None = None,
         content_hash: str | None = None,
+        twilio_status: str | None = None,
     ) -> None:
-        """Record the outcome of the attempt (or of a reconciliation) on an existing row."""
+        """Record the outcome of the attempt (or of a reconciliation, or of a later look at Twilio) on a row."""
         p = self._p
         self._execute(
             f"""
@@ -134,10 +158,19 @@ class DeliveryLedger:
                 error_code = {p},
                 error_message = {p},
                 content_hash = coalesce({p}, content_hash),
+                twilio_status = {p},
                 updated_at = now()
             where report_date = {p} and recipient = {p}
             """,
-            [status, message_sid, error_code, error_message, content_hash, report_date, recipient],
+            [status, message_sid, error_code, error_message, content_hash, twilio_status, report_date, recipient],
+        )
+
+    def note_twilio_status(self, report_date: dt.date, recipient: str, twilio_status: str) -> None:
+        """Remember what Twilio now says of the row's message, changing nothing else."""
+        p = self._p
+        self._execute(
+            f"update {TABLE} set twilio_status = {p}, updated_at = now() where report_date = {p} and recipient = {p}",
+            [twilio_status, report_date, recipient],
         )
 
     def _execute(self, sql: str, params: list[Any] | None = None) -> None:

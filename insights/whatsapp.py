@@ -7,6 +7,13 @@ reached) is retried by the next run; an ambiguous outcome (timeout, dropped
 connection, 5xx after the request was sent) is looked up in Twilio's message
 list before anything is sent again, because the message may exist already.
 
+A 201 is not the end of it: WhatsApp errors such as 63016 (outside the
+24-hour window) and 63015 (not joined to the sandbox) come after Twilio
+accepted the message, which then turns `failed`. So the run looks at each new
+message for a few seconds until Twilio has handed it on or failed it, and
+reports a failed one as failed; a message still queued when the run ends is
+looked at again by the next run, which resends it if it failed meanwhile.
+
 Each recipient is handled on its own: one invalid number never stops the
 others, and Twilio's errors come back with their code and what to do about them.
 """
@@ -18,13 +25,14 @@ import hashlib
 import logging
 import re
 import time
-from dataclasses import dataclass
-from typing import Collection, Literal
+from dataclasses import dataclass, replace
+from typing import Collection, Literal, NamedTuple
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageInstance
 
 from insights.ledger import DeliveryLedger, LedgerEntry
 from insights.settings import TwilioSettings
@@ -34,7 +42,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies (21617) and does not split WhatsApp messages
 DEFAULT_TIMEOUT_SECONDS = 15.0  # twilio-python's default is to wait forever
-RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0)  # only for answers Twilio guarantees were not processed
+RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0)  # only for answers Twilio guarantees were not processed (429)
+# How long a run waits for Twilio to hand its new messages on (or fail them), and the first pause between looks.
+DEFAULT_STATUS_WAIT_SECONDS = 10.0
+FIRST_STATUS_PAUSE_SECONDS = 0.25
 # How far before the ledger's last write a message found in Twilio's list may have been created
 # and still count as ours: covers the client timeout, the retries and clock skew. Messages the
 # ledger already knows (other dates, a forced resend's first copy) never count.
@@ -43,8 +54,15 @@ RECONCILE_PAGE = 50
 
 DeliveryStatus = Literal["sent", "already_sent", "failed", "unknown"]
 
-# What a user should do about the Twilio errors a WhatsApp briefing meets. Twilio documents
-# 63007/63015/63016 as asynchronous too; they are explained the same way wherever they appear.
+# Twilio message statuses (MessageInstance.Status). Waiting: Twilio has not handed the message on yet.
+# Failed: it never will. Settled: nothing more can change whether the recipient got it.
+WAITING_STATUSES = frozenset({"queued", "accepted", "sending", "scheduled"})
+FAILED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
+SETTLED_STATUSES = frozenset({"delivered", "read", *FAILED_STATUSES})
+
+# What a user should do about the Twilio errors a WhatsApp briefing meets. The 63xxx ones usually
+# arrive after the 201, as the error code of a failed message, but may come as a 400 too: they are
+# explained the same way wherever they appear.
 ERROR_EXPLANATIONS: dict[int, str] = {
     20003: "Twilio refused the credentials: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN "
     "(live credentials, not test ones; the account must not be suspended).",
@@ -82,6 +100,13 @@ class Delivery:
     explanation: str | None = None
 
 
+class _Outcome(NamedTuple):
+    """A recipient's delivery so far, and the status of its message at Twilio when last seen (None: not known)."""
+
+    delivery: Delivery
+    twilio_status: str | None = None
+
+
 class _Ambiguous(Exception):
     """The create may or may not have reached Twilio."""
 
@@ -103,10 +128,13 @@ def send_briefing(
     *,
     force: bool = False,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    status_wait: float = DEFAULT_STATUS_WAIT_SECONDS,
 ) -> list[Delivery]:
     """Send `message` to every recipient in `settings` unless it was already sent for `report_date`.
 
     `force` sends again to recipients whose briefing Twilio already accepted.
+    `status_wait` bounds the seconds spent waiting for Twilio to hand the new
+    messages on (or fail them) after the sends.
     Never raises for a recipient's Twilio error; raises only when the ledger
     (the warehouse) cannot be written, before anything is sent.
     """
@@ -118,11 +146,13 @@ def send_briefing(
     ledger = DeliveryLedger(target)
     ledger.ensure_table()
     client = _client(settings, timeout)
-    deliveries = []
-    for recipient in dict.fromkeys(whatsapp_address(n) for n in settings.recipients):
-        delivery = _deliver_one(client, ledger, report_date, sender, recipient, body, content_hash, force=force)
+    outcomes = [
+        _deliver_one(client, ledger, report_date, sender, recipient, body, content_hash, force=force)
+        for recipient in dict.fromkeys(whatsapp_address(n) for n in settings.recipients)
+    ]
+    deliveries = _await_statuses(client, ledger, report_date, outcomes, status_wait)
+    for delivery in deliveries:
         _log_delivery(delivery, report_date)
-        deliveries.append(delivery)
     return deliveries
 
 
@@ -188,13 +218,22 @@ def _deliver_one(
     content_hash: str,
     *,
     force: bool,
-) -> Delivery:
+) -> _Outcome:
     entry = ledger.get(report_date, recipient)
+    resent_because = None
     if entry is not None and not force:
         if entry.status == "accepted":
-            return Delivery(recipient, "already_sent", entry.message_sid,
-                            explanation="already sent for this date; --force sends it again")
-        if entry.status in ("pending", "unknown"):
+            status, failure = entry.twilio_status, None
+            if entry.message_sid and status not in SETTLED_STATUSES:
+                # It may have failed after the last run stopped looking (63016 comes after the 201).
+                status, failure = _look_at(client, ledger, report_date, recipient, entry.message_sid)
+            if failure is None:
+                return _Outcome(Delivery(recipient, "already_sent", entry.message_sid,
+                                         explanation="already sent for this date; --force sends it again"), status)
+            log.warning("Twilio failed the briefing already sent to %s (%s, error %s); sending it again",
+                        recipient, failure.message_sid, failure.error_code)
+            resent_because = f"Twilio failed the earlier message {failure.message_sid} (error {failure.error_code})"
+        elif entry.status in ("pending", "unknown"):
             # The last attempt may have created a message: look before sending another.
             settled = _reconcile(client, ledger, entry, sender, {entry.content_hash, content_hash},
                                  exclude=ledger.known_sids(recipient))
@@ -202,40 +241,44 @@ def _deliver_one(
                 return settled
             log.info("no trace of the earlier attempt to %s in Twilio's message list; sending", recipient)
 
+    # Any SID the row held moves to its previous_sids: reconciliation never mistakes it for this attempt's.
     ledger.start_attempt(report_date, recipient, content_hash)
     try:
-        sid = _create(client, sender, recipient, body)
+        sid, status = _create(client, sender, recipient, body)
     except _Refused as refused:
         ledger.finish(report_date, recipient, "failed", error_code=refused.code, error_message=refused.explanation)
-        return Delivery(recipient, "failed", None, refused.code, refused.explanation)
+        return _Outcome(Delivery(recipient, "failed", None, refused.code, refused.explanation))
     except _Ambiguous as ambiguous:
         ledger.finish(report_date, recipient, "unknown", error_message=str(ambiguous))
         attempt = ledger.get(report_date, recipient)
         assert attempt is not None
-        earlier = ledger.known_sids(recipient)
-        if entry is not None and entry.message_sid:  # a forced resend: the first message is not this one
-            earlier.add(entry.message_sid)
-        settled = _reconcile(client, ledger, attempt, sender, {content_hash}, exclude=earlier)
+        settled = _reconcile(client, ledger, attempt, sender, {content_hash}, exclude=ledger.known_sids(recipient))
         if settled is None:
-            settled = Delivery(recipient, "unknown", explanation=(
+            return _Outcome(Delivery(recipient, "unknown", explanation=(
                 f"{ambiguous}. Twilio may have accepted the message; the next run looks for it in "
                 "Twilio's message list and sends only if it is not there."
-            ))
-        elif settled.status == "already_sent":  # the attempt of this very run went through
-            settled = Delivery(recipient, "sent", settled.message_sid)
+            )))
+        if settled.delivery.status == "already_sent":  # the attempt of this very run went through
+            return _Outcome(Delivery(recipient, "sent", settled.delivery.message_sid, explanation=resent_because),
+                            settled.twilio_status)
         return settled
-    ledger.finish(report_date, recipient, "accepted", message_sid=sid)
-    return Delivery(recipient, "sent", sid)
+    ledger.finish(report_date, recipient, "accepted", message_sid=sid, twilio_status=status)
+    return _Outcome(Delivery(recipient, "sent", sid, explanation=resent_because), status)
 
 
-def _create(client: Client, sender: str, recipient: str, body: str) -> str:
-    """POST the message; retry only answers Twilio guarantees were not processed (429, 503)."""
+def _create(client: Client, sender: str, recipient: str, body: str) -> tuple[str, str | None]:
+    """POST the message: its SID and status. Retry only answers Twilio guarantees were not processed (429).
+
+    A 503 is not one of them: Twilio may have created the message before
+    answering it, so it is ambiguous like any other 5xx.
+    """
     for delay in (*RETRY_DELAYS_SECONDS, None):
         try:
-            return client.messages.create(to=recipient, from_=sender, body=body).sid  # type: ignore[return-value]
+            created = client.messages.create(to=recipient, from_=sender, body=body)
+            return created.sid, created.status  # type: ignore[return-value]
         except TwilioRestException as exc:
             throttled = exc.status == 429 or exc.code == 20429
-            if (throttled or exc.status == 503) and delay is not None:
+            if throttled and delay is not None:
                 log.info("Twilio answered %s (code %s); retrying in %.1fs", exc.status, exc.code, delay)
                 time.sleep(delay)
                 continue
@@ -273,39 +316,38 @@ def _reconcile(
     hashes: set[str],
     *,
     exclude: Collection[str] = (),
-) -> Delivery | None:
+) -> _Outcome | None:
     """Settle an ambiguous attempt from Twilio's message list.
 
     Returns the settled delivery when the message is found, an `unknown` one
     when Twilio cannot be asked (nothing is sent blindly), and None when the
-    message is not there, so the briefing should be sent.
+    message is not there, so the briefing should be sent. `exclude` holds the
+    SIDs the ledger ever recorded for the recipient: messages of earlier
+    attempts (a forced resend's first copy, a failed one), never this one.
     """
     try:
         found = _find_message(client, entry.recipient, sender, entry.updated_at - RECONCILE_MARGIN_SECONDS,
                               hashes, exclude)
     except (TwilioException, requests.exceptions.RequestException) as exc:
-        return Delivery(entry.recipient, "unknown", explanation=(
+        return _Outcome(Delivery(entry.recipient, "unknown", explanation=(
             f"An attempt may have reached Twilio and its message list could not be checked "
             f"({type(exc).__name__}); nothing more was sent. The next run checks again."
-        ))
+        )))
     if found is None:
         return None
-    sid, status, error_code = found
-    log.info("found the attempt to %s in Twilio's message list: %s (%s)", entry.recipient, sid, status)
-    if status in ("failed", "undelivered") and error_code:
-        explanation = explain(error_code)
-        ledger.finish(entry.report_date, entry.recipient, "failed", message_sid=sid, error_code=error_code,
-                      error_message=explanation)
-        return Delivery(entry.recipient, "failed", sid, error_code, explanation)
-    ledger.finish(entry.report_date, entry.recipient, "accepted", message_sid=sid)
-    return Delivery(entry.recipient, "already_sent", sid,
-                    explanation="an earlier attempt had reached Twilio; not sent again")
+    log.info("found the attempt to %s in Twilio's message list: %s (%s)", entry.recipient, found.sid, found.status)
+    failure = _settle(ledger, entry.report_date, entry.recipient, found)
+    if failure is not None:
+        return _Outcome(failure, found.status)
+    ledger.finish(entry.report_date, entry.recipient, "accepted", message_sid=found.sid, twilio_status=found.status)
+    return _Outcome(Delivery(entry.recipient, "already_sent", found.sid,
+                             explanation="an earlier attempt had reached Twilio; not sent again"), found.status)
 
 
 def _find_message(
     client: Client, recipient: str, sender: str, since: float, hashes: set[str], exclude: Collection[str]
-) -> tuple[str, str, int | None] | None:
-    """Our newest message to `recipient` with one of these body hashes created after `since`: (sid, status, error).
+) -> MessageInstance | None:
+    """Our newest message to `recipient` with one of these body hashes created after `since`.
 
     Two lists, because `date_sent` stays null while a message is queued and
     Twilio's DateSent filter then misses it: the most recent page without a date
@@ -325,8 +367,88 @@ def _find_message(
                 and body_hash(message.body) in hashes
                 and (created is None or created >= since)
             ):
-                return message.sid, message.status, message.error_code  # type: ignore[return-value]
+                return message
     return None
+
+
+# --------------------------------------------------------------------------- after the 201
+
+
+def _await_statuses(
+    client: Client, ledger: DeliveryLedger, report_date: dt.date, outcomes: list[_Outcome], wait: float
+) -> list[Delivery]:
+    """The deliveries, once Twilio has handed each message still waiting on, or failed it, or `wait` seconds passed.
+
+    Real Twilio answers a create with `queued` and reports WhatsApp errors
+    (63016, 63015, ...) only when the message turns `failed` a moment later:
+    without this look, such a recipient would be reported as sent, and never
+    retried. The pause between looks doubles from a quarter of a second.
+    """
+    deliveries = [outcome.delivery for outcome in outcomes]
+    waiting = {
+        i for i, (delivery, status) in enumerate(outcomes)
+        if delivery.message_sid and delivery.status in ("sent", "already_sent") and status in WAITING_STATUSES
+    }
+    deadline = time.monotonic() + wait
+    pause = FIRST_STATUS_PAUSE_SECONDS
+    while waiting:
+        for i in sorted(waiting):
+            delivery = deliveries[i]
+            assert delivery.message_sid is not None
+            status, failure = _look_at(client, ledger, report_date, delivery.recipient, delivery.message_sid)
+            if failure is not None:
+                deliveries[i] = failure
+            if status not in WAITING_STATUSES:  # handed on, failed, or gone (None: it cannot be found)
+                waiting.discard(i)
+        remaining = deadline - time.monotonic()
+        if not waiting or remaining <= 0:
+            break
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, 2.0)
+    for i in waiting:
+        deliveries[i] = replace(deliveries[i], explanation=(
+            f"Twilio accepted the message but had not passed it on to WhatsApp after {wait:g}s; "
+            "the next run checks it again and resends if it failed."
+        ))
+    return deliveries
+
+
+def _look_at(
+    client: Client, ledger: DeliveryLedger, report_date: dt.date, recipient: str, sid: str
+) -> tuple[str | None, Delivery | None]:
+    """Fetch message `sid` and record what Twilio says of it: (its status, the failed delivery if it failed).
+
+    When Twilio cannot be asked the status stays what it was (`queued`, for
+    the caller: try again later); a SID Twilio does not know gives None.
+    """
+    try:
+        message = client.messages(sid).fetch()
+    except TwilioRestException as exc:
+        if exc.status == 404:
+            log.warning("Twilio does not know message %s to %s any more; leaving it as sent", sid, recipient)
+            return None, None
+        log.info("could not fetch message %s to %s: HTTP %s", sid, recipient, exc.status)
+        return "queued", None
+    except (TwilioException, requests.exceptions.RequestException) as exc:
+        log.info("could not fetch message %s to %s: %s", sid, recipient, type(exc).__name__)
+        return "queued", None
+    failure = _settle(ledger, report_date, recipient, message)
+    if failure is None:
+        ledger.note_twilio_status(report_date, recipient, message.status)  # type: ignore[arg-type]
+    return message.status, failure  # type: ignore[return-value]
+
+
+def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, message: MessageInstance) -> Delivery | None:
+    """If Twilio failed `message`, record the failure (the next run retries) and return the failed delivery."""
+    if message.status not in FAILED_STATUSES:
+        return None
+    code = message.error_code
+    explanation = explain(code, message.error_message) if code else (
+        f"Twilio reports the message {message.status}{': ' + message.error_message if message.error_message else ''}."
+    )
+    ledger.finish(report_date, recipient, "failed", message_sid=message.sid, error_code=code,
+                  error_message=explanation, twilio_status=message.status)
+    return Delivery(recipient, "failed", message.sid, code, explanation)
 
 
 # --------------------------------------------------------------------------- plumbing

@@ -94,15 +94,19 @@ def test_the_next_date_is_sent_even_when_today_was(target: Target, twilio: Twili
     assert len(twilio.messages_to(ANA)) == 2
 
 
-@pytest.mark.parametrize("misbehaviour", ["500 after create", "timeout after create", "connection dropped after create"])
+@pytest.mark.parametrize(
+    "misbehaviour", ["500 after create", "503 after create", "timeout after create", "connection dropped after create"]
+)
 def test_an_ambiguous_answer_after_twilio_created_the_message_does_not_send_twice(
     target: Target, twilio: TwilioEmulator, misbehaviour: str
 ) -> None:
-    """GIVEN Twilio creates the message but the client sees a 500, a timeout or a dropped connection
+    """GIVEN Twilio creates the message but the client sees a 500, a 503, a timeout or a dropped connection
     WHEN the briefing is delivered, and the run is repeated
-    THEN the message is found in Twilio's message list and never sent a second time."""
+    THEN the message is found in Twilio's message list and never sent a second time
+    (a 503 is no promise that nothing was created: only a 429 is retried blindly)."""
     {
         "500 after create": lambda: twilio.fail_next(500),
+        "503 after create": lambda: twilio.fail_next(503),
         "timeout after create": lambda: twilio.delay_next(2.0),
         "connection dropped after create": lambda: twilio.drop_next(),
     }[misbehaviour]()
@@ -161,6 +165,28 @@ def test_an_unknown_attempt_that_twilio_later_failed_is_reported_and_retried(tar
     assert len(twilio.messages) == 2
 
 
+def test_a_forced_resend_that_never_reached_twilio_is_sent_by_the_next_run(
+    target: Target, twilio: TwilioEmulator
+) -> None:
+    """GIVEN the day's briefing was delivered, then resent with --force, but that connection dropped before
+    Twilio created anything while Twilio's message list was down too
+    WHEN the briefing is delivered again
+    THEN the first message is not mistaken for the forced copy: the copy is sent, once."""
+    config = settings(twilio, ANA)
+    [first] = send_briefing(BRIEFING, REPORT_DATE, target, config)
+    twilio.drop_next(create=False)
+    twilio.fail_next(500, method="GET", create=False)
+
+    [forced] = send_briefing(BRIEFING, REPORT_DATE, target, config, force=True)
+    [after] = send_briefing(BRIEFING, REPORT_DATE, target, config)
+    [again] = send_briefing(BRIEFING, REPORT_DATE, target, config)
+
+    assert forced.status == "unknown"
+    assert after.status == "sent" and after.message_sid != first.message_sid
+    assert (again.status, again.message_sid) == ("already_sent", after.message_sid)
+    assert [m["sid"] for m in twilio.messages] == [first.message_sid, after.message_sid]
+
+
 def test_an_attempt_twilio_never_received_is_sent_by_the_next_run(target: Target, twilio: TwilioEmulator) -> None:
     """GIVEN the connection drops before Twilio created anything
     WHEN the briefing is delivered twice
@@ -179,7 +205,8 @@ def test_an_attempt_twilio_never_received_is_sent_by_the_next_run(target: Target
 def test_a_rejected_number_is_explained_and_the_other_recipients_still_get_theirs(
     target: Target, twilio: TwilioEmulator
 ) -> None:
-    """GIVEN one recipient outside WhatsApp's 24-hour window and one number that is not a phone number
+    """GIVEN one recipient outside WhatsApp's 24-hour window (Twilio accepts the message, then fails it
+    with 63016) and one number that is not a phone number (Twilio refuses it at once with 21211)
     WHEN the briefing is delivered to them and to a third recipient
     THEN the third gets it, and each failure carries Twilio's code and what to do about it."""
     twilio.reject(BEN, 63016)
@@ -188,17 +215,92 @@ def test_a_rejected_number_is_explained_and_the_other_recipients_still_get_their
     ben, bad, ana = send_briefing(BRIEFING, REPORT_DATE, target, config)
 
     assert (ana.status, ana.message_sid) == ("sent", twilio.messages_to(ANA)[0]["sid"])
-    assert (ben.status, ben.error_code) == ("failed", 63016)
+    assert (ben.status, ben.error_code, ben.message_sid) == ("failed", 63016, twilio.messages_to(BEN)[0]["sid"])
     assert "24-hour" in ben.explanation and "template" in ben.explanation
     assert (bad.status, bad.error_code) == ("failed", 21211)
     assert "E.164" in bad.explanation
     rows = ledger(target)
     assert (rows[f"whatsapp:{BEN}"]["status"], rows[f"whatsapp:{BEN}"]["error_code"]) == ("failed", 63016)
-    assert len(twilio.messages) == 1
+    assert [(m["to"], m["status"]) for m in twilio.messages] == [(f"whatsapp:{BEN}", "failed"),
+                                                                   (f"whatsapp:{ANA}", "delivered")]
+
+
+def test_the_run_waits_for_twilio_to_pass_each_message_on(target: Target, twilio: TwilioEmulator) -> None:
+    """GIVEN Twilio keeps new messages queued for a moment, then fails the one to a recipient outside
+    WhatsApp's 24-hour window
+    WHEN the briefing is delivered
+    THEN the run waits for the outcome: that recipient is reported failed with 63016, the other sent."""
+    twilio.hold_status(0.6)
+    twilio.reject(BEN, 63016)
+
+    ana, ben = send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA, BEN), status_wait=5)
+
+    assert (ana.status, ben.status, ben.error_code) == ("sent", "failed", 63016)
+    assert {r["recipient"]: r["status"] for r in ledger(target).values()} == {
+        f"whatsapp:{ANA}": "accepted",
+        f"whatsapp:{BEN}": "failed",
+    }
+
+
+def test_a_message_that_fails_after_the_run_stopped_looking_is_resent_by_the_next_run(
+    target: Target, twilio: TwilioEmulator
+) -> None:
+    """GIVEN Twilio keeps the message queued longer than the run waits, and fails it later (63016)
+    WHEN the briefing is delivered, then twice more
+    THEN the first run reports it sent and says the next run checks it; the second sees the failure and
+    sends the briefing again, saying why; the third finds that one delivered and sends nothing."""
+    twilio.hold_status()
+    config = settings(twilio, ANA)
+
+    [first] = send_briefing(BRIEFING, REPORT_DATE, target, config, status_wait=0.3)
+
+    assert first.status == "sent" and "next run checks" in first.explanation
+    twilio.set_status(first.message_sid, "failed", error_code=63016)
+    twilio.hold_status(0)
+
+    [second] = send_briefing(BRIEFING, REPORT_DATE, target, config)
+    [third] = send_briefing(BRIEFING, REPORT_DATE, target, config)
+
+    assert second.status == "sent" and second.message_sid != first.message_sid
+    assert "63016" in second.explanation
+    assert (third.status, third.message_sid) == ("already_sent", second.message_sid)
+    assert [m["status"] for m in twilio.messages] == ["failed", "delivered"]
+    row = ledger(target)[f"whatsapp:{ANA}"]
+    assert (row["status"], row["attempts"]) == ("accepted", 2)
+
+
+def test_a_ledger_from_the_first_release_is_upgraded_in_place(target: Target, twilio: TwilioEmulator) -> None:
+    """GIVEN a delivery ledger created by the first release (no twilio_status, no previous_sids), recording
+    the day's briefing as accepted for a message Twilio no longer lists
+    WHEN the briefing is delivered
+    THEN the table gains the new columns, the row is kept and nothing is sent again."""
+    with connect(target) as conn:
+        cur = conn.cursor()
+        cur.execute("create schema if not exists analytics")
+        cur.execute(
+            "create table analytics.briefing_deliveries (report_date date not null, recipient text not null, "
+            "content_hash text not null, status text not null, message_sid text, error_code integer, "
+            "error_message text, attempts integer not null, updated_at timestamptz not null, "
+            "primary key (report_date, recipient))"
+        )
+        cur.execute(
+            "insert into analytics.briefing_deliveries values "
+            f"('2026-11-20', 'whatsapp:{ANA}', 'h', 'accepted', 'SM{'0' * 32}', null, null, 1, now())"
+        )
+        conn.commit()
+
+    [ana] = send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA))
+
+    assert (ana.status, ana.message_sid) == ("already_sent", "SM" + "0" * 32)
+    assert twilio.messages == []
+    with connect(target) as conn:
+        cur = conn.cursor()
+        cur.execute("select status, previous_sids from analytics.briefing_deliveries")
+        assert cur.fetchall() == [("accepted", None)]
 
 
 def test_a_failed_send_is_retried_by_the_next_run(target: Target, twilio: TwilioEmulator) -> None:
-    """GIVEN a recipient Twilio refused yesterday evening (63015: left the sandbox)
+    """GIVEN a recipient Twilio failed yesterday evening (63015: left the sandbox)
     WHEN they rejoin and the briefing is delivered again
     THEN it is sent to them, and only to them."""
     twilio.reject(BEN, 63015)
@@ -211,7 +313,8 @@ def test_a_failed_send_is_retried_by_the_next_run(target: Target, twilio: Twilio
     second = send_briefing(BRIEFING, REPORT_DATE, target, config)
 
     assert [d.status for d in second] == ["already_sent", "sent"]
-    assert len(twilio.messages_to(ANA)) == len(twilio.messages_to(BEN)) == 1
+    assert len(twilio.messages_to(ANA)) == 1
+    assert [m["status"] for m in twilio.messages_to(BEN)] == ["failed", "delivered"]
     assert ledger(target)[f"whatsapp:{BEN}"]["attempts"] == 2
 
 
@@ -318,7 +421,8 @@ def test_the_deliver_command_sends_each_recipient_the_days_briefing_once(
 
     assert second.returncode == 0, second.stderr
     assert "already_sent" in second.stderr
-    assert len(twilio.messages_to(ANA)) == len(twilio.messages_to(BEN)) == 1
+    assert len(twilio.messages_to(ANA)) == 1
+    assert [m["status"] for m in twilio.messages_to(BEN)] == ["failed", "delivered"]
     assert {r["recipient"]: (r["status"], r["attempts"]) for r in ledger(target).values()} == {
         f"whatsapp:{ANA}": ("accepted", 1),
         f"whatsapp:{BEN}": ("accepted", 2),

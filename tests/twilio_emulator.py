@@ -8,13 +8,22 @@ creates, HTTP Basic auth, 201 with the Message resource (RFC 2822 dates, string
 error body `{"code", "message", "more_info", "status"}` (never RFC 9457, which
 would make the SDK raise a different exception).
 
+Messages live as they do at Twilio: a create answers 201 `queued`, and the
+message moves on by itself, to `delivered` (date_sent set), or to `failed` with
+an error code for the WhatsApp errors Twilio reports only after accepting the
+request (63015 not joined to the sandbox, 63016 outside the 24-hour window,
+63018, 63021). The move happens as soon as anyone looks (a fetch or a list),
+or after `hold_status(seconds)`; `set_status` moves a message by hand.
+
 Knobs reproduce what a delivery ledger must survive: numbers rejected with a
-given error code, a 429 that creates nothing, and the ambiguous outcomes that
-create the message but leave the client unsure (500 after the create, a
-response slower than the client's timeout, a dropped connection).
+given error code (synchronously, 400, for the codes Twilio refuses at once,
+such as 21211, 21408, 21610, 21614; asynchronously for the 63xxx ones), a 429
+that creates nothing, and the ambiguous outcomes that create the message but
+leave the client unsure (500 or 503 after the create, a response slower than
+the client's timeout, a dropped connection).
 
     with TwilioEmulator() as twilio:
-        twilio.reject("+15550000002", 63016)
+        twilio.reject("+15550000002", 63016)  # 201 queued, then failed with 63016
         twilio.fail_next(status=500)          # next create: message created, client sees 500
         ...
         assert len(twilio.messages_to("whatsapp:+15550000001")) == 1
@@ -26,6 +35,7 @@ import base64
 import datetime as dt
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
@@ -54,6 +64,7 @@ ERROR_TEXT = {
     21603: (400, "A 'From' phone number is required."),
     21604: (400, "A 'To' phone number is required."),
     21610: (400, "Attempt to send to unsubscribed recipient"),
+    21614: (400, "'To' number is not a valid mobile number"),
     21617: (400, "The concatenated message body exceeds the 1600 character limit."),
     63007: (400, "Twilio could not find a Channel with the specified From address: {from_}"),
     63015: (400, "Channel Sandbox can only send messages to phone numbers that have joined the Sandbox"),
@@ -62,7 +73,11 @@ ERROR_TEXT = {
         "Failed to send freeform message because you are outside the allowed window. "
         "If you are using WhatsApp, please use a Message Template.",
     ),
+    63018: (400, "Rate limit exceeded for Channel"),
+    63021: (400, "Channel invalid content error"),
 }
+# The WhatsApp errors Twilio reports after answering 201: the message turns `failed` with the code.
+ASYNC_CODES = frozenset({63015, 63016, 63018, 63021})
 
 
 def _rfc2822(moment: dt.datetime) -> str:
@@ -79,6 +94,15 @@ def _parse_date_filter(value: str) -> dt.datetime:
     if len(value) == 10:
         return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc)
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Where a new message goes next by itself, and from when."""
+
+    at: float  # time.monotonic()
+    status: str
+    error_code: int | None = None
 
 
 @dataclass
@@ -104,7 +128,9 @@ class TwilioEmulator:
         self.senders = set(senders)
         self._lock = threading.Lock()
         self._messages: list[dict[str, Any]] = []
-        self._rejections: dict[str, int] = {}
+        self._plans: dict[str, _Plan] = {}  # by message SID: the next move of a message still queued
+        self._status_delay = 0.0
+        self._rejections: dict[str, tuple[int, bool]] = {}  # by number: (code, asynchronous)
         self._faults: list[_Fault] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -144,10 +170,16 @@ class TwilioEmulator:
 
     # ------------------------------------------------------------------ knobs
 
-    def reject(self, number: str, code: int) -> None:
-        """Answer every create to `number` with Twilio's 400 error `code` (21211, 21408, 21610, 63015, 63016, ...)."""
+    def reject(self, number: str, code: int, *, asynchronous: bool | None = None) -> None:
+        """Refuse every message to `number` with Twilio's error `code`.
+
+        As Twilio does: the 63xxx WhatsApp errors (ASYNC_CODES) come after a 201
+        `queued`, when the message turns `failed`; the others (21211, 21408,
+        21610, 21614, ...) are a 400 and create nothing. `asynchronous` overrides.
+        """
         with self._lock:
-            self._rejections[_address_key(number)] = code
+            later = code in ASYNC_CODES if asynchronous is None else asynchronous
+            self._rejections[_address_key(number)] = (code, later)
 
     def accept(self, number: str) -> None:
         """Stop rejecting `number` (the user fixed it, or the recipient opened the 24-hour window)."""
@@ -170,22 +202,22 @@ class TwilioEmulator:
         """The next creates get 429 / 20429, which Twilio guarantees created nothing."""
         self._add(count, _Fault("throttle", "POST", status=429, create=False))
 
-    def set_status(self, sid: str, status: str, error_code: int | None = None) -> None:
-        """Move a message along its lifecycle (sent, delivered, read, failed, undelivered)."""
+    def hold_status(self, seconds: float = math.inf) -> None:
+        """Messages created from now on stay `queued` for `seconds` (forever by default) before moving on."""
         with self._lock:
-            message = next(m for m in self._messages if m["sid"] == sid)
-            now = dt.datetime.now(dt.timezone.utc)
-            message.update(status=status, date_updated=_rfc2822(now), error_code=error_code)
-            if status in {"sent", "delivered", "read", "undelivered"} and message["date_sent"] is None:
-                message["date_sent"] = _rfc2822(now)
-            if error_code is not None:
-                message["error_message"] = ERROR_TEXT.get(error_code, (400, "Error"))[1].format(
-                    to=message["to"], from_=message["from"], path=""
-                )
+            self._status_delay = seconds
+
+    def set_status(self, sid: str, status: str, error_code: int | None = None) -> None:
+        """Move a message along its lifecycle by hand (sent, delivered, read, failed, undelivered)."""
+        with self._lock:
+            self._plans.pop(sid, None)
+            self._move(next(m for m in self._messages if m["sid"] == sid), status, error_code)
 
     def reset(self) -> None:
         with self._lock:
             self._messages.clear()
+            self._plans.clear()
+            self._status_delay = 0.0
             self._rejections.clear()
             self._faults.clear()
             self.requests.clear()
@@ -198,8 +230,17 @@ class TwilioEmulator:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """Every message created so far (each a Message resource as the API renders it), oldest first."""
+        """Every message created so far (each a Message resource as the API renders it), oldest first.
+
+        Looking moves every message whose time has come to its next status.
+        """
         with self._lock:
+            now = time.monotonic()
+            for message in self._messages:
+                plan = self._plans.get(message["sid"])
+                if plan is not None and plan.at <= now:
+                    del self._plans[message["sid"]]
+                    self._move(message, plan.status, plan.error_code)
             return [dict(m) for m in self._messages]
 
     def messages_to(self, address: str) -> list[dict[str, Any]]:
@@ -212,6 +253,17 @@ class TwilioEmulator:
             return sum(1 for method, path, _ in self.requests if method == "POST" and path.endswith("/Messages.json"))
 
     # ------------------------------------------------------------------ the API
+
+    @staticmethod
+    def _move(message: dict[str, Any], status: str, error_code: int | None) -> None:
+        now = _rfc2822(dt.datetime.now(dt.timezone.utc))
+        message.update(status=status, date_updated=now, error_code=error_code, error_message=None)
+        if status in {"sent", "delivered", "read", "undelivered"} and message["date_sent"] is None:
+            message["date_sent"] = now
+        if error_code is not None:
+            message["error_message"] = ERROR_TEXT.get(error_code, (400, "Error"))[1].format(
+                to=message["to"], from_=message["from"], path=""
+            )
 
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
@@ -249,8 +301,8 @@ class TwilioEmulator:
         if len(body) > 1600:
             return _error(21617)
         with self._lock:
-            code = self._rejections.get(_address_key(to))
-        if code is not None:
+            code, asynchronous = self._rejections.get(_address_key(to), (None, False))
+        if code is not None and not asynchronous:
             return _error(code, to=to, from_=from_)
         now = _rfc2822(dt.datetime.now(dt.timezone.utc))
         sid = "SM" + secrets.token_hex(16)
@@ -277,9 +329,13 @@ class TwilioEmulator:
             "to": to,
             "uri": uri,
         }
+        answer = dict(message)  # `queued`, whoever looks at the message meanwhile
         with self._lock:
             self._messages.append(message)
-        return 201, dict(message)
+            self._plans[sid] = _Plan(
+                time.monotonic() + self._status_delay, "failed" if code is not None else "delivered", code
+            )
+        return 201, answer
 
     def _list(self, account: str, query: dict[str, str]) -> dict[str, Any]:
         found = self.messages[::-1]  # newest first, as Twilio lists them

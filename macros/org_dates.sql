@@ -7,9 +7,19 @@
     The timezone is the var `crm_timezone` (dbt_project.yml reads it from env CRM_TIMEZONE, default UTC).
 -#}
 
+{#- Only 'UTC' or an IANA Area/Location name (Asia/Kolkata, America/Argentina/Buenos_Aires, Etc/GMT-5) passes.
+    Anything else the two warehouses read differently, silently: 'IST' is India on DuckDB and Israel on
+    PostgreSQL, 'UTC+5' is five hours ahead on DuckDB and behind on PostgreSQL (POSIX signs), '+05:30' fails
+    on DuckDB only. Refusing them at compile time stops a build before it cuts any day wrong. -#}
 {% macro org_timezone() -%}
     {%- set timezone = var('crm_timezone', 'UTC') | string | trim -%}
-    {{- return(timezone if timezone else 'UTC') -}}
+    {%- set timezone = timezone if timezone else 'UTC' -%}
+    {%- if timezone != 'UTC' and not modules.re.match('^[A-Za-z]+(/[A-Za-z0-9_+\\-]+)+$', timezone) -%}
+        {{- exceptions.raise_compiler_error(
+            "CRM_TIMEZONE must be an IANA time zone name such as Asia/Kolkata or UTC (got '" ~ timezone ~ "')"
+        ) -}}
+    {%- endif -%}
+    {{- return(timezone) -}}
 {%- endmacro %}
 
 

@@ -7,11 +7,13 @@ timezone) - on both warehouses.
 
 The expected figures deliberately share no code with the dbt models: they follow the definitions in the
 kpi_daily docs (a deal is open at the end of day d if it was created by d and is still open or closed
-after d; won/lost come from the stage's forecast type; missing amounts count as 0; ratios are null when
-nothing closed).
+after d; won/lost come from the stage's forecast type; a closed deal closed on the earlier of its
+Closing_Date and the day it was last modified; missing amounts count as 0; ratios are null when nothing
+closed).
 
-Two edge stories rebuild a private copy of the warehouse: a young org without deals yet, and a deleted
-deal that a load left behind.
+Edge stories rebuild a private copy of the warehouse: a young org without deals yet, a deleted deal that a
+load left behind, a deal won with a Closing_Date still in the future, and an org without pipelines. One
+more shows that a timezone the two warehouses would read differently is refused before anything is built.
 """
 
 from __future__ import annotations
@@ -64,24 +66,49 @@ def org_day(timestamp: str, tz: ZoneInfo) -> dt.date:
     return dt.datetime.fromisoformat(timestamp).astimezone(tz).date()
 
 
-def forecast_types(pipelines: Iterable[Mapping]) -> dict[tuple[str, str], str]:
-    """(pipeline, stage) -> forecast type, from the pipeline settings as the API renders them."""
-    return {
-        (pipeline["display_value"], stage["actual_value"]): stage["forecast_type"]
-        for pipeline in pipelines
-        for stage in pipeline["maps"]
-    }
+@dataclass(frozen=True)
+class Layout:
+    """The forecast type of each stage, from the pipeline settings as the API renders them.
+
+    A deal whose (pipeline, stage) the layout does not list - an org without pipelines leaves Pipeline
+    empty - takes the forecast type of a stage of that name, from the oldest pipeline that has one.
+    """
+
+    by_pipeline_and_stage: dict[tuple[str, str], str]
+    by_stage: dict[str, str]
+
+    @classmethod
+    def of(cls, pipelines: Iterable[Mapping]) -> Layout:
+        oldest_first = sorted(pipelines, key=lambda pipeline: int(pipeline["id"]))
+        stages = [(pipeline["display_value"], stage) for pipeline in oldest_first for stage in pipeline["maps"]]
+        by_stage: dict[str, str] = {}
+        for _, stage in stages:
+            by_stage.setdefault(stage["actual_value"], stage["forecast_type"])
+        return cls({(name, stage["actual_value"]): stage["forecast_type"] for name, stage in stages}, by_stage)
+
+    def forecast_type(self, pipeline: str | None, stage: str | None) -> str | None:
+        return self.by_pipeline_and_stage.get((pipeline, stage)) or self.by_stage.get(stage)
 
 
-def deal_of(record: Mapping, types: Mapping[tuple[str, str], str], tz: ZoneInfo) -> Deal:
-    status = STATUS_BY_FORECAST_TYPE.get(types.get((record.get("Pipeline"), record.get("Stage"))), "open")
+def closed_day(record: Mapping, tz: ZoneInfo) -> dt.date:
+    """The day a won or lost deal closed: its Closing_Date, unless that is after the deal's last change.
+
+    Zoho's Closing_Date is the *expected* close day; nobody has to update it when marking a deal won or
+    lost, so it may still lie in the future. The deal cannot have closed after it was last modified.
+    """
+    last_changed = org_day(record["Modified_Time"], tz)
     closing = record.get("Closing_Date")
+    return min(dt.date.fromisoformat(closing), last_changed) if closing else last_changed
+
+
+def deal_of(record: Mapping, layout: Layout, tz: ZoneInfo) -> Deal:
+    status = STATUS_BY_FORECAST_TYPE.get(layout.forecast_type(record.get("Pipeline"), record.get("Stage")), "open")
     amount = record.get("Amount")
     probability = record.get("Probability")
     return Deal(
         created=org_day(record["Created_Time"], tz),
         status=status,
-        closed=dt.date.fromisoformat(closing) if status != "open" and closing else None,
+        closed=closed_day(record, tz) if status != "open" else None,
         amount=amount or 0.0,
         weighted_amount=(amount or 0.0) * (probability or 0) / 100,
     )
@@ -91,8 +118,8 @@ def expected_kpis(
     leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo, today: dt.date
 ) -> Kpis:
     """Every metric of every day, from the first event to today or the last event, whichever is later."""
-    types = forecast_types(pipelines)
-    deals = [deal_of(record, types, tz) for record in deals]
+    layout = Layout.of(pipelines)
+    deals = [deal_of(record, layout, tz) for record in deals]
     lead_created = Counter(org_day(lead["Created_Time"], tz) for lead in leads)
     lead_converted = Counter(
         org_day(lead["Converted_Date_Time"], tz) for lead in leads if lead.get("Converted_Date_Time")
@@ -193,6 +220,24 @@ def mismatches(expected: Kpis, actual: Kpis) -> list[str]:
     return found
 
 
+def build_day(kpis: Kpis, tz: ZoneInfo) -> dt.date:
+    """"Today" in the org timezone as of the build: the marts run to it, and the build may have been just
+    before midnight."""
+    today = dt.datetime.now(tz).date()
+    return today if any(day == today for day, _ in kpis) else today - dt.timedelta(days=1)
+
+
+def assert_kpi_daily_equals_the_kpis_of(
+    workspace, target: str, leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo
+) -> Kpis:
+    """Every day and metric of kpi_daily equals the figure computed from these records; kpi_daily returned."""
+    actual, _ = read_kpi_daily(workspace, target)
+    expected = expected_kpis(leads, deals, pipelines, tz, build_day(actual, tz))
+    wrong = mismatches(expected, actual)
+    assert not wrong, f"{len(wrong)} of {len(expected)} kpi_daily values differ:\n" + "\n".join(wrong[:20])
+    return actual
+
+
 # --------------------------------------------------------------------------- the stories
 
 
@@ -208,14 +253,10 @@ def test_kpi_daily_equals_the_kpis_of_the_orgs_own_records(built_warehouse, ware
     # THEN each metric appears with its unit
     assert units == {metric: {unit} for metric, unit in UNITS.items()}
 
-    # AND every day and metric equals the figure computed from the org's records. The marts run to
-    # "today" in the org timezone as of the build, which may have been just before midnight.
-    today = dt.datetime.now(tz).date()
-    if not any(day == today for day, _ in actual):
-        today -= dt.timedelta(days=1)
-    expected = expected_kpis(org.records("Leads"), org.records("Deals"), org.pipelines(), tz, today)
-    wrong = mismatches(expected, actual)
-    assert not wrong, f"{len(wrong)} of {len(expected)} kpi_daily values differ:\n" + "\n".join(wrong[:20])
+    # AND every day and metric equals the figure computed from the org's records
+    assert_kpi_daily_equals_the_kpis_of(
+        warehouse, target, org.records("Leads"), org.records("Deals"), org.pipelines(), tz
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -261,3 +302,66 @@ def test_a_deleted_deal_left_behind_by_a_load_stays_out_of_the_marts(built_wareh
     assert gone not in ids and restored in ids
     totals = totals_by_metric(read_kpi_daily(warehouse, "duckdb")[0])
     assert totals["deals_created"] == len(ids)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_deal_won_with_a_closing_date_still_in_the_future_counts_on_the_day_it_was_won(
+    built_warehouse, warehouse, target
+):
+    # GIVEN a deal marked Closed Won whose Closing_Date - in Zoho the *expected* close day, which nobody has
+    # to touch when marking the deal won - still says mid next year
+    org = built_warehouse.org
+    tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
+    [(deal_id,)] = query(warehouse, target, "select id from zoho_raw.deals where stage = 'Closed Won' order by id limit 1")
+    query(warehouse, target, f"update zoho_raw.deals set closing_date = date '2027-06-30' where id = '{deal_id}'")
+    deals = [{**record, "Closing_Date": "2027-06-30"} if record["id"] == deal_id else record for record in org.records("Deals")]
+    won_on = org_day(next(record for record in deals if record["id"] == deal_id)["Modified_Time"], tz)
+
+    # WHEN dbt builds the marts
+    warehouse.dbt_build(target)
+
+    # THEN kpi_daily still ends today, and the win counts on the day the deal was last changed (it cannot
+    # have been won later), so it has left the open pipeline since
+    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, target, org.records("Leads"), deals, org.pipelines(), tz)
+    assert max(day for day, _ in kpis) == build_day(kpis, tz)
+    assert query(warehouse, target, f"select closed_date from analytics.deals where deal_id = '{deal_id}'") == [(won_on,)]
+
+
+def test_an_org_without_pipelines_still_sees_its_wins_and_losses(built_warehouse, warehouse):
+    # GIVEN an org without pipelines enabled: Zoho leaves every deal's Pipeline empty, while the pipeline
+    # settings still list the one layout with its stages
+    org = built_warehouse.org
+    tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
+    query(warehouse, "duckdb", "update zoho_raw.deals set pipeline = null")
+    deals = [{**record, "Pipeline": None} for record in org.records("Deals")]
+
+    # WHEN dbt builds the marts
+    warehouse.dbt_build("duckdb")
+
+    # THEN the deals take their status from the stage of that name: kpi_daily has the same wins, losses and
+    # open pipeline as the org, and pipeline_by_stage files the open deals under the layout's pipeline
+    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, "duckdb", org.records("Leads"), deals, org.pipelines(), tz)
+    totals = totals_by_metric(kpis)
+    assert totals["deals_won"] > 0 and totals["deals_lost"] > 0
+    assert query(warehouse, "duckdb", "select count(*) from analytics.deals where forecast_type is null") == [(0,)]
+    [(pipeline,)] = query(warehouse, "duckdb", "select distinct pipeline from analytics.pipeline_by_stage")
+    assert pipeline == org.pipelines()[0]["display_value"]
+
+
+@pytest.mark.parametrize("timezone", ["IST", "UTC+5", "+05:30", "Asia Kolkata"])
+def test_a_timezone_that_is_not_an_iana_name_is_refused(workspace, timezone):
+    # GIVEN CRM_TIMEZONE set to an abbreviation or offset, which DuckDB and PostgreSQL read differently
+    # ("IST" is India on one and Israel on the other, "UTC+5" flips sign, "+05:30" only works on one)
+    workspace.env["CRM_TIMEZONE"] = timezone
+
+    # WHEN dbt compiles the project
+    result = workspace.run(
+        "dbt", "compile", "--target", "duckdb", "--target-path", str(workspace.root / "dbt" / "target"), check=False
+    )
+
+    # THEN it stops with one clear error naming the variable, the value and what to use instead
+    assert result.returncode != 0
+    assert (
+        f"CRM_TIMEZONE must be an IANA time zone name such as Asia/Kolkata or UTC (got {timezone!r})"
+        in result.stdout + result.stderr
+    )

@@ -12,31 +12,69 @@ stages as (
 
 ),
 
+-- A deal whose (pipeline, stage) the layout does not list falls back to a stage of that name. Orgs without
+-- pipelines enabled leave every deal's Pipeline empty while the layout still lists the one pipeline; counting
+-- those deals as open would hide every win and loss. When several pipelines have a stage of that name, the
+-- oldest pipeline's wins (lowest id: normally the Standard pipeline every org starts with).
+stages_by_name as (
+
+    select *
+    from (
+        select
+            stage,
+            stage_id,
+            row_number() over (
+                partition by stage
+                order by {{ dbt.length('pipeline_id') }}, pipeline_id, stage_order, stage_id
+            ) as preference
+
+        from stages
+    ) as ranked
+    where preference = 1
+
+),
+
+matched as (
+
+    select
+        deals.*,
+        coalesce(same_pipeline.stage_id, same_name.stage_id) as matched_stage_id
+
+    from deals
+    left join stages as same_pipeline
+        on deals.pipeline = same_pipeline.pipeline
+        and deals.stage = same_pipeline.stage
+    left join stages_by_name as same_name
+        on deals.stage = same_name.stage
+
+),
+
 joined as (
 
     select
-        deals.deal_id,
-        deals.deal_name,
-        deals.account_id,
-        deals.account_name,
-        deals.owner_id,
-        deals.owner_name,
-        deals.pipeline,
-        deals.stage,
+        matched.deal_id,
+        matched.deal_name,
+        matched.account_id,
+        matched.account_name,
+        matched.owner_id,
+        matched.owner_name,
+        -- Without pipelines Zoho leaves Pipeline empty: the deal runs in the pipeline whose stage it matched.
+        coalesce(matched.pipeline, stages.pipeline) as pipeline,
+        matched.stage,
         stages.stage_order,
         stages.forecast_type,
-        deals.amount,
-        deals.probability,
-        deals.lead_source,
-        deals.created_at,
-        deals.created_date,
-        deals.closing_date,
-        deals.modified_at
+        matched.amount,
+        matched.probability,
+        matched.lead_source,
+        matched.created_at,
+        matched.created_date,
+        matched.closing_date,
+        matched.modified_at,
+        {{ to_org_date('matched.modified_at') }} as modified_date
 
-    from deals
+    from matched
     left join stages
-        on deals.pipeline = stages.pipeline
-        and deals.stage = stages.stage
+        on matched.matched_stage_id = stages.stage_id
 
 ),
 
@@ -45,7 +83,8 @@ classified as (
     select
         *,
         -- Stage names are configurable per org; the stage's forecast type is what Zoho itself uses to tell
-        -- won from lost. A stage missing from the pipeline layout cannot be closed, so it counts as open.
+        -- won from lost. A stage no pipeline of the layout lists cannot be closed, so it counts as open
+        -- (a warn-severity test on forecast_type reports such deals).
         case forecast_type
             when 'Closed Won' then 'won'
             when 'Closed Lost' then 'lost'
@@ -79,8 +118,16 @@ final as (
         created_at,
         created_date,
         closing_date,
-        -- By convention a closed deal's Closing_Date is the day it closed (org timezone).
-        case when status <> 'open' then closing_date end as closed_date,
+        -- Zoho's Closing_Date is the *expected* close day: nobody has to update it when marking a deal won or
+        -- lost, so it may be stale or still in the future. The deal cannot have closed after its last change,
+        -- so a closed deal closed on the earlier of the two (the day of its last change if it has no
+        -- Closing_Date). A future closed_date would stretch kpi_daily past today and keep the deal in the
+        -- open pipeline until then.
+        case
+            when status = 'open' then null
+            when closing_date is null or closing_date > modified_date then modified_date
+            else closing_date
+        end as closed_date,
         modified_at
 
     from classified

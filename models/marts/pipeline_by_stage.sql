@@ -24,18 +24,24 @@ layout_stages as (
 
 ),
 
--- Deals can sit in a stage the pipeline layout no longer lists; they are open, so they get rows too and the
--- open totals here always add up to the open deals in `deals`.
+-- Deals can sit in a (pipeline, stage) the pipeline layout does not list: a stage it no longer lists (open),
+-- or a pipeline it does not know whose stage was matched by name (see int_deals_joined_to_stages). They get
+-- rows too, so the open totals here always add up to the open deals in `deals`.
 unlisted_stages as (
 
     select distinct
-        pipeline,
-        stage,
-        cast(null as {{ dbt.type_int() }}) as stage_order,
-        cast(null as {{ dbt.type_string() }}) as forecast_type
+        deals.pipeline,
+        deals.stage,
+        deals.stage_order,
+        deals.forecast_type
 
     from deals
-    where forecast_type is null
+    where not exists (
+        select 1
+        from layout_stages
+        where layout_stages.pipeline is not distinct from deals.pipeline
+            and layout_stages.stage is not distinct from deals.stage
+    )
 
 ),
 

@@ -1,5 +1,10 @@
--- Every event lands on exactly one day of kpi_daily, and the last day's open pipeline is today's open deals.
+-- Every event lands on exactly one day of kpi_daily, and today's open pipeline is the deals open now.
 -- Returns one row per metric whose kpi_daily figure disagrees with the same figure counted from the marts.
+--
+-- The open pipeline is checked on today (org timezone), not on kpi_daily's last day: a calendar stretched
+-- into the future by a close dated after today would agree with the open deals on its last day while
+-- counting a deal already won or lost as open today. A build that ran across midnight has no row for the
+-- new day yet and is checked on its last day instead.
 
 with
 
@@ -33,7 +38,14 @@ summed_over_days as (
 
 ),
 
-on_last_day as (
+checked_day as (
+
+    select least({{ org_today() }}, max(kpi_date)) as kpi_date
+    from kpis
+
+),
+
+on_checked_day as (
 
     select
         metric,
@@ -41,7 +53,7 @@ on_last_day as (
 
     from kpis
     where metric = 'open_pipeline_count'
-        and kpi_date = (select max(kpi_date) from kpis)
+        and kpi_date = (select kpi_date from checked_day)
 
 ),
 
@@ -57,7 +69,11 @@ from_marts as (
     union all
     select 'deals_lost' as metric, count(closed_date) as mart_value from deals where status = 'lost'
     union all
-    select 'open_pipeline_count' as metric, count(*) as mart_value from deals where status = 'open'
+    -- open at the end of the checked day: created by then (a sandbox org may be dated ahead of the clock)
+    select 'open_pipeline_count' as metric, count(*) as mart_value
+    from deals
+    where status = 'open'
+        and created_date <= (select kpi_date from checked_day)
 
 ),
 
@@ -65,7 +81,7 @@ kpi_values as (
 
     select * from summed_over_days
     union all
-    select * from on_last_day
+    select * from on_checked_day
 
 )
 

@@ -219,9 +219,9 @@ def apply_changes(record: Record, changes: Mapping[str, Any], close_day: dt.date
 
     - Leads: Full_Name follows First_Name/Last_Name.
     - Deals: Probability and Expected_Revenue follow the Stage ("automatically populated based on
-      chosen Stage"); Expected_Revenue follows Amount. Team convention (see the contract): when a deal
-      moves into a closed stage (won or lost) its Closing_Date becomes the day it closed, in the org
-      timezone, whatever the client sent.
+      chosen Stage"); Expected_Revenue follows Amount. When a deal moves into a closed stage (won or
+      lost) the sandbox sets its Closing_Date to the day it closed, in the org timezone, as a tidy sales
+      team would. Real orgs often leave it stale; the marts cap the close day at the last change.
     """
     for name, value in changes.items():
         setattr(record, name, value)

@@ -186,7 +186,7 @@ class User:
     profile: Ref
     created_time: int
     modified_time: int
-    status: str = "active"  # "active" | "inactive" (the team contract's vocabulary)
+    status: str = "active"  # "active" | "inactive"
 
     @property
     def full_name(self) -> str:

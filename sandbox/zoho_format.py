@@ -134,7 +134,7 @@ class Renderer:
         return out
 
     def user_profile(self, user: User) -> dict[str, Any]:
-        """A `/users` entry (the team contract's field list)."""
+        """A `/users` entry as Zoho's Get Users renders it."""
         return {
             "id": user.id,
             "full_name": user.full_name,

@@ -1,20 +1,26 @@
 """The last gate before sending: every number in the message must be one the facts contain.
 
-Numbers are extracted with one regex from the message (with names masked, see
-`insights.compose`) and from the facts' code-formatted sentences, normalised
-the same way (thousands separators dropped, a leading `+` ignored), and the
-message's must be a subset of the facts'. A message that fails is never sent:
-the deterministic briefing is sent instead and the reason recorded.
+Two checks, because the message has two authors:
+- the code-formatted fact sentences: numbers are extracted with one regex from
+  the message (with names masked, see `insights.compose`) and from the facts'
+  sentences, normalised the same way (thousands separators dropped, a leading
+  `+` ignored), and the message's must be a subset of the facts';
+- the model's comments, on their own: they may carry no number at all, in any
+  script or as a word (`insights.prompt.comment_problem`). A figure that happens
+  to equal some fact's number elsewhere would otherwise pass the first check.
+A message that fails is never sent: the deterministic briefing is sent instead
+and the reason recorded.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from insights.compose import MAX_LENGTH, Message, whatsapp_length
 from insights.facts import DayFacts, fmt_date
-from insights.prompt import NUMBER_WORDS
+from insights.prompt import comment_problem
 
 NUMBER = re.compile(r"[-+\u2212]?\d+(?:[.,]\d+)*(?:%|[KMB](?![A-Za-z0-9]))?")
 
@@ -43,15 +49,27 @@ class Verdict:
     problem: str | None = None
 
 
+def _odd_figure(text: str) -> str | None:
+    """A numeral the regex cannot read (superscripts, fractions, other scripts): the facts never use one."""
+    return next(
+        (ch for ch in text if not ch.isascii() and (unicodedata.category(ch)[0] == "N" or unicodedata.numeric(ch, None) is not None)),
+        None,
+    )
+
+
 def audit(message: Message, day: DayFacts) -> Verdict:
     found = numbers(message.masked)
     allowed = allowed_numbers(day)
     strangers = sorted({n for n in found if n not in allowed})
     if strangers:
         return Verdict(False, len(found), f"numbers not among the facts: {', '.join(strangers[:10])}")
-    word = NUMBER_WORDS.search(message.masked)
-    if word:
-        return Verdict(False, len(found), f"a quantity in words: {word.group(0)!r}")
+    odd = _odd_figure(message.masked)
+    if odd:
+        return Verdict(False, len(found), f"a numeral the facts do not use: {odd!r}")
+    for comment in message.comments:
+        problem = comment_problem(comment)
+        if problem:
+            return Verdict(False, len(found), f"a comment states a quantity or a link ({problem}): {comment[:60]!r}")
     if whatsapp_length(message.text) > MAX_LENGTH:
         return Verdict(False, len(found), f"the message is longer than {MAX_LENGTH} characters")
     return Verdict(True, len(found))

@@ -14,58 +14,39 @@ is missing or rejected: the same facts, chosen by priority and severity.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from insights.facts import DayFacts, EntityRef, Fact, fmt_date
-from insights.prompt import ACTIONS, MAX_ACTIONS, MAX_HIGHLIGHTS, MAX_RISKS, Pick, Plan, Step
+from insights.facts import DayFacts, EntityRef, fmt_date
+from insights.prompt import ACTIONS, LINK, MAX_ACTIONS, MAX_HIGHLIGHTS, MAX_RISKS, Pick, Plan, Step, actions_for, plain_text
 
 MAX_LENGTH = 1600  # Twilio's limit for a free-form WhatsApp body, in UTF-16 code units
 NAME_MAX = 40
 MASK = "NAME"
 BULLET = "\u2022"
 
-_MARKUP = re.compile(r"[*_~`]")
-_LINK = re.compile(r"(?:https?://|www\.)\S*", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
 
-# A deterministic next step for a fact, when the fact calls for one.
-_ACTION_FOR: dict[str, Callable[[Fact], str | None]] = {
-    "overdue_deals": lambda f: "chase_overdue_deals",
-    "closing_soon": lambda f: "review_closing_deals",
-    "stale_deals": lambda f: "clean_up_stale_deals",
-    "new_leads": lambda f: "follow_up_new_leads" if f.values.get("count") else None,
-    "deals_lost": lambda f: "review_lost_deals" if f.values.get("count") else None,
-    "top_deal_lost": lambda f: "review_lost_deals",
-    "deals_won": lambda f: "share_wins" if f.values.get("count") else None,
-    "top_deal_won": lambda f: "share_wins",
-    "pipeline_change_1d": lambda f: "investigate_pipeline_change" if f.severity == "warn" else None,
-    "pipeline_change_7d": lambda f: "investigate_pipeline_change" if f.severity == "warn" else None,
-    "win_rate": lambda f: "review_win_rate" if f.severity == "warn" else None,
-}
-
-
-def _clean(text: str) -> str:
-    """Drop control, format (zero-width, bidi) and markup characters; collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Co", "Cs"))
-    text = _MARKUP.sub("", _LINK.sub("", text))
-    return _SPACES.sub(" ", text).strip()
+def _without_links(text: str) -> str:
+    """Drop everything WhatsApp would make clickable, until nothing is left to drop (removing one link
+    must not join the pieces around it into another)."""
+    while True:
+        stripped = " ".join(LINK.sub(" ", text).split())
+        if stripped == text:
+            return text
+        text = stripped
 
 
 def sanitize_name(raw: str | None, limit: int = NAME_MAX) -> str:
     """A CRM name made safe to show inline: no markup, no line breaks, no links, at most `limit` characters."""
-    name = _clean(raw or "")
-    if len(name) > limit:
-        name = name[: limit - 1].rstrip() + "\u2026"
+    name = _without_links(plain_text(raw or ""))
+    if len(name) > limit:  # and again after the cut, which can turn "evil.co0" into a domain
+        name = _without_links(name[: limit - 1].rstrip() + "\u2026")
     return name or "(unnamed)"
 
 
 def sanitize_comment(raw: str) -> str:
-    comment = _clean(raw).rstrip(".")
+    """A comment as shown: the validated text (see `insights.prompt.plain_text`), capitalised, no final stop."""
+    comment = plain_text(raw).rstrip(".")
     return comment[:1].upper() + comment[1:]
 
 
@@ -78,6 +59,7 @@ def whatsapp_length(text: str) -> int:
 class Message:
     text: str  # what is sent
     masked: str  # the same message with every name replaced by NAME: what the audit checks
+    comments: tuple[str, ...] = ()  # the model's remarks as shown: the audit wants no number in them at all
 
 
 def fallback_plan(day: DayFacts) -> Plan:
@@ -88,7 +70,7 @@ def fallback_plan(day: DayFacts) -> Plan:
     highlights = [f for f in rest if f not in risks][:MAX_HIGHLIGHTS]
     actions: list[Step] = []
     for fact in [headline, *risks, *highlights]:
-        action = _ACTION_FOR.get(fact.id, lambda f: None)(fact)
+        action = next(iter(actions_for(fact)), None)
         if action and action not in {s.action for s in actions} and len(actions) < MAX_ACTIONS:
             actions.append(Step(fact.id, action))
     return Plan(
@@ -159,4 +141,6 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
         else:
             break
         text = render(named)
-    return Message(text=text, masked=render(lambda ref: MASK))
+    shown = [plan.headline, *highlights, *risks, *actions] if with_comments else []
+    comments = tuple(c for c in (sanitize_comment(p.comment) for p in shown) if c)
+    return Message(text=text, masked=render(lambda ref: MASK), comments=comments)

@@ -47,6 +47,8 @@ FALLBACK_NOTICES = {
     "timeout": "the AI service took too long",
     "audit_failed": "the AI answer failed the figure check",
     "prompt_too_long": "too many facts for the AI model",
+    "context_overflow": "too many facts for the AI model",
+    "ollama_error": "the AI service could not be used",
 }
 
 
@@ -141,6 +143,7 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             message=message.text,
             used_fallback=failure is not None,
             fallback_reason=str(failure) if failure else None,
+            dry_run=dry_run,
         )
         note.append(f"{store.TABLE} row {store.save(target, summary)}")
 

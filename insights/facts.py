@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import asdict, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
@@ -114,6 +115,16 @@ class DayFacts:
 # --------------------------------------------------------------------------- formatting
 
 
+def _exact(x: float | Decimal) -> Decimal:
+    """A float as the decimal a reader sees (its shortest repr), not its binary value: 0.145 stays 0.145."""
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
+
+
+def half_up(x: float | Decimal, places: int = 0) -> Decimal:
+    """`x` rounded as people round, halves away from zero (1/8 -> 13%, not Python's banker's 12%)."""
+    return _exact(x).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
 def fmt_count(n: int) -> str:
     return f"{n:,}"
 
@@ -130,39 +141,53 @@ def _verb(n: int, singular: str, plural: str) -> str:
 def fmt_amount(x: float) -> str:
     """Amounts at three significant digits: 9,850 / 84.5K / 845K / 1.24M / 12.4M / 1.24B."""
     value = abs(x)
-    sign = "-" if x < 0 and round(value) != 0 else ""
+    sign = "-" if x < 0 and half_up(value) != 0 else ""
     if value < 10_000:
-        return f"{sign}{round(value):,}"
+        return f"{sign}{half_up(value):,}"
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if value >= scale * 0.9995 or unit == "K":
             scaled = value / scale
             digits = 2 if scaled < 10 else 1 if scaled < 100 else 0
-            text = f"{scaled:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{scaled:.0f}"
-            return f"{sign}{text}{unit}"
+            text = f"{half_up(scaled, digits)}"
+            return f"{sign}{text.rstrip('0').rstrip('.') if digits else text}{unit}"
     raise AssertionError("unreachable")
 
 
 def fmt_ratio(r: float) -> str:
-    """A rate as a whole percentage: 0.4167 -> 42%."""
-    return f"{round(r * 100)}%"
+    """A rate as a whole percentage: 0.4167 -> 42%, 0.125 -> 13%."""
+    return f"{half_up(_exact(r) * 100)}%"
+
+
+def fmt_pct(p: float) -> str:
+    """A percentage given in percent, whole: 12.5 -> 13%."""
+    return f"{half_up(p)}%"
 
 
 def fmt_change_pct(p: float) -> str:
-    return f"{p:+.1f}%"
+    """A signed change with one decimal: +1.0%, -0.3%."""
+    rounded = half_up(p, 1)
+    if rounded == 0:
+        return "+0.0%"  # not "-0.0%"
+    return f"{'+' if rounded > 0 else ''}{rounded}%"
 
 
 def fmt_number(x: float) -> str:
     """An average or other non-integer count: one decimal, none when whole."""
-    return f"{x:,.1f}".removesuffix(".0")
+    return f"{half_up(x, 1):,}".removesuffix(".0")
 
 
 def fmt_date(d: dt.date) -> str:
     return f"{d:%a} {d.day} {d:%b %Y}"
 
 
+def fmt_day(d: dt.date) -> str:
+    """A date within the briefing's fortnight, without the year: 'Fri 27 Nov'."""
+    return f"{d:%a} {d.day} {d:%b}"
+
+
 def movement(delta: float, base: float | None) -> str:
     """'up 12.3K (+1.0%)', 'down 4,000 (-0.3%)' or 'unchanged': direction words come from the data."""
-    if round(delta) == 0:
+    if half_up(delta) == 0:
         return "unchanged"
     word = "up" if delta > 0 else "down"
     pct = f" ({fmt_change_pct(delta / base * 100)})" if base else ""
@@ -349,7 +374,7 @@ def _pipeline_facts(k: _Kpis) -> Iterator[Fact]:
             fact_id, f"Pipeline change ({'day' if days == 1 else 'week'})", "warn" if dropping else "info",
             min(95, 45 + int(abs(pct or 0) * 4)) - (0 if days == 1 else 5),
             f"Open pipeline is {movement(delta, before)} {since} "
-            + (f"(from {fmt_amount(before)})." if round(delta) else f"({fmt_amount(before)})."),
+            + (f"(from {fmt_amount(before)})." if half_up(delta) else f"({fmt_amount(before)})."),
             {"amount": amount, "previous_amount": before, "change": delta, "change_pct": pct, "days": days},
         )
 
@@ -369,7 +394,7 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
         yield Fact(
             "lead_trend_7d", "Lead trend", "warn" if change <= -20 else "info", 40 + min(30, int(abs(change) / 2)),
             f"{count_of(week, 'lead')} in the last 7 days, {'up' if change >= 0 else 'down'} "
-            f"{abs(change):.0f}% on the 7 days before ({fmt_count(prev_week)}).",
+            f"{fmt_pct(abs(change))} on the 7 days before ({fmt_count(prev_week)}).",
             {"count_7d": week, "previous_7d": prev_week, "change_pct": change},
         )
     converted, converted_30d = k.count("leads_converted"), int(k.total("leads_converted", k.ago(29)))
@@ -430,14 +455,17 @@ def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[F
     n, amount = deals.count_and_amount(*soon)
     largest = deals.largest(*soon)
     if n and largest:
+        # Dates, not "in 3 days": the window counts from the report date, which is not the day it is read.
         deal_id, owner_id, deal_amount, closing = largest
-        in_days = (closing - d).days if closing else 0
+        window_end = d + dt.timedelta(days=CLOSING_WINDOW_DAYS)
+        closing = closing or window_end
         yield Fact(
-            "closing_soon", "Closing this week", "info", 65,
-            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} due to close in the next "
-            f"{CLOSING_WINDOW_DAYS} days; {_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, "
-            f"owner {{owner}}, due in {count_of(in_days, 'day')}).",
-            {"count": n, "amount": amount, "largest_amount": deal_amount, "largest_due_in_days": in_days},
+            "closing_soon", "Closing soon", "info", 65,
+            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} due to close by "
+            f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, "
+            f"owner {{owner}}, closing {fmt_day(closing)}).",
+            {"count": n, "amount": amount, "window_end": window_end.isoformat(), "largest_amount": deal_amount,
+             "largest_closing_date": closing.isoformat(), "largest_due_in_days": (closing - d).days},
             {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
         )
     overdue = (f"{deals.open} and closing_date <= {p}", d, d, d)

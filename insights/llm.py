@@ -5,7 +5,8 @@ structured outputs (`format` = the JSON schema of today's answer), and the
 answer is validated with pydantic. An invalid answer gets one retry with the
 problem appended; after that, or when Ollama cannot answer at all (not
 running, model not pulled, timeout), the outcome carries a `Failure` and the
-caller builds the deterministic briefing from the same facts.
+caller builds the deterministic briefing from the same facts. A malformed
+OLLAMA_BASE_URL is such a failure too, not a crash.
 
 Sampling options go inside `options` (top-level ones are silently ignored by
 Ollama), and `num_ctx` is always sent: Ollama truncates an over-long prompt
@@ -104,7 +105,11 @@ def choose(
         failure = Failure("prompt_too_long", f"the facts do not fit in num_ctx={num_ctx}")
         return Outcome(None, failure=failure, seconds=time.perf_counter() - started)
     outcome = Outcome(prompt)
-    client = ollama.Client(host=settings.base_url, timeout=timeout)
+    client, problem = _client(settings, timeout)
+    if client is None:
+        outcome.failure = Failure("ollama_error", problem[:300])
+        outcome.seconds = time.perf_counter() - started
+        return outcome
     messages = list(prompt.messages)
     try:
         for retry in (False, True):
@@ -124,6 +129,17 @@ def choose(
         client.close()
         outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def _client(settings: OllamaSettings, timeout: httpx.Timeout | float) -> tuple[ollama.Client | None, str]:
+    """The Ollama client, or why OLLAMA_BASE_URL cannot give one. A daily job treats a malformed URL like
+    an Ollama that is down: the standard briefing still goes out, with the reason."""
+    if settings.url_problem:
+        return None, settings.url_problem
+    try:
+        return ollama.Client(host=settings.base_url, timeout=timeout), ""
+    except ValueError as exc:
+        return None, f"OLLAMA_BASE_URL {settings.base_url!r} is not a valid URL ({exc})"
 
 
 def _retry_problem(failure: Failure) -> str:

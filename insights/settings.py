@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from pipelines.warehouse import ConfigError
 
@@ -26,6 +27,9 @@ def _required(name: str) -> str:
 
 @dataclass(frozen=True)
 class OllamaSettings:
+    """Where the model runs. A malformed OLLAMA_BASE_URL is not a ConfigError: the briefing is a daily job
+    that must still go out, so the model stage treats it like an unreachable Ollama (see `url_problem`)."""
+
     base_url: str
     model: str
 
@@ -35,6 +39,24 @@ class OllamaSettings:
             base_url=os.environ.get("OLLAMA_BASE_URL", "").strip() or DEFAULT_OLLAMA_URL,
             model=os.environ.get("OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL,
         )
+
+    @property
+    def url_problem(self) -> str | None:
+        """Why `base_url` cannot be an Ollama server's address, or None. Like Ollama's own client, a bare
+        `host:port` means http."""
+        url = self.base_url if "://" in self.base_url else f"http://{self.base_url}"
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
+        except ValueError as exc:
+            return f"OLLAMA_BASE_URL {self.base_url!r} is not a valid URL ({exc})"
+        if parts.scheme not in ("http", "https"):
+            return f"OLLAMA_BASE_URL {self.base_url!r} is not a valid URL (the scheme must be http or https)"
+        if any(ch.isspace() for ch in url):
+            return f"OLLAMA_BASE_URL {self.base_url!r} is not a valid URL (it contains a space)"
+        if not parts.hostname:
+            return f"OLLAMA_BASE_URL {self.base_url!r} is not a valid URL (no host name)"
+        return None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ The row keeps what is needed to explain a message later: the facts (with their
 values), the prompt's hash, the model's raw answer, the message actually
 built, and why the deterministic fallback was used when it was. It is written
 before sending, so a failed send never loses what was generated.
+
+`dry_run` tells a briefing built with `--dry-run` (printed, never sent) from one
+built for sending; readers that want "the briefing the team got" skip dry runs.
+Whether a send then reached each recipient is the delivery ledger's business
+(`analytics.briefing_deliveries`). Tables created before the column existed
+get it on the next save (null in their old rows).
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ create table if not exists {TABLE} (
     model_json text,
     message text not null,
     used_fallback boolean not null,
-    fallback_reason text
+    fallback_reason text,
+    dry_run boolean
 )
 """
+# Columns added after the first release, for tables created before them: column -> type.
+ADDED_COLUMNS = {"dry_run": "boolean"}
 
 COLUMNS = (
     "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
     "completion_tokens", "llm_seconds", "total_seconds", "facts_json", "model_json", "message",
-    "used_fallback", "fallback_reason",
+    "used_fallback", "fallback_reason", "dry_run",
 )
 
 
@@ -61,6 +70,7 @@ class Summary:
     message: str
     used_fallback: bool
     fallback_reason: str | None
+    dry_run: bool = False
     summary_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
@@ -70,6 +80,15 @@ def ensure_table(conn: Any) -> None:
     try:
         cur.execute(f"create schema if not exists {MARTS_SCHEMA}")
         cur.execute(DDL)
+        # Only when missing: Postgres locks the table for any ALTER, even one that turns out to do nothing.
+        schema, table = TABLE.split(".")
+        cur.execute(
+            f"select column_name from information_schema.columns where table_schema = '{schema}' and table_name = '{table}'"
+        )
+        present = {row[0] for row in cur.fetchall()}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in present:
+                cur.execute(f"alter table {TABLE} add column if not exists {column} {kind}")
     finally:
         cur.close()
 

@@ -10,9 +10,13 @@ code runs unchanged. It follows the emulator checklist of the delivery research:
   or malformed body or a missing model, 404 `model "m" not found, try pulling it
   first`, 500 for an invalid `format` or a mistyped option;
 - context simulation: the prompt is rendered with Llama 3's chat template and
-  counted at four characters a token; past `options.num_ctx` (default 4096) it is
-  truncated as the real server does, silently: `prompt_eval_count` is capped at
-  num_ctx and only the request log says so.
+  counted the way Llama 3's tokenizer splits text (`tokens`: every word, group of
+  up to three digits and run of punctuation is at least one token, the chat
+  template's markers one each), an independent count the briefing's own
+  estimate must not undercut. `token_factor` plays a model whose tokenizer
+  needs that many times more tokens. Past `options.num_ctx` (default 4096) the
+  prompt is truncated as the real server does, silently: `prompt_eval_count` is
+  capped at num_ctx and only the request log says so.
 
 By default a chat is answered deterministically from the `format` schema (the
 first enum values in turn, a fixed remark for strings), so a demo run works
@@ -30,7 +34,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import math
 import re
 import threading
 import time
@@ -40,8 +43,27 @@ from typing import Any
 
 DEFAULT_MODEL = "llama3.2:1b"
 DEFAULT_NUM_CTX = 4096
-CHARS_PER_TOKEN = 4
 REMARK = "Worth a look today"
+
+# Llama 3's pre-tokenizer (tiktoken style; \p{L} and \p{N} approximated with `re`): no token spans two of
+# these pieces. A long piece takes one token per ten characters; a chat-template marker is one token.
+_SPECIAL = re.compile(r"<\|[a-z_]+\|>")
+_PIECES = re.compile(
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\r\n\w]|_)?[^\W\d_]+|\d{1,3}| ?(?:[^\s\w]|_)+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+PIECE_CHARS = 10
+
+
+def tokens(text: str) -> list[str]:
+    """`text` cut into the tokens a Llama 3 model would at least need (joined, they give `text` back, the
+    chat template's markers aside)."""
+    out: list[str] = []
+    for i, part in enumerate(_SPECIAL.split(text)):
+        if i:
+            out.append("<|special|>")
+        for piece in _PIECES.findall(part):
+            out += [piece[j:j + PIECE_CHARS] for j in range(0, len(piece), PIECE_CHARS)]
+    return out
 
 
 @dataclass
@@ -143,9 +165,11 @@ class _Error(Exception):
 
 
 class OllamaEmulator:
-    def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1",
+                 port: int = 0, token_factor: int = 1):
         self.models = list(models)
         self.version = version
+        self.token_factor = token_factor  # the prompt takes this many times the tokens `tokens` counts
         self.requests: list[Request] = []
         self._replies: list[Reply] = []
         self._lock = threading.Lock()
@@ -322,10 +346,10 @@ class OllamaEmulator:
             return h.send_json({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
                                 "done": True, "done_reason": reason})
         prompt = llama3_template(messages) if chat else str(body.get("prompt", ""))
-        tokens = math.ceil(len(prompt) / CHARS_PER_TOKEN)
-        record.prompt, record.prompt_tokens, record.num_ctx = prompt, tokens, num_ctx
-        record.prompt_eval_count = min(tokens, num_ctx)
-        record.truncated = tokens > num_ctx
+        prompt_tokens = len(tokens(prompt)) * self.token_factor
+        record.prompt, record.prompt_tokens, record.num_ctx = prompt, prompt_tokens, num_ctx
+        record.prompt_eval_count = min(prompt_tokens, num_ctx)
+        record.truncated = prompt_tokens > num_ctx
 
         reply = self._next_reply()
         if reply.delay:
@@ -338,10 +362,11 @@ class OllamaEmulator:
             content = json.dumps(default)
             if reply.cut is not None:
                 content = content[: max(1, int(len(content) * reply.cut))]
-        eval_count = max(1, math.ceil(len(content) / CHARS_PER_TOKEN))
+        answer = tokens(content)
+        eval_count = max(1, len(answer))
         num_predict = options.get("num_predict", -1)
         if isinstance(num_predict, int) and num_predict > 0 and eval_count > num_predict:
-            content, eval_count = content[: num_predict * CHARS_PER_TOKEN], num_predict
+            content, eval_count = "".join(answer[:num_predict]), num_predict
             reply = Reply(content, done_reason="length")
         seed = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()[0]
         metrics = {

@@ -20,12 +20,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pydantic import ValidationError
+
 from insights import llm, prompt
 from insights.audit import audit
-from insights.compose import MAX_LENGTH, compose, fallback_plan, sanitize_name, whatsapp_length
+from insights.compose import MAX_LENGTH, compose, fallback_plan, sanitize_comment, sanitize_name, whatsapp_length
 from insights.deliver import checked_message
-from insights.facts import DayFacts, EntityRef, Fact
-from insights.prompt import Pick, Plan, Step
+from insights.facts import DayFacts, EntityRef, Fact, fmt_amount, fmt_change_pct, fmt_day, fmt_number, fmt_ratio
+from insights.prompt import LINK, Pick, Plan, Step
 from insights.settings import OllamaSettings
 from tests.ollama_emulator import OllamaEmulator, Reply
 from tests.twilio_emulator import TwilioEmulator
@@ -168,6 +170,13 @@ UNUSABLE = {
     "a comment with a figure": (
         [Reply.json({**answer("deals_won", ("new_leads",)), "headline": {"fact_id": "deals_won", "comment": "Up 40% on last week"}})] * 2,
         "schema_violation", 2),
+    "a comment with a fraction": (
+        [Reply.json({**answer("deals_won", ("new_leads",)),
+                     "headline": {"fact_id": "deals_won", "comment": "About \u00bd of the pipeline is at risk"}})] * 2,
+        "schema_violation", 2),
+    "an action that contradicts its fact": (
+        [Reply.json(answer("open_pipeline", ("deals_won",), actions=(("open_pipeline", "share_wins"),)))] * 2,
+        "schema_violation", 2),
     "Ollama not running": ("down", "ollama_unreachable", 0),
     "the model not pulled": ("missing model", "model_not_found", 1),
 }
@@ -202,6 +211,7 @@ def test_an_unusable_model_leads_to_the_standard_briefing_with_the_reason_stored
     message = printed_message(result.stdout)
     assert row["message"] == message and message.startswith("*Sales briefing")
     assert "_Standard summary (" in message and REMARK not in message
+    assert "at risk" not in message and "\u00bd" not in message and "1\u20442" not in message
     assert len(briefing.ollama.chats) == chats
     if chats == 2:  # the retry told the model what was wrong with its first answer
         retry = briefing.ollama.chats[1].body["messages"]
@@ -237,7 +247,9 @@ def test_the_prompt_fits_the_context_window_and_asks_for_a_bounded_answer(briefi
     options = chat.body["options"]
     assert not chat.truncated
     assert chat.prompt_eval_count == chat.prompt_tokens < chat.num_ctx == options["num_ctx"]
-    assert chat.prompt_tokens + options["num_predict"] <= options["num_ctx"]
+    assert chat.prompt_eval_count + options["num_predict"] <= options["num_ctx"]
+    # The code sizes the prompt with its own estimate; the emulator counts as Llama 3 splits text.
+    assert chat.prompt_eval_count <= prompt.estimate_tokens(chat.body["messages"])
     assert options["temperature"] == 0 and isinstance(options["seed"], int)
     assert chat.body["stream"] is False
     [row] = briefing.summaries("duckdb")
@@ -247,6 +259,93 @@ def test_the_prompt_fits_the_context_window_and_asks_for_a_bounded_answer(briefi
     assert schema["properties"]["highlights"]["maxItems"] <= 3 and "$ref" not in json.dumps(schema)
     assert row["prompt_tokens"] == chat.prompt_eval_count
     print(f"\nprompt: {chat.prompt_tokens} tokens (emulator count) of num_ctx {chat.num_ctx}; {len(chat.prompt)} characters")
+
+
+def test_a_prompt_the_model_counts_as_too_long_leads_to_the_standard_briefing(briefing: Briefing) -> None:
+    """GIVEN a model whose tokenizer needs many times more tokens than the code estimated, so Ollama
+    silently truncates the prompt to num_ctx
+    WHEN the briefing is built
+    THEN the truncation is noticed from prompt_eval_count, the answer is not used, and the standard
+    briefing goes out with the reason context_overflow."""
+    briefing.ollama.token_factor = 20
+
+    result = briefing.deliver("duckdb")
+
+    [chat] = briefing.ollama.chats
+    assert chat.truncated and chat.prompt_eval_count == chat.num_ctx
+    [row] = briefing.summaries("duckdb")
+    assert row["used_fallback"] is True and row["fallback_reason"].startswith("context_overflow: "), row["fallback_reason"]
+    assert "notice: using the standard briefing because context_overflow" in result.stderr
+    assert "Standard summary (too many facts for the AI model)" in printed_message(result.stdout)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:abc", "http://[::1"])
+def test_a_malformed_ollama_url_is_treated_like_an_unreachable_ollama(briefing: Briefing, url: str) -> None:
+    """GIVEN OLLAMA_BASE_URL set to something that is not a URL
+    WHEN the briefing is built
+    THEN the daily briefing still goes out (the standard one), with a notice naming the variable,
+    and no traceback."""
+    briefing.ws.env["OLLAMA_BASE_URL"] = url
+
+    result = briefing.deliver("duckdb")
+
+    assert "Traceback" not in result.stderr
+    assert "notice: using the standard briefing because ollama_error: OLLAMA_BASE_URL" in result.stderr
+    [row] = briefing.summaries("duckdb")
+    assert row["used_fallback"] is True
+    assert row["fallback_reason"].startswith(f"ollama_error: OLLAMA_BASE_URL {url!r} is not a valid URL")
+    assert row["message"] == printed_message(result.stdout)
+    assert briefing.ollama.chats == []
+
+
+def test_deals_closing_soon_are_dated_not_counted_from_the_reader(briefing: Briefing) -> None:
+    """GIVEN open deals due to close in the week after the report date
+    WHEN the briefing is built
+    THEN the fact names the last day of that week and the largest deal's closing date, which agree with
+    the deals mart, instead of "in the next 7 days" or "due in 3 days" (the reader reads it a day later)."""
+    briefing.deliver("duckdb")
+
+    [row] = briefing.summaries("duckdb")
+    [fact] = [f for f in json.loads(row["facts_json"])["facts"] if f["id"] == "closing_soon"]
+    day = dt.date.fromisoformat(REPORT_DATE)
+    [largest] = briefing.query("duckdb", f"""
+        select closing_date, count(*) over () as n from analytics.deals
+        where created_date <= date '{REPORT_DATE}' and (status = 'open' or closed_date > date '{REPORT_DATE}')
+          and closing_date > date '{REPORT_DATE}' and closing_date <= date '{REPORT_DATE}' + 7
+        order by amount desc nulls last, deal_id limit 1""")
+    text = fact["prompt_text"]
+    assert f"due to close by {fmt_day(day + dt.timedelta(days=7))};" in text, text
+    assert f"closing {fmt_day(largest['closing_date'])})" in text, text
+    assert text.startswith(f"{largest['n']} open deal")
+    assert "next" not in text and "due in" not in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_dry_run_is_stored_as_one_and_an_older_table_gains_the_column(briefing: Briefing, target: str) -> None:
+    """GIVEN an ai_summaries table created before the dry_run column existed, with one row in it
+    WHEN the briefing is built as a dry run and then sent for real
+    THEN the table gains the column, the old row has no value in it, the dry run's row is marked
+    dry_run and the sent one is not (so "the latest briefing sent" can skip dry runs)."""
+    briefing.query(target, "create schema if not exists analytics")
+    briefing.query(target, """
+        create table analytics.ai_summaries (
+            summary_id text primary key, created_at timestamptz not null, report_date date not null,
+            target text not null, model text, prompt_hash text, prompt_tokens integer, completion_tokens integer,
+            llm_seconds double precision, total_seconds double precision, facts_json text not null,
+            model_json text, message text not null, used_fallback boolean not null, fallback_reason text)""")
+    briefing.query(target, """
+        insert into analytics.ai_summaries (summary_id, created_at, report_date, target, facts_json, message, used_fallback)
+        values ('old', timestamptz '2020-01-02 07:00:00+00', date '2020-01-01', 'duckdb', '{}', 'old briefing', false)""")
+
+    briefing.deliver(target)
+    with TwilioEmulator() as twilio:
+        briefing.ws.env.update(twilio.env("+15550000001"))
+        briefing.deliver(target, dry_run=False)
+        assert len(twilio.messages) == 1
+
+    rows = briefing.summaries(target)
+    assert [(r["summary_id"] == "old", r["dry_run"]) for r in rows] == [(True, None), (False, True), (False, False)]
+    assert rows[1]["message"] == rows[2]["message"]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -383,10 +482,10 @@ def test_the_audit_rejects_any_number_that_is_not_a_fact() -> None:
     assert "Umbrella - 500 seats" in message.text and "Acme renewal 2027" in message.text
 
     assert audit(message, DAY).ok
-    tampered = type(message)(message.text, message.masked.replace("245K", "345K"))
+    tampered = type(message)(message.text, message.masked.replace("245K", "345K"), message.comments)
     verdict = audit(tampered, DAY)
     assert not verdict.ok and "345K" in (verdict.problem or "")
-    worded = type(message)(message.text, message.masked.replace("A strong day", "Revenue doubled"))
+    worded = compose(DAY, Plan(Pick("deals_won", "Revenue doubled"), plan.highlights), NAMES, "footer")
     assert not audit(worded, DAY).ok
 
 
@@ -400,6 +499,99 @@ def test_a_model_briefing_that_fails_the_audit_is_replaced_by_the_standard_one()
 
     assert verdict.ok and failure is not None and failure.code == "audit_failed" and "99%" in failure.detail
     assert "Standard summary (the AI answer failed the figure check)" in message.text and "99" not in message.text
+
+
+# Comments that state a quantity without an ASCII digit: as written, or once normalised (NFKC) for display.
+DISGUISED = [
+    "About \u00bd of the pipeline is at risk",  # ½ -> 1⁄2
+    "Wins reached \u2150 of the target",  # ⅐ -> 1⁄7
+    "Best month since \u32c0",  # ㋀ -> 1月
+    "\u216b deals slipped this week",  # Ⅻ -> XII
+    "XII deals slipped this week",
+    "Revenue up \u2079\u2079 on last week",  # superscript digits
+    "\u5341 deals closed",  # 十, a numeral written as a letter
+    "A tenfold rise in leads",
+    "The pipeline halved overnight",
+    "Losses quadrupled",
+    "Leads are doubling",
+    "A third of the deals are stale",
+    "Up by a few percent",
+]
+
+
+@pytest.mark.parametrize("comment", DISGUISED)
+def test_a_comment_that_states_a_quantity_in_disguise_is_refused_and_never_sent(comment: str) -> None:
+    """GIVEN a model comment carrying a figure in another script, as a fraction, a numeral or a word
+    WHEN the answer is validated, and when a plan with that comment reaches the audit anyway
+    THEN validation refuses it (so the model is asked again), the audit fails it, and the message that goes
+    out is the standard one without any of it."""
+    answer = prompt.render(DAY).answer
+    with pytest.raises(ValidationError, match="figures|quantities|pattern"):
+        answer.model_validate({"headline": {"fact_id": "deals_won", "comment": comment},
+                               "highlights": [{"fact_id": "new_leads", "comment": ""}], "risks": [], "actions": []})
+
+    outcome = llm.Outcome(prompt=None, plan=Plan(Pick("deals_won", comment), (Pick("new_leads", "Steady inflow"),)))
+    message, verdict, failure = checked_message(DAY, outcome, NAMES)
+
+    assert failure is not None and failure.code == "audit_failed", failure
+    assert verdict.ok and "Standard summary" in message.text and "Steady inflow" not in message.text
+    assert comment not in message.text and sanitize_comment(comment) not in message.text and not message.comments
+
+
+def test_an_action_must_fit_its_fact() -> None:
+    """GIVEN a day without a deal won (the wins fact says so) and a growing pipeline
+    WHEN the model suggests sharing the wins, or any step for a fact that calls for none
+    THEN the answer is invalid, with a reason the retry can use; the schema the model is constrained
+    by offers each action only with the facts it fits, and the standard briefing follows the same rule."""
+    quiet = DayFacts(DAY.report_date, (
+        Fact("deals_won", "Deals won", "info", 45, "No deal won (month to date: 17 for 1.2M).", {"count": 0}),
+        *(f for f in DAY.facts if f.id not in ("deals_won", "top_deal_won")),
+    ))
+    rendered = prompt.render(quiet)
+
+    def step(fact_id: str, action: str) -> dict[str, Any]:
+        return {"headline": {"fact_id": "deals_won", "comment": ""}, "highlights": [{"fact_id": "new_leads", "comment": ""}],
+                "risks": [], "actions": [{"fact_id": fact_id, "action": action, "comment": ""}]}
+
+    with pytest.raises(ValidationError, match="action 'share_wins' does not fit fact 'deals_won': it calls for no action"):
+        rendered.answer.model_validate(step("deals_won", "share_wins"))
+    with pytest.raises(ValidationError, match="choose chase_overdue_deals"):
+        rendered.answer.model_validate(step("overdue_deals", "share_wins"))
+    rendered.answer.model_validate(step("overdue_deals", "chase_overdue_deals"))
+
+    branches = rendered.schema["properties"]["actions"]["items"]["anyOf"]
+    offered = {b["properties"]["action"]["enum"][0]: b["properties"]["fact_id"]["enum"] for b in branches}
+    assert offered == {"chase_overdue_deals": ["overdue_deals"], "follow_up_new_leads": ["new_leads"]}
+    assert {s.action for s in fallback_plan(quiet).actions} <= set(offered)
+    assert "- deals_won | info | Deals won | No deal won (month to date: 17 for 1.2M). | none" in rendered.messages[1]["content"]
+
+
+def test_figures_are_rounded_half_up_as_people_expect() -> None:
+    """GIVEN ratios, amounts and averages that fall exactly halfway
+    WHEN they are formatted for the briefing
+    THEN halves round up (1 won of 8 is 13%, not Python's banker's 12%), and the audit accepts them."""
+    assert [fmt_ratio(1 / 8), fmt_ratio(5 / 8), fmt_ratio(0.145), fmt_ratio(1 / 3)] == ["13%", "63%", "15%", "33%"]
+    assert [fmt_amount(12.5), fmt_amount(2_500.5), fmt_amount(12_350), fmt_amount(1_245_000)] == ["13", "2,501", "12.4K", "1.25M"]
+    assert [fmt_change_pct(0.25), fmt_change_pct(-0.25), fmt_change_pct(-0.04), fmt_number(10.45)] == ["+0.3%", "-0.3%", "+0.0%", "10.5"]
+
+    rate = Fact("win_rate", "Win rate", "info", 90, f"The win rate was {fmt_ratio(1 / 8)} (1 won of 8 closed).")
+    day = DayFacts(DAY.report_date, (rate, *DAY.facts))
+    message = compose(day, fallback_plan(day), NAMES, "footer")
+    assert "The win rate was 13% (1 won of 8 closed)." in message.text and audit(message, day).ok
+
+
+def test_links_in_names_are_removed_even_without_a_scheme() -> None:
+    """GIVEN deal and owner names carrying bare domains, a short link and an e-mail address
+    WHEN the briefing is composed
+    THEN nothing WhatsApp would make clickable is left, and the rest of each name is kept."""
+    names = {("deal", "d1"): "Renewal - pay at evil.com/pay", ("deal", "d2"): "Reply on wa.me/123 today",
+             ("owner", "u1"): "Asha (asha@evil.example)"}
+
+    message = compose(DAY, Plan(Pick("top_deal_won"), (Pick("overdue_deals"),)), names, "footer")
+
+    assert "Renewal - pay at (80K" in message.text and "Reply on today for 120K" in message.text
+    assert "evil" not in message.text and "wa.me" not in message.text and "@" not in message.text
+    assert LINK.search(message.text) is None and audit(message, DAY).ok
 
 
 def test_the_message_stays_within_whatsapps_limit_whatever_the_names() -> None:
@@ -425,6 +617,23 @@ def test_a_model_too_slow_to_answer_leads_to_the_fallback(ollama: OllamaEmulator
     outcome = llm.choose(DAY, OllamaSettings(ollama.url, "llama3.2:1b"), timeout=0.5)
 
     assert outcome.plan is None and outcome.failure is not None and outcome.failure.code == "timeout"
+
+
+def test_a_prompt_the_code_sizes_to_the_limit_is_not_truncated_by_the_model(ollama: OllamaEmulator) -> None:
+    """GIVEN the smallest context window the code accepts for every fact (its estimate plus the answer's budget)
+    WHEN the model is asked
+    THEN the model, counting tokens its own way, sees the whole prompt with room for the answer: the
+    code's estimate was not below the model's count."""
+    settings = OllamaSettings(ollama.url, "llama3.2:1b")
+    tightest = prompt.render(DAY).estimated_tokens + 256 + llm.CONTEXT_MARGIN
+
+    outcome = llm.choose(DAY, settings, num_ctx=tightest, num_predict=256)
+
+    [chat] = ollama.chats
+    assert outcome.failure is None and outcome.prompt is not None and len(outcome.prompt.day.facts) == len(DAY.facts)
+    assert not chat.truncated and chat.num_ctx == tightest
+    assert chat.prompt_eval_count <= outcome.prompt.estimated_tokens
+    assert chat.prompt_eval_count + 256 <= tightest
 
 
 def test_a_prompt_too_long_for_the_context_is_shrunk_never_truncated(ollama: OllamaEmulator) -> None:

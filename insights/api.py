@@ -3,7 +3,7 @@
     python -m insights.api [--host 127.0.0.1] [--port 8000] [--target duckdb|postgres]
 
     GET /api/metrics[?date=YYYY-MM-DD]   the day's KPIs from analytics.kpi_daily (default: the latest day)
-    GET /api/summaries/latest            the latest briefing from analytics.ai_summaries
+    GET /api/summaries/latest            the latest sent briefing from analytics.ai_summaries (else the latest dry run)
     GET /api/health                      warehouse reachable, last sync, last delivery (no token needed)
     GET /docs, /openapi.json             interactive documentation
 
@@ -95,7 +95,12 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         with _warehouse(target) as conn:
             row = None
             if conn.table_exists(SUMMARIES_TABLE):
-                rows = conn.rows(f"select * from {SUMMARIES_TABLE} order by created_at desc, report_date desc limit 1")
+                # A dry run was never sent: prefer the newest briefing that went out, and show a dry
+                # run only while there is nothing else (e.g. right after `make demo`).
+                rows = conn.rows(
+                    f"select * from {SUMMARIES_TABLE} "
+                    "order by case when dry_run then 1 else 0 end, created_at desc, report_date desc limit 1"
+                )
                 row = rows[0] if rows else None
         if row is None:
             raise HTTPException(

@@ -84,12 +84,14 @@ def sql(target: Target, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return cur.fetchall()
 
 
-def summary(report_date: dt.date, target: Target, message: str, created_at: dt.datetime) -> store.Summary:
+def summary(
+    report_date: dt.date, target: Target, message: str, created_at: dt.datetime, dry_run: bool = False
+) -> store.Summary:
     return store.Summary(
         report_date=report_date, target=target, model="llama3.2:1b", prompt_hash="abc", prompt_tokens=900,
         completion_tokens=300, llm_seconds=12.5, total_seconds=13.0, facts={"facts": [{"id": "F1"}]},
         model_json='{"picks": ["F1"]}', message=message, used_fallback=False, fallback_reason=None,
-        created_at=created_at,
+        created_at=created_at, dry_run=dry_run,
     )
 
 
@@ -189,6 +191,22 @@ def test_the_latest_briefing_is_served_once_there_is_one(warehouse_env: dict[str
     assert (latest["report_date"], latest["message"], latest["target"]) == ("2026-11-20", "*Friday* briefing", target)
     assert latest["facts_json"] == {"facts": [{"id": "F1"}]}
     assert latest["used_fallback"] is False
+
+
+def test_a_later_dry_run_does_not_hide_the_briefing_that_was_sent(warehouse_env: dict[str, str]) -> None:
+    """GIVEN a briefing that was sent, and a later dry run (printed, never sent)
+    WHEN a client asks for the latest summary
+    THEN it gets the one that was sent; with only dry runs stored it gets the newest dry run, marked as such."""
+    morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
+    with serve(warehouse_env, "duckdb") as api:
+        store.save("duckdb", summary(dt.date(2026, 11, 18), "duckdb", "rehearsal", morning - dt.timedelta(days=2), dry_run=True))
+        only_dry = api.get("/api/summaries/latest").json()
+        store.save("duckdb", summary(dt.date(2026, 11, 19), "duckdb", "sent", morning))
+        store.save("duckdb", summary(dt.date(2026, 11, 20), "duckdb", "rehearsal", morning + dt.timedelta(hours=1), dry_run=True))
+        latest = api.get("/api/summaries/latest").json()
+
+    assert (only_dry["message"], only_dry["dry_run"]) == ("rehearsal", True)
+    assert (latest["message"], latest["report_date"], latest["dry_run"]) == ("sent", "2026-11-19", False)
 
 
 @BOTH_TARGETS

@@ -48,8 +48,6 @@ create table if not exists {TABLE} (
     primary key (report_date, recipient)
 )
 """
-# Columns added after the first release: a ledger created by it gains them on the next run.
-_ADDED_COLUMNS = ("twilio_status text", "previous_sids text")
 _COLUMNS = (
     "report_date, recipient, content_hash, status, message_sid, error_code, error_message, attempts, "
     "twilio_status, previous_sids, extract(epoch from updated_at)"
@@ -81,17 +79,6 @@ class DeliveryLedger:
     def ensure_table(self) -> None:
         self._execute(f"create schema if not exists {MARTS_SCHEMA}")
         self._execute(_DDL)
-        with connect(self.target) as conn:
-            cur = conn.cursor()
-            cur.execute(
-                "select column_name from information_schema.columns where table_schema = "
-                f"{self._p} and table_name = {self._p}",
-                TABLE.split("."),
-            )
-            present = {name for (name,) in cur.fetchall()}
-        for column in _ADDED_COLUMNS:
-            if column.split()[0] not in present:  # only then: an ALTER locks the table on Postgres
-                self._execute(f"alter table {TABLE} add column if not exists {column}")
 
     def get(self, report_date: dt.date, recipient: str) -> LedgerEntry | None:
         p = self._p

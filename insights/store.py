@@ -8,8 +8,7 @@ before sending, so a failed send never loses what was generated.
 `dry_run` tells a briefing built with `--dry-run` (printed, never sent) from one
 built for sending; readers that want "the briefing the team got" skip dry runs.
 Whether a send then reached each recipient is the delivery ledger's business
-(`analytics.briefing_deliveries`). Tables created before the column existed
-get it on the next save (null in their old rows).
+(`analytics.briefing_deliveries`).
 """
 
 from __future__ import annotations
@@ -45,8 +44,6 @@ create table if not exists {TABLE} (
     dry_run boolean
 )
 """
-# Columns added after the first release, for tables created before them: column -> type.
-ADDED_COLUMNS = {"dry_run": "boolean"}
 
 COLUMNS = (
     "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
@@ -80,15 +77,6 @@ def ensure_table(conn: Any) -> None:
     try:
         cur.execute(f"create schema if not exists {MARTS_SCHEMA}")
         cur.execute(DDL)
-        # Only when missing: Postgres locks the table for any ALTER, even one that turns out to do nothing.
-        schema, table = TABLE.split(".")
-        cur.execute(
-            f"select column_name from information_schema.columns where table_schema = '{schema}' and table_name = '{table}'"
-        )
-        present = {row[0] for row in cur.fetchall()}
-        for column, kind in ADDED_COLUMNS.items():
-            if column not in present:
-                cur.execute(f"alter table {TABLE} add column if not exists {column} {kind}")
     finally:
         cur.close()
 

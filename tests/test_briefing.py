@@ -321,22 +321,11 @@ def test_deals_closing_soon_are_dated_not_counted_from_the_reader(briefing: Brie
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_a_dry_run_is_stored_as_one_and_an_older_table_gains_the_column(briefing: Briefing, target: str) -> None:
-    """GIVEN an ai_summaries table created before the dry_run column existed, with one row in it
+def test_a_dry_run_is_stored_as_one(briefing: Briefing, target: str) -> None:
+    """GIVEN the built warehouse
     WHEN the briefing is built as a dry run and then sent for real
-    THEN the table gains the column, the old row has no value in it, the dry run's row is marked
-    dry_run and the sent one is not (so "the latest briefing sent" can skip dry runs)."""
-    briefing.query(target, "create schema if not exists analytics")
-    briefing.query(target, """
-        create table analytics.ai_summaries (
-            summary_id text primary key, created_at timestamptz not null, report_date date not null,
-            target text not null, model text, prompt_hash text, prompt_tokens integer, completion_tokens integer,
-            llm_seconds double precision, total_seconds double precision, facts_json text not null,
-            model_json text, message text not null, used_fallback boolean not null, fallback_reason text)""")
-    briefing.query(target, """
-        insert into analytics.ai_summaries (summary_id, created_at, report_date, target, facts_json, message, used_fallback)
-        values ('old', timestamptz '2020-01-02 07:00:00+00', date '2020-01-01', 'duckdb', '{}', 'old briefing', false)""")
-
+    THEN both runs are stored with the same message, the dry run's row marked dry_run and the sent one
+    not (so "the latest briefing sent" can skip dry runs)."""
     briefing.deliver(target)
     with TwilioEmulator() as twilio:
         briefing.ws.env.update(twilio.env("+15550000001"))
@@ -344,8 +333,8 @@ def test_a_dry_run_is_stored_as_one_and_an_older_table_gains_the_column(briefing
         assert len(twilio.messages) == 1
 
     rows = briefing.summaries(target)
-    assert [(r["summary_id"] == "old", r["dry_run"]) for r in rows] == [(True, None), (False, True), (False, False)]
-    assert rows[1]["message"] == rows[2]["message"]
+    assert [r["dry_run"] for r in rows] == [True, False]
+    assert rows[0]["message"] == rows[1]["message"]
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -269,36 +269,6 @@ def test_a_message_that_fails_after_the_run_stopped_looking_is_resent_by_the_nex
     assert (row["status"], row["attempts"]) == ("accepted", 2)
 
 
-def test_a_ledger_from_the_first_release_is_upgraded_in_place(target: Target, twilio: TwilioEmulator) -> None:
-    """GIVEN a delivery ledger created by the first release (no twilio_status, no previous_sids), recording
-    the day's briefing as accepted for a message Twilio no longer lists
-    WHEN the briefing is delivered
-    THEN the table gains the new columns, the row is kept and nothing is sent again."""
-    with connect(target) as conn:
-        cur = conn.cursor()
-        cur.execute("create schema if not exists analytics")
-        cur.execute(
-            "create table analytics.briefing_deliveries (report_date date not null, recipient text not null, "
-            "content_hash text not null, status text not null, message_sid text, error_code integer, "
-            "error_message text, attempts integer not null, updated_at timestamptz not null, "
-            "primary key (report_date, recipient))"
-        )
-        cur.execute(
-            "insert into analytics.briefing_deliveries values "
-            f"('2026-11-20', 'whatsapp:{ANA}', 'h', 'accepted', 'SM{'0' * 32}', null, null, 1, now())"
-        )
-        conn.commit()
-
-    [ana] = send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA))
-
-    assert (ana.status, ana.message_sid) == ("already_sent", "SM" + "0" * 32)
-    assert twilio.messages == []
-    with connect(target) as conn:
-        cur = conn.cursor()
-        cur.execute("select status, previous_sids from analytics.briefing_deliveries")
-        assert cur.fetchall() == [("accepted", None)]
-
-
 def test_a_failed_send_is_retried_by_the_next_run(target: Target, twilio: TwilioEmulator) -> None:
     """GIVEN a recipient Twilio failed yesterday evening (63015: left the sandbox)
     WHEN they rejoin and the briefing is delivered again

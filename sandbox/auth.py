@@ -1,6 +1,6 @@
 """Zoho Accounts' refresh-token grant and the access-token check of every API call.
 
-Behaviour copied from Zoho (research notes, section 1):
+Behaviour copied from Zoho's OAuth documentation:
 - `POST /oauth/v2/token` takes its parameters from the query string, a form body or (client id and
   secret) HTTP Basic auth, and answers errors with HTTP 200 and `{"error": "invalid_code"}` (unknown
   or revoked refresh token) or `{"error": "invalid_client"}` (wrong client id/secret);

@@ -20,7 +20,7 @@ from .model import Kind, ModuleSpec, Record, Ref, User
 
 CONTENT_TYPE = "application/json;charset=UTF-8"
 
-# code -> (HTTP status, message). Messages follow Zoho's docs (see the research notes, section 7).
+# code -> (HTTP status, message). Messages follow Zoho's error documentation.
 ERRORS: dict[str, tuple[int, str]] = {
     "AUTHENTICATION_FAILURE": (401, "Authentication failed"),
     "INVALID_TOKEN": (401, "invalid oauth token"),

@@ -1,7 +1,7 @@
 """A local Ollama server for tests: the HTTP contract of Ollama 0.6.x, with scripted answers.
 
 The real `ollama` Python client talks to it over HTTP, so the briefing's client
-code runs unchanged. It follows the emulator checklist of the delivery research:
+code runs unchanged. It follows what the real server does:
 
 - GET/HEAD /, GET /api/version, GET /api/tags, GET /api/ps, POST /api/show (404 for
   an unknown model; `model_info` always present, the client requires it), POST /api/pull;

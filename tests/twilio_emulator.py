@@ -2,7 +2,7 @@
 
 The real `twilio` client talks to it once `client.api.base_url` (or
 `TWILIO_API_BASE`) points here, so the delivery code is tested end to end
-without Twilio. It follows the wire contract in the research notes: form-encoded
+without Twilio. It follows Twilio's wire contract: form-encoded
 creates, HTTP Basic auth, 201 with the Message resource (RFC 2822 dates, string
 `num_segments`), list pages whose only non-meta key is `messages`, and the legacy
 error body `{"code", "message", "more_info", "status"}` (never RFC 9457, which

@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from pipelines.warehouse import PROJECT_ROOT
+from warehouse import PROJECT_ROOT
 from tests.support.workspace import Workspace
 
 

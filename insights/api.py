@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from insights.ledger import TABLE as DELIVERIES_TABLE
 from insights.settings import ApiSettings
-from pipelines.warehouse import MARTS_SCHEMA, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, placeholder, postgres_url
+from warehouse import MARTS_SCHEMA, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, placeholder, postgres_url
 
 log = logging.getLogger(__name__)
 

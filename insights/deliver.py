@@ -37,7 +37,7 @@ from insights.audit import Verdict, audit
 from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
 from insights.facts import DayFacts, fmt_date
 from insights.settings import OllamaSettings, TwilioSettings
-from pipelines.warehouse import TARGETS, ConfigError, Target, connect, database_errors
+from warehouse import TARGETS, ConfigError, Target, connect, database_errors
 
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).

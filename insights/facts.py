@@ -22,7 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from pipelines.warehouse import MARTS_SCHEMA, ConfigError, Target, placeholder
+from warehouse import MARTS_SCHEMA, ConfigError, Target, placeholder
 
 Severity = Literal["good", "info", "warn"]
 EntityKind = Literal["deal", "owner", "stage"]

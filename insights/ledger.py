@@ -26,7 +26,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipelines.warehouse import MARTS_SCHEMA, Target, connect, placeholder
+from warehouse import MARTS_SCHEMA, Target, connect, placeholder
 
 TABLE = f"{MARTS_SCHEMA}.briefing_deliveries"
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from pipelines.warehouse import ConfigError
+from warehouse import ConfigError
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 DEFAULT_OLLAMA_MODEL = "llama3.2:1b"

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.warehouse import MARTS_SCHEMA, Target, connect, placeholder
+from warehouse import MARTS_SCHEMA, Target, connect, placeholder
 
 TABLE = f"{MARTS_SCHEMA}.ai_summaries"
 

@@ -36,7 +36,7 @@ from twilio.rest.api.v2010.account.message import MessageInstance
 
 from insights.ledger import DeliveryLedger, LedgerEntry
 from insights.settings import TwilioSettings
-from pipelines.warehouse import Target
+from warehouse import Target
 
 log = logging.getLogger(__name__)
 

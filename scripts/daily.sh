@@ -9,7 +9,7 @@ if [ -f .env ]; then set -a; . ./.env; set +a; fi
 if [ "$target" = postgres ] && [ -n "${DATABASE_URL:-}${DESTINATION__POSTGRES__CREDENTIALS:-}" ]; then
     # dbt's postgres target reads libpq variables: derive them from the URL the pipeline uses,
     # so both always point at the same database.
-    pg_env=$("$BIN/python" -m pipelines.warehouse pg-env)
+    pg_env=$("$BIN/python" -m warehouse pg-env)
     eval "$pg_env"
 fi
 "$BIN/python" -m pipelines.zoho --destination "$target"

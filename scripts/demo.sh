@@ -46,7 +46,7 @@ step "KPIs from analytics.kpi_daily (the last complete day, the one the briefing
 import datetime as dt
 
 from insights.facts import default_report_date, org_timezone
-from pipelines.warehouse import connect
+from warehouse import connect
 
 with connect("duckdb", read_only=True) as conn:
     day = default_report_date(conn, "duckdb", dt.datetime.now(org_timezone()).date())

@@ -22,7 +22,7 @@ import pytest
 
 from insights import store
 from insights.ledger import DeliveryLedger
-from pipelines.warehouse import PROJECT_ROOT, Target, connect
+from warehouse import PROJECT_ROOT, Target, connect
 
 TOKEN = "test-api-token-4b1d"
 BOTH_TARGETS = pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.warehouse import PROJECT_ROOT
+from warehouse import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

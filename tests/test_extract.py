@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.warehouse import PROJECT_ROOT
+from warehouse import PROJECT_ROOT
 from sandbox import SandboxOrg, SandboxServer
 from tests.support.workspace import Workspace
 

@@ -13,7 +13,7 @@ def test_a_supabase_connection_string_gives_dbt_the_same_database(workspace: Wor
     THEN they name the same host, port, user, decoded password, database and SSL mode."""
     workspace.env["DATABASE_URL"] = SUPABASE
 
-    result = workspace.run("python", "-m", "pipelines.warehouse", "pg-env")
+    result = workspace.run("python", "-m", "warehouse", "pg-env")
 
     assert result.stdout.splitlines() == [
         "export PGHOST=aws-0-eu-central-1.pooler.supabase.com",
@@ -31,7 +31,7 @@ def test_a_pasted_password_that_breaks_the_url_is_named_without_leaking_it(works
     THEN one line says the URL is invalid and how to fix it, the password is not printed, and the exit is 2."""
     workspace.env["DATABASE_URL"] = "postgresql://postgres.x:hunter#s3cr3t@db.example.com:5432/postgres"
 
-    for command in (("python", "-m", "pipelines.warehouse", "pg-env"),
+    for command in (("python", "-m", "warehouse", "pg-env"),
                     ("python", "-m", "pipelines.zoho", "--destination", "postgres")):
         workspace.env.update(ZOHO_CLIENT_ID="id", ZOHO_CLIENT_SECRET="secret", ZOHO_REFRESH_TOKEN="token")
         result = workspace.run(*command, check=False)

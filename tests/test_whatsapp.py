@@ -15,7 +15,7 @@ import pytest
 
 from insights.settings import TwilioSettings
 from insights.whatsapp import send_briefing
-from pipelines.warehouse import Target, connect
+from warehouse import Target, connect
 from tests.twilio_emulator import TwilioEmulator
 
 REPORT_DATE = dt.date(2026, 11, 20)

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional, Protocol
 import dlt
 from dlt.sources import DltResource
 
-from pipelines.warehouse import ConfigError
+from warehouse import ConfigError
 
 from .helpers import (
     ZohoClient,

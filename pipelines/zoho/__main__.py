@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pipelines.warehouse import PROJECT_ROOT
+from warehouse import PROJECT_ROOT
 
 # dlt looks for `.dlt/config.toml` and `.dlt/secrets.toml` under the working
 # directory; pin it to the project so the command works from anywhere.
@@ -29,7 +29,7 @@ os.environ.setdefault("DLT_PROJECT_DIR", str(PROJECT_ROOT))
 import argparse  # noqa: E402
 import logging  # noqa: E402
 
-from pipelines.warehouse import TARGETS, ConfigError  # noqa: E402
+from warehouse import TARGETS, ConfigError  # noqa: E402
 
 from .helpers import ZohoError  # noqa: E402
 

@@ -28,7 +28,7 @@ import dlt
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
-from pipelines.warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
+from warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
 
 from . import RESOURCES, zoho_crm
 

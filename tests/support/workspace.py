@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.warehouse import PROJECT_ROOT, libpq_env
+from warehouse import PROJECT_ROOT, libpq_env
 
 # Settings a developer may have exported for their own org must never leak into a test.
 _USER_SETTINGS = ("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_", "RECIPIENT_", "API_TOKEN", "DATABASE_URL", "CRM_TIMEZONE")

@@ -1,12 +1,15 @@
 """Where the warehouse lives, read from the environment in one place.
 
+Shared by every stage (extract, the briefing, the API, tests, benchmarks), so it is
+a package of its own: `pipelines/` and `insights/` both import it, never each other.
+
 The pipeline, dbt, the briefing runner, the API, the tests and the benchmarks all
 point at the same warehouse: a DuckDB file (the embedded default) or a Postgres
 database (production, e.g. Supabase). Keeping the rules here means a user sets
 `DUCKDB_PATH` or `DATABASE_URL` once and every stage agrees on it.
 
 dbt's Postgres target cannot read a URL, so it reads the standard libpq variables
-(PGHOST, PGUSER, ...). `python -m pipelines.warehouse pg-env` prints them, derived
+(PGHOST, PGUSER, ...). `python -m warehouse pg-env` prints them, derived
 from `DATABASE_URL`, as `export` lines for `eval`.
 """
 
@@ -157,7 +160,7 @@ def placeholder(target: Target) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["pg-env"]:
-        print("usage: python -m pipelines.warehouse pg-env   # prints PG* export lines from DATABASE_URL", file=sys.stderr)
+        print("usage: python -m warehouse pg-env   # prints PG* export lines from DATABASE_URL", file=sys.stderr)
         return 2
     try:
         env = libpq_env(postgres_url())
@@ -167,7 +170,3 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

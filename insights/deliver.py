@@ -4,16 +4,19 @@
 
 Stages (each timed on stderr): facts (computed in code from analytics.kpi_daily,
 deals, leads, pipeline_by_stage) -> model (Ollama picks facts by id; any failure
-falls back to a deterministic briefing) -> audit (every number in the message
-must be one of the facts') -> store (one row in analytics.ai_summaries) -> send
-(WhatsApp through Twilio, unless --dry-run).
+falls back to a deterministic briefing) -> review (every fact that needs
+attention is listed, each fact once, comments that add nothing or state a
+quantity dropped) -> audit (every number in the message must be one of the
+facts') -> store (one row in analytics.ai_summaries) -> send (WhatsApp through
+Twilio, unless --dry-run).
 
 The default date is the last complete day: the latest kpi_date before today in
 CRM_TIMEZONE (or the latest kpi_date when the marts hold nothing earlier).
 
 Environment: DUCKDB_PATH or DATABASE_URL (the warehouse), CRM_TIMEZONE,
 OLLAMA_BASE_URL (default http://localhost:11434), OLLAMA_MODEL (default
-llama3.2:1b), and for sending TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+llama3.2:1b), OLLAMA_NUM_CTX (the largest context to ask for, default 8192),
+OLLAMA_TIMEOUT (seconds one answer may take, default 90), and for sending TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
 TWILIO_FROM_NUMBER, RECIPIENT_PHONE_NUMBER (comma-separated). A missing Twilio
 variable stops the run before the model is called; --dry-run needs none of them.
 
@@ -29,6 +32,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Mapping
 
 from insights import facts as facts_mod
@@ -36,6 +40,7 @@ from insights import llm, store
 from insights.audit import Verdict, audit
 from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
 from insights.facts import DayFacts, fmt_date
+from insights.review import Review, settle
 from insights.settings import OllamaSettings, TwilioSettings
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors
 
@@ -72,23 +77,43 @@ def footer(failure: llm.Failure | None) -> str:
     return f"Standard summary ({notice}). Figures computed from the CRM."
 
 
-def checked_message(
-    day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str]
-) -> tuple[Message, Verdict, llm.Failure | None]:
-    """The model's briefing if it passes the audit, else the standard one; and why the standard one."""
+@dataclass(frozen=True)
+class Checked:
+    """The message to send, its audit, why it is the standard one (if it is), and how the model's plan was settled."""
+
+    message: Message
+    verdict: Verdict
+    failure: llm.Failure | None
+    review: Review | None
+
+
+def checked_message(day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str]) -> Checked:
+    """The model's briefing, settled by the editorial rules, if it passes the audit; else the standard one."""
     failure = outcome.failure
+    review = None
     if outcome.plan is not None:
-        message = compose(day, outcome.plan, names, footer(None))
+        review = settle(outcome.plan, day)
+        message = compose(day, review.plan, names, footer(None))
         verdict = audit(message, day)
         if verdict.ok:
-            return message, verdict, None
+            return Checked(message, verdict, None, review)
         failure = llm.Failure("audit_failed", verdict.problem or "")
     assert failure is not None
     message = compose(day, fallback_plan(day), names, footer(failure))
     verdict = audit(message, day)
     if not verdict.ok:  # the standard briefing is correct by construction: this is a bug, never send it
         raise RuntimeError(f"the standard briefing failed its own audit: {verdict.problem}")
-    return message, verdict, failure
+    return Checked(message, verdict, failure, review)
+
+
+def _attempts_note(outcome: llm.Outcome) -> str:
+    """'first try, prompt 1,171 tokens of num_ctx 2048, answer 212 tokens, 9.8s' for the model stage's line."""
+    last = outcome.last
+    if last is None:
+        return ""
+    tries = "first try" if len(outcome.attempts) == 1 else f"{len(outcome.attempts)} attempts"
+    return (f"{tries}, prompt {last.counted_tokens:,} tokens of num_ctx {last.num_ctx:,}"
+            f" (server counted {last.prompt_tokens}), answer {last.completion_tokens} tokens")
 
 
 def _recipients_for_display() -> tuple[str, str]:
@@ -115,15 +140,16 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
     with _stage("model") as note:
         outcome = llm.choose(day, ollama)
         if outcome.plan is not None:
-            note.append(
-                f"{ollama.model} answered in {len(outcome.attempts)} attempt(s); "
-                f"prompt {outcome.prompt_tokens} tokens, answer {outcome.completion_tokens} tokens"
-            )
+            note.append(f"{ollama.model} answered: {_attempts_note(outcome)}")
         else:
             note.append(f"no usable answer from {ollama.model}: {outcome.failure}")
 
     with _stage("audit") as note:
-        message, verdict, failure = checked_message(day, outcome, names)
+        checked = checked_message(day, outcome, names)
+        message, verdict, failure, review = checked.message, checked.verdict, checked.failure, checked.review
+        if review is not None:
+            note.append(f"{review.comments_kept} comment(s) kept, {len(review.dropped)} dropped, "
+                        f"{len(review.added)} fact(s) needing attention added;")
         note.append(f"{verdict.checked} numbers checked; " + ("standard summary" if failure else "the model's briefing passed"))
     if failure is not None:
         _log(f"notice: using the standard briefing because {failure}")
@@ -144,6 +170,8 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             used_fallback=failure is not None,
             fallback_reason=str(failure) if failure else None,
             dry_run=dry_run,
+            attempts=[a.as_json() for a in outcome.attempts],
+            review=review.as_json() if review else None,
         )
         note.append(f"{store.TABLE} row {store.save(target, summary)}")
 

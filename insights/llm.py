@@ -1,24 +1,33 @@
 """Ask the local model (Ollama) to choose the day's facts; never raise, never trust the answer.
 
 The model gets the prompt of `insights.prompt`, answers through Ollama's
-structured outputs (`format` = the JSON schema of today's answer), and the
-answer is validated with pydantic. An invalid answer gets one retry with the
-problem appended; after that, or when Ollama cannot answer at all (not
-running, model not pulled, timeout), the outcome carries a `Failure` and the
-caller builds the deterministic briefing from the same facts. A malformed
-OLLAMA_BASE_URL is such a failure too, not a crash.
+structured outputs (`format` = the JSON schema of today's answer, which Ollama
+compiles into a llama.cpp grammar), and the answer is validated with pydantic.
 
-Sampling options go inside `options` (top-level ones are silently ignored by
-Ollama), and `num_ctx` is always sent: Ollama truncates an over-long prompt
-silently, so the prompt is sized to fit (`prompt.fit`) and the reported
-`prompt_eval_count` is checked against it.
+Sizing, before anything is sent: the prompt is counted with Llama 3.2's own
+tokenizer (`insights.tokens`); `num_predict` is the answer's budget for its shape
+(`insights.prompt.answer_budget`); the request's `num_ctx` is the smallest step
+of 256 tokens that holds both, never more than OLLAMA_NUM_CTX. When even the
+facts that need attention do not fit, the model is not asked at all
+(`prompt_too_long`). Ollama truncates an over-long prompt silently, so the
+reported `prompt_eval_count` is checked too (`context_overflow`).
+
+One retry, and it changes something: a different seed and a little warmth, plus
+one line on what was wrong (never the rejected answer itself, which a small model
+tends to repeat); after a cut-off answer it asks for less (shorter comments,
+fewer items); after a context overflow it asks for a larger context. Each
+attempt's tokens, seed and timing are kept (`Outcome.attempts`). When Ollama
+cannot answer at all (not running, model not pulled, timeout, malformed
+OLLAMA_BASE_URL) or the retry fails too, the outcome carries a `Failure` and the
+caller builds the standard briefing from the same facts.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
@@ -29,14 +38,15 @@ from insights import prompt as prompts
 from insights.facts import DayFacts
 from insights.settings import OllamaSettings
 
-NUM_CTX = 8192
-NUM_PREDICT = 1024  # a complete answer is about 400 tokens; this is only a cap
-CONTEXT_MARGIN = 256
+CTX_STEP = 256
+# Ollama's template for another model family may take a few more tokens than Llama 3.2's.
+CONTEXT_MARGIN = 32
 SEED = 42
-TIMEOUT = httpx.Timeout(connect=5.0, read=180.0, write=10.0, pool=5.0)
+RETRY_SEED = 43
+RETRY_TEMPERATURE = 0.3
 
 # Why the model's answer was not used; stored in ai_summaries.fallback_reason as "<code>: <detail>".
-RETRYABLE = {"empty_answer", "prose", "invalid_json", "unknown_fact_id", "schema_violation", "truncated"}
+RETRYABLE = {"empty_answer", "prose", "invalid_json", "unknown_fact_id", "schema_violation", "truncated", "context_overflow"}
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,26 @@ class Failure:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One request to the model and what came back."""
+
     content: str | None
+    seed: int
+    temperature: float
+    num_ctx: int
+    num_predict: int
+    counted_tokens: int  # the prompt on Llama 3.2's tokenizer, counted before sending
     plan: prompts.Plan | None = None
     done_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: int | None = None  # prompt_eval_count, as the server reports it
+    completion_tokens: int | None = None  # eval_count
     seconds: float = 0.0
     failure: Failure | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k not in ("content", "plan")}
+        data["failure"] = str(self.failure) if self.failure else None
+        data["seconds"] = round(self.seconds, 3)
+        return data
 
 
 @dataclass
@@ -76,33 +99,37 @@ class Outcome:
         return answered[-1] if answered else None
 
     @property
+    def last(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
     def prompt_tokens(self) -> int | None:
-        counts = [a.prompt_tokens for a in self.attempts if a.prompt_tokens is not None]
-        return sum(counts) if counts else None
+        """The prompt tokens of the last attempt (each attempt's are in `attempts`)."""
+        return self.last.prompt_tokens if self.last else None
 
     @property
     def completion_tokens(self) -> int | None:
-        counts = [a.completion_tokens for a in self.attempts if a.completion_tokens is not None]
-        return sum(counts) if counts else None
+        return self.last.completion_tokens if self.last else None
 
 
-def options(num_ctx: int = NUM_CTX, num_predict: int = NUM_PREDICT) -> dict[str, Any]:
-    return {"temperature": 0, "seed": SEED, "num_ctx": num_ctx, "num_predict": num_predict}
+def context_for(prompt: prompts.Prompt, max_num_ctx: int) -> int:
+    """The smallest num_ctx (a multiple of CTX_STEP) that holds the prompt and the answer's budget."""
+    needed = prompt.tokens + prompt.num_predict + CONTEXT_MARGIN
+    return min(max_num_ctx, math.ceil(needed / CTX_STEP) * CTX_STEP)
 
 
-def choose(
-    day: DayFacts,
-    settings: OllamaSettings,
-    *,
-    num_ctx: int = NUM_CTX,
-    num_predict: int = NUM_PREDICT,
-    timeout: httpx.Timeout | float = TIMEOUT,
-) -> Outcome:
+def options(seed: int, temperature: float, num_ctx: int, num_predict: int) -> dict[str, Any]:
+    return {"temperature": temperature, "seed": seed, "num_ctx": num_ctx, "num_predict": num_predict}
+
+
+def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | float | None = None) -> Outcome:
     """Ask the model for a plan; every problem ends in `Outcome.failure`, never in an exception."""
     started = time.perf_counter()
-    prompt = prompts.fit(day, budget_tokens=num_ctx - num_predict - CONTEXT_MARGIN)
+    prompt = prompts.fit(day, settings.max_num_ctx, margin=CONTEXT_MARGIN)
     if prompt is None:
-        failure = Failure("prompt_too_long", f"the facts do not fit in num_ctx={num_ctx}")
+        needed = prompts.render(day)
+        failure = Failure("prompt_too_long", f"the facts take {needed.tokens} prompt tokens plus {needed.num_predict} for the "
+                                             f"answer, more than OLLAMA_NUM_CTX={settings.max_num_ctx}")
         return Outcome(None, failure=failure, seconds=time.perf_counter() - started)
     outcome = Outcome(prompt)
     client, problem = _client(settings, timeout)
@@ -110,62 +137,75 @@ def choose(
         outcome.failure = Failure("ollama_error", problem[:300])
         outcome.seconds = time.perf_counter() - started
         return outcome
-    messages = list(prompt.messages)
     try:
-        for retry in (False, True):
-            attempt = _ask(client, settings, messages, prompt, num_ctx, num_predict)
-            outcome.attempts.append(attempt)
-            if attempt.plan is not None:
-                outcome.plan = attempt.plan
-                break
+        num_ctx = context_for(prompt, settings.max_num_ctx)
+        attempt = _ask(client, settings, prompt, SEED, 0.0, num_ctx)
+        outcome.attempts.append(attempt)
+        if attempt.failure is not None and attempt.failure.code in RETRYABLE:
+            retry = _retry_prompt(day, prompt, attempt.failure, settings)
+            if retry is not None:
+                prompt, num_ctx = retry
+                outcome.prompt = prompt
+                attempt = _ask(client, settings, prompt, RETRY_SEED, RETRY_TEMPERATURE, num_ctx)
+                outcome.attempts.append(attempt)
+        if attempt.plan is not None:
+            outcome.plan = attempt.plan
+        else:
             assert attempt.failure is not None
-            if retry or attempt.failure.code not in RETRYABLE:
-                detail = f"{attempt.failure.detail} (after one retry)" if retry else attempt.failure.detail
-                outcome.failure = Failure(attempt.failure.code, detail)
-                break
-            messages = [*messages, {"role": "assistant", "content": attempt.content or ""},
-                        prompts.retry_message(_retry_problem(attempt.failure))]
+            retried = len(outcome.attempts) > 1
+            detail = f"{attempt.failure.detail} (after one retry)" if retried else attempt.failure.detail
+            outcome.failure = Failure(attempt.failure.code, detail)
     finally:
         client.close()
         outcome.seconds = time.perf_counter() - started
     return outcome
 
 
-def _client(settings: OllamaSettings, timeout: httpx.Timeout | float) -> tuple[ollama.Client | None, str]:
+def _retry_prompt(day: DayFacts, prompt: prompts.Prompt, failure: Failure,
+                  settings: OllamaSettings) -> tuple[prompts.Prompt, int] | None:
+    """The second request: what it changes depends on what went wrong (None: nothing worth retrying)."""
+    if failure.code == "truncated":
+        smaller = prompts.fit(day, settings.max_num_ctx, ask=prompts.SMALLER_ASK, margin=CONTEXT_MARGIN)
+        if smaller is None:
+            return None
+        smaller = smaller.with_note("it was cut off before the JSON object was complete; write less.")
+        return smaller, context_for(smaller, settings.max_num_ctx)
+    if failure.code == "context_overflow":
+        larger = min(settings.max_num_ctx, 2 * context_for(prompt, settings.max_num_ctx))
+        if larger <= context_for(prompt, settings.max_num_ctx):
+            return None
+        return prompt, larger
+    retry = prompt.with_note(failure.detail)
+    return retry, context_for(retry, settings.max_num_ctx)
+
+
+def _client(settings: OllamaSettings, timeout: httpx.Timeout | float | None) -> tuple[ollama.Client | None, str]:
     """The Ollama client, or why OLLAMA_BASE_URL cannot give one. A daily job treats a malformed URL like
     an Ollama that is down: the standard briefing still goes out, with the reason."""
     if settings.url_problem:
         return None, settings.url_problem
+    if timeout is None:
+        timeout = httpx.Timeout(connect=5.0, read=settings.timeout, write=10.0, pool=5.0)
     try:
         return ollama.Client(host=settings.base_url, timeout=timeout), ""
     except ValueError as exc:
         return None, f"OLLAMA_BASE_URL {settings.base_url!r} is not a valid URL ({exc})"
 
 
-def _retry_problem(failure: Failure) -> str:
-    if failure.code == "truncated":
-        return "it was cut off before the JSON object was complete; keep the comments shorter."
-    return failure.detail
-
-
-def _ask(
-    client: ollama.Client,
-    settings: OllamaSettings,
-    messages: list[dict[str, str]],
-    prompt: prompts.Prompt,
-    num_ctx: int,
-    num_predict: int,
-) -> Attempt:
+def _ask(client: ollama.Client, settings: OllamaSettings, prompt: prompts.Prompt, seed: int, temperature: float,
+         num_ctx: int) -> Attempt:
     started = time.perf_counter()
     model = settings.model
+    sent = dict(seed=seed, temperature=temperature, num_ctx=num_ctx, num_predict=prompt.num_predict,
+                counted_tokens=prompt.tokens)
 
     def failed(code: str, detail: str, content: str | None = None, **metrics: Any) -> Attempt:
-        return Attempt(content, seconds=time.perf_counter() - started, failure=Failure(code, detail), **metrics)
+        return Attempt(content, **sent, seconds=time.perf_counter() - started, failure=Failure(code, detail), **metrics)
 
     try:
         response = client.chat(
-            model=model, messages=messages, stream=False, format=prompt.schema,
-            options=options(num_ctx, num_predict),
+            model=model, messages=prompt.messages, stream=False, format=prompt.schema,
+            options=options(seed, temperature, num_ctx, prompt.num_predict),
         )
     except ollama.ResponseError as exc:
         if exc.status_code == 404:
@@ -174,7 +214,7 @@ def _ask(
     except ConnectionError:
         return failed("ollama_unreachable", f"no Ollama server answered at {settings.base_url}")
     except httpx.TimeoutException as exc:
-        return failed("timeout", f"Ollama did not answer in time ({type(exc).__name__})")
+        return failed("timeout", f"Ollama did not answer within {settings.timeout:g}s ({type(exc).__name__})")
     except (httpx.HTTPError, ValidationError, ValueError) as exc:  # a broken response or transport
         return failed("ollama_error", f"{type(exc).__name__}: {exc}"[:300])
 
@@ -184,7 +224,7 @@ def _ask(
         prompt_tokens=response.prompt_eval_count,
         completion_tokens=response.eval_count,
     )
-    if response.prompt_eval_count is not None and response.prompt_eval_count > num_ctx - num_predict:
+    if response.prompt_eval_count is not None and response.prompt_eval_count > num_ctx - prompt.num_predict:
         return failed(
             "context_overflow",
             f"the prompt took {response.prompt_eval_count} of num_ctx={num_ctx} tokens; Ollama may have truncated it",
@@ -197,11 +237,11 @@ def _ask(
         return failed("truncated", "the answer hit the token limit (done_reason=length)", content, **metrics)
     if problem:
         return failed(*problem, content, **metrics)
-    return Attempt(content, plan, seconds=time.perf_counter() - started, **metrics)
+    return Attempt(content, **sent, plan=plan, seconds=time.perf_counter() - started, **metrics)
 
 
 def _parse(content: str, prompt: prompts.Prompt) -> tuple[prompts.Plan | None, tuple[str, str] | None]:
-    """The plan in a valid answer, or what is wrong with it (a failure code and a detail)."""
+    """The plan in a valid answer, or what is wrong with it (a failure code and a short detail)."""
     text = content.strip()
     if not text:
         return None, ("empty_answer", "the answer was empty")
@@ -214,15 +254,12 @@ def _parse(content: str, prompt: prompts.Prompt) -> tuple[prompts.Plan | None, t
     try:
         answer = prompt.answer.model_validate_json(text)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False)
         ids = set(prompt.day.ids)
-        unknown = [
-            e for e in exc.errors(include_url=False)
-            if e["loc"] and e["loc"][-1] == "fact_id" and e.get("input") not in ids
-        ]
-        lines = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        unknown = sorted({repr(str(e.get("input"))[:40]) for e in errors
+                          if e["loc"] and e["loc"][-1] == "fact_id" and e.get("input") not in ids})
+        lines = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:3])
         if unknown:
-            cited = ", ".join(sorted({repr(str(e.get("input"))[:40]) for e in unknown}))
-            return None, ("unknown_fact_id", f"the answer cites fact ids that do not exist ({cited}); {lines}")
+            return None, ("unknown_fact_id", f"it cites fact ids that do not exist ({', '.join(unknown)}); {lines}")
         return None, ("schema_violation", lines)
     return prompts.Plan.from_answer(answer), None

@@ -16,6 +16,24 @@ from warehouse import ConfigError
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 DEFAULT_OLLAMA_MODEL = "llama3.2:1b"
+# The largest context the briefing may ask for; it asks for less whenever the prompt allows (faster on a CPU).
+DEFAULT_MAX_NUM_CTX = 8192
+# How long one answer may take. A complete answer is a few hundred tokens and num_predict caps it, so even
+# llama3.2:1b on a two-core runner answers well within this; a stuck server costs this much, not more.
+DEFAULT_TIMEOUT_S = 90.0
+
+
+def _positive(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be greater than zero")
+    return value
 
 
 def _required(name: str) -> str:
@@ -32,12 +50,16 @@ class OllamaSettings:
 
     base_url: str
     model: str
+    max_num_ctx: int = DEFAULT_MAX_NUM_CTX  # OLLAMA_NUM_CTX: the model's (or the machine's) context limit
+    timeout: float = DEFAULT_TIMEOUT_S  # OLLAMA_TIMEOUT, seconds
 
     @classmethod
     def from_env(cls) -> "OllamaSettings":
         return cls(
             base_url=os.environ.get("OLLAMA_BASE_URL", "").strip() or DEFAULT_OLLAMA_URL,
             model=os.environ.get("OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL,
+            max_num_ctx=int(_positive("OLLAMA_NUM_CTX", DEFAULT_MAX_NUM_CTX)),
+            timeout=_positive("OLLAMA_TIMEOUT", DEFAULT_TIMEOUT_S),
         )
 
     @property

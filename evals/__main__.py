@@ -1,0 +1,5 @@
+import sys
+
+from evals.harness import main
+
+sys.exit(main())

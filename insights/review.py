@@ -25,11 +25,10 @@ from typing import Any
 
 from insights.facts import DayFacts, Fact
 from insights.policy import attention_ids, needs_attention
-from insights.prompt import COMMENT_CHARS, COMMENT_MAX, MAX_ACTIONS, Pick, Plan, Step
+from insights.prompt import COMMENT_MAX, MAX_ACTIONS, Pick, Plan, Step, comment_pattern
 from insights.text import plain_text, quantity_problem
 
 _WORD = re.compile(r"[a-z]+")
-_ALLOWED = re.compile(f"[{COMMENT_CHARS}]*")
 
 _STOPWORDS = frozenset(
     "a about above after again all also am an and any are as at be been before being below between both but by can "
@@ -67,12 +66,21 @@ def _subject(fact: Fact) -> str:
     return re.sub(r"\s*\(.*?\)", "", fact.title).strip().lower()
 
 
+def _garbled(text: str) -> bool:
+    """Letters that are not words: a run of single letters ("d a b e"), a word too long to be one, or the
+    same word again and again (a small model in a loop)."""
+    words = _WORD.findall(text.lower())
+    singles = [w for w in words if len(w) == 1 and w not in ("a", "i")]
+    content = [w for w in words if w not in _STOPWORDS]
+    return len(singles) > 1 or any(len(w) > 20 for w in words) or any(content.count(w) > 2 for w in set(content))
+
+
 def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX) -> str | None:
     """Why `comment` on `fact` is not worth showing, or None."""
     shown = plain_text(comment)
     if not shown:
         return "empty"
-    if len(shown) > limit or not _ALLOWED.fullmatch(shown):
+    if not re.fullmatch(comment_pattern(limit), shown) or _garbled(shown):
         return f"not {limit} characters of plain words"
     problem = quantity_problem(comment)
     if problem:

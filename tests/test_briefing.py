@@ -252,7 +252,7 @@ def test_a_cut_off_answer_is_retried_with_a_smaller_ask(briefing: Briefing) -> N
     first, second = briefing.ollama.chats
     assert second.body["options"]["num_predict"] < first.body["options"]["num_predict"]
     comment = second.body["format"]["properties"]["headline"]["properties"]["comment"]
-    assert comment["pattern"].endswith("{0,40}$")
+    assert comment["pattern"].endswith("{0,39})?$")  # 40 characters
     assert second.body["format"]["properties"]["highlights"]["maxItems"] < first.body["format"]["properties"]["highlights"]["maxItems"]
     [row] = briefing.summaries("duckdb")
     assert row["used_fallback"] is False, row["fallback_reason"]

@@ -39,9 +39,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from evals.ollama_http import Exchange, OllamaError, OllamaHttp, now, parse_body
 
 VERSION = "0.6.8"  # the Ollama release whose behaviour this server follows
 DEFAULT_MODEL = "smollm2:135m"
@@ -51,12 +52,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "typical_p": 1.0, "repeat_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": -1, "stop": None,
 }
 _INTEGER_OPTIONS = ("num_ctx", "num_predict", "num_keep", "top_k", "seed")
-
-
-class ServerError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def smollm2_path() -> Path | None:
@@ -198,8 +193,8 @@ def _grammar(fmt: Any) -> Any:
         try:
             return LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
         except Exception as exc:  # the converter's own refusal
-            raise ServerError(500, f"invalid JSON schema in format: {exc}") from None
-    raise ServerError(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
+            raise OllamaError(500, f"invalid JSON schema in format: {exc}") from None
+    raise OllamaError(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
 
 
 def _options(raw: Any) -> dict[str, Any]:
@@ -211,52 +206,19 @@ def _options(raw: Any) -> dict[str, Any]:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise ServerError(500, f'option "{name}" must be of type integer')
+                raise OllamaError(500, f'option "{name}" must be of type integer')
         options[name] = value
     return options
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+class OllamaServer(OllamaHttp):
+    """Ollama's routes over one or more `Runner`s."""
 
-
-class OllamaServer:
-    """The HTTP front: Ollama's routes over one or more `Runner`s."""
+    name = "ollama-llamacpp"
 
     def __init__(self, runners: dict[str, Runner], host: str = "127.0.0.1", port: int = 0, log: bool = False) -> None:
+        super().__init__(host, port, log)
         self.runners = runners
-        self.log = log
-        self.requests = 0
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "OllamaServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-llamacpp", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> "OllamaServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    # ------------------------------------------------------------------ routes
 
     def _tag(self, runner: Runner) -> dict[str, Any]:
         size = runner.path.stat().st_size
@@ -282,17 +244,39 @@ class OllamaServer:
     def _runner(self, body: dict[str, Any]) -> Runner:
         model = body.get("model") or body.get("name") or ""
         if not model:
-            raise ServerError(400, "model is required")
+            raise OllamaError(400, "model is required")
         runner = self.runners.get(model) or self.runners.get(model.removesuffix(":latest"))
         if runner is None:
-            raise ServerError(404, f'model "{model}" not found, try pulling it first')
+            raise OllamaError(404, f'model "{model}" not found, try pulling it first')
         return runner
 
-    def complete(self, body: dict[str, Any], chat: bool, send_chunk: Any) -> dict[str, Any] | None:
+    def route(self, exchange: Exchange, method: str, path: str, raw: bytes) -> None:
+        if path == "/" and method in ("GET", "HEAD"):
+            return exchange.send_text("Ollama is running")
+        if path == "/api/version" and method in ("GET", "HEAD"):
+            return exchange.send_json({"version": VERSION})
+        if path == "/api/tags" and method in ("GET", "HEAD"):
+            return exchange.send_json({"models": [self._tag(r) for r in self.runners.values()]})
+        if path == "/api/ps" and method == "GET":
+            return exchange.send_json({"models": [self._tag(r) | {"expires_at": now(), "size_vram": 0}
+                                                  for r in self.runners.values()]})
+        if method != "POST":
+            raise OllamaError(404, "404 page not found")
+        body = parse_body(raw)
+        if path == "/api/show":
+            model = body.get("model") or body.get("name") or ""
+            if model not in self.runners:
+                raise OllamaError(404, f"model '{model}' not found")
+            return exchange.send_json(self._show(self.runners[model]))
+        if path in ("/api/chat", "/api/generate"):
+            return self._complete(exchange, body, chat=path == "/api/chat")
+        raise OllamaError(404, "404 page not found")
+
+    def _complete(self, exchange: Exchange, body: dict[str, Any], chat: bool) -> None:
         runner = self._runner(body)
         options = _options(body.get("options"))
         grammar = _grammar(body.get("format"))
-        head = {"model": body["model"], "created_at": _now()}
+        head = {"model": body["model"], "created_at": now()}
         field = "message" if chat else "response"
 
         def wrap(text: str) -> Any:
@@ -302,16 +286,18 @@ class OllamaServer:
             messages = body.get("messages") or []
             if not messages:
                 reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
-                return {**head, "message": wrap(""), "done": True, "done_reason": reason}
+                return exchange.send_json({**head, "message": wrap(""), "done": True, "done_reason": reason})
             prompt = runner.render(messages)
         else:
             prompt = str(body.get("prompt") or "")
         streaming = body.get("stream", True) is not False
+        if streaming:
+            exchange.start_stream()
         started = time.perf_counter_ns()
         with runner.lock:
             result = runner.generate(
                 prompt, options, grammar,
-                stream=(lambda piece: send_chunk({**head, field: wrap(piece), "done": False})) if streaming else None,
+                stream=(lambda piece: exchange.line({**head, field: wrap(piece), "done": False})) if streaming else None,
             )
         if result.truncated:
             print(f"warning: truncating input prompt limit={options['num_ctx']} keep={options['num_keep']}", file=sys.stderr)
@@ -321,109 +307,7 @@ class OllamaServer:
             "prompt_eval_count": result.prompt_eval_count, "prompt_eval_duration": result.prompt_ns,
             "eval_count": result.eval_count, "eval_duration": result.eval_ns,
         }
-        if streaming:
-            send_chunk(final)
-            return None
-        return final
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "ollama-llamacpp"
-
-            def log_message(self, fmt: str, *args: Any) -> None:
-                if server.log:
-                    super().log_message(fmt, *args)
-
-            def do_HEAD(self) -> None:
-                self._dispatch("HEAD")
-
-            def do_GET(self) -> None:
-                self._dispatch("GET")
-
-            def do_POST(self) -> None:
-                self._dispatch("POST")
-
-            def _dispatch(self, method: str) -> None:
-                server.requests += 1
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                path = self.path.split("?", 1)[0]
-                self._streaming = False
-                try:
-                    self._route(method, path, raw)
-                except ServerError as exc:
-                    if self._streaming:
-                        self._line({"error": exc.message})
-                    else:
-                        self.send_json({"error": exc.message}, exc.status)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _route(self, method: str, path: str, raw: bytes) -> None:
-                if path == "/" and method in ("GET", "HEAD"):
-                    return self.send_body(b"Ollama is running", "text/plain; charset=utf-8")
-                if path == "/api/version" and method in ("GET", "HEAD"):
-                    return self.send_json({"version": VERSION})
-                if path == "/api/tags" and method in ("GET", "HEAD"):
-                    return self.send_json({"models": [server._tag(r) for r in server.runners.values()]})
-                if path == "/api/ps" and method == "GET":
-                    return self.send_json({"models": [server._tag(r) | {"expires_at": _now(), "size_vram": 0}
-                                                      for r in server.runners.values()]})
-                if method != "POST":
-                    raise ServerError(404, "404 page not found")
-                if not raw:
-                    raise ServerError(400, "missing request body")
-                try:
-                    body = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise ServerError(400, str(exc)) from None
-                if not isinstance(body, dict):
-                    raise ServerError(400, "json: cannot unmarshal into Go value")
-                if path == "/api/show":
-                    model = body.get("model") or body.get("name") or ""
-                    runner = server.runners.get(model)
-                    if runner is None:
-                        raise ServerError(404, f"model '{model}' not found")
-                    return self.send_json(server._show(runner))
-                if path in ("/api/chat", "/api/generate"):
-                    if body.get("stream", True) is not False:
-                        server._runner(body)  # a missing model is an HTTP error before the stream starts
-                        _options(body.get("options"))
-                        _grammar(body.get("format"))
-                        self._start_stream()
-                    final = server.complete(body, chat=path == "/api/chat", send_chunk=self._line)
-                    if final is not None:
-                        self.send_json(final)
-                    return None
-                raise ServerError(404, "404 page not found")
-
-            def send_body(self, body: bytes, content_type: str, status: int = 200) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def send_json(self, payload: Any, status: int = 200) -> None:
-                self.send_body(json.dumps(payload).encode(), "application/json; charset=utf-8", status)
-
-            def _start_stream(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                self._streaming = True
-
-            def _line(self, payload: dict[str, Any]) -> None:
-                self.wfile.write(json.dumps(payload).encode() + b"\n")
-                self.wfile.flush()
-
-        return Handler
+        return exchange.line(final) if streaming else exchange.send_json(final)
 
 
 def load(models: dict[str, Path], threads: int | None = None) -> dict[str, Runner]:

@@ -9,9 +9,10 @@ plan becomes a message it is settled here:
 - a comment is kept only if it adds something a reader can use. It is dropped,
   and the rest of the answer kept, when it is empty, too long or not plain words,
   states a quantity (a figure, a number word such as "one" or "doubled", a
-  numeral) or carries a link, is generic ("Worth a look today"), only repeats its
-  fact, or talks about another fact's subject ("The top seller is the largest
-  stage" under the stage fact).
+  numeral) or carries a link, is unfinished ("Deal won by owner:"), is generic
+  ("Worth a look today"), only repeats its fact or step, talks about another
+  fact's subject ("The top seller is the largest stage" under the stage fact), or
+  is the same remark the model put on several facts.
 
 Each dropped comment is recorded with its reason, so `ai_summaries` and
 `make eval` can tell how much the model's words were worth.
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from insights.facts import DayFacts, Fact
-from insights.policy import attention_ids, needs_attention
+from insights.policy import ACTIONS, attention_ids, needs_attention
 from insights.prompt import COMMENT_MAX, MAX_ACTIONS, Pick, Plan, Step, comment_pattern
 from insights.text import plain_text, quantity_problem
 
@@ -44,7 +45,8 @@ _GENERIC = frozenset(
     "update updates highlight highlights briefing summary remark comment matter matters focus consider considering "
     "strong solid well done excellent work team overall thing things everything fine ok okay job wow cool awesome "
     "congratulations congrats vital crucial critical relevant useful helpful noted nothing something mention "
-    "mentioning remember reminder please see data figure figures number numbers value values trend trends".split()
+    "mentioning remember reminder please see data figure figures number numbers value values trend trends example "
+    "examples business company use using used way ways help helps information insight insights how show shows".split()
 )
 
 
@@ -75,22 +77,27 @@ def _garbled(text: str) -> bool:
     return len(singles) > 1 or any(len(w) > 20 for w in words) or any(content.count(w) > 2 for w in set(content))
 
 
-def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX) -> str | None:
-    """Why `comment` on `fact` is not worth showing, or None."""
+def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX, action: str | None = None) -> str | None:
+    """Why `comment` on `fact` (and on `action`, for a next step) is not worth showing, or None."""
     shown = plain_text(comment)
     if not shown:
         return "empty"
     if not re.fullmatch(comment_pattern(limit), shown) or _garbled(shown):
         return f"not {limit} characters of plain words"
+    if shown[-1] in ":;,'":
+        return "unfinished"
     problem = quantity_problem(comment)
     if problem:
         return problem
     content = _words(shown)
     if not content - _GENERIC_STEMS:
         return "generic"
-    own = _words(f"{fact.title} {fact.prompt_text()}")
+    said = f"{fact.title} {fact.prompt_text()}"
+    if action is not None:
+        said += f" {action.replace('_', ' ')} {ACTIONS.get(action, '')}"
+    own = _words(said)
     if content <= own | _GENERIC_STEMS:
-        return "repeats the fact"
+        return "repeats the fact" if action is None else "repeats the step"
     text = f" {' '.join(_WORD.findall(shown.lower()))} "
     own_text = f" {' '.join(_WORD.findall((fact.title + ' ' + fact.prompt_text()).lower()))} "
     for other in day.facts:
@@ -130,11 +137,19 @@ def settle(plan: Plan, day: DayFacts) -> Review:
     shown: set[str] = set()
     known = set(day.ids)
 
+    # A remark the model put on several facts is about none of them.
+    said = [plain_text(p.comment).lower() for p in plan.picks() if plain_text(p.comment)]
+    everywhere = {c for c in said if said.count(c) > 1}
+
     def reviewed(pick: Pick | Step) -> Pick | Step:
         nonlocal kept
         if not pick.comment:
             return pick
-        problem = comment_problem(pick.comment, day.get(pick.fact_id), day)
+        if plain_text(pick.comment).lower() in everywhere:
+            dropped.append(Dropped(pick.fact_id, pick.comment, "the same remark on several facts"))
+            return replace(pick, comment="")
+        problem = comment_problem(pick.comment, day.get(pick.fact_id), day,
+                                  action=pick.action if isinstance(pick, Step) else None)
         if problem:
             dropped.append(Dropped(pick.fact_id, pick.comment, problem))
             return replace(pick, comment="")

@@ -46,11 +46,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import regex
+
+from evals.ollama_http import Exchange, OllamaError, OllamaHttp, now, parse_body
 
 DEFAULT_MODEL = "llama3.2:1b"
 DEFAULT_NUM_CTX = 4096
@@ -211,15 +212,12 @@ def llama3_template(messages: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-class _Error(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+class OllamaEmulator(OllamaHttp):
+    name = "ollama-emulator"
 
-
-class OllamaEmulator:
     def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1",
                  port: int = 0, token_factor: int = 1, remark: str = REMARK):
+        super().__init__(host, port)
         self.models = list(models)
         self.version = version
         self.remark = remark  # what the emulated model writes in every string of its default answer
@@ -227,36 +225,10 @@ class OllamaEmulator:
         self.requests: list[Request] = []
         self._replies: list[Reply] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "OllamaEmulator":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-emulator", daemon=True)
-        self._thread.start()
-        return self
 
     def down(self) -> None:
         """Stop listening: the client now gets a refused connection, as with Ollama not running."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread = None
-        self._server.server_close()
-
-    stop = down
-
-    def __enter__(self) -> "OllamaEmulator":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
+        self.stop()
 
     # ------------------------------------------------------------------ scripting
 
@@ -274,72 +246,9 @@ class OllamaEmulator:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "ollama-emulator"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_HEAD(self) -> None:
-                self._dispatch("HEAD")
-
-            def do_GET(self) -> None:
-                self._dispatch("GET")
-
-            def do_POST(self) -> None:
-                self._dispatch("POST")
-
-            def do_DELETE(self) -> None:
-                self._dispatch("DELETE")
-
-            def _dispatch(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                record = Request(method, self.path.split("?", 1)[0])
-                emulator.requests.append(record)
-                try:
-                    emulator._route(self, record, raw)
-                except _Error as exc:
-                    self.send_json({"error": exc.message}, exc.status)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-                    pass
-
-            def send_json(self, payload: Any, status: int = 200) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def send_text(self, text: str, status: int = 200) -> None:
-                body = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def send_ndjson(self, chunks: list[dict[str, Any]]) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for chunk in chunks:
-                    self.wfile.write(json.dumps(chunk).encode() + b"\n")
-                    self.wfile.flush()
-                self.close_connection = True
-
-        return Handler
-
-    def _route(self, h: Any, record: Request, raw: bytes) -> None:
-        path, method = record.path, record.method
+    def route(self, h: Exchange, method: str, path: str, raw: bytes) -> None:
+        record = Request(method, path)
+        self.requests.append(record)
         if path == "/" and method in ("GET", "HEAD"):
             return h.send_text("Ollama is running")
         if path == "/api/version" and method in ("GET", "HEAD"):
@@ -347,15 +256,15 @@ class OllamaEmulator:
         if path == "/api/tags" and method in ("GET", "HEAD"):
             return h.send_json({"models": [self._tag(m) for m in self.models]})
         if path == "/api/ps" and method == "GET":
-            return h.send_json({"models": [self._tag(m) | {"expires_at": _now(), "size_vram": 0} for m in self.models]})
+            return h.send_json({"models": [self._tag(m) | {"expires_at": now(), "size_vram": 0} for m in self.models]})
         if method != "POST":
-            raise _Error(404, "404 page not found")
-        body = self._parse(raw)
+            raise OllamaError(404, "404 page not found")
+        body = parse_body(raw)
         record.body = body
         if path == "/api/show":
             model = body.get("model") or body.get("name") or ""
             if model not in self.models:
-                raise _Error(404, f"model '{model}' not found")
+                raise OllamaError(404, f"model '{model}' not found")
             return h.send_json(self._show(model))
         if path == "/api/pull":
             model = body.get("model") or body.get("name") or ""
@@ -363,41 +272,32 @@ class OllamaEmulator:
                 self.models.append(model)
             if body.get("stream") is False:
                 return h.send_json({"status": "success"})
-            return h.send_ndjson([{"status": s} for s in ("pulling manifest", "verifying sha256 digest", "writing manifest", "success")])
+            h.start_stream()
+            for status in ("pulling manifest", "verifying sha256 digest", "writing manifest", "success"):
+                h.line({"status": status})
+            return None
         if path in ("/api/chat", "/api/generate"):
             return self._complete(h, record, body, chat=path == "/api/chat")
-        raise _Error(404, "404 page not found")
+        raise OllamaError(404, "404 page not found")
 
-    @staticmethod
-    def _parse(raw: bytes) -> dict[str, Any]:
-        if not raw:
-            raise _Error(400, "missing request body")
-        try:
-            body = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _Error(400, str(exc)) from None
-        if not isinstance(body, dict):
-            raise _Error(400, "json: cannot unmarshal into Go value of type api.ChatRequest")
-        return body
-
-    def _complete(self, h: Any, record: Request, body: dict[str, Any], *, chat: bool) -> None:
+    def _complete(self, h: Exchange, record: Request, body: dict[str, Any], *, chat: bool) -> None:
         model = body.get("model") or ""
         if not model:
-            raise _Error(400, "model is required")
+            raise OllamaError(400, "model is required")
         if model not in self.models:
-            raise _Error(404, f'model "{model}" not found, try pulling it first')
+            raise OllamaError(404, f'model "{model}" not found, try pulling it first')
         fmt = body.get("format")
         if fmt not in (None, "", "json") and not isinstance(fmt, dict):
-            raise _Error(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
+            raise OllamaError(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
         options = body.get("options") or {}
         for name in ("num_ctx", "num_predict", "seed"):
             if name in options and not isinstance(options[name], int):
-                raise _Error(500, f'option "{name}" must be of type integer')
+                raise OllamaError(500, f'option "{name}" must be of type integer')
         num_ctx = options.get("num_ctx", DEFAULT_NUM_CTX)
         messages = body.get("messages") or []
         if chat and not messages:
             reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
-            return h.send_json({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+            return h.send_json({"model": model, "created_at": now(), "message": {"role": "assistant", "content": ""},
                                 "done": True, "done_reason": reason})
         prompt = llama3_template(messages) if chat else str(body.get("prompt", ""))
         prompt_tokens = count_tokens(prompt) * self.token_factor
@@ -409,7 +309,7 @@ class OllamaEmulator:
         if reply.delay:
             time.sleep(reply.delay)
         if reply.error is not None:
-            raise _Error(reply.status, reply.error)
+            raise OllamaError(reply.status, reply.error)
         content = reply.content
         if content is None:
             default = answer_from_schema(fmt, self.remark) if isinstance(fmt, dict) else {"answer": self.remark}
@@ -431,7 +331,7 @@ class OllamaEmulator:
             "eval_count": eval_count,
             "eval_duration": eval_count * 20_000_000,
         }
-        head = {"model": model, "created_at": _now()}
+        head = {"model": model, "created_at": now()}
         field_name = "message" if chat else "response"
 
         def piece(text: str) -> Any:
@@ -444,7 +344,10 @@ class OllamaEmulator:
         step = max(1, len(content) // 3)
         chunks = [{**head, field_name: piece(content[i:i + step]), "done": False} for i in range(0, len(content), step)]
         chunks.append({**final, field_name: piece("")})
-        return h.send_ndjson(chunks)
+        h.start_stream()
+        for chunk in chunks:
+            h.line(chunk)
+        return None
 
     @staticmethod
     def _tag(model: str) -> dict[str, Any]:
@@ -465,10 +368,6 @@ class OllamaEmulator:
         }
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Serve the Ollama emulator in the foreground.")
     parser.add_argument("--port", type=int, default=11434)
@@ -477,7 +376,7 @@ def main() -> None:
     emulator = OllamaEmulator(tuple(args.model or [DEFAULT_MODEL]), port=args.port)
     print(f"export OLLAMA_BASE_URL={emulator.url}", flush=True)
     try:
-        emulator._server.serve_forever()
+        emulator.serve_forever()
     except KeyboardInterrupt:
         pass
 

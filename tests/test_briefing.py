@@ -38,6 +38,9 @@ REPORT_DATE = "2026-11-20"  # the sandbox org's "today"
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*%?[KMB]?")
 REMARK = "Worth raising in the standup"
+# Remarks a useful model would write, a different one on each fact (the same remark everywhere is dropped).
+REMARKS = (REMARK, "Owners should hear about this early", "Ask the reps what is behind it", "Check the forecast before friday",
+           "Pair the newer reps with seniors on these", "Make it the first topic on monday")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,15 +95,17 @@ def printed_message(stdout: str) -> str:
 
 def answer(headline: str, highlights: tuple[str, ...] = (), risks: tuple[str, ...] = (),
            actions: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """A model answer choosing these fact ids."""
+    """A model answer choosing these fact ids, with a different remark on each (REMARK on the headline)."""
+    remarks = iter(REMARKS * 3)
+
     def pick(fact_id: str) -> dict[str, str]:
-        return {"fact_id": fact_id, "comment": REMARK}
+        return {"fact_id": fact_id, "comment": next(remarks)}
 
     return {
         "headline": pick(headline),
         "highlights": [pick(f) for f in highlights],
         "risks": [pick(f) for f in risks],
-        "actions": [{"fact_id": f, "action": a, "comment": REMARK} for f, a in actions],
+        "actions": [{"fact_id": f, "action": a, "comment": next(remarks)} for f, a in actions],
     }
 
 
@@ -344,7 +349,7 @@ def test_an_over_long_comment_that_ollama_lets_through_costs_only_that_comment(b
     assert review["comments_dropped"] == [{"fact_id": "open_pipeline", "comment": long_comment,
                                            "reason": "not 80 characters of plain words"}]
     message = printed_message(result.stdout)
-    assert long_comment[:40] not in message and REMARK in message
+    assert long_comment[:40] not in message and REMARKS[1] in message
     assert message.split("\n")[2].startswith("*Open pipeline is ")
 
 
@@ -407,7 +412,7 @@ def test_a_comment_with_a_number_word_is_dropped_and_the_answer_used(briefing: B
     [row] = briefing.summaries("duckdb")
     assert row["used_fallback"] is False, row["fallback_reason"]
     message = printed_message(result.stdout)
-    assert "big ones" not in message and REMARK in message and "picked and annotated by the AI assistant" in message
+    assert "big ones" not in message and REMARKS[1] in message and "picked and annotated by the AI assistant" in message
     [dropped] = json.loads(row["review_json"])["comments_dropped"]
     assert dropped["fact_id"] == "deals_won" and dropped["reason"] == "it states a quantity ('one')"
 

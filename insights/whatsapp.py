@@ -157,7 +157,7 @@ def send_briefing(
     content_hash = body_hash(body)
     sender = whatsapp_address(settings.from_number)
     ledger = DeliveryLedger(target)
-    client = _client(settings, timeout)
+    client = twilio_client(settings, timeout)
     check_credentials(client, settings)
     with ledger.claim_warehouse():
         ledger.ensure_table()
@@ -221,19 +221,23 @@ def explain(code: int | None, message: str | None = None) -> str:
     return f"Twilio error {code or 'without a code'}: {detail or 'no details'}{link}"
 
 
-def check_credentials(client: Client, settings: TwilioSettings) -> None:
+def check_credentials(client: Client, settings: TwilioSettings, *, strict: bool = False) -> None:
     """Fetch the account: Twilio's cheapest authenticated read. `ConfigError` when the credentials are refused.
 
-    Any other failure (Twilio unreachable, a 5xx) is left to the sends, which
-    report it per recipient.
+    Any other failure (Twilio unreachable, a 5xx) is re-raised when `strict`,
+    else left to the sends, which report it per recipient.
     """
     try:
         client.api.v2010.accounts(settings.account_sid).fetch()
     except TwilioRestException as exc:
         if exc.status in (401, 403) or exc.code in (20003, 20404):
             raise ConfigError(explain(exc.code if exc.code in ERROR_EXPLANATIONS else 20003)) from None
+        if strict:
+            raise
         log.info("could not check the Twilio credentials: HTTP %s (code %s)", exc.status, exc.code)
     except (TwilioException, requests.exceptions.RequestException) as exc:
+        if strict:
+            raise
         log.info("could not check the Twilio credentials: %s", type(exc).__name__)
 
 
@@ -510,7 +514,8 @@ def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, messag
 # --------------------------------------------------------------------------- plumbing
 
 
-def _client(settings: TwilioSettings, timeout: float) -> Client:
+def twilio_client(settings: TwilioSettings, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Client:
+    """twilio-python's client with a timeout, its HTTP log kept quiet, and TWILIO_API_BASE applied."""
     http_log = logging.getLogger(f"{__name__}.http")
     if http_log.level == logging.NOTSET:
         # twilio-python logs every request at INFO; keep the run's log about deliveries.

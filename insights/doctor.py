@@ -6,7 +6,7 @@ A mistake found by the daily job itself shows up a minute in, after the
 extraction, dbt and the model; most of them are a variable away from being
 caught at once. Each check makes the cheapest real call that proves the
 setting works (a Zoho token refresh and one read per scope the pipeline uses,
-a write in a transaction that is rolled back, Twilio's account resource, Ollama's
+the CRM user's time zone, a write in a transaction that is rolled back, Twilio's account resource, Ollama's
 model list) and prints one line: what was checked, the result, and the fix.
 
     ok    the setting works
@@ -76,13 +76,14 @@ def check_timezone_and_zoho() -> list[Check]:
 
     try:
         client = _zoho_client()
-        org = (client.get("org") or {}).get("org", [{}])[0]
+        # The current user's time zone is the one Zoho writes datetimes in; users.READ is a scope the pipeline needs.
+        me = ((client.get("users", params={"type": "CurrentUser"}) or {}).get("users") or [{}])[0]
     except ConfigError as exc:
         return [*checks, Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables (see README)")]
     except Exception as exc:  # ZohoError carries Zoho's reason and the hint; never a secret
         return [*checks, Check("Zoho token refresh", "FAIL", _one_line(exc),
                                "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC")]
-    checks.append(Check("Zoho token refresh", "ok", f"org {org.get('company_name') or org.get('id') or '?'}"))
+    checks.append(Check("Zoho token refresh", "ok", f"signed in as {me.get('full_name') or me.get('email') or '?'}"))
 
     refused = []
     for path, params in ZOHO_PROBES:
@@ -92,15 +93,14 @@ def check_timezone_and_zoho() -> list[Check]:
             refused.append(f"{path}: {_one_line(exc)}")
     if refused:
         checks.append(Check("Zoho scopes", "FAIL", "; ".join(refused),
-                            "create the refresh token with ZohoCRM.modules.ALL,ZohoCRM.users.READ,"
-                            "ZohoCRM.settings.ALL,ZohoCRM.org.READ"))
+                            "generate the refresh token with the scopes listed in the README (Connect your Zoho org)"))
     else:
         checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users and settings readable"))
 
-    org_zone = org.get("time_zone")
+    org_zone = me.get("time_zone")
     if configured is not None:
         if not org_zone:
-            checks.append(Check("CRM_TIMEZONE", "warn", f"{configured}; Zoho did not say the org's time zone"))
+            checks.append(Check("CRM_TIMEZONE", "warn", f"{configured}; Zoho did not say the CRM user's time zone"))
         elif _same_zone(configured, org_zone, ZoneInfo):
             checks.append(Check("CRM_TIMEZONE", "ok", f"{configured}, as the org"))
         else:

@@ -27,6 +27,10 @@ step "Extracting Zoho CRM into zoho_raw"
 run "$BIN/python" -m pipelines.zoho --destination "$target"
 step "Building and testing the marts (dbt build)"
 run "$BIN/dbt" build --target "$target"
+if [ "$target" = postgres ]; then
+    step "Locking the project's schemas down (row level security, no access for Supabase's API roles)"
+    run "$BIN/python" -m warehouse.supabase lockdown
+fi
 step "Writing and sending the briefing"
 # shellcheck disable=SC2086
 run "$BIN/python" -m insights.deliver --target "$target" ${DELIVER_ARGS:-}

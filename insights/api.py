@@ -19,6 +19,7 @@ opens the warehouse file at all: it reads a private copy, taken when the file
 has changed (the copy is checked to be unchanged by a writer while it was
 made), and answers from memory between changes. On PostgreSQL, where readers
 and writers do not block each other, requests share a small connection pool.
+Either way an answer is at most RELOAD_INTERVAL_SECONDS older than the data.
 """
 
 from __future__ import annotations
@@ -323,7 +324,9 @@ class _DuckDBCopy(_Source):
     async def read(self, key: Hashable, query: Callable[[_Connection], T]) -> T:
         stamp = self._stamp()
         current = self._current
-        if (current is None or stamp != current.stamp) and time.monotonic() - self._last_try >= RELOAD_INTERVAL_SECONDS:
+        # Without a copy, wait for the one being made (the lock queues the requests); with one, serve it while
+        # a newer one is at most RELOAD_INTERVAL_SECONDS away.
+        if current is None or (stamp != current.stamp and time.monotonic() - self._last_try >= RELOAD_INTERVAL_SECONDS):
             await run_in_threadpool(self._refresh)
             current = self._current
         if current is None:
@@ -351,10 +354,12 @@ class _DuckDBCopy(_Source):
 
     def _refresh(self) -> None:
         with self._reload:
-            self._last_try = time.monotonic()
             stamp = self._stamp()
             if self._current is not None and stamp == self._current.stamp:
                 return  # another request refreshed it meanwhile
+            if self._problem is not None and time.monotonic() - self._last_try < RELOAD_INTERVAL_SECONDS:
+                return  # failed a moment ago: answer with that failure rather than copy again
+            self._last_try = time.monotonic()
             try:
                 fresh = self._copy()
             except WarehouseUnavailable as exc:
@@ -427,15 +432,27 @@ def _memo_or_error(copy: _Copy, key: Hashable, query: Callable[[_Connection], An
 
 class _PostgresPool(_Source):
     """Read-only, autocommit connections from a small pool: each query is its own short transaction,
-    so the API never holds a lock dbt would wait for."""
+    so the API never holds a lock dbt would wait for.
+
+    An answer is reused for RELOAD_INTERVAL_SECONDS, the same staleness as on DuckDB: a dashboard
+    polled by many clients costs the database a few queries a second, not one per request.
+    """
 
     def __init__(self) -> None:
         self._pool: Any = None
         self._guard = threading.Lock()
         self._slots = threading.BoundedSemaphore(POOL_SIZE)  # the pool raises rather than waits when empty
+        self._memo: dict[Hashable, tuple[float, Any]] = {}
 
     async def read(self, key: Hashable, query: Callable[[_Connection], T]) -> T:
-        return await run_in_threadpool(self._read, query)
+        now = time.monotonic()
+        if key in self._memo and self._memo[key][0] > now:
+            return self._memo[key][1]  # type: ignore[no-any-return]
+        answer = await run_in_threadpool(self._read, query)
+        if len(self._memo) >= MEMO_ENTRIES:
+            self._memo.clear()
+        self._memo[key] = (now + RELOAD_INTERVAL_SECONDS, answer)
+        return answer
 
     def _read(self, query: Callable[[_Connection], T]) -> T:
         with self._slots, self._connection() as conn:

@@ -33,19 +33,15 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping
 
 from insights import facts as facts_mod
 from insights import llm, store
 from insights.audit import Verdict, audit
 from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
 from insights.facts import DayFacts, fmt_date
-from insights.ledger import DeliveryBusy, DeliveryLedger
 from insights.settings import OllamaSettings, TwilioSettings
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors
-
-if TYPE_CHECKING:
-    from insights.whatsapp import Delivery
 
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
@@ -176,7 +172,7 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
                 error = f"error {d.error_code}: " if d.error_code else ""
                 explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""
                 _log(f"  {d.recipient}: {d.status}" + (f" {d.message_sid}" if d.message_sid else "") + explanation)
-            status, outcome_text = delivery_outcome(deliveries)
+            status, outcome_text = whatsapp.outcome(deliveries)
             note.append(outcome_text)
 
     kind = f"standard summary ({failure.code})" if failure else f"picked by {ollama.model}"
@@ -185,23 +181,6 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
         f"{length} characters, {outcome_text}"
     )
     return status
-
-
-def delivery_outcome(deliveries: Sequence["Delivery"]) -> tuple[int, str]:
-    """The exit status and the words for what happened to each recipient, e.g. "sent to 1, already sent to 1".
-
-    0 when every recipient has the briefing (sent now or by an earlier run), 1 when any does not or may not.
-    """
-    counts: dict[str, int] = {}
-    for d in deliveries:
-        counts[d.status] = counts.get(d.status, 0) + 1
-    words = {"sent": "sent to {}", "already_sent": "already sent to {}", "failed": "FAILED for {}",
-             "unknown": "outcome UNKNOWN for {}", "busy": "left to another running delivery for {}"}
-    parts = [words[s].format(n) for s, n in counts.items()]
-    text = ", ".join(parts) + f" of {len(deliveries)} recipient{'s' if len(deliveries) != 1 else ''}"
-    if set(counts) == {"already_sent"}:
-        text += "; nothing new was sent"
-    return (0 if set(counts) <= {"sent", "already_sent"} else 1), text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="build and store the briefing, print what would be sent, send nothing")
     parser.add_argument("--force", action="store_true", help="send again even to recipients who already got this day's briefing")
     args = parser.parse_args(argv)
+    from insights.ledger import DeliveryBusy, DeliveryLedger
+
     try:
         # One delivery at a time per DuckDB file: a second one stops here, before any work, with one clear line.
         with DeliveryLedger(args.target).claim_warehouse():

@@ -34,7 +34,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Collection, Literal, NamedTuple
+from typing import Collection, Literal, NamedTuple, Sequence
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -170,6 +170,23 @@ def send_briefing(
     for delivery in deliveries:
         _log_delivery(delivery, report_date)
     return deliveries
+
+
+def outcome(deliveries: Sequence[Delivery]) -> tuple[int, str]:
+    """The exit status and the words for what happened to each recipient, e.g. "sent to 1, already sent to 1".
+
+    0 when every recipient has the briefing (sent now or by an earlier run), 1 when any does not or may not.
+    """
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    words = {"sent": "sent to {}", "already_sent": "already sent to {}", "failed": "FAILED for {}",
+             "unknown": "outcome UNKNOWN for {}", "busy": "left to another running delivery for {}"}
+    parts = [words[s].format(n) for s, n in counts.items()]
+    text = ", ".join(parts) + f" of {len(deliveries)} recipient{'s' if len(deliveries) != 1 else ''}"
+    if set(counts) == {"already_sent"}:
+        text += "; nothing new was sent"
+    return (0 if set(counts) <= {"sent", "already_sent"} else 1), text
 
 
 def fit_body(message: str) -> str:

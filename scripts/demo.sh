@@ -39,7 +39,7 @@ t=$(now); "$BIN/python" -m pipelines.zoho --destination duckdb; took[extract]=$(
 
 step "Building and testing the marts (dbt build)"
 # One line per model and test as it finishes (dbt's own), without the START lines; pipefail keeps dbt's status.
-t=$(now); "$BIN/dbt" build --target duckdb 2>&1 | awk '/ [0-9]+ of [0-9]+ (OK|PASS|ERROR|FAIL|WARN|SKIP)|Completed|Done\.|Error|error/ { print; fflush() }'
+t=$(now); "$BIN/dbt" build --target duckdb 2>&1 | awk '/Running with dbt|Registered adapter|Found [0-9]|Concurrency| [0-9]+ of [0-9]+ (OK|PASS|ERROR|FAIL|WARN|SKIP)|Completed|Done\.|Error|error/ { print; fflush() }'
 took[dbt]=$(since "$t")
 
 step "KPIs from analytics.kpi_daily (the last complete day, the one the briefing covers)"

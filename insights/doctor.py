@@ -79,10 +79,16 @@ def check_timezone_and_zoho() -> list[Check]:
         # The current user's time zone is the one Zoho writes datetimes in; users.READ is a scope the pipeline needs.
         me = ((client.get("users", params={"type": "CurrentUser"}) or {}).get("users") or [{}])[0]
     except ConfigError as exc:
-        return [*checks, Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables (see README)")]
+        zoho = Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables (see README)")
     except Exception as exc:  # ZohoError carries Zoho's reason and the hint; never a secret
-        return [*checks, Check("Zoho token refresh", "FAIL", _one_line(exc),
-                               "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC")]
+        zoho = Check("Zoho token refresh", "FAIL", _one_line(exc),
+                     "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC")
+    else:
+        zoho = None
+    if zoho is not None:
+        if configured is not None:
+            checks.append(Check("CRM_TIMEZONE", "ok", f"{configured} (not compared: Zoho could not be asked)"))
+        return [zoho, *checks]
     checks.append(Check("Zoho token refresh", "ok", f"signed in as {me.get('full_name') or me.get('email') or '?'}"))
 
     refused = []
@@ -120,6 +126,8 @@ def check_warehouse(target: Target) -> list[Check]:
                               "create the folder or fix DUCKDB_PATH")]
             if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
                 return [Check(name, "FAIL", f"{path.name} is not writable", "fix the file's permissions or DUCKDB_PATH")]
+            if not path.exists():  # checking must not leave an empty warehouse behind
+                return [Check(name, "ok", f"{path.name} does not exist yet; the first extraction creates it")]
         else:
             postgres_url()
         with connect(target) as conn:

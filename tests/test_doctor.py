@@ -44,7 +44,7 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any) -
     """GIVEN every setting right, and no Ollama running
     WHEN the doctor runs
     THEN it exits 0 within seconds, with a line per check: Zoho, its scopes, the time zone, the warehouse,
-    the recipients, the sender and Twilio's credentials ok, and Ollama only a warning."""
+    the recipients, the sender and Twilio's credentials ok, and Ollama only a warning; nothing is created."""
     ws, twilio = setup
     started = time.perf_counter()
     result = doctor(ws)
@@ -58,6 +58,7 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any) -
     }
     assert "fix: start Ollama" in result.stdout
     assert twilio.messages == []
+    assert not ws.duckdb_path.exists()  # checking leaves no empty warehouse behind
     assert seconds < 30  # generous on a busy machine; the benchmark figure is in the README
 
 

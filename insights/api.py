@@ -60,7 +60,6 @@ from warehouse import (
     ConfigError,
     Target,
     duckdb_path,
-    placeholder,
     postgres_url,
 )
 

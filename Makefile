@@ -1,7 +1,8 @@
 # CRM Intelligence — the commands a user runs.
 #   make demo    the whole day against the local sandbox org, on an embedded DuckDB file
 #   make test    the full test suite (starts its own PostgreSQL server)
-#   make daily   extract -> dbt build -> briefing, against your own Zoho org (TARGET=duckdb|postgres)
+#   make check   check every setting and connection in seconds (TARGET=duckdb|postgres)
+#   make daily   check -> extract -> dbt build -> briefing, against your own Zoho org (TARGET=duckdb|postgres)
 #   make eval    the briefing written by a real small model (llama.cpp) for 14 days of the demo warehouse
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 TARGET ?= duckdb
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test daily api bench eval clean
+.PHONY: help install demo test check daily api bench eval clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,10 +32,13 @@ test: install  ## run the whole test suite, PostgreSQL included
 	@scripts/ensure-postgres.sh
 	$(BIN)/pytest -q
 
-daily: install profiles.yml  ## extract, dbt build and deliver for your own org (TARGET=duckdb|postgres)
+check: install  ## check the settings and connections of the daily job (exit 2 names what to fix)
+	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; $(BIN)/python -m insights.doctor --target $(TARGET)
+
+daily: install profiles.yml  ## check, extract, dbt build and deliver for your own org (TARGET=duckdb|postgres)
 	@scripts/daily.sh $(TARGET)
 
-api: install  ## serve the metrics API on http://127.0.0.1:8000 (TARGET=duckdb|postgres)
+api: install  ## serve the metrics API on http://127.0.0.1:8000 (the demo's warehouse if it is the only one)
 	$(BIN)/python -m insights.api --target $(TARGET)
 
 bench: install  ## print the load and end-to-end benchmark figures

@@ -20,8 +20,12 @@ OLLAMA_TIMEOUT (seconds one answer may take, default 90), and for sending TWILIO
 TWILIO_FROM_NUMBER, RECIPIENT_PHONE_NUMBER (comma-separated). A missing Twilio
 variable stops the run before the model is called; --dry-run needs none of them.
 
-Exit status: 0 briefing stored (and sent unless --dry-run), 1 a recipient's send
-failed or is unknown, 2 configuration or warehouse problem.
+The last line says what happened to each recipient ("sent to 2 of 2
+recipients", "already sent to 2 of 2 recipients; nothing new was sent", ...).
+Exit status: 0 briefing stored and every recipient has it (sent now or by an
+earlier run), or a dry run; 1 a recipient's send failed or is unknown, or
+another delivery is running on the same DuckDB file; 2 configuration
+(including credentials Twilio refuses) or warehouse problem.
 """
 
 from __future__ import annotations
@@ -177,6 +181,7 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
 
     length = whatsapp_length(message.text)
     status = 0
+    outcome_text = "dry run"
     with _stage("send") as note:
         if dry_run:
             to, sender = _recipients_for_display()
@@ -189,19 +194,19 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             from insights import whatsapp
 
             assert twilio is not None
-            deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force)
+            deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force,
+                                                summary_id=summary.summary_id)
             for d in deliveries:
                 error = f"error {d.error_code}: " if d.error_code else ""
                 explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""
                 _log(f"  {d.recipient}: {d.status}" + (f" {d.message_sid}" if d.message_sid else "") + explanation)
-            bad = [d for d in deliveries if d.status in ("failed", "unknown")]
-            status = 1 if bad else 0
-            note.append(f"{len(deliveries) - len(bad)} of {len(deliveries)} recipients ok")
+            status, outcome_text = whatsapp.outcome(deliveries)
+            note.append(outcome_text)
 
     kind = f"standard summary ({failure.code})" if failure else f"picked by {ollama.model}"
     _log(
         f"done in {time.perf_counter() - started:.2f}s: briefing for {fmt_date(day.report_date)}, {kind}, "
-        f"{length} characters, " + ("dry run" if dry_run else "sent" if status == 0 else "NOT sent to every recipient")
+        f"{length} characters, {outcome_text}"
     )
     return status
 
@@ -217,8 +222,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="build and store the briefing, print what would be sent, send nothing")
     parser.add_argument("--force", action="store_true", help="send again even to recipients who already got this day's briefing")
     args = parser.parse_args(argv)
+    from insights.ledger import DeliveryBusy, DeliveryLedger
+
     try:
-        return run(args.date, args.target, dry_run=args.dry_run, force=args.force)
+        # One delivery at a time per DuckDB file: a second one stops here, before any work, with one clear line.
+        with DeliveryLedger(args.target).claim_warehouse():
+            return run(args.date, args.target, dry_run=args.dry_run, force=args.force)
+    except DeliveryBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,14 @@ looked at again by the next run, which resends it if it failed meanwhile.
 
 Each recipient is handled on its own: one invalid number never stops the
 others, and Twilio's errors come back with their code and what to do about them.
+
+Two deliveries running at once never both send: each recipient is claimed in
+the ledger (`DeliveryLedger.claim`) before its row is read, so the second
+delivery finds the first one's message instead of sending its own.
+
+The credentials are checked first with a cheap authenticated read (the
+account), so a wrong token is reported as such even on a day that was already
+sent, when nothing else would reach Twilio.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import Collection, Literal, NamedTuple
+from typing import Collection, Literal, NamedTuple, Sequence
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -34,9 +42,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
 
-from insights.ledger import DeliveryLedger, LedgerEntry
+from insights.ledger import DeliveryBusy, DeliveryLedger, LedgerEntry
 from insights.settings import TwilioSettings
-from warehouse import Target
+from warehouse import ConfigError, Target
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,8 @@ FIRST_STATUS_PAUSE_SECONDS = 0.25
 RECONCILE_MARGIN_SECONDS = 300
 RECONCILE_PAGE = 50
 
-DeliveryStatus = Literal["sent", "already_sent", "failed", "unknown"]
+# `busy`: another delivery held the recipient's claim for too long; this run did not touch it.
+DeliveryStatus = Literal["sent", "already_sent", "failed", "unknown", "busy"]
 
 # Twilio message statuses (MessageInstance.Status). Waiting: Twilio has not handed the message on yet.
 # Failed: it never will. Settled: nothing more can change whether the recipient got it.
@@ -129,14 +138,18 @@ def send_briefing(
     force: bool = False,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     status_wait: float = DEFAULT_STATUS_WAIT_SECONDS,
+    summary_id: str | None = None,
 ) -> list[Delivery]:
     """Send `message` to every recipient in `settings` unless it was already sent for `report_date`.
 
     `force` sends again to recipients whose briefing Twilio already accepted.
     `status_wait` bounds the seconds spent waiting for Twilio to hand the new
-    messages on (or fail them) after the sends.
-    Never raises for a recipient's Twilio error; raises only when the ledger
-    (the warehouse) cannot be written, before anything is sent.
+    messages on (or fail them) after the sends. `summary_id` is recorded in
+    the ledger with each attempt: the stored briefing the message came from.
+    Never raises for a recipient's Twilio error; raises `ConfigError` when
+    Twilio refuses the credentials, `DeliveryBusy` when another delivery holds
+    the DuckDB warehouse, and the driver's error when the ledger cannot be
+    written, all before anything is sent.
     """
     body = fit_body(message)
     if not body:
@@ -144,16 +157,36 @@ def send_briefing(
     content_hash = body_hash(body)
     sender = whatsapp_address(settings.from_number)
     ledger = DeliveryLedger(target)
-    ledger.ensure_table()
-    client = _client(settings, timeout)
-    outcomes = [
-        _deliver_one(client, ledger, report_date, sender, recipient, body, content_hash, force=force)
-        for recipient in dict.fromkeys(whatsapp_address(n) for n in settings.recipients)
-    ]
-    deliveries = _await_statuses(client, ledger, report_date, outcomes, status_wait)
+    client = twilio_client(settings, timeout)
+    check_credentials(client, settings)
+    with ledger.claim_warehouse():
+        ledger.ensure_table()
+        outcomes = [
+            _claimed(client, ledger, report_date, recipient, sender, body, content_hash, force=force,
+                     summary_id=summary_id)
+            for recipient in dict.fromkeys(whatsapp_address(n) for n in settings.recipients)
+        ]
+        deliveries = _await_statuses(client, ledger, report_date, outcomes, status_wait)
     for delivery in deliveries:
         _log_delivery(delivery, report_date)
     return deliveries
+
+
+def outcome(deliveries: Sequence[Delivery]) -> tuple[int, str]:
+    """The exit status and the words for what happened to each recipient, e.g. "sent to 1, already sent to 1".
+
+    0 when every recipient has the briefing (sent now or by an earlier run), 1 when any does not or may not.
+    """
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    words = {"sent": "sent to {}", "already_sent": "already sent to {}", "failed": "FAILED for {}",
+             "unknown": "outcome UNKNOWN for {}", "busy": "left to another running delivery for {}"}
+    parts = [words[s].format(n) for s, n in counts.items()]
+    text = ", ".join(parts) + f" of {len(deliveries)} recipient{'s' if len(deliveries) != 1 else ''}"
+    if set(counts) == {"already_sent"}:
+        text += "; nothing new was sent"
+    return (0 if set(counts) <= {"sent", "already_sent"} else 1), text
 
 
 def fit_body(message: str) -> str:
@@ -205,19 +238,63 @@ def explain(code: int | None, message: str | None = None) -> str:
     return f"Twilio error {code or 'without a code'}: {detail or 'no details'}{link}"
 
 
+def check_credentials(client: Client, settings: TwilioSettings, *, strict: bool = False) -> None:
+    """Fetch the account: Twilio's cheapest authenticated read. `ConfigError` when the credentials are refused.
+
+    Any other failure (Twilio unreachable, a 5xx) is re-raised when `strict`,
+    else left to the sends, which report it per recipient.
+    """
+    try:
+        client.api.v2010.accounts(settings.account_sid).fetch()
+    except TwilioRestException as exc:
+        if exc.status in (401, 403) or exc.code in (20003, 20404):
+            raise ConfigError(explain(exc.code if exc.code in ERROR_EXPLANATIONS else 20003)) from None
+        if strict:
+            raise
+        log.info("could not check the Twilio credentials: HTTP %s (code %s)", exc.status, exc.code)
+    except (TwilioException, requests.exceptions.RequestException) as exc:
+        if strict:
+            raise
+        log.info("could not check the Twilio credentials: %s", type(exc).__name__)
+
+
 # --------------------------------------------------------------------------- one recipient
+
+
+def _claimed(
+    client: Client,
+    ledger: DeliveryLedger,
+    report_date: dt.date,
+    recipient: str,
+    sender: str,
+    body: str,
+    content_hash: str,
+    *,
+    force: bool,
+    summary_id: str | None,
+) -> _Outcome:
+    """`_deliver_one` while holding the recipient's claim, so a concurrent delivery cannot send too."""
+    try:
+        with ledger.claim(report_date, recipient):
+            return _deliver_one(client, ledger, report_date, recipient, sender, body, content_hash, force=force,
+                                summary_id=summary_id)
+    except DeliveryBusy as busy:
+        if ledger.target == "duckdb":
+            raise
+        return _Outcome(Delivery(recipient, "busy", explanation=f"{busy}; this run left it alone"))
 
 
 def _deliver_one(
     client: Client,
     ledger: DeliveryLedger,
     report_date: dt.date,
-    sender: str,
     recipient: str,
+    sender: str,
     body: str,
     content_hash: str,
     *,
     force: bool,
+    summary_id: str | None = None,
 ) -> _Outcome:
     entry = ledger.get(report_date, recipient)
     resent_because = None
@@ -242,7 +319,7 @@ def _deliver_one(
             log.info("no trace of the earlier attempt to %s in Twilio's message list; sending", recipient)
 
     # Any SID the row held moves to its previous_sids: reconciliation never mistakes it for this attempt's.
-    ledger.start_attempt(report_date, recipient, content_hash)
+    ledger.start_attempt(report_date, recipient, content_hash, summary_id)
     try:
         sid, status = _create(client, sender, recipient, body)
     except _Refused as refused:
@@ -454,7 +531,8 @@ def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, messag
 # --------------------------------------------------------------------------- plumbing
 
 
-def _client(settings: TwilioSettings, timeout: float) -> Client:
+def twilio_client(settings: TwilioSettings, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Client:
+    """twilio-python's client with a timeout, its HTTP log kept quiet, and TWILIO_API_BASE applied."""
     http_log = logging.getLogger(f"{__name__}.http")
     if http_log.level == logging.NOTSET:
         # twilio-python logs every request at INFO; keep the run's log about deliveries.

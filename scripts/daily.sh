@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# The daily job: extract -> dbt build -> briefing. The same three steps as .github/workflows/daily.yml.
+# The daily job: check -> extract -> dbt build -> briefing. The same steps as .github/workflows/daily.yml.
+# Exit status: 2 a setting is missing or wrong (nothing was done), 1 a step failed, 0 done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-duckdb}
 BIN=.venv/bin
 # An existing .env file (ZOHO_CLIENT_ID=..., DATABASE_URL=..., TWILIO_...) is read when present.
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
+
+step() { printf '\n==> %s (%s)\n' "$1" "$(date +%H:%M:%S)" >&2; }
+# Stop with the step's own exit status: 2 stays 2 (configuration), anything else is a failed run (1).
+run() { local status=0; "$@" || status=$?; [ "$status" -eq 0 ] || exit $(( status == 2 ? 2 : 1 )); }
+
+step "Checking the settings and connections"
+doctor_args=(--target "$target" --strict)
+case " ${DELIVER_ARGS:-} " in *" --dry-run "*) doctor_args+=(--no-send) ;; esac
+run "$BIN/python" -m insights.doctor "${doctor_args[@]}"
+
 if [ "$target" = postgres ] && [ -n "${DATABASE_URL:-}${DESTINATION__POSTGRES__CREDENTIALS:-}" ]; then
     # dbt's postgres target reads libpq variables: derive them from the URL the pipeline uses,
     # so both always point at the same database.
     pg_env=$("$BIN/python" -m warehouse pg-env)
     eval "$pg_env"
 fi
-"$BIN/python" -m pipelines.zoho --destination "$target"
-"$BIN/dbt" build --target "$target"
-"$BIN/python" -m insights.deliver --target "$target" ${DELIVER_ARGS:-}
+step "Extracting Zoho CRM into zoho_raw"
+run "$BIN/python" -m pipelines.zoho --destination "$target"
+step "Building and testing the marts (dbt build)"
+run "$BIN/dbt" build --target "$target"
+if [ "$target" = postgres ]; then
+    step "Locking the project's schemas down (row level security, no access for Supabase's API roles)"
+    run "$BIN/python" -m warehouse.supabase lockdown
+fi
+step "Writing and sending the briefing"
+# shellcheck disable=SC2086
+run "$BIN/python" -m insights.deliver --target "$target" ${DELIVER_ARGS:-}

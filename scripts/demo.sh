@@ -38,7 +38,8 @@ step "Extracting Leads and Deals into $DUCKDB_PATH (schema zoho_raw)"
 t=$(now); "$BIN/python" -m pipelines.zoho --destination duckdb; took[extract]=$(since "$t")
 
 step "Building and testing the marts (dbt build)"
-t=$(now); "$BIN/dbt" build --target duckdb 2>&1 | tail -n 4
+# One line per model and test as it finishes (dbt's own), without the START lines; pipefail keeps dbt's status.
+t=$(now); "$BIN/dbt" build --target duckdb 2>&1 | awk '/Running with dbt|Registered adapter|Found [0-9]|Concurrency| [0-9]+ of [0-9]+ (OK|PASS|ERROR|FAIL|WARN|SKIP)|Completed|Done\.|Error|error/ { print; fflush() }'
 took[dbt]=$(since "$t")
 
 step "KPIs from analytics.kpi_daily (the last complete day, the one the briefing covers)"
@@ -69,7 +70,7 @@ cat <<EOT
 Query the marts:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('$DUCKDB_PATH', read_only=True).sql('select * from analytics.kpi_daily order by kpi_date desc limit 20'))"
   tables: analytics.deals, analytics.leads, analytics.pipeline_by_stage, analytics.kpi_daily, analytics.ai_summaries
-Start the metrics API (http://127.0.0.1:8000/docs):
-  DUCKDB_PATH=$DUCKDB_PATH make api
+Start the metrics API on this warehouse (http://127.0.0.1:8000/docs):
+  make api
 Run the day for your own org: see README.md, "Connect your Zoho org".
 EOT

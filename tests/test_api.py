@@ -13,14 +13,17 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from insights import store
+from insights.api import RELOAD_INTERVAL_SECONDS
 from insights.ledger import DeliveryLedger
 from warehouse import PROJECT_ROOT, Target, connect
 
@@ -96,27 +99,37 @@ def summary(
 
 
 @BOTH_TARGETS
-def test_metrics_are_the_latest_day_of_kpi_daily(warehouse_env: dict[str, str], target: Target) -> None:
-    """GIVEN a warehouse built from the sandbox CRM
-    WHEN a client asks for the metrics
-    THEN it gets every metric of the latest day of analytics.kpi_daily, with its value and unit."""
-    [(latest,)] = sql(target, "select max(kpi_date) from analytics.kpi_daily")
+def test_metrics_default_to_the_last_complete_day_like_the_briefing(warehouse_env: dict[str, str], target: Target) -> None:
+    """GIVEN a warehouse built from the sandbox CRM, where dbt has also started on today (a partial day)
+    WHEN a client asks for the metrics without a date
+    THEN it gets every metric of the last complete day (the one the morning briefing reports),
+    with its value and unit, not today's partial numbers."""
+    today = dt.datetime.now(ZoneInfo(warehouse_env["CRM_TIMEZONE"])).date()
+    [(latest,)] = sql(target, f"select max(kpi_date) from analytics.kpi_daily where kpi_date < '{today}'")
     expected = dict(
         (metric, (value, unit))
         for metric, value, unit in sql(target, f"select metric, value, unit from analytics.kpi_daily where kpi_date = '{latest}'")
     )
+    if not sql(target, f"select 1 from analytics.kpi_daily where kpi_date = '{today}'"):
+        with connect(target) as conn:  # what a dbt run in the middle of the day leaves behind
+            conn.cursor().execute(
+                f"insert into analytics.kpi_daily (kpi_date, metric, value, unit) values ('{today}', 'deals_won', 1, 'count')"
+            )
+            conn.commit()
 
     with serve(warehouse_env, target) as api:
         answer = api.get("/api/metrics")
+        partial = api.get(f"/api/metrics?date={today}")
 
     assert answer.status_code == 200
     body = answer.json()
-    assert (body["as_of"], body["target"]) == (latest.isoformat(), target)
+    assert (body["as_of"], body["target"], body["complete_day"]) == (latest.isoformat(), target, True)
     assert set(body["metrics"]) == set(expected) >= {"open_pipeline_amount", "deals_won", "win_rate_30d"}
     for metric, (value, unit) in expected.items():
         served = body["metrics"][metric]
         assert served["unit"] == unit
         assert served["value"] == (None if value is None else pytest.approx(float(value), rel=1e-9))
+    assert (partial.json()["as_of"], partial.json()["complete_day"]) == (today.isoformat(), False)
 
 
 def test_metrics_of_a_chosen_day_and_of_a_day_without_data(warehouse_env: dict[str, str]) -> None:
@@ -145,7 +158,7 @@ def test_requests_without_the_token_are_refused_except_health_and_docs(warehouse
     """GIVEN the API started with API_TOKEN set
     WHEN clients call it without a token, with a wrong one and with the right one
     THEN data routes answer 401 (with a Bearer challenge) unless the token is right;
-    health and the documentation answer without one."""
+    health and the documentation answer without one, and the documentation needs nothing from the internet."""
     with serve(warehouse_env, "duckdb") as api:
         anonymous = api.get("/api/metrics", token=None)
         wrong = api.get("/api/metrics", token="guess")
@@ -160,8 +173,29 @@ def test_requests_without_the_token_are_refused_except_health_and_docs(warehouse
     assert "API_TOKEN" in anonymous.json()["detail"]
     assert right.status_code == 200
     assert health.status_code == 200
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    for route in ("/api/metrics", "/api/summaries/latest", "/api/health"):
+        assert route in docs.text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", docs.text), "the docs page loads something from elsewhere"
     assert {"/api/metrics", "/api/summaries/latest", "/api/health"} <= set(openapi.json()["paths"])
+
+
+def test_head_is_answered_wherever_get_is(warehouse_env: dict[str, str]) -> None:
+    """GIVEN the API running
+    WHEN a monitor sends HEAD to each route
+    THEN it gets the status GET would give (401 without the token, 200 with it), and no body."""
+    with serve(warehouse_env, "duckdb") as api:
+        answers = {
+            path: httpx.head(api.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            for path in ("/api/metrics", "/api/summaries/latest", "/api/health", "/docs", "/openapi.json")
+        }
+        anonymous = httpx.head(api.url + "/api/metrics", timeout=30)
+
+    assert {path: a.status_code for path, a in answers.items()} == {
+        "/api/metrics": 200, "/api/summaries/latest": 404, "/api/health": 200, "/docs": 200, "/openapi.json": 200,
+    }
+    assert all(a.content == b"" for a in answers.values())
+    assert anonymous.status_code == 401
 
 
 def test_without_a_token_configured_the_api_is_open(warehouse_env: dict[str, str]) -> None:
@@ -182,6 +216,7 @@ def test_the_latest_briefing_is_served_once_there_is_one(warehouse_env: dict[str
         morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
         store.save(target, summary(dt.date(2026, 11, 19), target, "*Thursday* briefing", morning))
         store.save(target, summary(dt.date(2026, 11, 20), target, "*Friday* briefing", morning + dt.timedelta(days=1)))
+        time.sleep(RELOAD_INTERVAL_SECONDS)
         after = api.get("/api/summaries/latest")
 
     assert before.status_code == 404
@@ -200,12 +235,14 @@ def test_a_later_dry_run_does_not_hide_the_briefing_that_was_sent(warehouse_env:
     morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
     with serve(warehouse_env, "duckdb") as api:
         store.save("duckdb", summary(dt.date(2026, 11, 18), "duckdb", "rehearsal", morning - dt.timedelta(days=2), dry_run=True))
+        time.sleep(RELOAD_INTERVAL_SECONDS)
         only_dry = api.get("/api/summaries/latest").json()
         store.save("duckdb", summary(dt.date(2026, 11, 19), "duckdb", "sent", morning))
         store.save("duckdb", summary(dt.date(2026, 11, 20), "duckdb", "rehearsal", morning + dt.timedelta(hours=1), dry_run=True))
+        time.sleep(RELOAD_INTERVAL_SECONDS)
         latest = api.get("/api/summaries/latest").json()
 
-    assert (only_dry["message"], only_dry["dry_run"]) == ("rehearsal", True)
+    assert (only_dry["message"], only_dry["dry_run"], only_dry["delivery"]["status"]) == ("rehearsal", True, "dry_run")
     assert (latest["message"], latest["report_date"], latest["dry_run"]) == ("sent", "2026-11-19", False)
 
 
@@ -236,16 +273,18 @@ def test_health_reports_the_last_sync_and_the_last_delivery(warehouse_env: dict[
 def test_data_written_between_requests_is_served_by_the_next_request(warehouse_env: dict[str, str]) -> None:
     """GIVEN the API running over the DuckDB file
     WHEN dbt writes a newer day into kpi_daily while it runs
-    THEN the write is not blocked by the API, and the next request shows the new day."""
+    THEN the write is not blocked by the API, and a request a moment later shows the new day."""
     with serve(warehouse_env, "duckdb") as api:
-        before = api.get("/api/metrics").json()["as_of"]
-        newer = dt.date.fromisoformat(before) + dt.timedelta(days=1)
+        [(last,)] = sql("duckdb", "select max(kpi_date) from analytics.kpi_daily")
+        newer = last + dt.timedelta(days=1)
+        assert api.get(f"/api/metrics?date={newer}").status_code == 404
         with connect("duckdb") as conn:  # a writer, as dbt is: fails if the API held the file
             conn.execute(
                 "insert into analytics.kpi_daily (kpi_date, metric, value, unit) values (?, 'deals_won', 4, 'count')",
                 [newer],
             )
-        after = api.get("/api/metrics").json()
+        time.sleep(RELOAD_INTERVAL_SECONDS)
+        after = api.get(f"/api/metrics?date={newer}").json()
 
     assert after["as_of"] == newer.isoformat()
     assert after["metrics"] == {"deals_won": {"value": 4, "unit": "count"}}
@@ -261,12 +300,17 @@ def test_data_written_between_requests_is_served_by_the_next_request(warehouse_e
 def test_health_is_503_when_the_warehouse_is_unreachable(workspace: Any, target: Target, broken: dict[str, str]) -> None:
     """GIVEN the API pointed at a warehouse that is not there (no DuckDB file, no Postgres server)
     WHEN health and metrics are asked
-    THEN both answer 503 with what failed, and the server keeps running."""
+    THEN both answer 503 with what to check, and the server keeps running; without the token health names
+    no file path, host or process, with it the cause is given."""
     with serve({**workspace.env, **broken}, target) as api:
         health = api.get("/api/health", token=None)
         metrics = api.get("/api/metrics")
         again = api.get("/api/health", token=None)
+        authenticated = api.get("/api/health")
 
     assert health.status_code == metrics.status_code == again.status_code == 503
     assert health.json()["status"] == "unavailable"
-    assert target in health.json()["detail"] or "DUCKDB_PATH" in health.json()["detail"]
+    assert "DUCKDB_PATH" in health.json()["detail"] or "DATABASE_URL" in health.json()["detail"]
+    for private in ("no-such-dir", "127.0.0.1", str(PROJECT_ROOT), "PID", "cause"):
+        assert private not in health.text
+    assert "cause" in authenticated.json()

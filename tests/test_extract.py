@@ -378,7 +378,7 @@ def test_secrets_never_reach_the_output(org: SandboxOrg, server: SandboxServer, 
     workspace.env["ZOHO_REFRESH_TOKEN"] = "1000.revoked.token"
     refused = extract(workspace, check=False)
 
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a refused refresh token is a configuration error
     assert refused.stderr.strip().splitlines()[-1].startswith("error: token request failed: invalid_code")
     for output in (verbose.stdout, verbose.stderr, refused.stdout, refused.stderr):
         assert not any(secret in output for secret in secrets)

@@ -15,7 +15,7 @@ import pytest
 
 from insights.settings import TwilioSettings
 from insights.whatsapp import send_briefing
-from warehouse import Target, connect
+from warehouse import ConfigError, Target, connect
 from tests.twilio_emulator import TwilioEmulator
 
 REPORT_DATE = dt.date(2026, 11, 20)
@@ -324,21 +324,35 @@ def test_wrong_credentials_are_explained_and_the_token_never_logged(
 ) -> None:
     """GIVEN a wrong TWILIO_AUTH_TOKEN, and logging at its most verbose
     WHEN the briefing is delivered
-    THEN each recipient fails with 20003 and a pointer to the variables, and the token appears in no log line."""
+    THEN the run stops on a configuration error naming the variables, before any message is attempted,
+    and the token appears in no log line."""
     monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
     caplog.set_level(logging.DEBUG)
     logging.getLogger("insights.whatsapp.http").setLevel(logging.DEBUG)
     wrong = "wrong-token-7f3a9c"
     try:
-        deliveries = send_briefing(BRIEFING, REPORT_DATE, "duckdb", settings(twilio, ANA, BEN, auth_token=wrong))
+        with pytest.raises(ConfigError) as refused:
+            send_briefing(BRIEFING, REPORT_DATE, "duckdb", settings(twilio, ANA, BEN, auth_token=wrong))
     finally:
         logging.getLogger("insights.whatsapp.http").setLevel(logging.NOTSET)
 
-    assert [(d.status, d.error_code) for d in deliveries] == [("failed", 20003), ("failed", 20003)]
-    assert "TWILIO_AUTH_TOKEN" in deliveries[0].explanation
-    assert "POST Request:" in caplog.text  # the HTTP log was on
+    assert "TWILIO_AUTH_TOKEN" in str(refused.value)
+    assert twilio.create_requests() == 0
+    assert "GET Request:" in caplog.text  # the HTTP log was on
     assert wrong not in caplog.text
     assert wrong not in repr(settings(twilio, ANA, auth_token=wrong))
+
+
+def test_wrong_credentials_are_reported_even_on_a_day_already_sent(target: Target, twilio: TwilioEmulator) -> None:
+    """GIVEN the day's briefing was delivered to everyone
+    WHEN the auth token is then changed to a wrong one and the delivery reruns
+    THEN the rerun reports the credentials as a configuration error instead of quietly succeeding."""
+    send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA))
+
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA, auth_token="revoked-token"))
+
+    assert len(twilio.messages) == 1
 
 
 def test_when_twilio_cannot_be_reached_nothing_is_sent_and_the_next_run_retries(

@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 API_VERSION = "2010-04-01"
 SANDBOX_SENDER = "whatsapp:+14155238886"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_ACCOUNT = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC[0-9a-f]{{32}})\.json$")
 _MESSAGES = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC[0-9a-f]{{32}})/Messages(?:/(?P<sid>[A-Z]{{2}}[0-9a-f]{{32}}))?\.json$")
 
 # Twilio's wording for the errors the emulator can produce; `{to}` / `{from_}` are filled in.
@@ -285,6 +286,21 @@ class TwilioEmulator:
             and account == self.account_sid
         )
 
+    def _account(self) -> dict[str, Any]:
+        """The account resource as Twilio returns it (the fields a client reads)."""
+        return {
+            "sid": self.account_sid,
+            "friendly_name": "CRM Intelligence",
+            "status": "active",
+            "type": "Full",
+            "owner_account_sid": self.account_sid,
+            "auth_token": self.auth_token,
+            "date_created": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)),
+            "date_updated": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)),
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}.json",
+            "subresource_uris": {"messages": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"},
+        }
+
     def _create(self, account: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
         if not to:
@@ -426,6 +442,13 @@ def _handler_for(emulator: TwilioEmulator) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, {"reset": True})
             if method == "GET" and parts.path == "/_emulator/messages":
                 return self._send(200, {"messages": emulator.messages})
+
+            account_match = _ACCOUNT.match(parts.path)
+            if method == "GET" and account_match:
+                # Fetching the account: what a credential check does. Twilio answers 401 (20003) to bad credentials.
+                if not emulator._authorised(self.headers.get("Authorization"), account_match["account"]):
+                    return self._send(*_error(20003))
+                return self._send(200, emulator._account())
 
             match = _MESSAGES.match(parts.path)
             if not match:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             logging.exception("the run failed")
         print(f"error: {_reason(exc)}", file=sys.stderr)
-        return 2 if isinstance(_root(exc), ConfigError) else 1
+        return 2 if _is_configuration(_root(exc)) else 1
     print(summary.line())
     return 0
 
@@ -87,6 +87,13 @@ def _root(exc: BaseException) -> BaseException:
             break
         exc = inner
     return exc
+
+
+def _is_configuration(root: BaseException) -> bool:
+    """A missing setting, or credentials Zoho refuses (a wrong or revoked refresh token, client or data centre)."""
+    return isinstance(root, ConfigError) or (
+        isinstance(root, ZohoError) and str(root).startswith("token request failed: invalid_")
+    )
 
 
 def _reason(exc: BaseException) -> str:

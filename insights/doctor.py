@@ -1,0 +1,294 @@
+"""Check every setting and connection of the daily job in seconds, before any of the work.
+
+    python -m insights.doctor [--target duckdb|postgres] [--no-send] [--strict]
+
+A mistake found by the daily job itself shows up a minute in, after the
+extraction, dbt and the model; most of them are a variable away from being
+caught at once. Each check makes the cheapest real call that proves the
+setting works (a Zoho token refresh and one read per scope the pipeline uses,
+the CRM user's time zone, a write in a transaction that is rolled back, Twilio's account resource, Ollama's
+model list) and prints one line: what was checked, the result, and the fix.
+
+    ok    the setting works
+    warn  the job runs, but not as you may expect (e.g. CRM_TIMEZONE differs from the org's,
+          or the model is missing and the briefing will be the standard one)
+    FAIL  the job would fail: fix this first
+
+`--no-send` skips Twilio and the recipients (for `--dry-run` days). `--strict`
+(what `make daily` uses) fails on a CRM_TIMEZONE that differs from the org's:
+the daily numbers would be cut at the wrong hour. A missing model stays a
+warning there too, since the standard briefing still carries the right numbers.
+Exit status: 0 nothing failed (warnings allowed), 2 a check failed (configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
+
+import requests
+
+from warehouse import MARTS_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path, postgres_url
+
+Level = Literal["ok", "warn", "FAIL"]
+HTTP_TIMEOUT_SECONDS = 10.0
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# What the pipeline reads, one cheap request per Zoho scope it needs (modules, users, settings, org).
+ZOHO_PROBES = (
+    ("Leads", {"fields": "id", "per_page": 1}),
+    ("Deals", {"fields": "id", "per_page": 1}),
+    ("users", {"type": "AllUsers", "per_page": 1}),
+    ("settings/layouts", {"module": "Deals"}),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    result: str
+    fix: str = ""
+    strict: bool = False  # a warning that `--strict` turns into a failure
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_timezone_and_zoho() -> list[Check]:
+    """The CRM_TIMEZONE name, then Zoho: the token refresh, one read per scope, and the org's time zone."""
+    from zoneinfo import ZoneInfo
+
+    from insights.facts import org_timezone
+
+    checks: list[Check] = []
+    try:
+        configured = org_timezone().key
+    except ConfigError as exc:
+        checks.append(Check("CRM_TIMEZONE", "FAIL", str(exc), "use an IANA name such as Asia/Kolkata or Europe/Berlin"))
+        configured = None
+
+    try:
+        client = _zoho_client()
+        # The current user's time zone is the one Zoho writes datetimes in; users.READ is a scope the pipeline needs.
+        me = ((client.get("users", params={"type": "CurrentUser"}) or {}).get("users") or [{}])[0]
+    except ConfigError as exc:
+        zoho = Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables (see README)")
+    except Exception as exc:  # ZohoError carries Zoho's reason and the hint; never a secret
+        zoho = Check("Zoho token refresh", "FAIL", _one_line(exc),
+                     "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC")
+    else:
+        zoho = None
+    if zoho is not None:
+        if configured is not None:
+            checks.append(Check("CRM_TIMEZONE", "ok", f"{configured} (not compared: Zoho could not be asked)"))
+        return [zoho, *checks]
+    checks.append(Check("Zoho token refresh", "ok", f"signed in as {me.get('full_name') or me.get('email') or '?'}"))
+
+    refused = []
+    for path, params in ZOHO_PROBES:
+        try:
+            client.get(path, params=params)
+        except Exception as exc:
+            refused.append(f"{path}: {_one_line(exc)}")
+    if refused:
+        checks.append(Check("Zoho scopes", "FAIL", "; ".join(refused),
+                            "generate the refresh token with the scopes listed in the README (Connect your Zoho org)"))
+    else:
+        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users and settings readable"))
+
+    org_zone = me.get("time_zone")
+    if configured is not None:
+        if not org_zone:
+            checks.append(Check("CRM_TIMEZONE", "warn", f"{configured}; Zoho did not say the CRM user's time zone"))
+        elif _same_zone(configured, org_zone, ZoneInfo):
+            checks.append(Check("CRM_TIMEZONE", "ok", f"{configured}, as the org"))
+        else:
+            checks.append(Check("CRM_TIMEZONE", "warn", f"{configured}, but the org is on {org_zone}: days would be cut "
+                                "at the wrong hour", f"set CRM_TIMEZONE={org_zone}", strict=True))
+    return checks
+
+
+def check_warehouse(target: Target) -> list[Check]:
+    """Reachable and writable: a schema and a table created in a transaction that is rolled back."""
+    name = f"warehouse ({target})"
+    try:
+        if target == "duckdb":
+            path = duckdb_path()
+            if not path.parent.is_dir():
+                return [Check(name, "FAIL", f"the folder of DUCKDB_PATH does not exist ({path.parent.name}/)",
+                              "create the folder or fix DUCKDB_PATH")]
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                return [Check(name, "FAIL", f"{path.name} is not writable", "fix the file's permissions or DUCKDB_PATH")]
+            if not path.exists():  # checking must not leave an empty warehouse behind
+                return [Check(name, "ok", f"{path.name} does not exist yet; the first extraction creates it")]
+        else:
+            postgres_url()
+        with connect(target) as conn:
+            cur = conn if target == "duckdb" else conn.cursor()  # a DuckDB cursor is a connection of its own
+            if target == "duckdb":
+                cur.execute("begin transaction")
+            cur.execute(f"create schema if not exists {MARTS_SCHEMA}")
+            cur.execute(f"create table {MARTS_SCHEMA}._doctor_probe (checked integer)")
+            cur.execute(f"insert into {MARTS_SCHEMA}._doctor_probe values (1)")
+            conn.rollback()
+    except ConfigError as exc:
+        return [Check(name, "FAIL", str(exc), "set DUCKDB_PATH or DATABASE_URL")]
+    except Exception as exc:
+        reason = _one_line(exc)
+        fix = ("another process is writing the file (a running job?); wait for it" if "lock" in reason.lower() else
+               "check DATABASE_URL (host, port, password, ?sslmode=require for Supabase)" if target == "postgres" else
+               "check DUCKDB_PATH")
+        return [Check(name, "FAIL", reason, fix)]
+    where = duckdb_path().name if target == "duckdb" else "PostgreSQL"
+    return [Check(name, "ok", f"{where} reachable and writable")]
+
+
+def check_ollama() -> list[Check]:
+    """The model server and the model. A warning at worst: without them the standard briefing still goes out."""
+    from insights.settings import OllamaSettings
+
+    ollama = OllamaSettings.from_env()
+    fix = f"start Ollama and run `ollama pull {ollama.model}`, or set OLLAMA_BASE_URL / OLLAMA_MODEL"
+    if ollama.url_problem:
+        return [Check("Ollama", "warn", ollama.url_problem + "; the standard briefing will be sent", fix)]
+    base = ollama.base_url if "://" in ollama.base_url else f"http://{ollama.base_url}"
+    try:
+        response = requests.get(base.rstrip("/") + "/api/tags", timeout=HTTP_TIMEOUT_SECONDS)
+        response.raise_for_status()
+        models = {m.get("name") for m in response.json().get("models", [])} | {
+            m.get("model") for m in response.json().get("models", [])
+        }
+    except (requests.RequestException, ValueError) as exc:
+        return [Check("Ollama", "warn", f"not reachable ({type(exc).__name__}); the standard briefing will be sent", fix)]
+    wanted = {ollama.model, f"{ollama.model}:latest"}
+    if not models & wanted:
+        return [Check("Ollama", "warn", f"{ollama.model} is not pulled; the standard briefing will be sent", fix)]
+    return [Check("Ollama", "ok", f"{ollama.model} ready")]
+
+
+def check_twilio() -> list[Check]:
+    """The recipients and the sender in E.164, then the credentials with one authenticated read."""
+    from insights.settings import TwilioSettings
+    from insights.whatsapp import check_credentials, twilio_client, whatsapp_address
+
+    try:
+        settings = TwilioSettings.from_env()
+    except ConfigError as exc:
+        return [Check("Twilio settings", "FAIL", str(exc), "set it (see README, WhatsApp)")]
+    checks = []
+    bad = [n for n in settings.recipients if not E164.match(whatsapp_address(n).removeprefix("whatsapp:"))]
+    if bad:
+        checks.append(Check("RECIPIENT_PHONE_NUMBER", "FAIL", f"not a phone number in E.164: {', '.join(bad)}",
+                            "write each number as + country code + number, e.g. +14155550123, comma-separated"))
+    else:
+        checks.append(Check("RECIPIENT_PHONE_NUMBER", "ok", f"{len(settings.recipients)} recipient(s)"))
+    sender = whatsapp_address(settings.from_number).removeprefix("whatsapp:")
+    if not E164.match(sender):
+        checks.append(Check("TWILIO_FROM_NUMBER", "FAIL", f"not a phone number in E.164: {settings.from_number}",
+                            "use the WhatsApp sender of the account, e.g. +14155238886 (the sandbox)"))
+    else:
+        checks.append(Check("TWILIO_FROM_NUMBER", "ok", sender))
+    try:
+        check_credentials(twilio_client(settings, HTTP_TIMEOUT_SECONDS), settings, strict=True)
+    except ConfigError as exc:
+        checks.append(Check("Twilio credentials", "FAIL", str(exc), "copy the Account SID and Auth Token from the console"))
+    except Exception as exc:
+        checks.append(Check("Twilio credentials", "FAIL", f"Twilio could not be asked ({_one_line(exc)})",
+                            "check the network (or TWILIO_API_BASE, if set)"))
+    else:
+        checks.append(Check("Twilio credentials", "ok", "accepted by Twilio"))
+    return checks
+
+
+# --------------------------------------------------------------------------- running them
+
+
+def run_checks(target: Target, *, send: bool, strict: bool = False) -> list[Check]:
+    """Every check, the slow network ones side by side; the order of the table does not depend on timing."""
+    groups: list[Callable[[], list[Check]]] = [check_timezone_and_zoho, lambda: check_warehouse(target), check_ollama]
+    if send:
+        groups.append(check_twilio)
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        futures = [pool.submit(group) for group in groups]
+        checks = [check for future in futures for check in future.result()]
+    if strict:
+        checks = [replace(c, level="FAIL") if c.strict and c.level == "warn" else c for c in checks]
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.level:<4}  {c.name:<{width}}  {c.result}")
+        if c.fix and c.level != "ok":
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m insights.doctor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--target", choices=TARGETS, default="duckdb", help="the warehouse to check (default: duckdb)")
+    parser.add_argument("--no-send", action="store_true", help="skip Twilio and the recipients (dry runs)")
+    parser.add_argument("--strict", action="store_true", help="fail on a time zone that differs from the org's")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    checks = run_checks(args.target, send=not args.no_send, strict=args.strict)
+    print(render(checks))
+    failed = [c for c in checks if c.level == "FAIL"]
+    warned = sum(c.level == "warn" for c in checks)
+    print(f"{len(checks)} checks in {time.perf_counter() - started:.1f}s: "
+          + (f"{len(failed)} failed, " if failed else "all passed, ") + f"{warned} warning(s)")
+    if failed:
+        print(f"error: {failed[0].name}: {failed[0].result}" + (f" -> {failed[0].fix}" if failed[0].fix else ""),
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _zoho_client() -> "object":
+    """A Zoho client from the same settings the pipeline reads, failing fast (one attempt per request)."""
+    from pipelines.zoho import _setting
+    from pipelines.zoho.helpers import ZohoClient, ZohoCredentials
+    from pipelines.zoho.settings import ACCOUNTS_URLS, API_DOMAINS, DEFAULT_DC
+
+    secrets = {name: (_setting(name, None) or "").strip() for name in ("client_id", "client_secret", "refresh_token")}
+    missing = [f"ZOHO_{name.upper()}" for name, value in secrets.items() if not value]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not set")
+    dc = (_setting("dc", None) or DEFAULT_DC).strip().lower()
+    if dc not in ACCOUNTS_URLS:
+        raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {dc!r})")
+    return ZohoClient(ZohoCredentials(**secrets), _setting("accounts_url", None) or ACCOUNTS_URLS[dc],
+                      fallback_api_domain=API_DOMAINS[dc], retry_attempts=1)
+
+
+def _same_zone(configured: str, org_zone: str, zone_info: type) -> bool:
+    """Zoho names zones like IANA (Asia/Kolkata) but may use an alias (Asia/Calcutta): compare today's offsets too."""
+    if configured == org_zone:
+        return True
+    moment = dt.datetime.now(dt.timezone.utc)
+    try:
+        return moment.astimezone(zone_info(configured)).utcoffset() == moment.astimezone(zone_info(org_zone)).utcoffset()
+    except (KeyError, ValueError):  # Zoho sent a name the zone database does not know
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

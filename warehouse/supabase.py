@@ -1,0 +1,206 @@
+"""Least privilege for the project's schemas on PostgreSQL, written for Supabase's roles.
+
+    python -m warehouse.supabase lockdown [--analyst]
+
+Supabase serves every schema listed under "Exposed schemas" over its Data API
+to the `anon` role (anyone holding the public API key) and `authenticated`
+(any signed-in user). `zoho_raw` and `analytics` hold every lead and deal name
+and amount, the briefings and the recipients' numbers: they must never be
+readable there, even if someone later exposes `analytics` and runs the grants
+Supabase documents for a custom schema (which grant ALL on every table).
+
+So the command (idempotent; run it after every `dbt build`, as `make daily` and
+the workflow do) makes access depend on more than grants:
+
+- revokes everything on the schemas, their tables, sequences and routines from
+  PUBLIC, `anon` and `authenticated` (the roles that exist), and the default
+  privileges of the role that creates the tables;
+- enables row level security on every table, with no policy for those roles:
+  even with a grant they read no row and write none;
+- adds a trigger refusing TRUNCATE to anyone but the table's owner (TRUNCATE
+  ignores row level security);
+- makes every view `security_invoker`, so a view cannot lend its owner's rights
+  to whoever selects from it (dbt's staging views read `zoho_raw`);
+- installs an event trigger that does all of the above to every table and view
+  created later in those schemas (dbt recreates its models on every build).
+  Creating an event trigger needs a superuser or Supabase's `postgres` role;
+  where it is refused, the rest still applies and reruns fix new tables.
+
+`--analyst` also creates `crm_analyst` (NOLOGIN; grant it to a login role, or
+`alter role crm_analyst login password '...'`), allowed to SELECT the marts in
+`analytics` and nothing else: not the raw data, not the briefings
+(`ai_summaries`) and not the delivery ledger (`briefing_deliveries`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from warehouse import MARTS_SCHEMA, RAW_SCHEMA, ConfigError, connect, database_errors
+
+PROJECT_SCHEMAS = (RAW_SCHEMA, MARTS_SCHEMA)
+API_ROLES = ("anon", "authenticated")  # Supabase's Data API roles: the public key, and any signed-in user
+ANALYST_ROLE = "crm_analyst"
+NOT_MARTS = ("ai_summaries", "briefing_deliveries")  # in analytics, but no analyst's business
+GUARD_FUNCTION = f"{MARTS_SCHEMA}.crm_intelligence_refuse_truncate"
+LOCKDOWN_FUNCTION = f"{MARTS_SCHEMA}.crm_intelligence_lock_new_relations"
+EVENT_TRIGGER = "crm_intelligence_lock_new_relations"
+TRUNCATE_TRIGGER = "crm_intelligence_refuse_truncate"
+ANALYST_POLICY = "crm_analyst_reads_marts"
+
+_SCHEMA_LIST = ", ".join(f"'{s}'" for s in PROJECT_SCHEMAS)
+_NOT_MARTS_LIST = ", ".join(f"'{t}'" for t in NOT_MARTS)
+
+# Locks one relation (by oid); used by the command for existing relations and by the event trigger for new ones.
+LOCK_RELATION_SQL = f"""
+create or replace function {MARTS_SCHEMA}.crm_intelligence_lock_relation(rel regclass) returns void
+language plpgsql as $$
+declare
+    kind "char";
+    nsp text;
+    name text;
+    api_role text;
+begin
+    select c.relkind, n.nspname, c.relname into kind, nsp, name
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = rel;
+    execute format('revoke all on %s from public', rel);
+    for api_role in select rolname from pg_roles where rolname in ({", ".join(f"'{r}'" for r in API_ROLES)}) loop
+        execute format('revoke all on %s from %I', rel, api_role);
+    end loop;
+    if kind in ('r', 'p') then
+        execute format('alter table %s enable row level security', rel);
+        if not exists (select 1 from pg_trigger where tgrelid = rel and tgname = '{TRUNCATE_TRIGGER}') then
+            execute format('create trigger {TRUNCATE_TRIGGER} before truncate on %s '
+                           'for each statement execute function {GUARD_FUNCTION}()', rel);
+        end if;
+        if nsp = '{MARTS_SCHEMA}' and name not in ({_NOT_MARTS_LIST})
+           and exists (select 1 from pg_roles where rolname = '{ANALYST_ROLE}') then
+            execute format('grant select on %s to {ANALYST_ROLE}', rel);
+            if not exists (select 1 from pg_policy where polrelid = rel and polname = '{ANALYST_POLICY}') then
+                execute format('create policy {ANALYST_POLICY} on %s for select to {ANALYST_ROLE} using (true)', rel);
+            end if;
+        end if;
+    elsif kind in ('v', 'm') then
+        if kind = 'v' then
+            execute format('alter view %s set (security_invoker = true)', rel);
+        end if;
+    end if;
+end
+$$
+"""
+
+GUARD_SQL = f"""
+create or replace function {GUARD_FUNCTION}() returns trigger
+language plpgsql as $$
+begin
+    if not pg_has_role(current_user, (select relowner from pg_class where oid = tg_relid), 'member') then
+        raise exception 'only the owner of %.% may truncate it', tg_table_schema, tg_table_name
+            using errcode = 'insufficient_privilege';
+    end if;
+    return null;
+end
+$$
+"""
+
+EVENT_SQL = f"""
+create or replace function {LOCKDOWN_FUNCTION}() returns event_trigger
+language plpgsql as $$
+declare
+    created record;
+begin
+    for created in
+        select objid from pg_event_trigger_ddl_commands()
+        where object_type in ('table', 'view', 'materialized view') and schema_name in ({_SCHEMA_LIST})
+    loop
+        perform {MARTS_SCHEMA}.crm_intelligence_lock_relation(created.objid::regclass);
+    end loop;
+end
+$$
+"""
+
+
+def lockdown(*, analyst: bool = False) -> list[str]:
+    """Apply the lockdown to the PostgreSQL warehouse; returns one line per thing done, for the user."""
+    done: list[str] = []
+    with connect("postgres") as conn:
+        cur = conn.cursor()
+        api_roles = _existing_roles(cur, API_ROLES)
+        revokees = ", ".join(["public", *api_roles])
+        for schema in PROJECT_SCHEMAS:
+            cur.execute(f"create schema if not exists {schema}")
+        cur.execute(GUARD_SQL)
+        cur.execute(LOCK_RELATION_SQL)
+        cur.execute(EVENT_SQL)
+        if analyst and not _existing_roles(cur, (ANALYST_ROLE,)):
+            cur.execute(f"create role {ANALYST_ROLE} nologin")
+            done.append(f"created the role {ANALYST_ROLE} (NOLOGIN: grant it to a login role to use it)")
+        for schema in PROJECT_SCHEMAS:
+            cur.execute(f"revoke all on schema {schema} from {revokees}")
+            for kind in ("tables", "sequences", "routines"):
+                cur.execute(f"revoke all on all {kind} in schema {schema} from {revokees}")
+                plural = "functions" if kind == "routines" else kind
+                cur.execute(f"alter default privileges in schema {schema} revoke all on {plural} from {revokees}")
+        # The functions stay callable by the trigger machinery only.
+        for function in (GUARD_FUNCTION + "()", LOCKDOWN_FUNCTION + "()",
+                         f"{MARTS_SCHEMA}.crm_intelligence_lock_relation(regclass)"):
+            cur.execute(f"revoke all on function {function} from {revokees}")
+        cur.execute(
+            "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            f"where n.nspname in ({_SCHEMA_LIST}) and c.relkind in ('r', 'p', 'v', 'm') order by 1"
+        )
+        relations = [row[0] for row in cur.fetchall()]
+        for relation in relations:
+            cur.execute(f"select {MARTS_SCHEMA}.crm_intelligence_lock_relation(%s::regclass)", [relation])
+        done.append(f"revoked {', '.join(PROJECT_SCHEMAS)} from {revokees}; row level security and the TRUNCATE guard "
+                    f"on every table, security_invoker on every view ({len(relations)} relations)")
+        if _existing_roles(cur, (ANALYST_ROLE,)):
+            cur.execute(f"grant usage on schema {MARTS_SCHEMA} to {ANALYST_ROLE}")
+            done.append(f"{ANALYST_ROLE} may read the marts in {MARTS_SCHEMA} (not {', '.join(NOT_MARTS)}, not {RAW_SCHEMA})")
+        conn.commit()
+
+        try:  # separately: refused without superuser-like rights, and the rest must stand anyway
+            cur.execute(f"drop event trigger if exists {EVENT_TRIGGER}")
+            cur.execute(
+                f"create event trigger {EVENT_TRIGGER} on ddl_command_end "
+                "when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW') "
+                f"execute function {LOCKDOWN_FUNCTION}()"
+            )
+            conn.commit()
+            done.append("tables and views created later in these schemas are locked down as they are created")
+        except database_errors() as exc:
+            conn.rollback()
+            reason = str(exc).strip().splitlines()[0]
+            done.append(f"warning: no event trigger ({reason}); rerun this command after every dbt build "
+                        "(make daily does)")
+    return done
+
+
+def _existing_roles(cur: Any, names: tuple[str, ...]) -> list[str]:
+    cur.execute("select rolname from pg_roles where rolname = any(%s) order by rolname", [list(names)])
+    return [row[0] for row in cur.fetchall()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m warehouse.supabase", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["lockdown"])
+    parser.add_argument("--analyst", action="store_true", help=f"also create {ANALYST_ROLE}, a read-only role for the marts")
+    args = parser.parse_args(argv)
+    try:
+        for line in lockdown(analyst=args.analyst):
+            print(line)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except database_errors() as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: the lockdown could not be applied: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

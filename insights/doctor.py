@@ -154,7 +154,10 @@ def check_ollama() -> list[Check]:
     """The model server and the model. A warning at worst: without them the standard briefing still goes out."""
     from insights.settings import OllamaSettings
 
-    ollama = OllamaSettings.from_env()
+    try:
+        ollama = OllamaSettings.from_env()
+    except ConfigError as exc:  # OLLAMA_NUM_CTX / OLLAMA_TIMEOUT: deliver would stop on it, so it is an error here
+        return [Check("Ollama", "FAIL", str(exc), "set it to a positive number of tokens / seconds, or unset it")]
     fix = f"start Ollama and run `ollama pull {ollama.model}`, or set OLLAMA_BASE_URL / OLLAMA_MODEL"
     if ollama.url_problem:
         return [Check("Ollama", "warn", ollama.url_problem + "; the standard briefing will be sent", fix)]

@@ -7,7 +7,8 @@ compiles into a llama.cpp grammar), and the answer is validated with pydantic.
 Sizing, before anything is sent: the prompt is counted with Llama 3.2's own
 tokenizer (`insights.tokens`); `num_predict` is the answer's budget for its shape
 (`insights.prompt.answer_budget`); the request's `num_ctx` is the smallest step
-of 256 tokens that holds both, never more than OLLAMA_NUM_CTX. When even the
+of 256 tokens that holds both, with room for a model whose tokenizer needs more
+tokens than Llama 3.2's, never more than OLLAMA_NUM_CTX. When even the
 facts that need attention do not fit, the model is not asked at all
 (`prompt_too_long`). Ollama truncates an over-long prompt silently, so the
 reported `prompt_eval_count` is checked too (`context_overflow`).
@@ -39,8 +40,11 @@ from insights.facts import DayFacts
 from insights.settings import OllamaSettings
 
 CTX_STEP = 256
-# Ollama's template for another model family may take a few more tokens than Llama 3.2's.
+# Room for what Llama 3.2's count cannot know: another model family's chat template (a few tokens) and
+# tokenizer (SmolLM2's needs 12% more tokens for the briefing's prompt). A model that still needs more is
+# told apart by its prompt_eval_count, and the retry sizes its context from what that model counted.
 CONTEXT_MARGIN = 32
+OTHER_TOKENIZER = 1.12
 SEED = 42
 RETRY_SEED = 43
 RETRY_TEMPERATURE = 0.3
@@ -112,10 +116,19 @@ class Outcome:
         return self.last.completion_tokens if self.last else None
 
 
-def context_for(prompt: prompts.Prompt, max_num_ctx: int) -> int:
-    """The smallest num_ctx (a multiple of CTX_STEP) that holds the prompt and the answer's budget."""
-    needed = prompt.tokens + prompt.num_predict + CONTEXT_MARGIN
+def context_for(prompt: prompts.Prompt, max_num_ctx: int, ratio: float = OTHER_TOKENIZER) -> int:
+    """The smallest num_ctx (a multiple of CTX_STEP) that holds the prompt, as the serving model counts it
+    (`ratio` times Llama 3.2's count), and the answer's budget."""
+    needed = math.ceil(prompt.tokens * ratio) + prompt.num_predict + CONTEXT_MARGIN
     return min(max_num_ctx, math.ceil(needed / CTX_STEP) * CTX_STEP)
+
+
+def _observed_ratio(attempt: Attempt) -> float:
+    """How many tokens the serving model needs per Llama 3.2 token, from an answered attempt it did not
+    truncate; the default margin when that is not known."""
+    if attempt.prompt_tokens and attempt.counted_tokens and attempt.prompt_tokens + attempt.num_predict <= attempt.num_ctx:
+        return max(1.0, attempt.prompt_tokens / attempt.counted_tokens)
+    return OTHER_TOKENIZER
 
 
 def options(seed: int, temperature: float, num_ctx: int, num_predict: int) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def options(seed: int, temperature: float, num_ctx: int, num_predict: int) -> di
 def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | float | None = None) -> Outcome:
     """Ask the model for a plan; every problem ends in `Outcome.failure`, never in an exception."""
     started = time.perf_counter()
-    prompt = prompts.fit(day, settings.max_num_ctx, margin=CONTEXT_MARGIN)
+    prompt = prompts.fit(day, settings.max_num_ctx, scale=OTHER_TOKENIZER, margin=CONTEXT_MARGIN)
     if prompt is None:
         needed = prompts.render(day)
         failure = Failure("prompt_too_long", f"the facts take {needed.tokens} prompt tokens plus {needed.num_predict} for the "
@@ -142,7 +155,7 @@ def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | 
         attempt = _ask(client, settings, prompt, SEED, 0.0, num_ctx)
         outcome.attempts.append(attempt)
         if attempt.failure is not None and attempt.failure.code in RETRYABLE:
-            retry = _retry_prompt(day, prompt, attempt.failure, settings)
+            retry = _retry_prompt(day, prompt, attempt, settings)
             if retry is not None:
                 prompt, num_ctx = retry
                 outcome.prompt = prompt
@@ -161,22 +174,22 @@ def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | 
     return outcome
 
 
-def _retry_prompt(day: DayFacts, prompt: prompts.Prompt, failure: Failure,
+def _retry_prompt(day: DayFacts, prompt: prompts.Prompt, first: Attempt,
                   settings: OllamaSettings) -> tuple[prompts.Prompt, int] | None:
     """The second request: what it changes depends on what went wrong (None: nothing worth retrying)."""
-    if failure.code == "truncated":
-        smaller = prompts.fit(day, settings.max_num_ctx, ask=prompts.SMALLER_ASK, margin=CONTEXT_MARGIN)
+    assert first.failure is not None
+    ratio = _observed_ratio(first)
+    if first.failure.code == "truncated":
+        smaller = prompts.fit(day, settings.max_num_ctx, ask=prompts.SMALLER_ASK, scale=ratio, margin=CONTEXT_MARGIN)
         if smaller is None:
             return None
         smaller = smaller.with_note("it was cut off before the JSON object was complete; write less.")
-        return smaller, context_for(smaller, settings.max_num_ctx)
-    if failure.code == "context_overflow":
-        larger = min(settings.max_num_ctx, 2 * context_for(prompt, settings.max_num_ctx))
-        if larger <= context_for(prompt, settings.max_num_ctx):
-            return None
-        return prompt, larger
-    retry = prompt.with_note(failure.detail)
-    return retry, context_for(retry, settings.max_num_ctx)
+        return smaller, context_for(smaller, settings.max_num_ctx, ratio)
+    if first.failure.code == "context_overflow":
+        larger = min(settings.max_num_ctx, 2 * first.num_ctx)
+        return (prompt, larger) if larger > first.num_ctx else None
+    retry = prompt.with_note(first.failure.detail)
+    return retry, context_for(retry, settings.max_num_ctx, ratio)
 
 
 def _client(settings: OllamaSettings, timeout: httpx.Timeout | float | None) -> tuple[ollama.Client | None, str]:

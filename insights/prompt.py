@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -259,8 +260,10 @@ def render(day: DayFacts, ask: Ask = Ask()) -> Prompt:
     return Prompt(day, messages, schema, answer, ask)
 
 
-def fit(day: DayFacts, max_ctx: int, ask: Ask = Ask(), margin: int = 0, minimum_others: int = 2) -> Prompt | None:
-    """The prompt with as many facts as fit: prompt tokens + the answer's budget + `margin` <= `max_ctx`.
+def fit(day: DayFacts, max_ctx: int, ask: Ask = Ask(), scale: float = 1.0, margin: int = 0,
+        minimum_others: int = 2) -> Prompt | None:
+    """The prompt with as many facts as fit: prompt tokens (times `scale`, for a model whose tokenizer
+    needs more) + the answer's budget + `margin` <= `max_ctx`.
 
     Ollama truncates an over-long prompt silently, so the prompt is sized here, on the exact token
     count, leaving out the least important facts that do not need attention first. None when even
@@ -270,6 +273,6 @@ def fit(day: DayFacts, max_ctx: int, ask: Ask = Ask(), margin: int = 0, minimum_
     for keep in range(len(others), min(minimum_others, len(others)) - 1, -1):
         kept = set(attention) | set(others[:keep])
         prompt = render(DayFacts(day.report_date, tuple(f for f in day.facts if f.id in kept)), ask)
-        if prompt.tokens + prompt.num_predict + margin <= max_ctx:
+        if math.ceil(prompt.tokens * scale) + prompt.num_predict + margin <= max_ctx:
             return prompt
     return None

@@ -84,6 +84,7 @@ class ZohoApi:
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
+            Route.of("/crm/v8/org/currencies", {"GET": self.currencies}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
             Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
                                                "DELETE": self.delete_record}),
@@ -204,6 +205,13 @@ class ZohoApi:
         if self.org.layout_module(layout_id) != "Deals":
             raise ZohoError("INVALID_DATA", {"param_name": "layout_id"})
         return Response(200, {"pipeline": self.org.pipelines()})
+
+    def currencies(self, req: Request) -> Response:
+        """`GET /org/currencies`; Zoho refuses it while the org has only its home currency."""
+        currencies = self.org.currencies_payload()
+        if len(currencies) < 2:
+            raise ZohoError("CURRENCIES_NOT_ENABLED")
+        return Response(200, {"currencies": currencies})
 
     def organization(self, req: Request) -> Response:
         return Response(200, {"org": [self.org.organization()]})

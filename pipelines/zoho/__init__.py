@@ -1,4 +1,4 @@
-"""dlt source for Zoho CRM (REST API v8): leads, deals, users, deal stages and the deletion log.
+"""dlt source for Zoho CRM (REST API v8): leads, deals, users, deal stages, currencies and the deletion log.
 
 Load contract (dataset `zoho_raw`, tables named after the resources):
 
@@ -11,7 +11,9 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   applied once, so a tombstone never removes a record modified after it was deleted.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`) and `deal_stages` (replaced): small, read whole every run.
+- `users` (merged on `id`), `deal_stages` and `currencies` (replaced): small, read
+  whole every run. `currencies` is `/org/currencies` (its `is_base` row is the home
+  currency); an org without multi-currency gets one row, its home currency from `/org`.
 
 Every column is declared with its type, so it exists even when Zoho sent no value
 for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
@@ -50,6 +52,8 @@ from .helpers import (
 from .settings import (
     ACCOUNTS_URLS,
     API_DOMAINS,
+    CURRENCIES_FIELDS,
+    CURRENCIES_NOT_ENABLED,
     DEAL_STAGES_FIELDS,
     DEFAULT_DC,
     DELETED_FIELDS,
@@ -66,7 +70,7 @@ from .settings import (
 
 __all__ = ["zoho_crm", "ExtractObserver", "ZohoError", "RESOURCES"]
 
-RESOURCES = ("leads", "deals", "users", "deal_stages", "deleted_records")
+RESOURCES = ("leads", "deals", "users", "deal_stages", "currencies", "deleted_records")
 
 
 class ExtractObserver(Protocol):
@@ -142,6 +146,7 @@ def zoho_crm(
         ),
         _users(client, page_size, observer),
         _deal_stages(client, observer),
+        _currencies(client, observer),
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
     ]
@@ -271,6 +276,33 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
             yield list(stages.values())
 
     return deal_stages
+
+
+def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+    @dlt.resource(
+        name="currencies",
+        write_disposition="replace",
+        columns=column_hints(CURRENCIES_FIELDS),
+        file_format="insert_values",
+    )
+    def currencies() -> Iterator[list[dict[str, Any]]]:
+        yield dlt.mark.materialize_table_schema()
+        try:
+            listed = (client.get("org/currencies") or {}).get("currencies", [])
+        except ZohoError as error:
+            if error.code != CURRENCIES_NOT_ENABLED:
+                raise
+            # One currency only: every amount is already in it, at rate 1.
+            org = ((client.get("org") or {}).get("org") or [{}])[0]
+            listed = [{"id": org.get("id") or "home", "iso_code": org.get("iso_code"), "name": org.get("currency"),
+                       "symbol": org.get("currency_symbol"), "exchange_rate": 1, "is_base": True, "is_active": True}]
+        rows = [typed_record({**currency, "exchange_rate": float(currency["exchange_rate"])}, CURRENCIES_FIELDS)
+                for currency in listed if currency.get("iso_code")]
+        observer.page("currencies", len(rows))
+        if rows:
+            yield rows
+
+    return currencies
 
 
 def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, observer: ExtractObserver) -> DltResource:

@@ -62,6 +62,8 @@ LEADS_FIELDS: dict[str, FieldKind] = {
     "Rating": "text",
     "Country": "text",
     "Description": "text",
+    "Currency": "text",
+    "Exchange_Rate": "double",
     "Created_Time": "timestamp",
     "Modified_Time": "timestamp",
     "Created_By": "user",
@@ -90,7 +92,9 @@ DEALS_FIELDS: dict[str, FieldKind] = {
     "Next_Step": "text",
     "Reason_For_Loss__s": "text",
     "Description": "text",
+    # Units of Currency per one unit of the org's home currency: the home value is Amount / Exchange_Rate.
     "Currency": "text",
+    "Exchange_Rate": "double",
     "Created_Time": "timestamp",
     "Modified_Time": "timestamp",
     "Created_By": "user",
@@ -132,6 +136,19 @@ DEAL_STAGES_FIELDS: dict[str, FieldKind] = {
     "forecast_category": "text",
     "probability": "bigint",
 }
+
+# `/org/currencies`: the org's currencies; `is_base` marks the home currency every total is converted to.
+CURRENCIES_FIELDS: dict[str, FieldKind] = {
+    "iso_code": "text",
+    "name": "text",
+    "symbol": "text",
+    "exchange_rate": "double",
+    "is_base": "bool",
+    "is_active": "bool",
+    "modified_time": "timestamp",
+}
+# Zoho's answer to `/org/currencies` while the org has only its home currency; `/org` then names it.
+CURRENCIES_NOT_ENABLED = "CURRENCIES_NOT_ENABLED"
 
 # Tombstones carry this flag; dlt deletes the row with their id instead of inserting them.
 DELETED_FLAG = "_deleted"

@@ -7,9 +7,10 @@ timezone) - on both warehouses.
 
 The expected figures deliberately share no code with the dbt models: they follow the definitions in the
 kpi_daily docs (a deal is open at the end of day d if it was created by d and is still open or closed
-after d; won/lost come from the stage's forecast type; a closed deal closed on the earlier of its
-Closing_Date and the day it was last modified; missing amounts count as 0; ratios are null when nothing
-closed).
+after d; won/lost come from the stage's forecast type; a closed deal closed on its Closing_Date when that
+lies between its creation and its last change, otherwise on the day of its last change; amounts are in the
+home currency, Amount / Exchange_Rate; missing or negative amounts count as 0 and probabilities outside
+0..100 weigh 0; ratios are null when nothing closed; the days run to the day of the last sync).
 
 Edge stories rebuild a private copy of the warehouse: a young org without deals yet, a deleted deal that a
 load left behind, a deal won with a Closing_Date still in the future, and an org without pipelines. One
@@ -28,24 +29,25 @@ import pytest
 
 Kpis = dict[tuple[dt.date, str], float | None]
 
+HOME_CURRENCY = "USD"  # the sandbox org's home currency: kpi_daily names it as the unit of money
 UNITS = {
     "leads_created": "count",
     "leads_converted": "count",
     "deals_created": "count",
-    "deals_created_amount": "amount",
+    "deals_created_amount": HOME_CURRENCY,
     "deals_won": "count",
-    "deals_won_amount": "amount",
+    "deals_won_amount": HOME_CURRENCY,
     "deals_lost": "count",
-    "deals_lost_amount": "amount",
+    "deals_lost_amount": HOME_CURRENCY,
     "open_pipeline_count": "count",
-    "open_pipeline_amount": "amount",
-    "open_pipeline_weighted_amount": "amount",
+    "open_pipeline_amount": HOME_CURRENCY,
+    "open_pipeline_weighted_amount": HOME_CURRENCY,
     "win_rate": "ratio",
     "win_rate_30d": "ratio",
 }
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 # The warehouse keeps 6 decimals per value; sums of a few thousand rounded products stay well inside a cent.
-TOLERANCE = {"count": 0, "amount": 0.01, "ratio": 1e-6}
+TOLERANCE = {"count": 0, HOME_CURRENCY: 0.01, "ratio": 1e-6}
 STATUS_BY_FORECAST_TYPE = {"Closed Won": "won", "Closed Lost": "lost"}
 
 
@@ -91,33 +93,41 @@ class Layout:
 
 
 def closed_day(record: Mapping, tz: ZoneInfo) -> dt.date:
-    """The day a won or lost deal closed: its Closing_Date, unless that is after the deal's last change.
+    """The day a won or lost deal closed: its Closing_Date, unless that is outside the deal's life.
 
     Zoho's Closing_Date is the *expected* close day; nobody has to update it when marking a deal won or
-    lost, so it may still lie in the future. The deal cannot have closed after it was last modified.
+    lost, so it may still lie in the future (or be a typo long past). The deal cannot have closed after it
+    was last modified, nor before it was created: it closed on the day of its last change then.
     """
-    last_changed = org_day(record["Modified_Time"], tz)
-    closing = record.get("Closing_Date")
-    return min(dt.date.fromisoformat(closing), last_changed) if closing else last_changed
+    created, last_changed = org_day(record["Created_Time"], tz), org_day(record["Modified_Time"], tz)
+    closing = dt.date.fromisoformat(record["Closing_Date"]) if record.get("Closing_Date") else None
+    return closing if closing and created <= closing <= last_changed else last_changed
+
+
+def home_amount(record: Mapping) -> float:
+    """The deal's value in the home currency: Zoho's rate is units of its currency per one home unit.
+    A missing or negative amount (a data-quality issue) counts as 0."""
+    amount, rate = record.get("Amount"), record.get("Exchange_Rate") or 1
+    return amount / rate if amount is not None and amount >= 0 else 0.0
 
 
 def deal_of(record: Mapping, layout: Layout, tz: ZoneInfo) -> Deal:
     status = STATUS_BY_FORECAST_TYPE.get(layout.forecast_type(record.get("Pipeline"), record.get("Stage")), "open")
-    amount = record.get("Amount")
-    probability = record.get("Probability")
+    probability = record.get("Probability") or 0
+    amount = home_amount(record)
     return Deal(
         created=org_day(record["Created_Time"], tz),
         status=status,
         closed=closed_day(record, tz) if status != "open" else None,
-        amount=amount or 0.0,
-        weighted_amount=(amount or 0.0) * (probability or 0) / 100,
+        amount=amount,
+        weighted_amount=amount * probability / 100 if 0 <= probability <= 100 else 0.0,
     )
 
 
 def expected_kpis(
     leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo, today: dt.date
 ) -> Kpis:
-    """Every metric of every day, from the first event to today or the last event, whichever is later."""
+    """Every metric of every day, from the first record created to `today`, the day of the last sync."""
     layout = Layout.of(pipelines)
     deals = [deal_of(record, layout, tz) for record in deals]
     lead_created = Counter(org_day(lead["Created_Time"], tz) for lead in leads)
@@ -138,7 +148,8 @@ def expected_kpis(
     lost, lost_amount = per_day("lost", lambda d: 1), per_day("lost", lambda d: d.amount)
 
     event_days = [*lead_created, *lead_converted, *created, *won, *lost]
-    first, last = min(event_days), max([today, *event_days])
+    assert max(event_days) <= today, "an event after the last sync"
+    first, last = min([*lead_created, *created]), today
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
     def ratio(won_count: float, lost_count: float) -> float | None:
@@ -220,11 +231,12 @@ def mismatches(expected: Kpis, actual: Kpis) -> list[str]:
     return found
 
 
-def build_day(kpis: Kpis, tz: ZoneInfo) -> dt.date:
-    """"Today" in the org timezone as of the build: the marts run to it, and the build may have been just
-    before midnight."""
-    today = dt.datetime.now(tz).date()
-    return today if any(day == today for day, _ in kpis) else today - dt.timedelta(days=1)
+def sync_day(workspace, target: str, tz: ZoneInfo, records: Iterable[Mapping]) -> dt.date:
+    """The day (org timezone) the marts are as of: that of the last committed load, or of the newest change
+    the CRM reported if its clock runs ahead of the extractor's machine."""
+    [(loaded_at,)] = query(workspace, target, "select max(inserted_at) from zoho_raw._dlt_loads where status = 0")
+    changes = [dt.datetime.fromisoformat(r["Modified_Time"]) for r in records]
+    return max([loaded_at, *changes]).astimezone(tz).date()
 
 
 def assert_kpi_daily_equals_the_kpis_of(
@@ -232,7 +244,8 @@ def assert_kpi_daily_equals_the_kpis_of(
 ) -> Kpis:
     """Every day and metric of kpi_daily equals the figure computed from these records; kpi_daily returned."""
     actual, _ = read_kpi_daily(workspace, target)
-    expected = expected_kpis(leads, deals, pipelines, tz, build_day(actual, tz))
+    leads, deals = list(leads), list(deals)
+    expected = expected_kpis(leads, deals, pipelines, tz, sync_day(workspace, target, tz, [*leads, *deals]))
     wrong = mismatches(expected, actual)
     assert not wrong, f"{len(wrong)} of {len(expected)} kpi_daily values differ:\n" + "\n".join(wrong[:20])
     return actual
@@ -320,10 +333,10 @@ def test_a_deal_won_with_a_closing_date_still_in_the_future_counts_on_the_day_it
     # WHEN dbt builds the marts
     warehouse.dbt_build(target)
 
-    # THEN kpi_daily still ends today, and the win counts on the day the deal was last changed (it cannot
-    # have been won later), so it has left the open pipeline since
+    # THEN kpi_daily still ends on the day of the sync, and the win counts on the day the deal was last
+    # changed (it cannot have been won later), so it has left the open pipeline since
     kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, target, org.records("Leads"), deals, org.pipelines(), tz)
-    assert max(day for day, _ in kpis) == build_day(kpis, tz)
+    assert max(day for day, _ in kpis) == sync_day(warehouse, target, tz, deals)
     assert query(warehouse, target, f"select closed_date from analytics.deals where deal_id = '{deal_id}'") == [(won_on,)]
 
 

@@ -8,7 +8,7 @@ calendar as (
 
 deals as (
 
-    select * from {{ ref('int_deals_joined_to_stages') }}
+    select * from {{ ref('int_deals_in_home_currency') }}
 
 ),
 

@@ -1,10 +1,9 @@
 -- Every event lands on exactly one day of kpi_daily, and today's open pipeline is the deals open now.
 -- Returns one row per metric whose kpi_daily figure disagrees with the same figure counted from the marts.
 --
--- The open pipeline is checked on today (org timezone), not on kpi_daily's last day: a calendar stretched
--- into the future by a close dated after today would agree with the open deals on its last day while
--- counting a deal already won or lost as open today. A build that ran across midnight has no row for the
--- new day yet and is checked on its last day instead.
+-- The open pipeline is checked on the day of the last sync (org timezone), which must be kpi_daily's last
+-- day: a calendar stretched into the future by a close dated after it would agree with the open deals on its
+-- last day while counting a deal already won or lost as open on the day of the sync.
 
 with
 
@@ -40,8 +39,8 @@ summed_over_days as (
 
 checked_day as (
 
-    select least({{ org_today() }}, max(kpi_date)) as kpi_date
-    from kpis
+    select as_of_date as kpi_date
+    from {{ ref('int_sync_context') }}
 
 ),
 
@@ -69,7 +68,7 @@ from_marts as (
     union all
     select 'deals_lost' as metric, count(closed_date) as mart_value from deals where status = 'lost'
     union all
-    -- open at the end of the checked day: created by then (a sandbox org may be dated ahead of the clock)
+    -- open at the end of the checked day: every deal was created by then
     select 'open_pipeline_count' as metric, count(*) as mart_value
     from deals
     where status = 'open'

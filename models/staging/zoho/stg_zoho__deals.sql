@@ -31,8 +31,10 @@ renamed as (
         cast(reason_for_loss__s as {{ dbt.type_string() }}) as loss_reason,
         cast(currency as {{ dbt.type_string() }}) as currency,
 
-        ----------  numerics: Zoho's Probability is a percent, the marts use a fraction
+        ----------  numerics: Zoho's Probability is a percent, the marts use a fraction. Amount is in `currency`;
+        ----------  exchange_rate is units of `currency` per one unit of the org's home currency.
         cast(amount as {{ dbt.type_numeric() }}) as amount,
+        cast(exchange_rate as {{ dbt.type_numeric() }}) as exchange_rate,
         {{ divide('probability', 100) }} as probability,
         cast(expected_revenue as {{ dbt.type_numeric() }}) as expected_revenue,
 

@@ -33,10 +33,12 @@ renamed as (
         cast(rating as {{ dbt.type_string() }}) as rating,
         cast(country as {{ dbt.type_string() }}) as country,
         cast(record_status__s as {{ dbt.type_string() }}) as record_status,
+        cast(currency as {{ dbt.type_string() }}) as currency,
 
         ----------  numerics
         cast(annual_revenue as {{ dbt.type_numeric() }}) as annual_revenue,
         cast(no_of_employees as {{ dbt.type_int() }}) as employee_count,
+        cast(exchange_rate as {{ dbt.type_numeric() }}) as exchange_rate,
 
         ----------  booleans
         coalesce(cast(converted__s as {{ dbt.type_boolean() }}), false) as is_converted,

@@ -241,6 +241,27 @@ class DeletedEntry:
     permanent: bool = False
 
 
+@dataclass(slots=True)
+class StageHistoryEntry:
+    """A row of a deal's Stage History (Zoho's DealHistory module, the "Stage History" related list).
+
+    Zoho writes one when a deal is created and whenever its Stage, Amount, Probability or Closing_Date
+    changes, with the values after the change and who made it.
+    """
+
+    id: str
+    Stage: str
+    Amount: float | None
+    Probability: int | None
+    Expected_Revenue: float | None
+    Closing_Date: dt.date | None
+    Modified_Time: int
+    Modified_By: str
+
+
+STAGE_HISTORY_FIELDS = frozenset({"Stage", "Amount", "Probability", "Closing_Date"})
+
+
 def full_name(first: str | None, last: str | None) -> str:
     return " ".join(part for part in (first, last) if part)
 

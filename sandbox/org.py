@@ -202,6 +202,20 @@ class SandboxOrg:
                 "iso_code": "USD", "currency_symbol": "$", "primary_email": admin.email,
                 "country": "United States", "domain_name": "zylker-sandbox"}
 
+    def stage_history(self, deal_id: str) -> list[dict[str, Any]] | None:
+        """A deal's Stage History as the related list renders it, newest first; None for an unknown deal."""
+        with self.lock:
+            if deal_id not in self._state.tables["Deals"] and deal_id not in self._state.deleted["Deals"]:
+                return None
+            rows = list(self._state.stage_history.get(deal_id, []))
+        render = self.renderer
+        return [{
+            "id": row.id, "Stage": row.Stage, "Amount": row.Amount, "Probability": row.Probability,
+            "Expected_Revenue": row.Expected_Revenue,
+            "Closing_Date": None if row.Closing_Date is None else row.Closing_Date.isoformat(),
+            "Modified_Time": render.datetime(row.Modified_Time), "Modified_By": render.user(row.Modified_By, email=False),
+        } for row in reversed(rows)]
+
     def currencies_payload(self) -> list[dict[str, Any]]:
         """The currencies as `/org/currencies` renders them (Zoho sends the rate as a decimal string)."""
         admin = self.renderer.user(self.current_user_id, email=False)

@@ -14,7 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .model import MODULES, PIPELINE_NAME, Currency, DeletedEntry, Lead, Record, Ref, User, apply_changes
+from .model import (
+    MODULES,
+    PIPELINE_NAME,
+    STAGE_HISTORY_FIELDS,
+    Currency,
+    Deal,
+    DeletedEntry,
+    Lead,
+    Record,
+    Ref,
+    StageHistoryEntry,
+    User,
+    apply_changes,
+)
 from .timeline import BUSINESS_HOURS, OrgCalendar
 
 if TYPE_CHECKING:
@@ -88,6 +101,10 @@ class OrgState:
         self.version = 0
         self.currencies = currencies
         self.home_currency = next(c.iso_code for c in currencies if c.is_base)
+        # Deal id -> its Stage History, oldest first (kept after the deal is deleted, as Zoho keeps it
+        # with the deal in the recycle bin).
+        self.stage_history: dict[str, list[StageHistoryEntry]] = {}
+        self._history_rows = 0
 
     def currency(self, iso_code: str) -> Currency | None:
         return next((c for c in self.currencies if c.iso_code == iso_code), None)
@@ -135,6 +152,8 @@ class OrgState:
         if record.Currency is None:
             record.Currency, record.Exchange_Rate = self.home_currency, 1
         self.tables[module][record.id] = record
+        if isinstance(record, Deal):
+            self._track_stage(record, record.Created_Time, record.Created_By)
         self.version += 1
 
     def change(self, module: str, record: Record, changes: Mapping[str, Any], when: int, user_id: str) -> None:
@@ -143,7 +162,21 @@ class OrgState:
         apply_changes(record, changes, self.calendar.local_date(when))
         record.Modified_Time = when
         record.Modified_By = user_id
+        if isinstance(record, Deal) and STAGE_HISTORY_FIELDS & changes.keys():
+            self._track_stage(record, when, user_id)
         self.version += 1
+
+    def _track_stage(self, deal: Deal, when: int, user_id: str) -> None:
+        """Write the deal's Stage History row for a change at `when` (the values after the change)."""
+        history = self.stage_history.setdefault(deal.id, [])
+        if history and history[-1].Modified_Time == when:
+            history.pop()  # one write, one row: the creation row already holds the values set with it
+        self._history_rows += 1
+        history.append(StageHistoryEntry(
+            # Own number range (a 9 after the org prefix), so record ids stay as they were without history.
+            id=f"{self.ids.prefix}9{self._history_rows:011d}", Stage=deal.Stage, Amount=deal.Amount, Probability=deal.Probability,
+            Expected_Revenue=deal.Expected_Revenue, Closing_Date=deal.Closing_Date, Modified_Time=when,
+            Modified_By=user_id))
 
     def remove(self, module: str, record_id: str, when: int, user_id: str) -> DeletedEntry:
         """Delete a record: it leaves the live table and enters the deletion log (recycle bin)."""

@@ -137,6 +137,21 @@ DEAL_STAGES_FIELDS: dict[str, FieldKind] = {
     "probability": "bigint",
 }
 
+# A deal's Stage History (Zoho's DealHistory module, read as the `Stage_History` related list of each deal):
+# one row per change of Stage, Amount, Probability or Closing_Date, with the values after the change.
+# Read once, on the first sync, to date the past before the warehouse kept its own history.
+STAGE_HISTORY_RELATED_LIST = "Stage_History"
+STAGE_HISTORY_FIELDS: dict[str, FieldKind] = {
+    "deal_id": "text",
+    "Stage": "text",
+    "Amount": "double",
+    "Probability": "bigint",
+    "Expected_Revenue": "double",
+    "Closing_Date": "date",
+    "Modified_Time": "timestamp",
+    "Modified_By": "record",
+}
+
 # `/org/currencies`: the org's currencies; `is_base` marks the home currency every total is converted to.
 CURRENCIES_FIELDS: dict[str, FieldKind] = {
     "iso_code": "text",

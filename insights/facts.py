@@ -405,6 +405,7 @@ def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | 
         *_open_deal_facts(deals, labels, timezone or org_timezone(), money),
         *_top_facts(deals, labels, money),
         *_stage_facts(conn, labels, money),
+        *_owner_standing_facts(conn, target, report_date, labels, money),
         *_data_quality_facts(conn),
     ]
     facts.sort(key=lambda f: (-f.priority, f.id))
@@ -454,6 +455,37 @@ def _data_quality_facts(conn: Any) -> Iterator[Fact]:
         f"{count_of(records, 'CRM record')} {_verb(records, 'needs', 'need')} fixing ({parts}); "
         f"{_verb(records, 'its', 'their')} bad values are kept out of the totals.",
         {"records": records, "by_rule": {rule: int(n) for rule, n in rows}},
+    )
+
+
+def _owner_standing_facts(conn: Any, target: Target, day: dt.date, labels: _Labels, money: Money) -> Iterator[Fact]:
+    """The owners' standings in the month to date: won amount, deals won and their open pipeline that evening.
+
+    Read from owner_performance_daily, so each win counts for the owner who had the deal when it was won.
+    """
+    p = placeholder(target)
+    rows = _query(
+        conn,
+        f"select owner_id, sum(deals_won), sum(deals_won_amount), "
+        f"sum(case when activity_date = {p} then open_pipeline_amount else 0 end) "
+        f"from {MARTS_SCHEMA}.owner_performance_daily where activity_date between {p} and {p} and owner_id is not null "
+        f"group by owner_id having sum(deals_won) > 0 order by 3 desc, 2 desc, owner_id limit 3",
+        (day, day.replace(day=1), day),
+    )
+    if not rows:
+        return
+    slots = {f"owner{n}": labels.ref("owner", owner_id) for n, (owner_id, *_) in enumerate(rows, 1)}
+    parts = [
+        f"{{owner{n}}} {money(float(amount))} "
+        f"({count_of(int(won), 'win')}, {money(float(pipeline))} open)"
+        for n, (_, won, amount, pipeline) in enumerate(rows, 1)
+    ]
+    yield Fact(
+        "owner_standings", "Owners this month", "info", 44,
+        f"Month to date, by amount won: {'; '.join(parts)}.",
+        {"owners": [{"won": int(won), "won_amount": float(amount), "open_pipeline_amount": float(pipeline)}
+                    for _, won, amount, pipeline in rows], "month_start": day.replace(day=1).isoformat()},
+        slots,
     )
 
 

@@ -31,7 +31,7 @@ from sandbox import SandboxOrg, SandboxServer
 from tests.ollama_emulator import OllamaEmulator
 from tests.support.postgres import create_database, drop_database
 from tests.support.workspace import Workspace, make_workspace
-from tests.test_marts import assert_kpi_daily_equals_the_kpis_of, home_amount, query, sync_day
+from tests.test_marts import OrgHistory, assert_kpi_daily_equals_the_kpis_of, home_amount, query, sync_day
 
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 REPORT_DATE = dt.date(2026, 11, 20)  # the org's today: every API write below happens on it
@@ -168,8 +168,8 @@ def test_deals_in_other_currencies_count_at_amount_divided_by_their_exchange_rat
 
     # AND every kpi_daily figure is the org's own, recomputed from its records in the home currency,
     # with USD as the unit of every amount
-    leads, deals = org.records("Leads"), org.records("Deals")
-    kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, leads, deals, org.pipelines(), messy_org.tz)
+    deals = org.records("Deals")
+    kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, OrgHistory.first_sync(org), messy_org.tz)
     units = dict(query(messy_org.workspace, target, "select distinct metric, unit from analytics.kpi_daily where metric like '%amount'"))
     assert set(units.values()) == {"USD"}
 
@@ -230,12 +230,12 @@ def test_impossible_values_are_listed_kept_out_of_the_sums_and_counted_in_the_br
         where deal_id in ('{deals["closing 1900"]}', '{deals["closing 2999"]}')"""))
     assert set(closed.values()) == {REPORT_DATE}
     org = messy_org.org
-    leads, records = org.records("Leads"), org.records("Deals")
-    kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, leads, records, org.pipelines(), messy_org.tz)
+    history = OrgHistory.first_sync(org)
+    kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, history, messy_org.tz)
     days = sorted({day for day, _ in kpis})
     first_created = min(dt.datetime.fromisoformat(r["Created_Time"]).astimezone(messy_org.tz).date()
-                        for r in [*leads, *records])
-    assert (days[0], days[-1]) == (first_created, sync_day(messy_org.workspace, target, messy_org.tz, [*leads, *records]))
+                        for r in [*org.records("Leads"), *org.records("Deals")])
+    assert (days[0], days[-1]) == (first_created, sync_day(messy_org.workspace, target, messy_org.tz, history))
 
     # AND the briefing says how many records need fixing in the CRM
     facts, _ = briefing_facts(messy_org.workspace, target)
@@ -264,7 +264,6 @@ def test_an_org_whose_clock_runs_three_days_ahead_still_builds(postgres_server: 
         rows = query(workspace, target, "select kpi_date, bool_and(is_complete) from analytics.kpi_daily group by kpi_date")
         incomplete = [day for day, complete in rows if not complete]
         assert incomplete == [org_today] == [max(day for day, _ in rows)]
-        assert_kpi_daily_equals_the_kpis_of(workspace, target, org.records("Leads"), org.records("Deals"),
-                                            org.pipelines(), tz)
+        assert_kpi_daily_equals_the_kpis_of(workspace, target, OrgHistory.first_sync(org), tz)
     finally:
         drop_database(postgres_server, database)

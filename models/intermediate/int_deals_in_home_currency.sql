@@ -18,10 +18,33 @@ users as (
 
 ),
 
+closings as (
+
+    select * from {{ ref('int_deal_closings') }}
+
+),
+
+-- The deal's last close, from its history: the day it entered the won or lost stage it is in now.
+last_closings as (
+
+    select *
+    from (
+        select
+            deal_id,
+            closed_date,
+            row_number() over (partition by deal_id order by changed_at desc) as recency
+
+        from closings
+    ) as ranked
+    where recency = 1
+
+),
+
 priced as (
 
     select
         deals.*,
+        last_closings.closed_date as history_closed_date,
         context.home_currency_code,
         -- An org without multi-currency leaves Currency empty: everything is in the home currency then.
         coalesce(deals.currency, context.home_currency_code) as currency_code,
@@ -34,6 +57,8 @@ priced as (
         context.as_of_date
 
     from deals
+    left join last_closings
+        on deals.deal_id = last_closings.deal_id
     cross join context
 
 ),
@@ -67,11 +92,8 @@ valued as (
         checked.*,
         -- A negative amount or an amount without a usable rate is left out of every sum (it stays visible as
         -- amount_in_currency); a probability outside 0..1 is left out of every weighted sum.
-        case
-            when has_negative_amount or has_unusable_exchange_rate then null
-            else {{ divide('amount', 'rate_to_home') }}
-        end as home_amount,
-        case when has_probability_out_of_range then null else probability end as usable_probability
+        {{ home_amount('amount', 'rate_to_home') }} as home_amount,
+        {{ usable_probability('probability') }} as usable_probability
 
     from checked
 
@@ -105,7 +127,9 @@ final as (
         created_at,
         created_date,
         closing_date,
-        closed_date,
+        -- The day it entered its won or lost stage (history); without history, the Closing_Date rule of
+        -- int_deals_joined_to_stages.
+        case when status = 'open' then null else coalesce(history_closed_date, closed_date) end as closed_date,
         modified_at,
         has_negative_amount,
         has_unusable_exchange_rate,

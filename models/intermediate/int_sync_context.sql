@@ -8,15 +8,16 @@ loads as (
 
 ),
 
+-- Every version the syncs kept: a record deleted since still happened.
 leads as (
 
-    select * from {{ ref('stg_zoho__leads') }}
+    select * from {{ ref('stg_zoho__lead_versions') }}
 
 ),
 
 deals as (
 
-    select * from {{ ref('stg_zoho__deals') }}
+    select * from {{ ref('stg_zoho__deal_versions') }}
 
 ),
 

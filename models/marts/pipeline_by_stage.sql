@@ -39,8 +39,8 @@ unlisted_stages as (
     where not exists (
         select 1
         from layout_stages
-        where layout_stages.pipeline is not distinct from deals.pipeline
-            and layout_stages.stage is not distinct from deals.stage
+        where {{ null_safe_equals('layout_stages.pipeline', 'deals.pipeline') }}
+            and {{ null_safe_equals('layout_stages.stage', 'deals.stage') }}
     )
 
 ),
@@ -89,8 +89,8 @@ final as (
     from all_stages
     cross join context
     left join open_deals_by_stage
-        on all_stages.pipeline is not distinct from open_deals_by_stage.pipeline
-        and all_stages.stage is not distinct from open_deals_by_stage.stage
+        on {{ null_safe_equals('all_stages.pipeline', 'open_deals_by_stage.pipeline') }}
+        and {{ null_safe_equals('all_stages.stage', 'open_deals_by_stage.stage') }}
 
 )
 

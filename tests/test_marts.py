@@ -125,6 +125,11 @@ class OrgHistory:
         for entry in self.org.deleted_records("Deals"):
             self.deletions[entry["id"]] = instant(entry["deleted_time"])
 
+    def deal_timelines(self, tz: ZoneInfo) -> list["Deal"]:
+        layout = Layout.of(self.org.pipelines())
+        return [deal_of(versions, self.stage_history.get(deal_id, []), self.deletions.get(deal_id), layout, tz)
+                for deal_id, versions in self.deals.items()]
+
     def last_change(self) -> dt.datetime:
         times = [instant(v["Modified_Time"]) for kept in (self.leads, self.deals) for vs in kept.values() for v in vs]
         return max([*times, *self.deletions.values()])
@@ -140,6 +145,7 @@ class State:
     weighted_amount: float
     source: str  # sync | stage_history | reconstructed
     closing: dt.date | None
+    owner: str | None
 
 
 def deal_states(versions: list[Mapping], stage_history: list[Mapping], layout: Layout) -> list[State]:
@@ -154,8 +160,9 @@ def deal_states(versions: list[Mapping], stage_history: list[Mapping], layout: L
         probability = row.get("Probability")
         weight = probability / 100 if probability is not None and 0 <= probability <= 100 else 0.0
         closing = dt.date.fromisoformat(row["Closing_Date"]) if row.get("Closing_Date") else None
+        owner = (row.get("Owner") or first.get("Owner") or {}).get("id")  # Stage History has no owner
         return State(instant(row["Modified_Time"]), layout.status(pipeline, row.get("Stage")), amount,
-                     amount * weight, source, closing)
+                     amount * weight, source, closing, owner)
 
     before = sorted((h for h in stage_history if instant(h["Modified_Time"]) < instant(first["Modified_Time"])),
                     key=lambda h: instant(h["Modified_Time"]))
@@ -163,15 +170,17 @@ def deal_states(versions: list[Mapping], stage_history: list[Mapping], layout: L
     states += [state(v, v.get("Pipeline"), v.get("Exchange_Rate") or 1, "sync") for v in versions]
     if not before and states[0].status != "open" and instant(first["Created_Time"]) < states[0].at:
         amount = home_amount(first)
-        states.insert(0, State(instant(first["Created_Time"]), "open", amount, 0.0, "reconstructed", None))
+        states.insert(0, State(instant(first["Created_Time"]), "open", amount, 0.0, "reconstructed", None,
+                               (first.get("Owner") or {}).get("id")))
     return states
 
 
 @dataclass(frozen=True)
 class Deal:
+    id: str
     created: dt.date
-    created_amount: float
-    closings: tuple[tuple[dt.date, str, float], ...]  # (day, won|lost, amount)
+    first: State
+    closings: tuple[tuple[dt.date, State], ...]  # the day the deal entered a won or lost stage, and that state
     spans: tuple[tuple[dt.date, dt.date | None, State], ...]  # open from day (incl.) to day (excl.; None = on)
 
 
@@ -187,22 +196,19 @@ def deal_of(versions: list[Mapping], stage_history: list[Mapping], deleted: dt.d
         days.append(day)
     starts = [created, *days[1:]]  # the oldest state also stands for the deal's life before it
     closings = tuple(
-        (days[i], s.status, s.amount)
-        for i, s in enumerate(states) if s.status != "open" and (i == 0 or states[i - 1].status != s.status)
+        (days[i], s) for i, s in enumerate(states) if s.status != "open" and (i == 0 or states[i - 1].status != s.status)
     )
     end = deleted.astimezone(tz).date() if deleted and deleted >= states[-1].at else None
     spans = tuple(
         (starts[i], starts[i + 1] if i + 1 < len(states) else end, s)
         for i, s in enumerate(states) if s.status == "open"
     )
-    return Deal(created, states[0].amount, closings, spans)
+    return Deal(versions[0]["id"], created, states[0], closings, spans)
 
 
 def expected_kpis(history: OrgHistory, tz: ZoneInfo, today: dt.date) -> Kpis:
     """Every metric of every day, from the first record created to `today`, the day of the last sync."""
-    layout = Layout.of(history.org.pipelines())
-    deals = [deal_of(versions, history.stage_history.get(deal_id, []), history.deletions.get(deal_id), layout, tz)
-             for deal_id, versions in history.deals.items()]
+    deals = history.deal_timelines(tz)
     lead_created = Counter(org_day(versions[0]["Created_Time"], tz) for versions in history.leads.values())
     lead_converted = Counter(
         min(org_day(v["Converted_Date_Time"], tz) for v in versions if v.get("Converted_Date_Time"))
@@ -211,10 +217,10 @@ def expected_kpis(history: OrgHistory, tz: ZoneInfo, today: dt.date) -> Kpis:
     created, created_amount = Counter(d.created for d in deals), Counter()
     won, won_amount, lost, lost_amount = Counter(), Counter(), Counter(), Counter()
     for deal in deals:
-        created_amount[deal.created] += deal.created_amount
-        for day, outcome, amount in deal.closings:
-            (won if outcome == "won" else lost)[day] += 1
-            (won_amount if outcome == "won" else lost_amount)[day] += amount
+        created_amount[deal.created] += deal.first.amount
+        for day, state in deal.closings:
+            (won if state.status == "won" else lost)[day] += 1
+            (won_amount if state.status == "won" else lost_amount)[day] += state.amount
 
     event_days = [*lead_created, *lead_converted, *created, *won, *lost]
     assert max(event_days) <= today, "an event after the last sync"

@@ -223,13 +223,15 @@ def test_impossible_values_are_listed_kept_out_of_the_sums_and_counted_in_the_br
         select probability, weighted_amount from analytics.deals where deal_id = '{deals["probability 150"]}'""")
     assert probability is None and weighted is None
 
-    # AND the deals closed on the day of their last change, so the calendar runs from the first record to the
-    # day of the sync - no day in 1900 or 2999 - and every figure equals the org's own, recomputed
-    closed = dict(query(messy_org.workspace, target, f"""
-        select deal_id, closed_date from analytics.deals
-        where deal_id in ('{deals["closing 1900"]}', '{deals["closing 2999"]}')"""))
-    assert set(closed.values()) == {REPORT_DATE}
+    # AND the two deals still closed on the day they were won (Zoho's Stage History says when), not in 1900
+    # or 2999, so the calendar runs from the first record to the day of the sync, and every figure equals
+    # the org's own, recomputed
     org = messy_org.org
+    for name in ("closing 1900", "closing 2999"):
+        won_on = min(dt.datetime.fromisoformat(h["Modified_Time"]).astimezone(messy_org.tz).date()
+                     for h in org.stage_history(deals[name]) if h["Stage"] == "Closed Won")
+        assert query(messy_org.workspace, target,
+                     f"select closed_date from analytics.deals where deal_id = '{deals[name]}'") == [(won_on,)]
     history = OrgHistory.first_sync(org)
     kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, history, messy_org.tz)
     days = sorted({day for day, _ in kpis})

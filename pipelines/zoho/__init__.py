@@ -158,7 +158,7 @@ def zoho_crm(
     return [
         *records.values(),
         *(_versions(records[module], module, records_file_format) for module in MODULES),
-        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill),
+        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format),
         _users(client, page_size, observer),
         _deal_stages(client, observer),
         _currencies(client, observer),
@@ -265,7 +265,12 @@ def _versions(records: DltResource, module: str, file_format: Optional[str]) -> 
 
 
 def _deal_stage_history(
-    client: ZohoClient, deals: DltResource, page_size: int, observer: ExtractObserver, backfill: bool
+    client: ZohoClient,
+    deals: DltResource,
+    page_size: int,
+    observer: ExtractObserver,
+    backfill: bool,
+    file_format: Optional[str],
 ) -> DltResource:
     """Zoho's Stage History of each deal, read on the first sync only (it costs one call per deal).
 
@@ -274,6 +279,9 @@ def _deal_stage_history(
     """
     fields = ",".join(name for name in STAGE_HISTORY_FIELDS if name != "deal_id")
     decided: dict[str, bool] = {}
+    # A few rows per deal: as big as the deals table, so it loads in the records' file format (the table
+    # is simply missing while there is nothing to load; the marts read it as empty then).
+    hints: dict[str, Any] = {"file_format": file_format} if file_format else {}
 
     @dlt.transformer(
         data_from=deals,
@@ -281,7 +289,7 @@ def _deal_stage_history(
         primary_key="id",
         write_disposition="merge",
         columns=column_hints(STAGE_HISTORY_FIELDS),
-        file_format="insert_values",
+        **hints,
     )
     def deal_stage_history(page: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         if "now" not in decided:

@@ -10,7 +10,12 @@ back only into the final message, never into the prompt.
 Day metrics come from `analytics.kpi_daily`; entity facts (overdue deals, the
 biggest win, ...) use the same definition of "open at the end of day d" as
 kpi_daily: created on or before d and still open, or closed after d.
-`pipeline_by_stage` describes the current state of the pipeline.
+`pipeline_by_stage` describes the current state of the pipeline and
+`data_quality_issues` the CRM records that break a sanity rule.
+
+Money is in the org's home currency (the unit of kpi_daily's amounts, the
+`amount` of the deals mart). When some deals are in another currency, every
+amount is shown with the home currency's code, so nobody reads yen as dollars.
 """
 
 from __future__ import annotations
@@ -185,13 +190,13 @@ def fmt_day(d: dt.date) -> str:
     return f"{d:%a} {d.day} {d:%b}"
 
 
-def movement(delta: float, base: float | None) -> str:
+def movement(delta: float, base: float | None, money: Callable[[float], str] = fmt_amount) -> str:
     """'up 12.3K (+1.0%)', 'down 4,000 (-0.3%)' or 'unchanged': direction words come from the data."""
     if half_up(delta) == 0:
         return "unchanged"
     word = "up" if delta > 0 else "down"
     pct = f" ({fmt_change_pct(delta / base * 100)})" if base else ""
-    return f"{word} {fmt_amount(abs(delta))}{pct}"
+    return f"{word} {money(abs(delta))}{pct}"
 
 
 # --------------------------------------------------------------------------- reading the marts
@@ -221,21 +226,53 @@ def _query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 
 def default_report_date(conn: Any, target: Target, today: dt.date) -> dt.date:
-    """The last complete day: the latest kpi_date before today (org timezone).
+    """The last complete day: the latest kpi_date before today (org timezone) that the last sync saw end.
 
-    A morning briefing reports on yesterday. When the marts hold nothing before
-    today (a brand-new org, or a sandbox whose clock runs ahead), the latest
-    kpi_date is used instead.
+    A morning briefing reports on yesterday. kpi_daily marks the day of the last
+    sync as incomplete (`is_complete`), so a briefing after a sync that failed
+    last night reports on the last day the data covers in full, not on a half day.
+    When the marts hold no complete day (a brand-new org), the latest kpi_date is used.
     """
     p = placeholder(target)
     [(before, latest)] = _query(
         conn,
-        f"select max(case when kpi_date < {p} then kpi_date end), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily",
+        f"select max(case when kpi_date < {p} and is_complete then kpi_date end), max(kpi_date) "
+        f"from {MARTS_SCHEMA}.kpi_daily",
         (today,),
     )
     if latest is None:
         raise FactsError(f"{MARTS_SCHEMA}.kpi_daily is empty; load the CRM and run `dbt build` first")
     return _as_date(before or latest)
+
+
+def home_currency(conn: Any) -> str:
+    """ISO code of the org's home currency: the unit kpi_daily gives its amounts."""
+    found = _query(
+        conn, f"select min(unit) from {MARTS_SCHEMA}.kpi_daily where metric = 'open_pipeline_amount'"
+    )
+    return str(found[0][0]) if found and found[0][0] else ""
+
+
+@dataclass(frozen=True)
+class Money:
+    """How the facts write an amount: the home currency's code follows it once the org has deals in other
+    currencies (then every total was converted, and the reader must know into what)."""
+
+    currency: str
+    foreign_deals: int = 0
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.currency) and self.foreign_deals > 0
+
+    def __call__(self, x: float) -> str:
+        return f"{fmt_amount(x)} {self.currency}" if self.labelled else fmt_amount(x)
+
+    def original(self, amount: Any, currency: Any) -> str:
+        """' (50M JPY)' after a converted amount, when the deal is in another currency; '' otherwise."""
+        if amount is None or not currency or currency == self.currency:
+            return ""
+        return f" ({fmt_amount(float(amount))} {currency})"
 
 
 def _as_date(value: Any) -> dt.date:
@@ -306,6 +343,17 @@ class _Deals:
         self.conn, self.p, self.day = conn, placeholder(target), day
         self.open = f"created_date <= {self.p} and (status = 'open' or closed_date > {self.p})"
 
+    def foreign_currency_deals(self) -> tuple[int, list[str]]:
+        """How many deals open at the end of the day or closed on it are in another currency, and which."""
+        rows = _query(
+            self.conn,
+            f"select currency_code, count(*) from {MARTS_SCHEMA}.deals "
+            f"where currency_code <> home_currency_code and (({self.open}) or closed_date = {self.p}) "
+            f"group by currency_code order by currency_code",
+            (self.day, self.day, self.day),
+        )
+        return sum(int(n) for _, n in rows), [str(code) for code, _ in rows]
+
     def count_and_amount(self, where: str, *params: Any) -> tuple[int, float]:
         [(n, amount)] = _query(
             self.conn, f"select count(*), coalesce(sum(amount), 0) from {MARTS_SCHEMA}.deals where {where}", params
@@ -313,17 +361,22 @@ class _Deals:
         return int(n), float(amount)
 
     def largest(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None] | None:
-        """(deal_id, owner_id, amount, closing_date) of the largest matching deal."""
+        """(deal_id, owner_id, amount, closing_date) of the largest matching deal (home currency)."""
+        found = self.largest_with_currency(where, *params)
+        return found[:4] if found else None
+
+    def largest_with_currency(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None, Any, Any] | None:
+        """As `largest`, plus the deal's amount in its own currency and that currency's code."""
         found = _query(
             self.conn,
-            f"select deal_id, owner_id, coalesce(amount, 0), closing_date from {MARTS_SCHEMA}.deals where {where} "
-            f"order by amount desc nulls last, deal_id limit 1",
+            f"select deal_id, owner_id, coalesce(amount, 0), closing_date, amount_in_currency, currency_code "
+            f"from {MARTS_SCHEMA}.deals where {where} order by amount desc nulls last, deal_id limit 1",
             params,
         )
         if not found:
             return None
-        deal_id, owner_id, amount, closing = found[0]
-        return deal_id, owner_id, float(amount), _as_date(closing) if closing else None
+        deal_id, owner_id, amount, closing, original, currency = found[0]
+        return deal_id, owner_id, float(amount), _as_date(closing) if closing else None, original, currency
 
     def best_owner(self, since: dt.date) -> tuple[Any, int, float] | None:
         """(owner_id, deals won, amount won) of the owner who won the most since `since`."""
@@ -342,24 +395,110 @@ def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | 
     kpis = _Kpis(conn, target, report_date)
     deals = _Deals(conn, target, report_date)
     labels = _Labels()
+    foreign, codes = deals.foreign_currency_deals()
+    money = Money(home_currency(conn), foreign)
     facts = [
-        *_pipeline_facts(kpis),
+        *_currency_facts(money, codes),
+        *_pipeline_facts(kpis, money),
         *_lead_facts(kpis),
-        *_outcome_facts(kpis),
-        *_open_deal_facts(deals, labels, timezone or org_timezone()),
-        *_top_facts(deals, labels),
-        *_stage_facts(conn, labels),
+        *_outcome_facts(kpis, money),
+        *_open_deal_facts(deals, labels, timezone or org_timezone(), money),
+        *_top_facts(deals, labels, money),
+        *_stage_facts(conn, labels, money),
+        *_owner_standing_facts(conn, target, report_date, labels, money),
+        *_data_quality_facts(conn),
     ]
     facts.sort(key=lambda f: (-f.priority, f.id))
     return DayFacts(report_date, tuple(facts))
 
 
-def _pipeline_facts(k: _Kpis) -> Iterator[Fact]:
+def _currency_facts(money: Money, codes: list[str]) -> Iterator[Fact]:
+    """Which currency the amounts are in; said loudly once deals in other currencies were converted."""
+    if not money.currency:
+        return
+    converted = (
+        f"; {count_of(money.foreign_deals, 'deal')} in {', '.join(codes)} {_verb(money.foreign_deals, 'is', 'are')} "
+        f"converted at {_verb(money.foreign_deals, 'its', 'their')} own exchange rate" if money.labelled else ""
+    )
+    yield Fact(
+        "currency", "Currency", "info", 62 if money.labelled else 10,
+        f"Amounts are in {money.currency}, the CRM's home currency{converted}.",
+        {"currency": money.currency, "foreign_currency_deals": money.foreign_deals, "foreign_currencies": codes},
+    )
+
+
+# The rules of data_quality_issues, as a sales leader would name the fix.
+_RULE_WORDS = {
+    "negative_amount": "a negative amount",
+    "no_usable_exchange_rate": "no exchange rate",
+    "probability_outside_0_to_100": "a probability outside 0-100%",
+    "closing_date_before_creation": "a closing date before the deal was created",
+    "closing_date_implausible": "an implausible closing date",
+    "stage_in_no_pipeline": "a stage in no pipeline",
+    "owner_not_a_user": "an owner who is not a CRM user",
+}
+
+
+def _data_quality_facts(conn: Any) -> Iterator[Fact]:
+    """How many CRM records break a sanity rule (the marts keep their bad values out of the totals)."""
+    rows = _query(
+        conn,
+        f"select rule, count(distinct {_record_key()}) from {MARTS_SCHEMA}.data_quality_issues group by rule order by 2 desc, rule",
+    )
+    if not rows:
+        return
+    [(records,)] = _query(conn, f"select count(distinct {_record_key()}) from {MARTS_SCHEMA}.data_quality_issues")
+    records = int(records)
+    parts = ", ".join(f"{fmt_count(int(n))} with {_RULE_WORDS.get(rule, rule.replace('_', ' '))}" for rule, n in rows)
+    yield Fact(
+        "data_quality", "CRM records to fix", "warn", 57,
+        f"{count_of(records, 'CRM record')} {_verb(records, 'needs', 'need')} fixing ({parts}); "
+        f"{_verb(records, 'its', 'their')} bad values are kept out of the totals.",
+        {"records": records, "by_rule": {rule: int(n) for rule, n in rows}},
+    )
+
+
+def _owner_standing_facts(conn: Any, target: Target, day: dt.date, labels: _Labels, money: Money) -> Iterator[Fact]:
+    """The owners' standings in the month to date: won amount, deals won and their open pipeline that evening.
+
+    Read from owner_performance_daily, so each win counts for the owner who had the deal when it was won.
+    """
+    p = placeholder(target)
+    rows = _query(
+        conn,
+        f"select owner_id, sum(deals_won), sum(deals_won_amount), "
+        f"sum(case when activity_date = {p} then open_pipeline_amount else 0 end) "
+        f"from {MARTS_SCHEMA}.owner_performance_daily where activity_date between {p} and {p} and owner_id is not null "
+        f"group by owner_id having sum(deals_won) > 0 order by 3 desc, 2 desc, owner_id limit 3",
+        (day, day.replace(day=1), day),
+    )
+    if not rows:
+        return
+    slots = {f"owner{n}": labels.ref("owner", owner_id) for n, (owner_id, *_) in enumerate(rows, 1)}
+    parts = [
+        f"{{owner{n}}} {money(float(amount))} "
+        f"({count_of(int(won), 'win')}, {money(float(pipeline))} open)"
+        for n, (_, won, amount, pipeline) in enumerate(rows, 1)
+    ]
+    yield Fact(
+        "owner_standings", "Owners this month", "info", 44,
+        f"Month to date, by amount won: {'; '.join(parts)}.",
+        {"owners": [{"won": int(won), "won_amount": float(amount), "open_pipeline_amount": float(pipeline)}
+                    for _, won, amount, pipeline in rows], "month_start": day.replace(day=1).isoformat()},
+        slots,
+    )
+
+
+def _record_key() -> str:
+    return "module || ':' || record_id"
+
+
+def _pipeline_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
     amount, count = k.amount("open_pipeline_amount"), k.count("open_pipeline_count")
     weighted = k.amount("open_pipeline_weighted_amount")
     yield Fact(
         "open_pipeline", "Open pipeline", "info", 74,
-        f"Open pipeline is {fmt_amount(amount)} across {count_of(count, 'deal')} (weighted {fmt_amount(weighted)}).",
+        f"Open pipeline is {money(amount)} across {count_of(count, 'deal')} (weighted {money(weighted)}).",
         {"amount": amount, "count": count, "weighted_amount": weighted},
     )
     for fact_id, days, since in (("pipeline_change_1d", 1, "since the day before"),
@@ -373,8 +512,8 @@ def _pipeline_facts(k: _Kpis) -> Iterator[Fact]:
         yield Fact(
             fact_id, f"Pipeline change ({'day' if days == 1 else 'week'})", "warn" if dropping else "info",
             min(95, 45 + int(abs(pct or 0) * 4)) - (0 if days == 1 else 5),
-            f"Open pipeline is {movement(delta, before)} {since} "
-            + (f"(from {fmt_amount(before)})." if half_up(delta) else f"({fmt_amount(before)})."),
+            f"Open pipeline is {movement(delta, before, money)} {since} "
+            + (f"(from {money(before)})." if half_up(delta) else f"({money(before)})."),
             {"amount": amount, "previous_amount": before, "change": delta, "change_pct": pct, "days": days},
         )
 
@@ -406,19 +545,19 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
     )
 
 
-def _outcome_facts(k: _Kpis) -> Iterator[Fact]:
+def _outcome_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
     created, created_amount = k.count("deals_created"), k.amount("deals_created_amount")
     yield Fact(
         "new_deals", "New deals", "info", 50 if created else 25,
-        f"{count_of(created, 'new deal')} created, worth {fmt_amount(created_amount)}." if created else "No new deal created.",
+        f"{count_of(created, 'new deal')} created, worth {money(created_amount)}." if created else "No new deal created.",
         {"count": created, "amount": created_amount},
     )
     won, won_amount = k.count("deals_won"), k.amount("deals_won_amount")
     won_mtd, won_mtd_amount = int(k.total("deals_won", k.month_start)), k.total("deals_won_amount", k.month_start)
-    month_to_date = f"(month to date: {fmt_count(won_mtd)} for {fmt_amount(won_mtd_amount)})"
+    month_to_date = f"(month to date: {fmt_count(won_mtd)} for {money(won_mtd_amount)})"
     yield Fact(
         "deals_won", "Deals won", "good" if won else "info", 85 if won else 45,
-        f"{count_of(won, 'deal')} won for {fmt_amount(won_amount)} {month_to_date}." if won else f"No deal won {month_to_date}.",
+        f"{count_of(won, 'deal')} won for {money(won_amount)} {month_to_date}." if won else f"No deal won {month_to_date}.",
         {"count": won, "amount": won_amount, "count_mtd": won_mtd, "amount_mtd": won_mtd_amount},
     )
     lost, lost_amount = k.count("deals_lost"), k.amount("deals_lost_amount")
@@ -426,7 +565,7 @@ def _outcome_facts(k: _Kpis) -> Iterator[Fact]:
     heavy = lost > 0 and lost_amount > won_amount and lost_amount >= 0.01 * k.amount("open_pipeline_amount")
     yield Fact(
         "deals_lost", "Deals lost", "warn" if heavy else "info", 73 if heavy else 55 if lost else 20,
-        f"{count_of(lost, 'deal')} lost, worth {fmt_amount(lost_amount)}." if lost else "No deal lost.",
+        f"{count_of(lost, 'deal')} lost, worth {money(lost_amount)}." if lost else "No deal lost.",
         {"count": lost, "amount": lost_amount},
     )
     rate, rate_30d = k.value("win_rate"), k.value("win_rate_30d")
@@ -448,7 +587,7 @@ def _outcome_facts(k: _Kpis) -> Iterator[Fact]:
     )
 
 
-def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[Fact]:
+def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo, money: Money) -> Iterator[Fact]:
     d, p = deals.day, deals.p
     soon = (f"{deals.open} and closing_date > {p} and closing_date <= {p}",
             d, d, d, d + dt.timedelta(days=CLOSING_WINDOW_DAYS))
@@ -461,8 +600,8 @@ def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[F
         closing = closing or window_end
         yield Fact(
             "closing_soon", "Closing soon", "info", 65,
-            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} due to close by "
-            f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, "
+            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} due to close by "
+            f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({money(deal_amount)}, "
             f"owner {{owner}}, closing {fmt_day(closing)}).",
             {"count": n, "amount": amount, "window_end": window_end.isoformat(), "largest_amount": deal_amount,
              "largest_closing_date": closing.isoformat(), "largest_due_in_days": (closing - d).days},
@@ -475,8 +614,8 @@ def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[F
         deal_id, owner_id, deal_amount, _ = largest
         yield Fact(
             "overdue_deals", "Overdue deals", "warn", 72,
-            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'is', 'are')} past the closing date; "
-            f"{_verb(n, 'it', 'the largest')} is {{deal}} ({fmt_amount(deal_amount)}, owner {{owner}}).",
+            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} past the closing date; "
+            f"{_verb(n, 'it', 'the largest')} is {{deal}} ({money(deal_amount)}, owner {{owner}}).",
             {"count": n, "amount": amount, "largest_amount": deal_amount},
             {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
         )
@@ -486,22 +625,24 @@ def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo) -> Iterator[F
     if n:
         yield Fact(
             "stale_deals", "Stale deals", "warn", 58,
-            f"{count_of(n, 'open deal')} worth {fmt_amount(amount)} {_verb(n, 'has', 'have')} had no update "
+            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'has', 'have')} had no update "
             f"for {STALE_DAYS} days or more.",
             {"count": n, "amount": amount, "days": STALE_DAYS},
         )
 
 
-def _top_facts(deals: _Deals, labels: _Labels) -> Iterator[Fact]:
+def _top_facts(deals: _Deals, labels: _Labels, money: Money) -> Iterator[Fact]:
     for fact_id, status, title, severity, priority in (("top_deal_won", "won", "Biggest win", "good", 80),
                                                        ("top_deal_lost", "lost", "Biggest loss", "info", 52)):
-        largest = deals.largest(f"status = '{status}' and closed_date = {deals.p}", deals.day)
+        largest = deals.largest_with_currency(f"status = '{status}' and closed_date = {deals.p}", deals.day)
         if largest:
-            deal_id, owner_id, amount, _ = largest
+            deal_id, owner_id, amount, _, original, currency = largest
             yield Fact(
                 fact_id, title, severity, priority,  # type: ignore[arg-type]
-                f"{title} of the day: {{deal}} for {fmt_amount(amount)} (owner {{owner}}).",
-                {"amount": amount},
+                f"{title} of the day: {{deal}} for {money(amount)}{money.original(original, currency)} "
+                f"(owner {{owner}}).",
+                {"amount": amount, "currency": money.currency,
+                 "amount_in_currency": None if original is None else float(original), "deal_currency": currency},
                 {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
             )
     best = deals.best_owner(deals.day - dt.timedelta(days=29))
@@ -509,13 +650,13 @@ def _top_facts(deals: _Deals, labels: _Labels) -> Iterator[Fact]:
         owner_id, n, amount = best
         yield Fact(
             "top_owner_30d", "Top seller", "good", 42,
-            f"{{owner}} leads the last 30 days with {count_of(n, 'deal')} won for {fmt_amount(amount)}.",
+            f"{{owner}} leads the last 30 days with {count_of(n, 'deal')} won for {money(amount)}.",
             {"count": n, "amount": amount},
             {"owner": labels.ref("owner", owner_id)},
         )
 
 
-def _stage_facts(conn: Any, labels: _Labels) -> Iterator[Fact]:
+def _stage_facts(conn: Any, labels: _Labels, money: Money) -> Iterator[Fact]:
     """The stage holding the most open pipeline now (pipeline_by_stage is the current state)."""
     stages = _query(
         conn,
@@ -529,7 +670,7 @@ def _stage_facts(conn: Any, labels: _Labels) -> Iterator[Fact]:
     share = float(amount or 0) / total if total else 0.0
     yield Fact(
         "largest_stage", "Largest stage", "info", 40,
-        f"The stage {{stage}} holds the most open pipeline: {fmt_amount(float(amount or 0))} across "
+        f"The stage {{stage}} holds the most open pipeline: {money(float(amount or 0))} across "
         f"{count_of(int(n), 'deal')} ({fmt_ratio(share)} of the open amount).",
         {"open_amount": float(amount or 0), "open_deals": int(n), "share": share},
         {"stage": labels.ref("stage", stage)},

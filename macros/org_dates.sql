@@ -33,9 +33,3 @@
 {% macro default__to_org_date(timestamp_tz) -%}
     cast(({{ timestamp_tz }}) at time zone '{{ org_timezone() | replace("'", "''") }}' as date)
 {%- endmacro %}
-
-
-{#- Today in the org timezone, as of the moment the model is built. -#}
-{% macro org_today() -%}
-    {{- to_org_date('current_timestamp') -}}
-{%- endmacro %}

@@ -84,7 +84,9 @@ class ZohoApi:
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
+            Route.of("/crm/v8/org/currencies", {"GET": self.currencies}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
+            Route.of("/crm/v8/{module}/{id}/Stage_History", {"GET": self.stage_history}),
             Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
                                                "DELETE": self.delete_record}),
             Route.of("/crm/v8/{module}", {"GET": self.list_records, "POST": self.insert_records,
@@ -182,6 +184,21 @@ class ZohoApi:
         since = modified_since(req.headers.get("If-Modified-Since"), self.org.renderer.tz)
         return _paged(req, "data", self.org.deleted_records(req.module, kind, since))
 
+    def stage_history(self, req: Request) -> Response:
+        """`GET /Deals/{id}/Stage_History`: the deal's stage history related list, newest first, paged.
+
+        Related-list reads take `fields` like list reads do; only the requested fields (+ id) come back.
+        """
+        if req.module != "Deals":
+            raise ZohoError("INVALID_DATA", {"param_name": "related_list"}, message="the related list is not supported")
+        fields = [f for f in req.params.get("fields", "").split(",") if f]
+        if not fields:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+        rows = self.org.stage_history(req.path_params["id"])
+        if rows is None:
+            raise ZohoError("INVALID_DATA", {"param_name": "id"}, message="the id given seems to be invalid")
+        return _paged(req, "data", [{k: v for k, v in row.items() if k == "id" or k in fields} for row in rows])
+
     # -- users and settings -----------------------------------------------------------------
 
     def users(self, req: Request) -> Response:
@@ -204,6 +221,13 @@ class ZohoApi:
         if self.org.layout_module(layout_id) != "Deals":
             raise ZohoError("INVALID_DATA", {"param_name": "layout_id"})
         return Response(200, {"pipeline": self.org.pipelines()})
+
+    def currencies(self, req: Request) -> Response:
+        """`GET /org/currencies`; Zoho refuses it while the org has only its home currency."""
+        currencies = self.org.currencies_payload()
+        if len(currencies) < 2:
+            raise ZohoError("CURRENCIES_NOT_ENABLED")
+        return Response(200, {"currencies": currencies})
 
     def organization(self, req: Request) -> Response:
         return Response(200, {"org": [self.org.organization()]})

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from faker import Faker
 
-from .model import OPEN_STAGES, STAGES, Deal, Lead, Ref, User, apply_changes
-from .state import IdSequence, OrgMeta, OrgSize, OrgState, blank_record
+from .model import OPEN_STAGES, STAGES, USD_RATES, Currency, Deal, Lead, Ref, User, apply_changes
+from .state import HOME_CURRENCY, IdSequence, OrgMeta, OrgSize, OrgState, blank_record
 from .timeline import DAY, OrgCalendar
 
 HISTORY_DAYS = 180
@@ -188,9 +188,14 @@ class RecordFactory:
         return max(500, round(rng.lognormvariate(math.log(12_000), 0.9) / 50) * 50)
 
 
-def generate_org(seed: int, leads: int, deals: int, calendar: OrgCalendar, today: dt.date) -> OrgState:
+def generate_org(seed: int, leads: int, deals: int, calendar: OrgCalendar, today: dt.date,
+                 home_currency: str = HOME_CURRENCY, currency_codes: Sequence[str] | None = None) -> OrgState:
     if leads < 0 or deals < 0:
         raise ValueError("leads and deals must not be negative")
+    codes = list(dict.fromkeys([home_currency, *(USD_RATES if currency_codes is None else currency_codes)]))
+    unknown = [code for code in codes if code not in USD_RATES]
+    if unknown:
+        raise ValueError(f"the sandbox knows no currency {', '.join(unknown)} (it knows {', '.join(USD_RATES)})")
     rng = random.Random(seed)
     ids = IdSequence(prefix=rng.randrange(1_000_000, 10_000_000))
     history_start = calendar.day_start(today - DAY * (HISTORY_DAYS - 1))
@@ -201,7 +206,8 @@ def generate_org(seed: int, leads: int, deals: int, calendar: OrgCalendar, today
     users, inactive = _users(faker, rng, ids, calendar, today, org_created)
     factory = RecordFactory(faker, ids, users, inactive)
     state = OrgState(seed=seed, size=OrgSize(leads, deals), calendar=calendar, today=today, users=users,
-                     ids=ids, meta=meta, factory=factory)
+                     ids=ids, meta=meta, factory=factory,
+                     currencies=_currencies(ids, home_currency, codes, users[0].created_time))
     _History(state, rng).replay(leads, deals)
     return state
 
@@ -218,6 +224,15 @@ def _metadata(ids: IdSequence, created: int) -> OrgMeta:
         forecast_category_ids=categories,
         created_time=created,
     )
+
+
+def _currencies(ids: IdSequence, home: str, codes: Sequence[str], created: int) -> list[Currency]:
+    """The org's currencies; each rate is units of that currency per one unit of the home currency."""
+    home_per_usd = USD_RATES[home][2]
+    return [Currency(id=ids.reserved(780_001 + i), iso_code=code, name=USD_RATES[code][0], symbol=USD_RATES[code][1],
+                     exchange_rate=1.0 if code == home else round(USD_RATES[code][2] / home_per_usd, 9),
+                     is_base=code == home, created_time=created)
+            for i, code in enumerate(codes)]
 
 
 def _users(faker: Faker, rng: random.Random, ids: IdSequence, calendar: OrgCalendar, today: dt.date,

@@ -63,6 +63,9 @@ class Lead:
     Rating: str | None = _field(Kind.TEXT)
     Country: str | None = _field(Kind.TEXT)
     Description: str | None = _field(Kind.TEXT)
+    # Annual_Revenue is a currency field: in a multi-currency org the lead carries its currency and rate too.
+    Currency: str | None = _field(Kind.TEXT)
+    Exchange_Rate: float | None = _field(Kind.NUMBER)
     Created_Time: int = _field(Kind.DATETIME, writable=False)
     Modified_Time: int = _field(Kind.DATETIME, writable=False)
     Created_By: str = _field(Kind.USER, writable=False)
@@ -86,8 +89,9 @@ class Deal:
     Stage: str = _field(Kind.TEXT)
     Pipeline: str = _field(Kind.TEXT)
     Amount: float | None = _field(Kind.NUMBER)
-    # Zoho fills both from the Stage; the sandbox keeps them derived (see `apply_changes`).
-    Probability: int = _field(Kind.INTEGER, writable=False)
+    # Zoho fills Probability from the Stage, but a rep may override it (Zoho does not bound it);
+    # Expected_Revenue always follows Amount x Probability (see `apply_changes`).
+    Probability: int = _field(Kind.INTEGER)
     Expected_Revenue: float | None = _field(Kind.NUMBER, writable=False)
     Closing_Date: dt.date | None = _field(Kind.DATE)
     Lead_Source: str | None = _field(Kind.TEXT)
@@ -95,7 +99,10 @@ class Deal:
     Next_Step: str | None = _field(Kind.TEXT)
     Reason_For_Loss__s: str | None = _field(Kind.TEXT)
     Description: str | None = _field(Kind.TEXT)
+    # The ISO code of the deal's currency, and Zoho's rate for it: units of that currency per one unit of
+    # the org's home currency (so the home-currency value is Amount / Exchange_Rate; 1 for the home currency).
     Currency: str = _field(Kind.TEXT)
+    Exchange_Rate: float = _field(Kind.NUMBER)
     Created_Time: int = _field(Kind.DATETIME, writable=False)
     Modified_Time: int = _field(Kind.DATETIME, writable=False)
     Created_By: str = _field(Kind.USER, writable=False)
@@ -176,6 +183,30 @@ OPEN_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.is_open)
 FORECAST_CATEGORIES: tuple[str, ...] = ("Pipeline", "Closed", "Omitted")
 
 
+@dataclass(frozen=True)
+class Currency:
+    """A currency of the org (Setup > Company Details > Currencies), as `/org/currencies` lists it."""
+
+    id: str
+    iso_code: str
+    name: str
+    symbol: str
+    exchange_rate: float  # units of this currency per one unit of the home currency; 1 for the home currency
+    is_base: bool  # the home currency, which Zoho never lets an org change
+    created_time: int
+
+
+# Rates against the US dollar, for the currencies a sandbox org can use; rates against another home
+# currency are derived from them.
+USD_RATES: dict[str, tuple[str, str, float]] = {
+    "USD": ("US Dollar - USD", "$", 1.0),
+    "EUR": ("Euro - EUR", "€", 0.92),
+    "GBP": ("Pound Sterling - GBP", "£", 0.79),
+    "JPY": ("Japanese Yen - JPY", "¥", 150.0),
+    "INR": ("Indian Rupee - INR", "₹", 83.0),
+}
+
+
 @dataclass(slots=True)
 class User:
     id: str
@@ -210,6 +241,27 @@ class DeletedEntry:
     permanent: bool = False
 
 
+@dataclass(slots=True)
+class StageHistoryEntry:
+    """A row of a deal's Stage History (Zoho's DealHistory module, the "Stage History" related list).
+
+    Zoho writes one when a deal is created and whenever its Stage, Amount, Probability or Closing_Date
+    changes, with the values after the change and who made it.
+    """
+
+    id: str
+    Stage: str
+    Amount: float | None
+    Probability: int | None
+    Expected_Revenue: float | None
+    Closing_Date: dt.date | None
+    Modified_Time: int
+    Modified_By: str
+
+
+STAGE_HISTORY_FIELDS = frozenset({"Stage", "Amount", "Probability", "Closing_Date"})
+
+
 def full_name(first: str | None, last: str | None) -> str:
     return " ".join(part for part in (first, last) if part)
 
@@ -219,7 +271,7 @@ def apply_changes(record: Record, changes: Mapping[str, Any], close_day: dt.date
 
     - Leads: Full_Name follows First_Name/Last_Name.
     - Deals: Probability and Expected_Revenue follow the Stage ("automatically populated based on
-      chosen Stage"); Expected_Revenue follows Amount. When a deal moves into a closed stage (won or
+      chosen Stage") unless the same write sets a Probability; Expected_Revenue follows Amount. When a deal moves into a closed stage (won or
       lost) the sandbox sets its Closing_Date to the day it closed, in the org timezone, as a tidy sales
       team would. Real orgs often leave it stale; the marts cap the close day at the last change.
     """
@@ -231,12 +283,13 @@ def apply_changes(record: Record, changes: Mapping[str, Any], close_day: dt.date
         return
     if "Stage" in changes:
         stage = STAGE_BY_NAME[record.Stage]
-        record.Probability = stage.probability
+        if "Probability" not in changes:
+            record.Probability = stage.probability
         if not stage.is_open:
             if close_day is None:
                 raise ValueError("closing a deal needs the day it closed")
             record.Closing_Date = close_day
-    if "Stage" in changes or "Amount" in changes:
+    if "Stage" in changes or "Amount" in changes or "Probability" in changes:
         record.Expected_Revenue = expected_revenue(record.Amount, record.Probability)
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from . import activity
 from .generator import generate_org
-from .model import MODULES, PIPELINE_NAME, STAGES, DeletedEntry, Record
-from .state import OrgState
+from .model import MODULES, PIPELINE_NAME, STAGES, Currency, DeletedEntry, Record
+from .state import HOME_CURRENCY, OrgState
 from .timeline import OrgCalendar
 from .writes import RecordError, invalid_value, mandatory_missing, write_changes
 from .zoho_format import Renderer
@@ -63,14 +63,18 @@ class SandboxOrg:
     """A deterministic Zoho CRM org (Leads, Deals, users, pipeline, deletion log) with a clock.
 
     `today` defaults to the current date in `timezone`; the org's "now" is the end of `today` and
-    `advance(days)` moves it forward one simulated day at a time.
+    `advance(days)` moves it forward one simulated day at a time. The org has multi-currency enabled with
+    `home_currency` and `currencies` (ISO codes; default: every currency the sandbox knows); generated
+    records are in the home currency, records written through the API may use any of them.
     """
 
     def __init__(self, seed: int = 7, leads: int = 5000, deals: int = 2000, timezone: str = "UTC",
-                 today: dt.date | None = None) -> None:
+                 today: dt.date | None = None, home_currency: str = HOME_CURRENCY,
+                 currencies: Sequence[str] | None = None) -> None:
         calendar = OrgCalendar(timezone)
         self.lock = threading.RLock()
-        self._state: OrgState = generate_org(seed, leads, deals, calendar, today or calendar.current_date())
+        self._state: OrgState = generate_org(seed, leads, deals, calendar, today or calendar.current_date(),
+                                             home_currency, currencies)
         self.renderer = Renderer(calendar.tz, self._state.users)
         self._selections: OrderedDict[tuple, tuple[int, Selection]] = OrderedDict()
 
@@ -87,6 +91,16 @@ class SandboxOrg:
     @property
     def today(self) -> dt.date:
         return self._state.today
+
+    @property
+    def home_currency(self) -> str:
+        """ISO code of the org's home currency: every report total is in it."""
+        return self._state.home_currency
+
+    @property
+    def currencies(self) -> list[Currency]:
+        """The org's currencies, the home one included (its rate is 1)."""
+        return list(self._state.currencies)
 
     @property
     def now(self) -> int:
@@ -188,6 +202,33 @@ class SandboxOrg:
                 "iso_code": "USD", "currency_symbol": "$", "primary_email": admin.email,
                 "country": "United States", "domain_name": "zylker-sandbox"}
 
+    def stage_history(self, deal_id: str) -> list[dict[str, Any]] | None:
+        """A deal's Stage History as the related list renders it, newest first; None for an unknown deal."""
+        with self.lock:
+            if deal_id not in self._state.tables["Deals"] and deal_id not in self._state.deleted["Deals"]:
+                return None
+            rows = list(self._state.stage_history.get(deal_id, []))
+        render = self.renderer
+        return [{
+            "id": row.id, "Stage": row.Stage, "Amount": row.Amount, "Probability": row.Probability,
+            "Expected_Revenue": row.Expected_Revenue,
+            "Closing_Date": None if row.Closing_Date is None else row.Closing_Date.isoformat(),
+            "Modified_Time": render.datetime(row.Modified_Time), "Modified_By": render.user(row.Modified_By, email=False),
+        } for row in reversed(rows)]
+
+    def currencies_payload(self) -> list[dict[str, Any]]:
+        """The currencies as `/org/currencies` renders them (Zoho sends the rate as a decimal string)."""
+        admin = self.renderer.user(self.current_user_id, email=False)
+        return [{
+            "symbol": c.symbol, "created_time": self.renderer.datetime(c.created_time), "is_active": True,
+            "exchange_rate": f"{c.exchange_rate:.9f}",
+            "format": {"decimal_separator": "Period", "thousand_separator": "Comma",
+                       "decimal_places": "0" if c.iso_code == "JPY" else "2"},
+            "created_by": admin, "prefix_symbol": True, "is_base": c.is_base,
+            "modified_time": self.renderer.datetime(c.created_time), "name": c.name, "modified_by": admin,
+            "id": c.id, "iso_code": c.iso_code,
+        } for c in self._state.currencies]
+
     def layout_module(self, layout_id: str) -> str | None:
         return next((m for m, lid in self._state.meta.layout_ids.items() if lid == layout_id), None)
 
@@ -263,7 +304,7 @@ class SandboxOrg:
 
     def _changes(self, module: str, item: Any, index: int, *, creating: bool) -> dict[str, Any]:
         return write_changes(MODULES[module], item, index, self._state.users, self._state.ids.next,
-                             creating=creating)
+                             creating=creating, currencies=[c.iso_code for c in self._state.currencies])
 
     def _target(self, module: str, item: Any, index: int) -> Record:
         if not isinstance(item, dict) or item.get("id") in (None, ""):

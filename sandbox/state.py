@@ -14,13 +14,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .model import MODULES, PIPELINE_NAME, DeletedEntry, Lead, Record, Ref, User, apply_changes
+from .model import (
+    MODULES,
+    PIPELINE_NAME,
+    STAGE_HISTORY_FIELDS,
+    Currency,
+    Deal,
+    DeletedEntry,
+    Lead,
+    Record,
+    Ref,
+    StageHistoryEntry,
+    User,
+    apply_changes,
+)
 from .timeline import BUSINESS_HOURS, OrgCalendar
 
 if TYPE_CHECKING:
     from .generator import RecordFactory
 
-ORG_CURRENCY = "USD"
+HOME_CURRENCY = "USD"  # what a new org's home currency is unless told otherwise
 
 
 class IdSequence:
@@ -72,7 +85,7 @@ class OrgSize:
 
 class OrgState:
     def __init__(self, *, seed: int, size: OrgSize, calendar: OrgCalendar, today: dt.date, users: list[User],
-                 ids: IdSequence, meta: OrgMeta, factory: RecordFactory) -> None:
+                 ids: IdSequence, meta: OrgMeta, factory: RecordFactory, currencies: list[Currency]) -> None:
         self.seed = seed
         self.size = size
         self.calendar = calendar
@@ -86,6 +99,29 @@ class OrgState:
         self.deleted: dict[str, dict[str, DeletedEntry]] = {module: {} for module in MODULES}
         self.clock = 0  # the latest timestamp the org has issued
         self.version = 0
+        self.currencies = currencies
+        self.home_currency = next(c.iso_code for c in currencies if c.is_base)
+        # Deal id -> its Stage History, oldest first (kept after the deal is deleted, as Zoho keeps it
+        # with the deal in the recycle bin).
+        self.stage_history: dict[str, list[StageHistoryEntry]] = {}
+        self._history_rows = 0
+
+    def currency(self, iso_code: str) -> Currency | None:
+        return next((c for c in self.currencies if c.iso_code == iso_code), None)
+
+    def _priced(self, record: Record, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`changes` with the Exchange_Rate Zoho applies: the currency's current rate when a record changes
+        currency without naming a rate, and always exactly 1 in the home currency."""
+        currency = changes.get("Currency", record.Currency) or self.home_currency
+        if currency == self.home_currency:
+            rate = 1
+        elif "Exchange_Rate" in changes and changes["Exchange_Rate"] is not None:
+            rate = changes["Exchange_Rate"]
+        elif "Currency" in changes or record.Exchange_Rate is None:
+            rate = self.currency(currency).exchange_rate  # type: ignore[union-attr]
+        else:
+            rate = record.Exchange_Rate
+        return {**changes, "Currency": currency, "Exchange_Rate": rate}
 
     @property
     def now(self) -> int:
@@ -108,19 +144,39 @@ class OrgState:
 
     def create(self, module: str, changes: Mapping[str, Any], when: int, user_id: str) -> Record:
         record = blank_record(module, self.ids.next(), when, user_id)
-        apply_changes(record, changes, self.calendar.local_date(when))
+        apply_changes(record, self._priced(record, changes), self.calendar.local_date(when))
         self.add(module, record)
         return record
 
     def add(self, module: str, record: Record) -> None:
+        if record.Currency is None:
+            record.Currency, record.Exchange_Rate = self.home_currency, 1
         self.tables[module][record.id] = record
+        if isinstance(record, Deal):
+            self._track_stage(record, record.Created_Time, record.Created_By)
         self.version += 1
 
     def change(self, module: str, record: Record, changes: Mapping[str, Any], when: int, user_id: str) -> None:
+        if "Currency" in changes or "Exchange_Rate" in changes:
+            changes = self._priced(record, changes)
         apply_changes(record, changes, self.calendar.local_date(when))
         record.Modified_Time = when
         record.Modified_By = user_id
+        if isinstance(record, Deal) and STAGE_HISTORY_FIELDS & changes.keys():
+            self._track_stage(record, when, user_id)
         self.version += 1
+
+    def _track_stage(self, deal: Deal, when: int, user_id: str) -> None:
+        """Write the deal's Stage History row for a change at `when` (the values after the change)."""
+        history = self.stage_history.setdefault(deal.id, [])
+        if history and history[-1].Modified_Time == when:
+            history.pop()  # one write, one row: the creation row already holds the values set with it
+        self._history_rows += 1
+        history.append(StageHistoryEntry(
+            # Own number range (a 9 after the org prefix), so record ids stay as they were without history.
+            id=f"{self.ids.prefix}9{self._history_rows:011d}", Stage=deal.Stage, Amount=deal.Amount, Probability=deal.Probability,
+            Expected_Revenue=deal.Expected_Revenue, Closing_Date=deal.Closing_Date, Modified_Time=when,
+            Modified_By=user_id))
 
     def remove(self, module: str, record_id: str, when: int, user_id: str) -> DeletedEntry:
         """Delete a record: it leaves the live table and enters the deletion log (recycle bin)."""
@@ -166,5 +222,4 @@ def blank_record(module: str, record_id: str, when: int, user_id: str) -> Record
         record.Record_Status__s = "Available"
     else:
         record.Pipeline = PIPELINE_NAME
-        record.Currency = ORG_CURRENCY
     return record

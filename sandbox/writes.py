@@ -9,7 +9,7 @@ Full_Name, Probability, ...) and unknown keys are ignored, as Zoho ignores them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .model import STAGE_BY_NAME, Kind, ModuleSpec, Ref, User
@@ -38,7 +38,7 @@ def invalid_value(api_name: str, index: int, kind: Kind | None = None, message: 
 
 
 def write_changes(spec: ModuleSpec, item: Any, index: int, users: Mapping[str, User],
-                  mint_id: Callable[[], str], *, creating: bool) -> dict[str, Any]:
+                  mint_id: Callable[[], str], *, creating: bool, currencies: Collection[str] = ()) -> dict[str, Any]:
     """The internal values to set for one `data` item, or RecordError."""
     if not isinstance(item, dict):
         raise RecordError("INVALID_DATA", "invalid data",
@@ -50,6 +50,10 @@ def write_changes(spec: ModuleSpec, item: Any, index: int, users: Mapping[str, U
             raise mandatory_missing(name, index)
     if "Stage" in changes and changes["Stage"] not in STAGE_BY_NAME:
         raise invalid_value("Stage", index, message="invalid data: not a stage of the pipeline")
+    if "Currency" in changes and changes["Currency"] not in currencies:
+        raise invalid_value("Currency", index, message="invalid data: not a currency of the org")
+    if "Exchange_Rate" in changes and changes["Exchange_Rate"] is not None and changes["Exchange_Rate"] <= 0:
+        raise invalid_value("Exchange_Rate", index, Kind.NUMBER)
     return changes
 
 

@@ -40,6 +40,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "AMBIGUITY_DURING_PROCESSING": (400, "ambiguity while processing the request"),
     "TOKEN_BOUND_DATA_MISMATCH": (400, "the page token is bound to different parameters"),
     "EXPIRED_VALUE": (400, "the page token has expired"),
+    "CURRENCIES_NOT_ENABLED": (403, "Multi currency is not enabled"),
     "TOO_MANY_REQUESTS": (429, "You have made too many requests. Please try again after some time."),
     "INTERNAL_ERROR": (500, "Internal Server Error"),
 }

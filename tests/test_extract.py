@@ -29,10 +29,11 @@ PAGE = 200  # records per Zoho page
 OVERLAP = dt.timedelta(minutes=10)  # each increment starts this long before the last cursor
 SUMMARY = re.compile(
     r"^loaded leads=(?P<leads>\d+) deals=(?P<deals>\d+) users=(?P<users>\d+) deal_stages=(?P<deal_stages>\d+)"
-    r" deleted_records=(?P<deleted_records>\d+) \| api_calls=(?P<api_calls>\d+)( \| resumed (?P<resumed>\d+) [^|]+)? \| [\d.]+s$"
+    r" currencies=(?P<currencies>\d+) deleted_records=(?P<deleted_records>\d+)"
+    r" deal_stage_history=(?P<deal_stage_history>\d+) \| api_calls=(?P<api_calls>\d+)( \| resumed (?P<resumed>\d+) [^|]+)? \| [\d.]+s$"
 )
-# Requests of one incremental run besides the record pages: users, layouts, pipeline, two deletion logs.
-FIXED_REQUESTS = 5
+# Requests of one incremental run besides the record pages: users, layouts, pipeline, currencies, two deletion logs.
+FIXED_REQUESTS = 6
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -7,9 +7,10 @@ timezone) - on both warehouses.
 
 The expected figures deliberately share no code with the dbt models: they follow the definitions in the
 kpi_daily docs (a deal is open at the end of day d if it was created by d and is still open or closed
-after d; won/lost come from the stage's forecast type; a closed deal closed on the earlier of its
-Closing_Date and the day it was last modified; missing amounts count as 0; ratios are null when nothing
-closed).
+after d; won/lost come from the stage's forecast type; a closed deal closed on its Closing_Date when that
+lies between its creation and its last change, otherwise on the day of its last change; amounts are in the
+home currency, Amount / Exchange_Rate; missing or negative amounts count as 0 and probabilities outside
+0..100 weigh 0; ratios are null when nothing closed; the days run to the day of the last sync).
 
 Edge stories rebuild a private copy of the warehouse: a young org without deals yet, a deleted deal that a
 load left behind, a deal won with a Closing_Date still in the future, and an org without pipelines. One
@@ -21,49 +22,45 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import pytest
 
 Kpis = dict[tuple[dt.date, str], float | None]
 
+HOME_CURRENCY = "USD"  # the sandbox org's home currency: kpi_daily names it as the unit of money
 UNITS = {
     "leads_created": "count",
     "leads_converted": "count",
     "deals_created": "count",
-    "deals_created_amount": "amount",
+    "deals_created_amount": HOME_CURRENCY,
     "deals_won": "count",
-    "deals_won_amount": "amount",
+    "deals_won_amount": HOME_CURRENCY,
     "deals_lost": "count",
-    "deals_lost_amount": "amount",
+    "deals_lost_amount": HOME_CURRENCY,
     "open_pipeline_count": "count",
-    "open_pipeline_amount": "amount",
-    "open_pipeline_weighted_amount": "amount",
+    "open_pipeline_amount": HOME_CURRENCY,
+    "open_pipeline_weighted_amount": HOME_CURRENCY,
     "win_rate": "ratio",
     "win_rate_30d": "ratio",
 }
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 # The warehouse keeps 6 decimals per value; sums of a few thousand rounded products stay well inside a cent.
-TOLERANCE = {"count": 0, "amount": 0.01, "ratio": 1e-6}
+TOLERANCE = {"count": 0, HOME_CURRENCY: 0.01, "ratio": 1e-6}
 STATUS_BY_FORECAST_TYPE = {"Closed Won": "won", "Closed Lost": "lost"}
 
 
 # --------------------------------------------------------------------------- the org's own figures
 
 
-@dataclass(frozen=True)
-class Deal:
-    created: dt.date
-    status: str  # open | won | lost
-    closed: dt.date | None
-    amount: float
-    weighted_amount: float
-
-
 def org_day(timestamp: str, tz: ZoneInfo) -> dt.date:
     """The calendar day in the org timezone of a datetime as Zoho renders it (with the user's offset)."""
     return dt.datetime.fromisoformat(timestamp).astimezone(tz).date()
+
+
+def instant(timestamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(timestamp)
 
 
 @dataclass(frozen=True)
@@ -89,64 +86,154 @@ class Layout:
     def forecast_type(self, pipeline: str | None, stage: str | None) -> str | None:
         return self.by_pipeline_and_stage.get((pipeline, stage)) or self.by_stage.get(stage)
 
-
-def closed_day(record: Mapping, tz: ZoneInfo) -> dt.date:
-    """The day a won or lost deal closed: its Closing_Date, unless that is after the deal's last change.
-
-    Zoho's Closing_Date is the *expected* close day; nobody has to update it when marking a deal won or
-    lost, so it may still lie in the future. The deal cannot have closed after it was last modified.
-    """
-    last_changed = org_day(record["Modified_Time"], tz)
-    closing = record.get("Closing_Date")
-    return min(dt.date.fromisoformat(closing), last_changed) if closing else last_changed
+    def status(self, pipeline: str | None, stage: str | None) -> str:
+        return STATUS_BY_FORECAST_TYPE.get(self.forecast_type(pipeline, stage), "open")
 
 
-def deal_of(record: Mapping, layout: Layout, tz: ZoneInfo) -> Deal:
-    status = STATUS_BY_FORECAST_TYPE.get(layout.forecast_type(record.get("Pipeline"), record.get("Stage")), "open")
-    amount = record.get("Amount")
-    probability = record.get("Probability")
-    return Deal(
-        created=org_day(record["Created_Time"], tz),
-        status=status,
-        closed=closed_day(record, tz) if status != "open" else None,
-        amount=amount or 0.0,
-        weighted_amount=(amount or 0.0) * (probability or 0) / 100,
+def home_amount(record: Mapping) -> float:
+    """The deal's value in the home currency: Zoho's rate is units of its currency per one home unit.
+    A missing or negative amount (a data-quality issue) counts as 0."""
+    amount, rate = record.get("Amount"), record.get("Exchange_Rate") or 1
+    return amount / rate if amount is not None and amount >= 0 else 0.0
+
+
+@dataclass
+class OrgHistory:
+    """What the syncs saw of the org, kept the way the warehouse keeps it: every version of every lead and
+    deal read at a sync, Zoho's Stage History of the deals read at the first sync, and the deletion log."""
+
+    org: object
+    leads: dict[str, list[Mapping]] = field(default_factory=dict)
+    deals: dict[str, list[Mapping]] = field(default_factory=dict)
+    stage_history: dict[str, list[Mapping]] = field(default_factory=dict)
+    deletions: dict[str, dt.datetime] = field(default_factory=dict)
+
+    @classmethod
+    def first_sync(cls, org) -> "OrgHistory":
+        history = cls(org)
+        history.sync()
+        history.stage_history = {deal_id: org.stage_history(deal_id) for deal_id in history.deals}
+        return history
+
+    def sync(self) -> None:
+        """What one more sync adds: the versions it reads and the deletions logged."""
+        for module, kept in (("Leads", self.leads), ("Deals", self.deals)):
+            for record in self.org.records(module):
+                versions = kept.setdefault(record["id"], [])
+                if record["Modified_Time"] not in {v["Modified_Time"] for v in versions}:
+                    versions.append(record)
+        for entry in self.org.deleted_records("Deals"):
+            self.deletions[entry["id"]] = instant(entry["deleted_time"])
+
+    def deal_timelines(self, tz: ZoneInfo) -> list["Deal"]:
+        layout = Layout.of(self.org.pipelines())
+        return [deal_of(versions, self.stage_history.get(deal_id, []), self.deletions.get(deal_id), layout, tz)
+                for deal_id, versions in self.deals.items()]
+
+    def last_change(self) -> dt.datetime:
+        times = [instant(v["Modified_Time"]) for kept in (self.leads, self.deals) for vs in kept.values() for v in vs]
+        return max([*times, *self.deletions.values()])
+
+
+@dataclass(frozen=True)
+class State:
+    """A deal from a moment on (the values after a change)."""
+
+    at: dt.datetime
+    status: str
+    amount: float  # home currency, 0 when missing or negative
+    weighted_amount: float
+    source: str  # sync | stage_history | reconstructed
+    closing: dt.date | None
+    owner: str | None
+
+
+def deal_states(versions: list[Mapping], stage_history: list[Mapping], layout: Layout) -> list[State]:
+    """The deal's states oldest first: Stage History before the first version a sync saw, then the versions;
+    a deal first seen closed without Stage History was open (stage and probability unknown) since created."""
+    versions = sorted(versions, key=lambda v: instant(v["Modified_Time"]))
+    first = versions[0]
+    rate = first.get("Exchange_Rate") or 1
+
+    def state(row: Mapping, pipeline, rate, source: str) -> State:
+        amount = home_amount({"Amount": row.get("Amount"), "Exchange_Rate": rate})
+        probability = row.get("Probability")
+        weight = probability / 100 if probability is not None and 0 <= probability <= 100 else 0.0
+        closing = dt.date.fromisoformat(row["Closing_Date"]) if row.get("Closing_Date") else None
+        owner = (row.get("Owner") or first.get("Owner") or {}).get("id")  # Stage History has no owner
+        return State(instant(row["Modified_Time"]), layout.status(pipeline, row.get("Stage")), amount,
+                     amount * weight, source, closing, owner)
+
+    before = sorted((h for h in stage_history if instant(h["Modified_Time"]) < instant(first["Modified_Time"])),
+                    key=lambda h: instant(h["Modified_Time"]))
+    states = [state(h, first.get("Pipeline"), rate, "stage_history") for h in before]
+    states += [state(v, v.get("Pipeline"), v.get("Exchange_Rate") or 1, "sync") for v in versions]
+    if not before and states[0].status != "open" and instant(first["Created_Time"]) < states[0].at:
+        amount = home_amount(first)
+        states.insert(0, State(instant(first["Created_Time"]), "open", amount, 0.0, "reconstructed", None,
+                               (first.get("Owner") or {}).get("id")))
+    return states
+
+
+@dataclass(frozen=True)
+class Deal:
+    id: str
+    created: dt.date
+    first: State
+    closings: tuple[tuple[dt.date, State], ...]  # the day the deal entered a won or lost stage, and that state
+    spans: tuple[tuple[dt.date, dt.date | None, State], ...]  # open from day (incl.) to day (excl.; None = on)
+
+
+def deal_of(versions: list[Mapping], stage_history: list[Mapping], deleted: dt.datetime | None, layout: Layout,
+            tz: ZoneInfo) -> Deal:
+    states = deal_states(versions, stage_history, layout)
+    created = org_day(versions[0]["Created_Time"], tz)
+    days = []  # the day each state took effect
+    for i, s in enumerate(states):
+        day = s.at.astimezone(tz).date()
+        if i and states[i - 1].source == "reconstructed" and s.closing and created <= s.closing <= day:
+            day = s.closing  # a close without history is dated by Closing_Date when it lies in the deal's life
+        days.append(day)
+    starts = [created, *days[1:]]  # the oldest state also stands for the deal's life before it
+    closings = tuple(
+        (days[i], s) for i, s in enumerate(states) if s.status != "open" and (i == 0 or states[i - 1].status != s.status)
     )
+    end = deleted.astimezone(tz).date() if deleted and deleted >= states[-1].at else None
+    spans = tuple(
+        (starts[i], starts[i + 1] if i + 1 < len(states) else end, s)
+        for i, s in enumerate(states) if s.status == "open"
+    )
+    return Deal(versions[0]["id"], created, states[0], closings, spans)
 
 
-def expected_kpis(
-    leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo, today: dt.date
-) -> Kpis:
-    """Every metric of every day, from the first event to today or the last event, whichever is later."""
-    layout = Layout.of(pipelines)
-    deals = [deal_of(record, layout, tz) for record in deals]
-    lead_created = Counter(org_day(lead["Created_Time"], tz) for lead in leads)
+def expected_kpis(history: OrgHistory, tz: ZoneInfo, today: dt.date) -> Kpis:
+    """Every metric of every day, from the first record created to `today`, the day of the last sync."""
+    deals = history.deal_timelines(tz)
+    lead_created = Counter(org_day(versions[0]["Created_Time"], tz) for versions in history.leads.values())
     lead_converted = Counter(
-        org_day(lead["Converted_Date_Time"], tz) for lead in leads if lead.get("Converted_Date_Time")
+        min(org_day(v["Converted_Date_Time"], tz) for v in versions if v.get("Converted_Date_Time"))
+        for versions in history.leads.values() if any(v.get("Converted_Date_Time") for v in versions)
     )
-
-    def per_day(outcome: str | None, value) -> Counter:
-        totals: Counter = Counter()
-        for deal in deals:
-            day = deal.created if outcome is None else deal.closed if deal.status == outcome else None
-            if day is not None:
-                totals[day] += value(deal)
-        return totals
-
-    created, created_amount = per_day(None, lambda d: 1), per_day(None, lambda d: d.amount)
-    won, won_amount = per_day("won", lambda d: 1), per_day("won", lambda d: d.amount)
-    lost, lost_amount = per_day("lost", lambda d: 1), per_day("lost", lambda d: d.amount)
+    created, created_amount = Counter(d.created for d in deals), Counter()
+    won, won_amount, lost, lost_amount = Counter(), Counter(), Counter(), Counter()
+    for deal in deals:
+        created_amount[deal.created] += deal.first.amount
+        for day, state in deal.closings:
+            (won if state.status == "won" else lost)[day] += 1
+            (won_amount if state.status == "won" else lost_amount)[day] += state.amount
 
     event_days = [*lead_created, *lead_converted, *created, *won, *lost]
-    first, last = min(event_days), max([today, *event_days])
-    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    assert max(event_days) <= today, "an event after the last sync"
+    first = min([*lead_created, *created])
+    days = [first + dt.timedelta(days=n) for n in range((today - first).days + 1)]
 
     def ratio(won_count: float, lost_count: float) -> float | None:
         return won_count / (won_count + lost_count) if won_count + lost_count else None
 
     kpis: Kpis = {}
     for day in days:
-        still_open = [d for d in deals if d.created <= day and (d.status == "open" or (d.closed and d.closed > day))]
+        still_open = [state for deal in deals for start, stop, state in deal.spans
+                      if start <= day and (stop is None or day < stop)]
         window = [day - dt.timedelta(days=n) for n in range(30)]
         figures = {
             "leads_created": lead_created[day],
@@ -158,8 +245,8 @@ def expected_kpis(
             "deals_lost": lost[day],
             "deals_lost_amount": lost_amount[day],
             "open_pipeline_count": len(still_open),
-            "open_pipeline_amount": sum(d.amount for d in still_open),
-            "open_pipeline_weighted_amount": sum(d.weighted_amount for d in still_open),
+            "open_pipeline_amount": sum(s.amount for s in still_open),
+            "open_pipeline_weighted_amount": sum(s.weighted_amount for s in still_open),
             "win_rate": ratio(won[day], lost[day]),
             "win_rate_30d": ratio(sum(won[d] for d in window), sum(lost[d] for d in window)),
         }
@@ -220,19 +307,17 @@ def mismatches(expected: Kpis, actual: Kpis) -> list[str]:
     return found
 
 
-def build_day(kpis: Kpis, tz: ZoneInfo) -> dt.date:
-    """"Today" in the org timezone as of the build: the marts run to it, and the build may have been just
-    before midnight."""
-    today = dt.datetime.now(tz).date()
-    return today if any(day == today for day, _ in kpis) else today - dt.timedelta(days=1)
+def sync_day(workspace, target: str, tz: ZoneInfo, history: OrgHistory) -> dt.date:
+    """The day (org timezone) the marts are as of: that of the last committed load, or of the newest change
+    the CRM reported if its clock runs ahead of the extractor's machine."""
+    [(loaded_at,)] = query(workspace, target, "select max(inserted_at) from zoho_raw._dlt_loads where status = 0")
+    return max(loaded_at, history.last_change()).astimezone(tz).date()
 
 
-def assert_kpi_daily_equals_the_kpis_of(
-    workspace, target: str, leads: Iterable[Mapping], deals: Iterable[Mapping], pipelines: Iterable[Mapping], tz: ZoneInfo
-) -> Kpis:
-    """Every day and metric of kpi_daily equals the figure computed from these records; kpi_daily returned."""
+def assert_kpi_daily_equals_the_kpis_of(workspace, target: str, history: OrgHistory, tz: ZoneInfo) -> Kpis:
+    """Every day and metric of kpi_daily equals the figure computed from what the syncs saw; kpi_daily returned."""
     actual, _ = read_kpi_daily(workspace, target)
-    expected = expected_kpis(leads, deals, pipelines, tz, build_day(actual, tz))
+    expected = expected_kpis(history, tz, sync_day(workspace, target, tz, history))
     wrong = mismatches(expected, actual)
     assert not wrong, f"{len(wrong)} of {len(expected)} kpi_daily values differ:\n" + "\n".join(wrong[:20])
     return actual
@@ -253,17 +338,16 @@ def test_kpi_daily_equals_the_kpis_of_the_orgs_own_records(built_warehouse, ware
     # THEN each metric appears with its unit
     assert units == {metric: {unit} for metric, unit in UNITS.items()}
 
-    # AND every day and metric equals the figure computed from the org's records
-    assert_kpi_daily_equals_the_kpis_of(
-        warehouse, target, org.records("Leads"), org.records("Deals"), org.pipelines(), tz
-    )
+    # AND every day and metric equals the figure computed from the org's records and Stage History
+    assert_kpi_daily_equals_the_kpis_of(warehouse, target, OrgHistory.first_sync(org), tz)
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_an_org_without_deals_yet_still_gets_its_lead_kpis(built_warehouse, warehouse, target):
-    # GIVEN an org whose first deal is still to come: dlt creates a module's table with its first record,
-    # so the raw schema has leads but no deals table
-    query(warehouse, target, "drop table zoho_raw.deals" + (" cascade" if target == "postgres" else ""))
+    # GIVEN an org whose first deal is still to come: dlt creates a module's tables with its first record,
+    # so the raw schema has leads but no deals, deal versions or deal stage history
+    for table in ("deals", "deal_versions", "deal_stage_history"):
+        query(warehouse, target, f"drop table zoho_raw.{table}" + (" cascade" if target == "postgres" else ""))
     leads = query(warehouse, target, "select count(*) from zoho_raw.leads")[0][0]
 
     # WHEN dbt builds the marts
@@ -297,11 +381,12 @@ def test_a_deleted_deal_left_behind_by_a_load_stays_out_of_the_marts(built_wareh
     # WHEN dbt builds the marts
     warehouse.dbt_build("duckdb")
 
-    # THEN the deleted deal is in no mart, the restored one still is
+    # THEN the deleted deal is in no mart of the current state, the restored one still is, and kpi_daily
+    # still counts the deleted one on the day it arrived (a day's figures do not change afterwards)
     ids = {row[0] for row in query(warehouse, "duckdb", "select deal_id from analytics.deals")}
     assert gone not in ids and restored in ids
     totals = totals_by_metric(read_kpi_daily(warehouse, "duckdb")[0])
-    assert totals["deals_created"] == len(ids)
+    assert totals["deals_created"] == len(ids) + 1
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -313,17 +398,19 @@ def test_a_deal_won_with_a_closing_date_still_in_the_future_counts_on_the_day_it
     org = built_warehouse.org
     tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
     [(deal_id,)] = query(warehouse, target, "select id from zoho_raw.deals where stage = 'Closed Won' order by id limit 1")
-    query(warehouse, target, f"update zoho_raw.deals set closing_date = date '2027-06-30' where id = '{deal_id}'")
-    deals = [{**record, "Closing_Date": "2027-06-30"} if record["id"] == deal_id else record for record in org.records("Deals")]
-    won_on = org_day(next(record for record in deals if record["id"] == deal_id)["Modified_Time"], tz)
+    for table in ("deals", "deal_versions"):
+        query(warehouse, target, f"update zoho_raw.{table} set closing_date = date '2027-06-30' where id = '{deal_id}'")
+    history = OrgHistory.first_sync(org)
+    history.deals[deal_id] = [{**v, "Closing_Date": "2027-06-30"} for v in history.deals[deal_id]]
+    won_on = min(org_day(h["Modified_Time"], tz) for h in org.stage_history(deal_id) if h["Stage"] == "Closed Won")
 
     # WHEN dbt builds the marts
     warehouse.dbt_build(target)
 
-    # THEN kpi_daily still ends today, and the win counts on the day the deal was last changed (it cannot
-    # have been won later), so it has left the open pipeline since
-    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, target, org.records("Leads"), deals, org.pipelines(), tz)
-    assert max(day for day, _ in kpis) == build_day(kpis, tz)
+    # THEN kpi_daily still ends on the day of the sync, and the win counts on the day the deal entered its
+    # won stage (Zoho's Stage History says when), so it has left the open pipeline since
+    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, target, history, tz)
+    assert max(day for day, _ in kpis) == sync_day(warehouse, target, tz, history)
     assert query(warehouse, target, f"select closed_date from analytics.deals where deal_id = '{deal_id}'") == [(won_on,)]
 
 
@@ -332,15 +419,17 @@ def test_an_org_without_pipelines_still_sees_its_wins_and_losses(built_warehouse
     # settings still list the one layout with its stages
     org = built_warehouse.org
     tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
-    query(warehouse, "duckdb", "update zoho_raw.deals set pipeline = null")
-    deals = [{**record, "Pipeline": None} for record in org.records("Deals")]
+    for table in ("deals", "deal_versions"):
+        query(warehouse, "duckdb", f"update zoho_raw.{table} set pipeline = null")
+    history = OrgHistory.first_sync(org)
+    history.deals = {i: [{**v, "Pipeline": None} for v in versions] for i, versions in history.deals.items()}
 
     # WHEN dbt builds the marts
     warehouse.dbt_build("duckdb")
 
     # THEN the deals take their status from the stage of that name: kpi_daily has the same wins, losses and
     # open pipeline as the org, and pipeline_by_stage files the open deals under the layout's pipeline
-    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, "duckdb", org.records("Leads"), deals, org.pipelines(), tz)
+    kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, "duckdb", history, tz)
     totals = totals_by_metric(kpis)
     assert totals["deals_won"] > 0 and totals["deals_lost"] > 0
     assert query(warehouse, "duckdb", "select count(*) from analytics.deals where forecast_type is null") == [(0,)]

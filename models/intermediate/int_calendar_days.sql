@@ -1,52 +1,18 @@
 with
 
-deals as (
+context as (
 
-    select * from {{ ref('int_deals_joined_to_stages') }}
-
-),
-
-leads as (
-
-    select * from {{ ref('stg_zoho__leads') }}
+    select * from {{ ref('int_sync_context') }}
 
 ),
 
-event_dates as (
-
-    select created_date as event_date from deals
-    union all
-    select closed_date as event_date from deals
-    union all
-    select created_date as event_date from leads
-    union all
-    select converted_date as event_date from leads
-
-),
-
-bounds as (
-
-    select
-        -- Normally the first creation; a deal recorded as closed before anything was created still gets its day.
-        min(event_date) as first_date,
-        max(event_date) as last_event_date,
-        {{ org_today() }} as today
-
-    from event_dates
-
-),
-
+-- From the org's first lead or deal to the day of the last sync. Every event lies in between: nothing is
+-- created, converted or closed after the last change the sync saw, and a deal closes within its own life
+-- (int_deals_joined_to_stages), so a mistyped Closing_Date (1900, 2999) cannot stretch the calendar.
 spine as (
 
-    -- generate_series over timestamps and a lateral join read the same on PostgreSQL and DuckDB.
-    select cast(series.day_start as date) as calendar_date
-
-    from bounds
-    cross join lateral generate_series(
-        cast(bounds.first_date as timestamp),
-        cast(greatest(bounds.today, coalesce(bounds.last_event_date, bounds.today)) as timestamp),
-        interval '1 day'
-    ) as series (day_start)
+    {{ calendar_days('context', 'context.first_record_date', 'context.as_of_date') }}
+    where context.first_record_date is not null
 
 )
 

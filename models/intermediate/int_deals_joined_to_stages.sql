@@ -63,7 +63,9 @@ joined as (
         matched.stage,
         stages.stage_order,
         stages.forecast_type,
+        matched.currency,
         matched.amount,
+        matched.exchange_rate,
         matched.probability,
         matched.lead_source,
         matched.created_at,
@@ -111,22 +113,23 @@ final as (
         status,
         status <> 'open' as is_closed,
         status = 'won' as is_won,
+        currency,
         amount,
+        exchange_rate,
         probability,
-        cast(amount * probability as {{ dbt.type_numeric() }}) as weighted_amount,
         lead_source,
         created_at,
         created_date,
         closing_date,
         -- Zoho's Closing_Date is the *expected* close day: nobody has to update it when marking a deal won or
-        -- lost, so it may be stale or still in the future. The deal cannot have closed after its last change,
-        -- so a closed deal closed on the earlier of the two (the day of its last change if it has no
-        -- Closing_Date). A future closed_date would stretch kpi_daily past today and keep the deal in the
-        -- open pipeline until then.
+        -- lost, so it may be stale or still in the future. The deal cannot have closed after its last change
+        -- nor before it was created, so a closed deal closed on its Closing_Date when that lies between the
+        -- two, and otherwise on the day of its last change. A Closing_Date outside the deal's life (1900,
+        -- 2999) therefore never moves a close, and never stretches kpi_daily's calendar.
         case
             when status = 'open' then null
-            when closing_date is null or closing_date > modified_date then modified_date
-            else closing_date
+            when closing_date between created_date and modified_date then closing_date
+            else modified_date
         end as closed_date,
         modified_at
 

@@ -6,15 +6,40 @@ calendar as (
 
 ),
 
-deals as (
+deal_history as (
 
-    select * from {{ ref('int_deals_joined_to_stages') }}
+    select * from {{ ref('int_deal_history') }}
 
 ),
 
-leads as (
+closings as (
 
-    select * from {{ ref('stg_zoho__leads') }}
+    select * from {{ ref('int_deal_closings') }}
+
+),
+
+daily_states as (
+
+    select * from {{ ref('deal_daily_states') }}
+
+),
+
+lead_versions as (
+
+    select * from {{ ref('stg_zoho__lead_versions') }}
+
+),
+
+-- Every lead a sync has seen, deleted ones included: a lead that arrived on d counts on d for good.
+leads_seen as (
+
+    select
+        lead_id,
+        min(created_date) as created_date,
+        min(converted_date) as converted_date
+
+    from lead_versions
+    group by lead_id
 
 ),
 
@@ -24,7 +49,7 @@ leads_created as (
         created_date as kpi_date,
         count(*) as leads_created
 
-    from leads
+    from leads_seen
     group by created_date
 
 ),
@@ -35,12 +60,13 @@ leads_converted as (
         converted_date as kpi_date,
         count(*) as leads_converted
 
-    from leads
+    from leads_seen
     where converted_date is not null
     group by converted_date
 
 ),
 
+-- Every deal ever seen, at what it was worth when first known.
 deals_created as (
 
     select
@@ -48,7 +74,8 @@ deals_created as (
         count(*) as deals_created,
         sum(coalesce(amount, 0)) as deals_created_amount
 
-    from deals
+    from deal_history
+    where change_number = 1
     group by created_date
 
 ),
@@ -57,71 +84,26 @@ deals_closed as (
 
     select
         closed_date as kpi_date,
-        sum(case when status = 'won' then 1 else 0 end) as deals_won,
-        sum(case when status = 'won' then coalesce(amount, 0) else 0 end) as deals_won_amount,
-        sum(case when status = 'lost' then 1 else 0 end) as deals_lost,
-        sum(case when status = 'lost' then coalesce(amount, 0) else 0 end) as deals_lost_amount
+        sum(case when outcome = 'won' then 1 else 0 end) as deals_won,
+        sum(case when outcome = 'won' then coalesce(amount, 0) else 0 end) as deals_won_amount,
+        sum(case when outcome = 'lost' then 1 else 0 end) as deals_lost,
+        sum(case when outcome = 'lost' then coalesce(amount, 0) else 0 end) as deals_lost_amount
 
-    from deals
-    where closed_date is not null
+    from closings
     group by closed_date
-
-),
-
--- A deal is open at the end of day d if it was created by d and is still open or closed after d. Rather than
--- join every day to every deal, the pipeline is a running total of changes: a deal joins it on the day it is
--- created and leaves it on the day it closes (a deal closed on the day it was created, or with no usable close
--- day, is never open); int_calendar_days covers every such day. Closed deals keep their current amount and
--- probability, so one that closed later counts at its outcome (won 1, lost 0).
-pipeline_changes as (
-
-    select
-        created_date as change_date,
-        1 as open_count_change,
-        coalesce(amount, 0) as open_amount_change,
-        coalesce(weighted_amount, 0) as open_weighted_amount_change
-
-    from deals
-
-    union all
-
-    select
-        case when closed_date > created_date then closed_date else created_date end as change_date,
-        -1 as open_count_change,
-        -coalesce(amount, 0) as open_amount_change,
-        -coalesce(weighted_amount, 0) as open_weighted_amount_change
-
-    from deals
-    where status <> 'open'
-
-),
-
-pipeline_changes_by_day as (
-
-    select
-        change_date,
-        sum(open_count_change) as open_count_change,
-        sum(open_amount_change) as open_amount_change,
-        sum(open_weighted_amount_change) as open_weighted_amount_change
-
-    from pipeline_changes
-    group by change_date
 
 ),
 
 open_pipeline as (
 
     select
-        calendar.calendar_date as kpi_date,
-        sum(coalesce(pipeline_changes_by_day.open_count_change, 0)) over running_total as open_pipeline_count,
-        sum(coalesce(pipeline_changes_by_day.open_amount_change, 0)) over running_total as open_pipeline_amount,
-        sum(coalesce(pipeline_changes_by_day.open_weighted_amount_change, 0)) over running_total
-            as open_pipeline_weighted_amount
+        calendar_date as kpi_date,
+        count(*) as open_pipeline_count,
+        sum(coalesce(amount, 0)) as open_pipeline_amount,
+        sum(coalesce(weighted_amount, 0)) as open_pipeline_weighted_amount
 
-    from calendar
-    left join pipeline_changes_by_day
-        on calendar.calendar_date = pipeline_changes_by_day.change_date
-    window running_total as (order by calendar.calendar_date rows between unbounded preceding and current row)
+    from daily_states
+    group by calendar_date
 
 ),
 
@@ -137,9 +119,9 @@ joined as (
         coalesce(deals_closed.deals_won_amount, 0) as deals_won_amount,
         coalesce(deals_closed.deals_lost, 0) as deals_lost,
         coalesce(deals_closed.deals_lost_amount, 0) as deals_lost_amount,
-        open_pipeline.open_pipeline_count,
-        open_pipeline.open_pipeline_amount,
-        open_pipeline.open_pipeline_weighted_amount
+        coalesce(open_pipeline.open_pipeline_count, 0) as open_pipeline_count,
+        coalesce(open_pipeline.open_pipeline_amount, 0) as open_pipeline_amount,
+        coalesce(open_pipeline.open_pipeline_weighted_amount, 0) as open_pipeline_weighted_amount
 
     from calendar
     left join leads_created
@@ -171,12 +153,12 @@ final as (
         cast(open_pipeline_amount as {{ dbt.type_numeric() }}) as open_pipeline_amount,
         cast(open_pipeline_weighted_amount as {{ dbt.type_numeric() }}) as open_pipeline_weighted_amount,
         {{ divide('deals_won', 'deals_won + deals_lost') }} as win_rate,
-        {{ divide('sum(deals_won) over last_30_days', 'sum(deals_won + deals_lost) over last_30_days') }}
-            as win_rate_30d
+        {{ divide(
+            'sum(deals_won) over (order by kpi_date rows between 29 preceding and current row)',
+            'sum(deals_won + deals_lost) over (order by kpi_date rows between 29 preceding and current row)'
+        ) }} as win_rate_30d
 
     from joined
-    -- The calendar has every day, so the 30 rows ending at d are the 30 days ending at d.
-    window last_30_days as (order by kpi_date rows between 29 preceding and current row)
 
 )
 

@@ -1,4 +1,5 @@
-{#- The metrics in the order they are documented: (column of int_kpis_by_day, unit). -#}
+{#- The metrics in the order they are documented: (column of int_kpis_by_day, unit). Money is in the org's home
+    currency, whose ISO code becomes the unit of an amount. -#}
 {%- set metrics = [
     ('leads_created', 'count'),
     ('leads_converted', 'count'),
@@ -23,6 +24,12 @@ kpis_by_day as (
 
 ),
 
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
+
 unpivoted as (
 
     {% for metric, unit in metrics %}
@@ -30,9 +37,13 @@ unpivoted as (
         kpi_date,
         cast('{{ metric }}' as {{ dbt.type_string() }}) as metric,
         cast({{ metric }} as {{ dbt.type_numeric() }}) as value,
-        cast('{{ unit }}' as {{ dbt.type_string() }}) as unit
+        cast({{ 'context.home_currency_code' if unit == 'amount' else "'" ~ unit ~ "'" }} as {{ dbt.type_string() }})
+            as unit,
+        -- The day of the last sync is still running: its counts can only grow.
+        kpi_date < context.as_of_date as is_complete
 
     from kpis_by_day
+    cross join context
     {% if not loop.last %}
     union all
     {% endif %}
@@ -47,7 +58,8 @@ final as (
         kpi_date,
         metric,
         value,
-        unit
+        unit,
+        is_complete
 
     from unpivoted
 

@@ -8,7 +8,7 @@ stages as (
 
 deals as (
 
-    select * from {{ ref('int_deals_joined_to_stages') }}
+    select * from {{ ref('int_deals_in_home_currency') }}
 
 ),
 
@@ -39,8 +39,8 @@ unlisted_stages as (
     where not exists (
         select 1
         from layout_stages
-        where layout_stages.pipeline is not distinct from deals.pipeline
-            and layout_stages.stage is not distinct from deals.stage
+        where {{ null_safe_equals('layout_stages.pipeline', 'deals.pipeline') }}
+            and {{ null_safe_equals('layout_stages.stage', 'deals.stage') }}
     )
 
 ),
@@ -68,6 +68,12 @@ open_deals_by_stage as (
 
 ),
 
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
+
 final as (
 
     select
@@ -77,12 +83,14 @@ final as (
         all_stages.forecast_type,
         cast(coalesce(open_deals_by_stage.open_deals, 0) as {{ dbt.type_bigint() }}) as open_deals,
         cast(coalesce(open_deals_by_stage.open_amount, 0) as {{ dbt.type_numeric() }}) as open_amount,
-        cast(coalesce(open_deals_by_stage.weighted_amount, 0) as {{ dbt.type_numeric() }}) as weighted_amount
+        cast(coalesce(open_deals_by_stage.weighted_amount, 0) as {{ dbt.type_numeric() }}) as weighted_amount,
+        context.home_currency_code
 
     from all_stages
+    cross join context
     left join open_deals_by_stage
-        on all_stages.pipeline is not distinct from open_deals_by_stage.pipeline
-        and all_stages.stage is not distinct from open_deals_by_stage.stage
+        on {{ null_safe_equals('all_stages.pipeline', 'open_deals_by_stage.pipeline') }}
+        and {{ null_safe_equals('all_stages.stage', 'open_deals_by_stage.stage') }}
 
 )
 

@@ -1,4 +1,4 @@
-"""dlt source for Zoho CRM (REST API v8): leads, deals, users, deal stages and the deletion log.
+"""dlt source for Zoho CRM (REST API v8): leads, deals, users, deal stages, currencies and the deletion log.
 
 Load contract (dataset `zoho_raw`, tables named after the resources):
 
@@ -9,9 +9,17 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   `hard_delete` hint deletes the row with that id. Within a load the newest
   version of an id wins (`dedup_sort` on `modified_time`), and each deletion is
   applied once, so a tombstone never removes a record modified after it was deleted.
+- `lead_versions`, `deal_versions`: every version of a lead or deal the extractor
+  has seen (each record as read, merged on (`id`, `Modified_Time`), never deleted):
+  the warehouse's own history. A version holds from its Modified_Time until the next
+  version's, or the record's deletion in `deleted_records`.
+- `deal_stage_history`: Zoho's Stage History of every deal, read once on the first
+  sync (one call per deal), so that the past before the first sync has stages too.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`) and `deal_stages` (replaced): small, read whole every run.
+- `users` (merged on `id`), `deal_stages` and `currencies` (replaced): small, read
+  whole every run. `currencies` is `/org/currencies` (its `is_base` row is the home
+  currency); an org without multi-currency gets one row, its home currency from `/org`.
 
 Every column is declared with its type, so it exists even when Zoho sent no value
 for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
@@ -50,6 +58,8 @@ from .helpers import (
 from .settings import (
     ACCOUNTS_URLS,
     API_DOMAINS,
+    CURRENCIES_FIELDS,
+    CURRENCIES_NOT_ENABLED,
     DEAL_STAGES_FIELDS,
     DEFAULT_DC,
     DELETED_FIELDS,
@@ -61,12 +71,14 @@ from .settings import (
     PAGE_TOKEN_LIMIT,
     RETRY_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
+    STAGE_HISTORY_FIELDS,
+    STAGE_HISTORY_RELATED_LIST,
     USERS_FIELDS,
 )
 
 __all__ = ["zoho_crm", "ExtractObserver", "ZohoError", "RESOURCES"]
 
-RESOURCES = ("leads", "deals", "users", "deal_stages", "deleted_records")
+RESOURCES = ("leads", "deals", "users", "deal_stages", "currencies", "deleted_records", "deal_stage_history")
 
 
 class ExtractObserver(Protocol):
@@ -98,6 +110,7 @@ def zoho_crm(
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     records_file_format: Optional[str] = None,
+    stage_history_backfill: bool = True,
     observer: Optional[ExtractObserver] = None,
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
@@ -112,6 +125,9 @@ def zoho_crm(
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
+        stage_history_backfill: Read every deal's Stage History on the first sync (one
+            API call per deal); without it the past before the first sync is dated from
+            the records' Closing_Date and last change only.
     """
     secrets = {
         name: (_setting(name, injected) or "").strip()
@@ -135,13 +151,17 @@ def zoho_crm(
     )
     overlap = timedelta(minutes=overlap_minutes)
     deleted_records = _deleted_records(client, overlap, page_size, observer)
+    records = {
+        module: _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer)
+        for module in MODULES
+    }
     return [
-        *(
-            _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer)
-            for module in MODULES
-        ),
+        *records.values(),
+        *(_versions(records[module], module, records_file_format) for module in MODULES),
+        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format),
         _users(client, page_size, observer),
         _deal_stages(client, observer),
+        _currencies(client, observer),
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
     ]
@@ -220,6 +240,77 @@ def _module_records(
     return records
 
 
+def _versions(records: DltResource, module: str, file_format: Optional[str]) -> DltResource:
+    """Every version of the module's records the extractor reads, kept: the warehouse's own history.
+
+    The records table holds the latest version only; this one keeps each (id, Modified_Time) once (an
+    overlapping read merges into the same row) and never deletes, so "the state at the end of day d" can
+    be answered later exactly as the syncs saw it.
+    """
+    columns = column_hints(MODULE_FIELDS[module])
+    columns["Modified_Time"]["nullable"] = False
+    hints: dict[str, Any] = {
+        "primary_key": ("id", "Modified_Time"),
+        "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
+        "columns": columns,
+    }
+    if file_format:
+        hints["file_format"] = file_format
+
+    @dlt.transformer(data_from=records, name=f"{module.lower()[:-1]}_versions", **hints)
+    def versions(page: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        yield [dict(record) for record in page]
+
+    return versions
+
+
+def _deal_stage_history(
+    client: ZohoClient,
+    deals: DltResource,
+    page_size: int,
+    observer: ExtractObserver,
+    backfill: bool,
+    file_format: Optional[str],
+) -> DltResource:
+    """Zoho's Stage History of each deal, read on the first sync only (it costs one call per deal).
+
+    The decision is taken once per run: the resource state says whether an earlier run already did it,
+    and it is only committed with a successful load, so an interrupted first sync backfills again.
+    """
+    fields = ",".join(name for name in STAGE_HISTORY_FIELDS if name != "deal_id")
+    decided: dict[str, bool] = {}
+    # A few rows per deal: as big as the deals table, so it loads in the records' file format (the table
+    # is simply missing while there is nothing to load; the marts read it as empty then).
+    hints: dict[str, Any] = {"file_format": file_format} if file_format else {}
+
+    @dlt.transformer(
+        data_from=deals,
+        name="deal_stage_history",
+        primary_key="id",
+        write_disposition="merge",
+        columns=column_hints(STAGE_HISTORY_FIELDS),
+        **hints,
+    )
+    def deal_stage_history(page: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        if "now" not in decided:
+            state = dlt.current.resource_state()
+            decided["now"] = backfill and not state.get("backfilled")
+            state["backfilled"] = state.get("backfilled") or decided["now"]
+        if not decided["now"]:
+            return
+        rows = []
+        for deal in page:
+            for entries in iter_numbered_pages(
+                client, f"Deals/{deal['id']}/{STAGE_HISTORY_RELATED_LIST}", "data", {"fields": fields}, page_size=page_size
+            ):
+                rows.extend(typed_record({**entry, "deal_id": deal["id"]}, STAGE_HISTORY_FIELDS) for entry in entries)
+        observer.page("deal_stage_history", len(rows))
+        if rows:
+            yield rows
+
+    return deal_stage_history
+
+
 def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> DltResource:
     @dlt.resource(
         name="users",
@@ -271,6 +362,33 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
             yield list(stages.values())
 
     return deal_stages
+
+
+def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+    @dlt.resource(
+        name="currencies",
+        write_disposition="replace",
+        columns=column_hints(CURRENCIES_FIELDS),
+        file_format="insert_values",
+    )
+    def currencies() -> Iterator[list[dict[str, Any]]]:
+        yield dlt.mark.materialize_table_schema()
+        try:
+            listed = (client.get("org/currencies") or {}).get("currencies", [])
+        except ZohoError as error:
+            if error.code != CURRENCIES_NOT_ENABLED:
+                raise
+            # One currency only: every amount is already in it, at rate 1.
+            org = ((client.get("org") or {}).get("org") or [{}])[0]
+            listed = [{"id": org.get("id") or "home", "iso_code": org.get("iso_code"), "name": org.get("currency"),
+                       "symbol": org.get("currency_symbol"), "exchange_rate": 1, "is_base": True, "is_active": True}]
+        rows = [typed_record({**currency, "exchange_rate": float(currency["exchange_rate"])}, CURRENCIES_FIELDS)
+                for currency in listed if currency.get("iso_code")]
+        observer.page("currencies", len(rows))
+        if rows:
+            yield rows
+
+    return currencies
 
 
 def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, observer: ExtractObserver) -> DltResource:

@@ -1,4 +1,4 @@
-"""Load Zoho CRM into the warehouse's `zoho_raw` schema (leads, deals, users, deal_stages, deleted_records).
+"""Load Zoho CRM into the warehouse's `zoho_raw` schema (leads, deals, users, deal_stages, currencies, deleted_records).
 
 The first run reads everything; later runs read only what changed since the
 last one (minus a 10-minute overlap) and remove records deleted in Zoho. A run
@@ -11,7 +11,7 @@ ZOHO_ACCOUNTS_URL overrides the accounts server (e.g. the local sandbox).
 Warehouse: DUCKDB_PATH (default warehouse.duckdb) or DATABASE_URL for postgres.
 
 Progress goes to stderr; the last line on stdout sums the run up, e.g.
-  loaded leads=5000 deals=2000 users=8 deal_stages=9 deleted_records=40 | api_calls=48 | 12.3s
+  loaded leads=5000 deals=2000 users=8 deal_stages=9 currencies=5 deleted_records=40 | api_calls=48 | 12.3s
 Exit status: 0 success, 1 the run failed, 2 a setting is missing or wrong.
 """
 

@@ -62,6 +62,8 @@ LEADS_FIELDS: dict[str, FieldKind] = {
     "Rating": "text",
     "Country": "text",
     "Description": "text",
+    "Currency": "text",
+    "Exchange_Rate": "double",
     "Created_Time": "timestamp",
     "Modified_Time": "timestamp",
     "Created_By": "user",
@@ -90,7 +92,9 @@ DEALS_FIELDS: dict[str, FieldKind] = {
     "Next_Step": "text",
     "Reason_For_Loss__s": "text",
     "Description": "text",
+    # Units of Currency per one unit of the org's home currency: the home value is Amount / Exchange_Rate.
     "Currency": "text",
+    "Exchange_Rate": "double",
     "Created_Time": "timestamp",
     "Modified_Time": "timestamp",
     "Created_By": "user",
@@ -132,6 +136,34 @@ DEAL_STAGES_FIELDS: dict[str, FieldKind] = {
     "forecast_category": "text",
     "probability": "bigint",
 }
+
+# A deal's Stage History (Zoho's DealHistory module, read as the `Stage_History` related list of each deal):
+# one row per change of Stage, Amount, Probability or Closing_Date, with the values after the change.
+# Read once, on the first sync, to date the past before the warehouse kept its own history.
+STAGE_HISTORY_RELATED_LIST = "Stage_History"
+STAGE_HISTORY_FIELDS: dict[str, FieldKind] = {
+    "deal_id": "text",
+    "Stage": "text",
+    "Amount": "double",
+    "Probability": "bigint",
+    "Expected_Revenue": "double",
+    "Closing_Date": "date",
+    "Modified_Time": "timestamp",
+    "Modified_By": "record",
+}
+
+# `/org/currencies`: the org's currencies; `is_base` marks the home currency every total is converted to.
+CURRENCIES_FIELDS: dict[str, FieldKind] = {
+    "iso_code": "text",
+    "name": "text",
+    "symbol": "text",
+    "exchange_rate": "double",
+    "is_base": "bool",
+    "is_active": "bool",
+    "modified_time": "timestamp",
+}
+# Zoho's answer to `/org/currencies` while the org has only its home currency; `/org` then names it.
+CURRENCIES_NOT_ENABLED = "CURRENCIES_NOT_ENABLED"
 
 # Tombstones carry this flag; dlt deletes the row with their id instead of inserting them.
 DELETED_FLAG = "_deleted"

@@ -1,10 +1,11 @@
--- Every event lands on exactly one day of kpi_daily, and today's open pipeline is the deals open now.
--- Returns one row per metric whose kpi_daily figure disagrees with the same figure counted from the marts.
+-- Every event lands on exactly one day of kpi_daily, and the open pipeline on the day of the last sync is the
+-- deals open now. Returns one row per metric whose kpi_daily figure disagrees with the same figure counted
+-- another way: leads and deals from every version the syncs kept, closes from the deals' history, the open
+-- pipeline from the deals mart (the live records, not their history).
 --
--- The open pipeline is checked on today (org timezone), not on kpi_daily's last day: a calendar stretched
--- into the future by a close dated after today would agree with the open deals on its last day while
--- counting a deal already won or lost as open today. A build that ran across midnight has no row for the
--- new day yet and is checked on its last day instead.
+-- The open pipeline is checked on the day of the last sync (org timezone), which must be kpi_daily's last
+-- day: a calendar stretched into the future by a close dated after it would agree with the open deals on its
+-- last day while counting a deal already won or lost as open on the day of the sync.
 
 with
 
@@ -17,12 +18,6 @@ kpis as (
 deals as (
 
     select * from {{ ref('deals') }}
-
-),
-
-leads as (
-
-    select * from {{ ref('leads') }}
 
 ),
 
@@ -40,8 +35,8 @@ summed_over_days as (
 
 checked_day as (
 
-    select least({{ org_today() }}, max(kpi_date)) as kpi_date
-    from kpis
+    select as_of_date as kpi_date
+    from {{ ref('int_sync_context') }}
 
 ),
 
@@ -57,23 +52,27 @@ on_checked_day as (
 
 ),
 
-from_marts as (
+counted as (
 
-    select 'leads_created' as metric, count(*) as mart_value from leads
+    select 'leads_created' as metric, count(distinct lead_id) as counted_value
+    from {{ ref('stg_zoho__lead_versions') }}
     union all
-    select 'leads_converted' as metric, count(converted_date) as mart_value from leads
+    select 'leads_converted' as metric, count(distinct lead_id) as counted_value
+    from {{ ref('stg_zoho__lead_versions') }}
+    where converted_date is not null
     union all
-    select 'deals_created' as metric, count(*) as mart_value from deals
+    select 'deals_created' as metric, count(distinct deal_id) as counted_value
+    from {{ ref('stg_zoho__deal_versions') }}
     union all
-    select 'deals_won' as metric, count(closed_date) as mart_value from deals where status = 'won'
+    select 'deals_won' as metric, count(*) as counted_value
+    from {{ ref('int_deal_closings') }} where outcome = 'won'
     union all
-    select 'deals_lost' as metric, count(closed_date) as mart_value from deals where status = 'lost'
+    select 'deals_lost' as metric, count(*) as counted_value
+    from {{ ref('int_deal_closings') }} where outcome = 'lost'
     union all
-    -- open at the end of the checked day: created by then (a sandbox org may be dated ahead of the clock)
-    select 'open_pipeline_count' as metric, count(*) as mart_value
+    select 'open_pipeline_count' as metric, count(*) as counted_value
     from deals
     where status = 'open'
-        and created_date <= (select kpi_date from checked_day)
 
 ),
 
@@ -86,11 +85,11 @@ kpi_values as (
 )
 
 select
-    from_marts.metric,
+    counted.metric,
     kpi_values.kpi_value,
-    from_marts.mart_value
+    counted.counted_value
 
-from from_marts
+from counted
 left join kpi_values
-    on from_marts.metric = kpi_values.metric
-where coalesce(kpi_values.kpi_value, 0) <> from_marts.mart_value
+    on counted.metric = kpi_values.metric
+where coalesce(kpi_values.kpi_value, 0) <> counted.counted_value

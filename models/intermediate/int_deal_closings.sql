@@ -1,0 +1,33 @@
+with
+
+history as (
+
+    select * from {{ ref('int_deal_history') }}
+
+),
+
+-- A deal closes when it enters a won or lost stage from anything else. A reopened deal that closes again
+-- closes twice; a close, once observed, never moves, whatever is edited on the deal afterwards.
+final as (
+
+    select
+        deal_change_id as deal_closing_id,
+        deal_id,
+        status as outcome,
+        effective_date as closed_date,
+        changed_at,
+        owner_id,
+        amount,
+        home_currency_code,
+        amount_in_currency,
+        currency_code,
+        created_date,
+        is_reconstructed
+
+    from history
+    where status in ('won', 'lost')
+        and (previous_status is null or previous_status <> status)
+
+)
+
+select * from final

@@ -1,0 +1,144 @@
+with
+
+calendar as (
+
+    select * from {{ ref('int_calendar_days') }}
+
+),
+
+history as (
+
+    select * from {{ ref('int_deal_history') }}
+
+),
+
+closings as (
+
+    select * from {{ ref('int_deal_closings') }}
+
+),
+
+daily_states as (
+
+    select * from {{ ref('deal_daily_states') }}
+
+),
+
+users as (
+
+    select * from {{ ref('stg_zoho__users') }}
+
+),
+
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
+
+-- Every deal counts for the owner it had at the moment: created for its first owner, closed for its owner
+-- at the close, open for its owner that evening.
+created as (
+
+    select
+        created_date as activity_date,
+        owner_id,
+        count(*) as deals_created,
+        sum(coalesce(amount, 0)) as deals_created_amount
+
+    from history
+    where change_number = 1
+    group by created_date, owner_id
+
+),
+
+closed as (
+
+    select
+        closed_date as activity_date,
+        owner_id,
+        sum(case when outcome = 'won' then 1 else 0 end) as deals_won,
+        sum(case when outcome = 'won' then coalesce(amount, 0) else 0 end) as deals_won_amount,
+        sum(case when outcome = 'lost' then 1 else 0 end) as deals_lost,
+        sum(case when outcome = 'lost' then coalesce(amount, 0) else 0 end) as deals_lost_amount
+
+    from closings
+    group by closed_date, owner_id
+
+),
+
+open_pipeline as (
+
+    select
+        calendar_date as activity_date,
+        owner_id,
+        count(*) as open_pipeline_count,
+        sum(coalesce(amount, 0)) as open_pipeline_amount,
+        sum(coalesce(weighted_amount, 0)) as open_pipeline_weighted_amount
+
+    from daily_states
+    group by calendar_date, owner_id
+
+),
+
+owners as (
+
+    select owner_id from created
+    union
+    select owner_id from closed
+    union
+    select owner_id from open_pipeline
+
+),
+
+owner_days as (
+
+    select
+        calendar.calendar_date as activity_date,
+        owners.owner_id
+
+    from calendar
+    cross join owners
+
+),
+
+final as (
+
+    select
+        {{ dbt.concat(['cast(owner_days.activity_date as ' ~ dbt.type_string() ~ ')', "'-'",
+                       "coalesce(owner_days.owner_id, 'none')"]) }} as owner_day_id,
+        owner_days.activity_date,
+        owner_days.owner_id,
+        users.full_name as owner_name,
+        cast(coalesce(created.deals_created, 0) as {{ dbt.type_bigint() }}) as deals_created,
+        cast(coalesce(created.deals_created_amount, 0) as {{ dbt.type_numeric() }}) as deals_created_amount,
+        cast(coalesce(closed.deals_won, 0) as {{ dbt.type_bigint() }}) as deals_won,
+        cast(coalesce(closed.deals_won_amount, 0) as {{ dbt.type_numeric() }}) as deals_won_amount,
+        cast(coalesce(closed.deals_lost, 0) as {{ dbt.type_bigint() }}) as deals_lost,
+        cast(coalesce(closed.deals_lost_amount, 0) as {{ dbt.type_numeric() }}) as deals_lost_amount,
+        {{ divide('coalesce(closed.deals_won, 0)', 'coalesce(closed.deals_won, 0) + coalesce(closed.deals_lost, 0)') }}
+            as win_rate,
+        cast(coalesce(open_pipeline.open_pipeline_count, 0) as {{ dbt.type_bigint() }}) as open_pipeline_count,
+        cast(coalesce(open_pipeline.open_pipeline_amount, 0) as {{ dbt.type_numeric() }}) as open_pipeline_amount,
+        cast(coalesce(open_pipeline.open_pipeline_weighted_amount, 0) as {{ dbt.type_numeric() }})
+            as open_pipeline_weighted_amount,
+        context.home_currency_code,
+        owner_days.activity_date < context.as_of_date as is_complete
+
+    from owner_days
+    cross join context
+    left join users
+        on owner_days.owner_id = users.user_id
+    left join created
+        on owner_days.activity_date = created.activity_date
+        and {{ null_safe_equals("owner_days.owner_id", "created.owner_id") }}
+    left join closed
+        on owner_days.activity_date = closed.activity_date
+        and {{ null_safe_equals("owner_days.owner_id", "closed.owner_id") }}
+    left join open_pipeline
+        on owner_days.activity_date = open_pipeline.activity_date
+        and {{ null_safe_equals("owner_days.owner_id", "open_pipeline.owner_id") }}
+
+)
+
+select * from final

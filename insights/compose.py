@@ -99,6 +99,9 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
     highlights, risks = fresh(plan.highlights), fresh(plan.risks)
     actions = list(dict((s.action, s) for s in plan.actions).values())
     with_comments = True
+    # Every amount is in the org's home currency: say which, whether or not the model chose that fact.
+    code = next((f.values.get("currency") for f in day.facts if f.id == "currency"), None)
+    currency = f" Amounts in {code}." if code else ""
 
     def render(name_of: Callable[[EntityRef], str]) -> str:
         def bullet(pick: Pick) -> str:
@@ -120,7 +123,7 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
                 comment = sanitize_comment(step.comment) if with_comments else ""
                 line = f"{BULLET} {ACTIONS[step.action]}."
                 lines.append(f"{line} _{comment}_" if comment else line)
-        lines += ["", f"_{footer}_"]
+        lines += ["", f"_{footer}{currency}_"]
         return "\n".join(lines)
 
     def named(ref: EntityRef) -> str:

@@ -29,6 +29,7 @@ ACTIONS: dict[str, str] = {
     "share_wins": "Share the wins with the team",
     "investigate_pipeline_change": "Find out what moved the pipeline",
     "review_win_rate": "Look at what is holding back the win rate",
+    "fix_crm_records": "Ask owners to fix the CRM records with impossible values",
 }
 
 # Which actions a fact calls for, given its values (the first is what the standard briefing suggests);
@@ -45,6 +46,7 @@ _ACTIONS_FOR: dict[str, Callable[[Fact], tuple[str, ...]]] = {
     "pipeline_change_1d": lambda f: ("investigate_pipeline_change",) if _dropped(f) else (),
     "pipeline_change_7d": lambda f: ("investigate_pipeline_change",) if _dropped(f) else (),
     "win_rate": lambda f: ("review_win_rate",) if f.severity == "warn" else (),
+    "data_quality": lambda f: ("fix_crm_records",),
 }
 
 

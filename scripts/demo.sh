@@ -55,9 +55,16 @@ with connect("duckdb", read_only=True) as conn:
         "select metric, value, unit from analytics.kpi_daily where kpi_date = ? order by metric", [day]
     ).fetchall()
 print(f"  {day:%a %d %b %Y}")
-for metric, value, unit in rows:
-    shown = "-" if value is None else f"{value:.1%}" if unit == "ratio" else f"{value:,.2f}" if unit == "amount" else f"{value:,.0f}"
-    print(f"  {metric:<32} {shown:>16}")
+for metric, value, unit in rows:  # unit: count, ratio, or the home currency's code for money
+    if value is None:
+        shown = "-"
+    elif unit == "ratio":
+        shown = f"{value:.1%}"
+    elif unit == "count":
+        shown = f"{value:,.0f}"
+    else:
+        shown = f"{value:,.2f} {unit}"
+    print(f"  {metric:<32} {shown:>20}")
 PY
 
 step "Writing the briefing (Ollama at ${OLLAMA_BASE_URL:-http://localhost:11434} if reachable) — dry run, nothing is sent"

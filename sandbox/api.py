@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from . import metadata
 from .auth import TokenAuthority
 from .model import MODULES, resolve_module
 from .org import DELETED_TYPES, USER_TYPES, SandboxOrg
@@ -83,6 +84,7 @@ class ZohoApi:
             Route.of("/crm/v8/users", {"GET": self.users}),
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
+            Route.of("/crm/v8/settings/fields", {"GET": self.fields}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
             Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
@@ -205,8 +207,14 @@ class ZohoApi:
             raise ZohoError("INVALID_DATA", {"param_name": "layout_id"})
         return Response(200, {"pipeline": self.org.pipelines()})
 
+    def fields(self, req: Request) -> Response:
+        module = req.params.get("module")
+        if not module:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "module"})
+        return Response(200, {"fields": metadata.module_fields(self.org, module)})
+
     def organization(self, req: Request) -> Response:
-        return Response(200, {"org": [self.org.organization()]})
+        return Response(200, {"org": [metadata.organization(self.org)]})
 
 
 def _data_items(req: Request) -> list[Any]:

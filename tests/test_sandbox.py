@@ -469,6 +469,31 @@ def test_users_layouts_and_pipeline(server: SandboxServer, org: SandboxOrg) -> N
     assert (no_layout.status_code, no_layout.json()["code"]) == (400, "REQUIRED_PARAM_MISSING")
 
 
+def test_field_metadata_and_the_org_speak_zohos_shape(server: SandboxServer, org: SandboxOrg) -> None:
+    """GIVEN the sandbox
+    WHEN a client asks for the field metadata of Leads, Deals and the modules their lookups point at, and the org
+    THEN every record field is described with Zoho's data type (picklists with their values, lookups with their
+         module); a module Zoho lacks is INVALID_MODULE; the org carries its zgid, time zone and home currency."""
+    session = client(server)
+    leads = {f["api_name"]: f for f in get(session, server, "settings/fields", module="Leads").json()["fields"]}
+    deals = {f["api_name"]: f for f in get(session, server, "settings/fields", module="deals").json()["fields"]}
+
+    assert set(leads) == set(org.records("Leads")[0]) and set(deals) == set(org.records("Deals")[0])
+    assert leads["Owner"]["data_type"] == "ownerlookup" and leads["Modified_Time"]["data_type"] == "datetime"
+    assert leads["Last_Name"]["system_mandatory"] and not leads["Company"]["system_mandatory"]
+    statuses = {v["actual_value"] for v in leads["Lead_Status"]["pick_list_values"]}
+    assert leads["Lead_Status"]["data_type"] == "picklist" and {r["Lead_Status"] for r in org.records("Leads")} <= statuses
+    assert deals["Amount"]["data_type"] == "currency" and deals["Closing_Date"]["data_type"] == "date"
+    assert deals["Account_Name"]["lookup"]["module"]["api_name"] == "Accounts"
+    for target in ("Accounts", "Contacts"):
+        assert get(session, server, "settings/fields", module=target).json()["fields"]
+    assert get(session, server, "settings/fields", module="Potatoes").json()["code"] == "INVALID_MODULE"
+    assert get(session, server, "settings/fields").json()["code"] == "REQUIRED_PARAM_MISSING"
+    (zoho_org,) = get(session, server, "org").json()["org"]
+    assert zoho_org["zgid"].isdigit() and zoho_org["time_zone"] == TZ and zoho_org["iso_code"] == "USD"
+    assert zoho_org["currency"] == "US Dollar - USD" and zoho_org["currency_symbol"] == "$"
+
+
 def test_wrong_paths_methods_and_modules_get_zoho_errors(server: SandboxServer) -> None:
     """GIVEN an authenticated client
     WHEN it calls an unknown path, a known path with a wrong method and an unknown module

@@ -47,6 +47,10 @@ class Request:
 class Response:
     status: int
     payload: Any = None  # None: no body (204 / 304)
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a body sent as is (fault injection), with `content_type`
+    content_type: str = ""
+    drop: bool = False  # close the connection without answering (fault injection)
 
 
 Handler = Callable[[Request], Response]

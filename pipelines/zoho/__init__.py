@@ -13,6 +13,11 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   cursor on `deleted_time` per module, merged on (`module`, `id`).
 - `users` (merged on `id`) and `deal_stages` (replaced): small, read whole every run.
 
+A run may load in several steps (`ExtractSession`): leads and deals are read in
+ascending Modified_Time, and each step loads at most `records_per_load` of them,
+then the next step continues the same read. A run that fails or is killed keeps
+the steps it loaded, and its cursor stands exactly past them.
+
 Every column is declared with its type, so it exists even when Zoho sent no value
 for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
 `owner__email`); there are no child tables.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Protocol
 
 import dlt
@@ -37,6 +43,7 @@ from dlt.sources import DltResource
 from warehouse import ConfigError
 
 from .helpers import (
+    CreditFloorReached,
     ZohoClient,
     ZohoCredentials,
     ZohoError,
@@ -50,6 +57,7 @@ from .helpers import (
 from .settings import (
     ACCOUNTS_URLS,
     API_DOMAINS,
+    CREDIT_FLOOR,
     DEAL_STAGES_FIELDS,
     DEFAULT_DC,
     DELETED_FIELDS,
@@ -59,14 +67,42 @@ from .settings import (
     OVERLAP_MINUTES,
     PAGE_SIZE,
     PAGE_TOKEN_LIMIT,
+    RECORDS_PER_LOAD,
     RETRY_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
     USERS_FIELDS,
 )
 
-__all__ = ["zoho_crm", "ExtractObserver", "ZohoError", "RESOURCES"]
+__all__ = ["zoho_crm", "ExtractObserver", "ExtractSession", "CreditFloorReached", "ZohoError", "RESOURCES"]
 
 RESOURCES = ("leads", "deals", "users", "deal_stages", "deleted_records")
+RECORD_RESOURCES = tuple(module.lower() for module in MODULES)
+
+
+@dataclass
+class ExtractSession:
+    """What outlives one load of a run: the Zoho client (one token for the whole run) and the open
+    reads of leads and deals, which the next load of the run continues where the last one stopped.
+
+    `unfinished` names the record resources that stopped at `records_per_load` with more to read;
+    `credit_stop` is set when Zoho reported credits below the floor between two pages.
+    """
+
+    client: Optional[ZohoClient] = None
+    records_per_load: Optional[int] = None  # None: everything in one load
+    unfinished: set[str] = field(default_factory=set)
+    credit_stop: Optional[CreditFloorReached] = None
+    _reads: dict[str, Iterator[list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def read(self, module: str, start: Any) -> Iterator[list[dict[str, Any]]]:
+        """The open read of `module`, started by `start()` on first use."""
+        if module not in self._reads:
+            self._reads[module] = start()
+        return self._reads[module]
+
+    def finished(self, module: str) -> None:
+        self._reads.pop(module, None)
+        self.unfinished.discard(module.lower())
 
 
 class ExtractObserver(Protocol):
@@ -97,8 +133,11 @@ def zoho_crm(
     page_token_limit: int = PAGE_TOKEN_LIMIT,
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+    credit_floor: Optional[int] = dlt.config.value,
+    records_per_load: int = RECORDS_PER_LOAD,
     records_file_format: Optional[str] = None,
     observer: Optional[ExtractObserver] = None,
+    session: Optional[ExtractSession] = None,
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
 
@@ -109,6 +148,10 @@ def zoho_crm(
         overlap_minutes: How far before the last cursor each incremental read starts.
         page_token_limit: Records one `page_token` chain reaches (Zoho: 100,000); a longer
             read restarts its query from the last Modified_Time before Zoho refuses the next page.
+        credit_floor: Stop reading (cleanly: the next run continues) once Zoho reports
+            fewer API credits left than this (ZOHO_CREDIT_FLOOR); 0 or unset: never.
+        records_per_load: Most leads/deals one load of a run takes, when the run passes a
+            `session` that continues the read in further loads (see `run.load`).
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
@@ -124,20 +167,28 @@ def zoho_crm(
     data_centre = (_setting("dc", dc) or DEFAULT_DC).strip().lower()
     if data_centre not in ACCOUNTS_URLS:
         raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {data_centre!r})")
+    floor = _credit_floor(credit_floor)
     observer = observer or _Silent()
-    client = ZohoClient(
-        credentials,
-        _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
-        fallback_api_domain=API_DOMAINS[data_centre],
-        retry_attempts=retry_attempts,
-        retry_backoff_seconds=retry_backoff_seconds,
-        on_request=observer.api_call,
-    )
+    if session is None:
+        session = ExtractSession()
+    else:
+        session.records_per_load = records_per_load
+    if session.client is None:
+        session.client = ZohoClient(
+            credentials,
+            _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
+            fallback_api_domain=API_DOMAINS[data_centre],
+            retry_attempts=retry_attempts,
+            retry_backoff_seconds=retry_backoff_seconds,
+            credit_floor=floor,
+            on_request=observer.api_call,
+        )
+    client = session.client
     overlap = timedelta(minutes=overlap_minutes)
     deleted_records = _deleted_records(client, overlap, page_size, observer)
     return [
         *(
-            _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer)
+            _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer, session)
             for module in MODULES
         ),
         _users(client, page_size, observer),
@@ -155,6 +206,19 @@ def _setting(name: str, injected: Optional[str]) -> Optional[str]:
     if os.environ.get(f"SOURCES__ZOHO__{name.upper()}"):
         return injected
     return os.environ.get(f"ZOHO_{name.upper()}") or injected
+
+
+def _credit_floor(injected: Optional[int]) -> int:
+    raw = _setting("credit_floor", None if injected is None else str(injected))
+    if raw is None or str(raw).strip() == "":
+        return CREDIT_FLOOR
+    try:
+        floor = int(str(raw).strip())
+    except ValueError:
+        floor = -1
+    if floor < 0:
+        raise ConfigError(f"ZOHO_CREDIT_FLOOR must be a whole number of API credits, 0 or more (got {raw!r})")
+    return floor
 
 
 def _missing_message(missing: list[str]) -> str:
@@ -191,6 +255,7 @@ def _module_records(
     page_token_limit: int,
     file_format: Optional[str],
     observer: ExtractObserver,
+    session: ExtractSession,
 ) -> DltResource:
     fields = MODULE_FIELDS[module]
     name = module.lower()
@@ -206,16 +271,34 @@ def _module_records(
             "Modified_Time", lag=overlap.total_seconds()
         ),
     ) -> Iterator[list[dict[str, Any]]]:
-        for page in iter_record_pages(
-            client,
+        # A later load of the same run continues the read the previous load stopped, from the
+        # exact record it stopped at (the incremental's start value only matters to the first).
+        pages = session.read(
             module,
-            list(fields),
-            modified_since=modified_time.start_value,
-            page_size=page_size,
-            chain_limit=page_token_limit,
-        ):
+            lambda: iter_record_pages(
+                client,
+                module,
+                list(fields),
+                modified_since=modified_time.start_value,
+                page_size=page_size,
+                chain_limit=page_token_limit,
+            ),
+        )
+        taken = 0
+        while True:
+            if client.below_floor():
+                session.credit_stop = CreditFloorReached(client.credits_remaining or 0, client.credit_floor)
+                return
+            page = next(pages, None)
+            if page is None:
+                session.finished(module)
+                return
             observer.page(name, len(page))
             yield [typed_record(record, fields) for record in page]
+            taken += len(page)
+            if session.records_per_load is not None and taken >= session.records_per_load:
+                session.unfinished.add(name)
+                return
 
     return records
 

@@ -10,7 +10,13 @@ what a bare `pipeline.run()` leaves to the caller:
   destination does not know (the DuckDB file was deleted, a new database) is
   dropped, so that destination gets a full load instead of an empty increment;
 - each destination has its own dlt working folder, keyed by where it points,
-  so a cursor kept for one warehouse is never used for another.
+  so a cursor kept for one warehouse is never used for another;
+- leads and deals are loaded in steps of at most `records_per_load` records
+  (extract, normalize, load, then the next step continues the same read), so a
+  run that fails or is killed part-way keeps every step it finished and the next
+  run continues from there; and memory stays that of one step, however big the org;
+- when Zoho reports API credits below the floor, the run loads what it read and
+  stops with `CreditFloorReached` (the command's "try later" exit status).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dlt.common.pipeline import get_dlt_pipelines_dir
 
 from warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
 
-from . import RESOURCES, zoho_crm
+from . import RECORD_RESOURCES, RESOURCES, ExtractSession, zoho_crm
 
 PIPELINE_NAME = "zoho_crm"
 JSONL_FILE_MAX_ROWS = 20_000
@@ -46,6 +52,8 @@ class LoadSummary:
     seconds: float
     resumed_loads: int = 0  # loads left by an interrupted run, finished before extracting
     full_load: bool = False  # no cursor to continue from: everything was read
+    loads: int = 1  # extract-normalize-load steps this run took
+    phases: dict[str, float] = field(default_factory=dict)  # seconds in extract, normalize and load
 
     def line(self) -> str:
         counts = " ".join(f"{name}={self.records.get(name, 0)}" for name in RESOURCES)
@@ -137,7 +145,8 @@ def load(
     progress = progress or Progress(quiet=True)
     # JSONL loads into DuckDB ~4x faster than insert_values, with a fraction of the memory.
     records_file_format = "jsonl" if destination == "duckdb" else None
-    source = zoho_crm(observer=progress, records_file_format=records_file_format, **source_options)
+    session = ExtractSession()
+    source = zoho_crm(observer=progress, records_file_format=records_file_format, session=session, **source_options)
     pipeline = make_pipeline(destination)
     progress.stage(f"{PIPELINE_NAME} -> {destination} ({describe_destination(destination)}), dataset {RAW_SCHEMA}")
 
@@ -157,12 +166,30 @@ def load(
         progress.stage("full refresh: emptying the raw tables and forgetting the cursors")
     elif full_load:
         progress.stage("first load: reading the whole org")
-    pipeline.extract(source, refresh="drop_data" if full_refresh else None)
-    progress.extracted()
-    progress.stage("normalize")
-    _normalize(pipeline)
-    progress.stage("load")
-    pipeline.load()
+    phases = {"extract": 0.0, "normalize": 0.0, "load": 0.0}
+    loads = 0
+    while True:
+        loads += 1
+        clock = time.monotonic()
+        pipeline.extract(source, refresh="drop_data" if full_refresh and loads == 1 else None)
+        phases["extract"] += time.monotonic() - clock
+        progress.extracted()
+        progress.stage("normalize" if loads == 1 else f"normalize (step {loads})")
+        clock = time.monotonic()
+        _normalize(pipeline)
+        phases["normalize"] += time.monotonic() - clock
+        progress.stage("load" if loads == 1 else f"load (step {loads})")
+        clock = time.monotonic()
+        pipeline.load()
+        phases["load"] += time.monotonic() - clock
+        if session.credit_stop is not None:
+            raise session.credit_stop
+        if not session.unfinished:
+            break
+        # The next step reads on from where this one stopped; the small tables are done.
+        source = zoho_crm(
+            observer=progress, records_file_format=records_file_format, session=session, **source_options
+        ).with_resources(*RECORD_RESOURCES)
     return LoadSummary(
         destination=destination,
         records=dict(progress.records),
@@ -170,6 +197,8 @@ def load(
         seconds=time.monotonic() - started,
         resumed_loads=resumed,
         full_load=full_load,
+        loads=loads,
+        phases=phases,
     )
 
 

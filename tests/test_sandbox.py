@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from sandbox import SandboxOrg, SandboxServer
+from sandbox.faults import FaultPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = dt.date(2026, 11, 20)
@@ -528,6 +529,69 @@ def test_stats_count_requests_and_injected_faults_fail_then_recover(own_server: 
 
 
 # -------------------------------------------------------------------------------- generator and clock
+
+
+def fault_outcomes(server: SandboxServer, requests_count: int) -> list[str]:
+    """What each of `requests_count` list requests got: a status and content type, or `dropped`."""
+    session, outcomes = requests.Session(), []
+    for _ in range(requests_count):
+        token = mint(server)
+        try:
+            response = session.get(f"{server.url}/crm/v8/Leads", params={"fields": "Last_Name", "per_page": 5},
+                                   headers={"Authorization": f"Zoho-oauthtoken {token}"}, timeout=10)
+        except requests.ConnectionError:
+            outcomes.append("dropped")
+            session = requests.Session()
+            continue
+        try:
+            response.json()
+            readable = "json"
+        except ValueError:
+            readable = "unreadable"
+        outcomes.append(f"{response.status_code} {response.headers['Content-Type'].split(';')[0]} {readable}")
+    return outcomes
+
+
+def test_seeded_faults_fail_requests_the_way_zoho_and_its_network_do() -> None:
+    """GIVEN two sandboxes with the same seeded fault plan (half the API calls fail), set by the control route
+    WHEN a client makes the same 60 requests to each
+    THEN both fail the same requests the same ways: 429 with Retry-After, Zoho's 500 envelope, a load balancer's
+         HTML 502/503, dropped connections, and HTTP 200 answers whose body is cut JSON or an HTML page;
+         the control route reports what it injected; the token endpoint is never faulted."""
+    plan = {"rate": 0.5, "kinds": ["429", "500", "502", "503", "drop", "truncated", "html"], "seed": 4}
+    runs = []
+    for _ in range(2):
+        with SandboxServer(small_org(leads=30, deals=5), port=0) as server:
+            assert requests.post(f"{server.url}/_sandbox/faults", json=plan, timeout=10).json()["injected"] == {}
+            runs.append((fault_outcomes(server, 60), requests.get(f"{server.url}/_sandbox/faults", timeout=10).json()))
+
+    (outcomes, report), (twin_outcomes, twin_report) = runs
+    assert outcomes == twin_outcomes and report == twin_report
+    assert set(outcomes) == {"200 application/json json", "429 application/json json", "500 application/json json",
+                             "502 text/html unreadable", "503 text/html unreadable", "dropped",
+                             "200 application/json unreadable", "200 text/html unreadable"}
+    assert sum(report["injected"].values()) == sum(o != "200 application/json json" for o in outcomes)
+    with SandboxServer(small_org(leads=30, deals=5), port=0) as server:
+        bad = requests.post(f"{server.url}/_sandbox/faults", json={"rate": 0.1, "kinds": ["meteor"]}, timeout=10)
+        server.faults = FaultPlan(rate=1.0, kinds=("429",))
+        throttled = get(client(server), server, "Leads", fields="Last_Name")
+    assert bad.status_code == 400 and "meteor" in bad.json()["message"]
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "1"
+
+
+def test_api_credits_are_counted_reported_from_half_and_refused_at_zero(own_server: SandboxServer) -> None:
+    """GIVEN an org with 10 API credits left for the day
+    WHEN a client makes 12 calls
+    THEN answers carry X-API-CREDITS-REMAINING once half the credits are used, and calls after the last credit
+         get 429 TOO_MANY_REQUESTS."""
+    requests.post(f"{own_server.url}/_sandbox/credits", json={"allowance": 10}, timeout=10)
+    session = client(own_server)
+    answers = [get(session, own_server, "users", type="CurrentUser") for _ in range(12)]
+
+    assert [a.headers.get("X-API-CREDITS-REMAINING") for a in answers] == [
+        None, None, None, None, "5", "4", "3", "2", "1", "0", "0", "0"]
+    assert [a.status_code for a in answers[-3:]] == [200, 429, 429]
+    assert answers[-1].json()["code"] == "TOO_MANY_REQUESTS"
 
 
 def test_the_generated_org_is_deterministic_and_realistic() -> None:

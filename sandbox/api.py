@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import metadata
+from . import coql, metadata
 from .auth import TokenAuthority
 from .model import MODULES, resolve_module
 from .org import DELETED_TYPES, USER_TYPES, SandboxOrg
@@ -89,6 +89,7 @@ class ZohoApi:
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
             Route.of("/crm/v8/settings/fields", {"GET": self.fields}),
+            Route.of("/crm/v8/coql", {"POST": self.coql}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
             Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
@@ -112,6 +113,8 @@ class ZohoApi:
 
         An empty result is 204, or 304 when `If-Modified-Since` filtered every record out.
         """
+        if req.params.get("ids"):
+            return self.records_by_id(req)
         org = self.org
         request = parse_list_request(req.module, req.params, req.headers.get("If-Modified-Since"),
                                      org.renderer.tz)
@@ -147,6 +150,28 @@ class ZohoApi:
             "page_token_expiry": expiry, "sort_order": query.sort_order, "email": False,
             "more_records": more,
         }})
+
+    def coql(self, req: Request) -> Response:
+        body = req.json_body()
+        answer = coql.run(self.org, body.get("select_query") if isinstance(body, dict) else None)
+        return Response(204) if answer is None else Response(200, answer)
+
+    def records_by_id(self, req: Request) -> Response:
+        """`GET /{module}?ids=1,2,...`: those records (at most 100), in the order asked, unknown ids skipped."""
+        ids = [i.strip() for i in req.params["ids"].split(",") if i.strip()]
+        if len(ids) > MAX_RECORDS_PER_WRITE:
+            raise ZohoError("LIMIT_EXCEEDED", {"limit": MAX_RECORDS_PER_WRITE, "param_name": "ids"})
+        fields = [f.strip() for f in req.params.get("fields", "").split(",") if f.strip()]
+        if not fields:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+        org = self.org
+        with org.lock:
+            plan = org.renderer.plan(MODULES[req.module], fields)
+            data = [org.renderer.record(r, plan) for i in ids if (r := org.record(req.module, i)) is not None]
+        if not data:
+            return Response(204)
+        return Response(200, {"data": data, "info": {"per_page": len(data), "count": len(data), "page": 1,
+                                                     "more_records": False}})
 
     def get_record(self, req: Request) -> Response:
         org = self.org

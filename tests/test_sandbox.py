@@ -495,6 +495,40 @@ def test_field_metadata_and_the_org_speak_zohos_shape(server: SandboxServer, org
     assert zoho_org["currency"] == "US Dollar - USD" and zoho_org["currency_symbol"] == "$"
 
 
+def test_coql_pages_by_keyset_past_any_offset_and_records_come_by_id(own_server: SandboxServer) -> None:
+    """GIVEN 250 leads written in one second (an import)
+    WHEN a client selects that second's ids by COQL, 100 at a time, keyset-paged on id, and fetches them by id
+    THEN it gets each lead once, lookups as bare ids in COQL and whole in the Records API; Zoho's limits and
+         errors apply: a WHERE clause is required, at most 2,000 a call and none past 100,000 by offset,
+         unknown columns are INVALID_QUERY."""
+    org = own_server.org
+    org.insert("Leads", [{"Last_Name": f"Imported {n}"} for n in range(100)], org.current_user_id)
+    org.insert("Leads", [{"Last_Name": f"Imported {n}"} for n in range(100, 250)], org.current_user_id)
+    second = max(r["Modified_Time"] for r in org.records("Leads"))
+    session = client(own_server)
+    coql = lambda query: session.post(f"{own_server.url}/crm/v8/coql", json={"select_query": query}, timeout=10)  # noqa: E731
+
+    seen, last = [], 0
+    while True:
+        answer = coql(f"select id, Owner from Leads where Modified_Time = '{second}' and id > {last} order by id limit 100")
+        rows = answer.json()["data"]
+        seen += [row["id"] for row in rows]
+        assert all(set(row["Owner"]) == {"id"} for row in rows)
+        if not answer.json()["info"]["more_records"]:
+            break
+        last = rows[-1]["id"]
+    imported = [r["id"] for r in org.records("Leads") if r["Modified_Time"] == second]
+    assert seen == sorted(imported, key=int) and len(seen) == 150
+    by_id = get(session, own_server, "Leads", fields="Last_Name,Owner", ids=",".join(seen[:100])).json()["data"]
+    assert [r["id"] for r in by_id] == seen[:100] and all("email" in r["Owner"] for r in by_id)
+
+    assert coql("select id from Leads").json()["code"] == "SYNTAX_ERROR"
+    assert coql("select id from Leads where id > 0 limit 2001").json()["code"] == "LIMIT_EXCEEDED"
+    assert coql("select id from Leads where id > 0 limit 99000, 2000").json()["code"] == "LIMIT_EXCEEDED"
+    assert coql("select Shoe_Size from Leads where id > 0").json()["code"] == "INVALID_QUERY"
+    assert coql("select id from Leads where Last_Name = 'nobody at all'").status_code == 204
+
+
 def test_wrong_paths_methods_and_modules_get_zoho_errors(server: SandboxServer) -> None:
     """GIVEN an authenticated client
     WHEN it calls an unknown path, a known path with a wrong method and an unknown module

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import requests
@@ -23,6 +23,8 @@ import requests
 from .settings import (
     API_DOMAINS,
     API_PATH,
+    COQL_LIMIT,
+    IDS_PER_REQUEST,
     LOOKUP_PARTS,
     PAGE_TOKEN_LIMIT,
     REQUEST_TIMEOUT_SECONDS,
@@ -171,17 +173,24 @@ class ZohoClient:
 
         Raises CreditFloorReached instead of calling once Zoho reported credits below the floor.
         """
+        return self._call("GET", path, params=params, headers=headers)
+
+    def post(self, path: str, body: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """POST a JSON body (a COQL query) to `{api_domain}/crm/v8/{path}`; like `get`."""
+        return self._call("POST", path, json=dict(body))
+
+    def _call(self, method: str, path: str, *, headers: Optional[Mapping[str, str]] = None, **kwargs: Any) -> Optional[dict[str, Any]]:
         self.check_floor()
         token = self._token()
         for attempt in (1, 2):
             assert self._api_base is not None
             response, body = self._send(
-                "GET",
+                method,
                 f"{self._api_base}/{path.lstrip('/')}",
-                what=f"GET {path}",
+                what=f"{method} {path}",
                 counted=True,
-                params=params,
                 headers={**(headers or {}), "Authorization": f"Zoho-oauthtoken {token}"},
+                **kwargs,
             )
             if response.status_code in (204, 304):
                 return None
@@ -193,7 +202,7 @@ class ZohoClient:
             if response.status_code >= 400 or body is None:
                 message = (body or {}).get("message") or response.reason
                 raise ZohoError(
-                    f"GET {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
+                    f"{method} {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
                     code=code or None,
                 )
             return body
@@ -307,8 +316,10 @@ def iter_record_pages(
     token Zoho refuses otherwise (expired, or bound to other data) restarts the
     query the same way.
 
-    Raises ZohoError when a whole chain holds only records of the second it
-    started from: no query can get past them, and restarting would loop forever.
+    A whole chain of records of one second (a bulk import of more records than a
+    chain reaches) cannot be passed by any Modified_Time query: the rest of that
+    second is then read by COQL, keyset-paged on id, and the read goes on from the
+    next second.
     """
     if "Modified_Time" not in fields:
         raise ValueError("the records are read in Modified_Time order: request the Modified_Time field")
@@ -327,6 +338,7 @@ def iter_record_pages(
         page_token: Optional[str] = None
         served = fresh = 0
         chain_full = False
+        chain_start: Optional[datetime] = None
         while True:
             if page_token and served + page_size > chain_limit:
                 chain_full = True
@@ -345,6 +357,8 @@ def iter_record_pages(
             if body is None:
                 return
             records = body.get("data") or []
+            if chain_start is None and records and isinstance(records[0].get("Modified_Time"), str):
+                chain_start = parse_zoho_datetime(records[0]["Modified_Time"])
             served += len(records)
             page = [record for record in records if resume.read(record)]
             fresh += len(page)
@@ -354,6 +368,13 @@ def iter_record_pages(
             if not info.get("more_records") or not page_token:
                 return
         restart = resume.restart()
+        if restart is not None and chain_full and chain_start == restart:
+            # A whole chain of one second (a bulk import): no Modified_Time query gets past it. Read
+            # the rest of that second by COQL, keyset-paged on id, then go on from the next second.
+            logger.info("%s: %d+ records share Modified_Time %s; reading them by COQL", module, served, format_zoho_datetime(restart))
+            yield from _records_of_one_second(client, module, params, restart, resume)
+            since = restart + timedelta(seconds=1)
+            continue
         if restart is None or (chain_full and (fresh == 0 or (since is not None and restart <= since))):
             raise _stuck(module, served, since)
         logger.info(
@@ -363,6 +384,33 @@ def iter_record_pages(
             format_zoho_datetime(restart),
         )
         since = restart
+
+
+def _records_of_one_second(
+    client: ZohoClient, module: str, params: Mapping[str, Any], second: datetime, resume: "_ResumePoint"
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record last modified in `second` not read yet: their ids by COQL (keyset on id, 2,000 a
+    call, so no OFFSET ceiling applies), then the records themselves by id, 100 a call.
+
+    COQL renders lookups as bare ids, so the records come from the Records API, like all others.
+    """
+    literal = format_zoho_datetime(second)
+    by_id = {"fields": params["fields"], **({"converted": params["converted"]} if "converted" in params else {})}
+    last_id = "0"
+    while True:
+        body = client.post(
+            "coql",
+            {"select_query": f"select id from {module} where Modified_Time = '{literal}' and id > {last_id}"
+                             f" order by id asc limit {COQL_LIMIT}"},
+        )
+        ids = [str(row["id"]) for row in (body or {}).get("data") or []]
+        wanted = [record_id for record_id in ids if not resume.already_read(second, record_id)]
+        for start in range(0, len(wanted), IDS_PER_REQUEST):
+            page = client.get(module, params={**by_id, "ids": ",".join(wanted[start:start + IDS_PER_REQUEST])})
+            yield (page or {}).get("data") or []
+        if not ids or not ((body or {}).get("info") or {}).get("more_records"):
+            return
+        last_id = ids[-1]
 
 
 class _ResumePoint:
@@ -389,6 +437,10 @@ class _ResumePoint:
         elif at == self._time:
             self._ids.add(record_id)
         return not (at == self._yielded_time and record_id in self._yielded_ids)
+
+    def already_read(self, at: datetime, record_id: str) -> bool:
+        """Whether the record `record_id`, modified at `at`, was read already (at the newest time read)."""
+        return at == self._time and record_id in self._ids
 
     def restart(self) -> Optional[datetime]:
         """The If-Modified-Since of the next query (None: nothing to continue from)."""

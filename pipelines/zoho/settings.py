@@ -32,6 +32,8 @@ DEFAULT_DC = "com"
 PAGE_SIZE = 200  # Zoho's maximum per request
 # One page_token chain reaches this many records; the page after them is 400 PAGINATION_LIMIT_EXCEEDED.
 PAGE_TOKEN_LIMIT = 100_000
+COQL_LIMIT = 2_000  # records one COQL call returns at most
+IDS_PER_REQUEST = 100  # record ids one `GET /{module}?ids=` call takes at most
 OVERLAP_MINUTES = 10  # re-read this much before the last cursor: late commits and clock skew
 TOKEN_REFRESH_MARGIN_SECONDS = 300  # renew an access token this long before Zoho says it expires
 REQUEST_TIMEOUT_SECONDS = (10.0, 60.0)  # connect, read

@@ -20,7 +20,7 @@ from .model import MODULES, resolve_module
 from .org import DELETED_TYPES, USER_TYPES, SandboxOrg
 from .paging import MAX_PER_PAGE, PageTokens, choice, modified_since, parse_list_request, positive_int
 from .writes import MAX_RECORDS_PER_WRITE
-from .zoho_format import ZohoError
+from .zoho_format import ZohoError, parse_datetime
 
 
 @dataclass
@@ -216,8 +216,16 @@ class ZohoApi:
     # -- users and settings -----------------------------------------------------------------
 
     def users(self, req: Request) -> Response:
+        """`GET /users`; `If-Modified-Since` keeps the users modified since (304 when none is)."""
         kind = choice(req.params, "type", USER_TYPES, "AllUsers")
-        return _paged(req, "users", self.org.users(kind))
+        users = self.org.users(kind)
+        since = modified_since(req.headers.get("If-Modified-Since"), self.org.renderer.tz)
+        if since is not None:
+            tz = self.org.renderer.tz
+            users = [u for u in users if parse_datetime(u["Modified_Time"], tz) >= since]
+            if not users:
+                return Response(304)
+        return _paged(req, "users", users)
 
     def layouts(self, req: Request) -> Response:
         raw = req.params.get("module")

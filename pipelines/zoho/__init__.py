@@ -11,7 +11,10 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   applied once, so a tombstone never removes a record modified after it was deleted.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`) and `deal_stages` (replaced): small, read whole every run.
+- `users` (merged on `id`) and `deal_stages` (replaced): small; read again only
+  when Zoho says they changed (users by If-Modified-Since, stages when a Deals
+  layout's modified_time moved), so a quiet day costs its record pages, the two
+  deletion logs and two cheap checks.
 
 A run may load in several steps (`ExtractSession`): leads and deals are read in
 ascending Modified_Time, and each step loads at most `records_per_load` of them,
@@ -138,6 +141,7 @@ def zoho_crm(
     records_file_format: Optional[str] = None,
     observer: Optional[ExtractObserver] = None,
     session: Optional[ExtractSession] = None,
+    reread_metadata: bool = False,
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
 
@@ -152,6 +156,8 @@ def zoho_crm(
             fewer API credits left than this (ZOHO_CREDIT_FLOOR); 0 or unset: never.
         records_per_load: Most leads/deals one load of a run takes, when the run passes a
             `session` that continues the read in further loads (see `run.load`).
+        reread_metadata: Read the pipeline stages even if the layouts did not change
+            (a full refresh empties the table).
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
@@ -192,7 +198,7 @@ def zoho_crm(
             for module in MODULES
         ),
         _users(client, page_size, observer),
-        _deal_stages(client, observer),
+        _deal_stages(client, observer, reread_metadata),
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
     ]
@@ -313,14 +319,27 @@ def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> Dlt
     )
     def users() -> Iterator[list[dict[str, Any]]]:
         yield dlt.mark.materialize_table_schema()
-        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, page_size=page_size):
+        # Only users modified since the newest one read (Zoho answers 304 when none was): an
+        # unchanged user list costs one call and no data.
+        state = dlt.current.resource_state()
+        since = _parse_optional(state.get("since"))
+        headers = {"If-Modified-Since": format_zoho_datetime(since + timedelta(seconds=1))} if since else None
+        newest = since
+        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, headers=headers, page_size=page_size):
             observer.page("users", len(page))
-            yield [typed_record(user, USERS_FIELDS) for user in page]
+            rows = [typed_record(user, USERS_FIELDS) for user in page]
+            for row in rows:
+                modified = row.get("Modified_Time")
+                if modified is not None and (newest is None or modified > newest):
+                    newest = modified
+            yield rows
+        if newest is not None:
+            state["since"] = newest.isoformat()
 
     return users
 
 
-def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) -> DltResource:
     @dlt.resource(
         name="deal_stages",
         write_disposition="replace",
@@ -328,10 +347,20 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
         file_format="insert_values",
     )
     def deal_stages() -> Iterator[list[dict[str, Any]]]:
+        # Pipelines hang off layouts; several layouts may share one pipeline. Zoho stamps a layout's
+        # modified_time when its pipeline changes, so unchanged layouts mean unchanged stages: the
+        # pipeline calls are skipped and the stages kept from the last read are loaded again (a
+        # replace must be given the whole table). dlt resets a replace resource's own state every
+        # run, so the layouts and the stages are kept in the source's state.
         yield dlt.mark.materialize_table_schema()
-        # Pipelines hang off layouts; several layouts may share one pipeline.
+        layouts = (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", [])
+        state = dlt.current.source_state().setdefault("deal_stages", {})
+        signature = sorted(f"{layout.get('id')}@{layout.get('modified_time')}" for layout in layouts)
+        if layouts and not reread and state.get("layouts") == signature and state.get("rows"):
+            yield [typed_record(row, DEAL_STAGES_FIELDS) for row in state["rows"]]
+            return
         stages: dict[tuple[str, str], dict[str, Any]] = {}
-        for layout in (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", []):
+        for layout in layouts:
             body = client.get("settings/pipeline", params={"layout_id": layout["id"]}) or {}
             for pipeline in body.get("pipeline", []):
                 for stage in pipeline.get("maps") or []:
@@ -352,6 +381,7 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
         observer.page("deal_stages", len(stages))
         if stages:
             yield list(stages.values())
+        state["layouts"], state["rows"] = signature, list(stages.values())
 
     return deal_stages
 

@@ -149,7 +149,13 @@ def load(
     # JSONL loads into DuckDB ~4x faster than insert_values, with a fraction of the memory.
     records_file_format = "jsonl" if destination == "duckdb" else None
     session = session or ExtractSession()
-    source = zoho_crm(observer=progress, records_file_format=records_file_format, session=session, **source_options)
+    source = zoho_crm(
+        observer=progress,
+        records_file_format=records_file_format,
+        session=session,
+        reread_metadata=full_refresh,
+        **source_options,
+    )
     pipeline = make_pipeline(destination)
     progress.stage(f"{PIPELINE_NAME} -> {destination} ({describe_destination(destination)}), dataset {RAW_SCHEMA}")
 

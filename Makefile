@@ -36,9 +36,10 @@ daily: install profiles.yml  ## extract, dbt build and deliver for your own org 
 api: install  ## serve the metrics API on http://127.0.0.1:8000 (TARGET=duckdb|postgres)
 	$(BIN)/python -m insights.api --target $(TARGET)
 
-bench: install  ## print the load and end-to-end benchmark figures
+bench: install  ## print the load, soak and end-to-end benchmark figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
+	$(BIN)/python -m benchmarks.soak
 	$(BIN)/python -m benchmarks.daily
 
 clean:  ## remove the virtualenv, dbt's working files and the demo warehouse

@@ -711,3 +711,36 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "/oauth/v2/token" in stderr and token["access_token"] not in stderr  # logged, secrets never
+
+
+def test_the_cli_serves_a_bad_day_with_zohos_token_limit() -> None:
+    """GIVEN `python -m sandbox serve --faults rate=1,kinds=500 --credits 3` (and, as on Zoho, at most 10 new
+         access tokens per refresh token per 10 minutes)
+    WHEN a client mints tokens and calls the API
+    THEN every call fails with Zoho's 500, the 11th token request is refused with Zoho's "Access Denied",
+         and a fault plan the CLI cannot read stops it with status 2 and the reason."""
+    refused = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--faults", "rate=2"], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert refused.returncode == 2 and "the fault rate is a fraction between 0 and 1" in refused.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--seed", "3", "--leads", "60", "--deals", "20", "--port", "0",
+         "--quiet", "--faults", "rate=1,kinds=500,seed=2", "--credits", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
+        env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        grant = {"grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
+                 "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}
+        tokens = [requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", data=grant, timeout=10).json()
+                  for _ in range(11)]
+        call = requests.get(f"{env['ZOHO_ACCOUNTS_URL']}/crm/v8/users", timeout=10,
+                            headers={"Authorization": f"Zoho-oauthtoken {tokens[0]['access_token']}"})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert all("access_token" in t for t in tokens[:10])
+    assert tokens[10] == {"error_description": "You have made too many requests continuously. Please try again "
+                          "after some time.", "error": "Access Denied", "status": "failure"}
+    assert (call.status_code, call.json()["code"]) == (500, "INTERNAL_ERROR")

@@ -42,7 +42,7 @@ RETRY_BACKOFF_SECONDS = 1.0  # doubled after each failed attempt
 RETRY_MAX_DELAY_SECONDS = 60.0
 # A run loads leads and deals in loads of at most this many records each: a run that fails or is
 # killed keeps every load it finished, and memory stays that of one load however big the org.
-RECORDS_PER_LOAD = 50_000
+RECORDS_PER_LOAD = 20_000
 # Stop cleanly (and resume next run) once Zoho reports fewer API credits left than this; 0: never.
 CREDIT_FLOOR = 0
 

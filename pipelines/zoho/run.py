@@ -40,6 +40,9 @@ from . import RECORD_RESOURCES, RESOURCES, ExtractSession, zoho_crm
 
 PIPELINE_NAME = "zoho_crm"
 JSONL_FILE_MAX_ROWS = 20_000
+# DuckDB spills to disk beyond this; row order in the raw tables does not matter, and not keeping
+# it lets inserts stream within the limit.
+DUCKDB_CONFIG = {"memory_limit": "128MB", "preserve_insertion_order": False}
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,11 @@ def make_pipeline(destination: Target) -> dlt.Pipeline:
     if destination == "duckdb":
         path = duckdb_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        target = dlt.destinations.duckdb(credentials=str(path))
+        # DuckDB caches the blocks of the tables it merges into up to 80% of RAM by default, so
+        # the process grew with the warehouse; a cap keeps a full load's memory flat.
+        target = dlt.destinations.duckdb(
+            credentials={"database": str(path), "global_config": dict(DUCKDB_CONFIG)}
+        )
     elif destination == "postgres":
         target = dlt.destinations.postgres(credentials=dlt_postgres_credentials(postgres_url()))
     else:

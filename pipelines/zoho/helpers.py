@@ -368,9 +368,10 @@ def iter_record_pages(
             if not info.get("more_records") or not page_token:
                 return
         restart = resume.restart()
-        if restart is not None and chain_full and chain_start == restart:
-            # A whole chain of one second (a bulk import): no Modified_Time query gets past it. Read
-            # the rest of that second by COQL, keyset-paged on id, then go on from the next second.
+        if restart is not None and chain_full and (chain_start == restart or resume.read_at_newest() * 2 >= served):
+            # A whole chain of one second (a bulk import) cannot be passed by any Modified_Time query,
+            # and a chain that ends in a second holding half of it likely ends in such a one: read the
+            # rest of that second by COQL, keyset-paged on id, then go on from the next second.
             logger.info("%s: %d+ records share Modified_Time %s; reading them by COQL", module, served, format_zoho_datetime(restart))
             yield from _records_of_one_second(client, module, params, restart, resume)
             since = restart + timedelta(seconds=1)
@@ -437,6 +438,10 @@ class _ResumePoint:
         elif at == self._time:
             self._ids.add(record_id)
         return not (at == self._yielded_time and record_id in self._yielded_ids)
+
+    def read_at_newest(self) -> int:
+        """How many records were read at the newest Modified_Time read so far."""
+        return len(self._ids)
 
     def already_read(self, at: datetime, record_id: str) -> bool:
         """Whether the record `record_id`, modified at `at`, was read already (at the newest time read)."""

@@ -26,8 +26,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--leads", type=int, default=5000)
     parser.add_argument("--deals", type=int, default=2000)
-    parser.add_argument("--fault-rate", type=float, default=0.02)
-    parser.add_argument("--kill-chance", type=float, default=0.3)
+    parser.add_argument("--fault-rate", type=float, default=0.1)
+    parser.add_argument("--kill-chance", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 

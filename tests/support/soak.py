@@ -102,7 +102,7 @@ def soak(workspace: Workspace, days: int, *, seed: int = 1, leads: int = 400, de
                                            env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 if killed < 2 and rng.random() < kill_chance:
                     try:
-                        process.wait(timeout=rng.uniform(0.5, 5.0))
+                        process.wait(timeout=rng.uniform(0.3, 3.0))
                     except subprocess.TimeoutExpired:
                         process.send_signal(signal.SIGKILL)
                         process.wait()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .model import MODULES, Kind, ModuleSpec, resolve_module
+from .model import Kind, ModuleSpec, resolve_module
 from .org import SandboxOrg
 from .zoho_format import ZohoError, parse_datetime
 
@@ -248,5 +248,3 @@ def run(org: SandboxOrg, select_query: Any) -> dict[str, Any] | None:
             rows.append(row)
     return {"data": rows, "info": {"count": len(rows), "more_records": query.offset + len(window) < len(matching)}}
 
-
-__all__ = ["run", "MODULES"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from warehouse import PROJECT_ROOT
 from tests.support.workspace import Workspace
@@ -20,20 +22,46 @@ class Measured:
     stderr: str
 
 
+def _peak_kb(pid: int) -> int:
+    """VmHWM: the peak resident set of the process's own program, in kB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def measure(ws: Workspace, *args: str) -> Measured:
     """Run `args` in `ws` from the project root; exit loudly if it fails.
 
-    Peak memory is the command process's max RSS (`wait4`), so the benchmark's
-    own process and the sandbox serving it are not counted.
+    Peak memory is the command's own high-water mark (VmHWM, read every 50 ms while it runs). Not
+    `ru_maxrss` from `wait4`: Linux charges a child started by fork/vfork + exec with the parent's
+    resident set at the fork, and the parent here serves the whole sandbox org, so that figure
+    grows with the org whatever the command does.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(ws.command(*args), cwd=PROJECT_ROOT, env=ws.env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, _peak_kb(proc.pid))
+                done.wait(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        _, status, _ = os.wait4(proc.pid, 0)
+        done.set()
+        watcher.join()
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    return Measured(seconds=seconds, peak_mb=usage.ru_maxrss / 1024, stdout=stdout, stderr=stderr)
+    return Measured(seconds=seconds, peak_mb=peak / 1024, stdout=stdout, stderr=stderr)

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .auth import MINT_WINDOW_SECONDS
+from .faults import FAULT_KINDS, FaultPlan
 from .org import SandboxOrg
 from .server import SandboxServer
 
@@ -22,6 +24,8 @@ examples:
   python -m sandbox serve --seed 7 --leads 5000 --deals 2000 --port 8765 --timezone Asia/Kolkata
       prints `export NAME=value` lines (ZOHO_ACCOUNTS_URL, ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET,
       ZOHO_REFRESH_TOKEN, CRM_TIMEZONE) on stdout, then logs requests on stderr until Ctrl-C.
+  python -m sandbox serve --faults rate=0.02,kinds=500+html+truncated+drop,seed=3 --credits 5000
+      the same org on a bad day: 2% of API calls fail (seeded), 5,000 API credits for the day.
   python -m sandbox advance --url http://127.0.0.1:8765 --days 1
       plays one simulated day (new leads and deals, conversions, stage moves, edits, deletions)
       and prints what changed per module.
@@ -43,6 +47,13 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
+
+
+def _faults(spec: str) -> FaultPlan:
+    try:
+        return FaultPlan.parse(spec)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--today", type=_date, default=None,
                        help="the org's current day, YYYY-MM-DD (default: today in --timezone)")
     serve.add_argument("--token-ttl", type=int, default=3600, help="access token lifetime in seconds (default: 3600)")
+    serve.add_argument("--faults", type=_faults, default=None, metavar="SPEC",
+                       help="seeded random faults: rate=FRACTION,kinds=K1+K2,...,seed=N[,slow=SECONDS]; kinds: "
+                            f"{', '.join(FAULT_KINDS)} (default: none; POST /_sandbox/faults changes it)")
+    serve.add_argument("--credits", type=int, default=None, metavar="N",
+                       help="API credits for the day, one per call; 429 when spent (default: unlimited; "
+                            "POST /_sandbox/credits changes it)")
+    serve.add_argument("--mint-limit", type=int, default=10, metavar="N",
+                       help=f"access tokens one refresh token may mint per {MINT_WINDOW_SECONDS // 60} minutes, "
+                            "as on Zoho (default: 10; 0: no limit)")
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
     serve.set_defaults(run=serve_command)
 
@@ -84,7 +104,8 @@ def serve_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     org = SandboxOrg(seed=args.seed, leads=args.leads, deals=args.deals, timezone=args.timezone, today=args.today)
     server = SandboxServer(org, host=args.host, port=args.port, token_ttl=args.token_ttl,
-                           log=None if args.quiet else sys.stderr)
+                           log=None if args.quiet else sys.stderr, faults=args.faults, credits=args.credits,
+                           mint_limit=args.mint_limit or None)
     try:
         server.start()
     except OSError as error:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from . import coql, metadata
 from .auth import TokenAuthority
 from .model import MODULES, resolve_module
 from .org import DELETED_TYPES, USER_TYPES, SandboxOrg
 from .paging import MAX_PER_PAGE, PageTokens, choice, modified_since, parse_list_request, positive_int
 from .writes import MAX_RECORDS_PER_WRITE
-from .zoho_format import ZohoError
+from .zoho_format import ZohoError, parse_datetime
 
 
 @dataclass
@@ -46,6 +47,10 @@ class Request:
 class Response:
     status: int
     payload: Any = None  # None: no body (204 / 304)
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # a body sent as is (fault injection), with `content_type`
+    content_type: str = ""
+    drop: bool = False  # close the connection without answering (fault injection)
 
 
 Handler = Callable[[Request], Response]
@@ -83,6 +88,8 @@ class ZohoApi:
             Route.of("/crm/v8/users", {"GET": self.users}),
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
+            Route.of("/crm/v8/settings/fields", {"GET": self.fields}),
+            Route.of("/crm/v8/coql", {"POST": self.coql}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
             Route.of("/crm/v8/org/currencies", {"GET": self.currencies}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
@@ -108,6 +115,8 @@ class ZohoApi:
 
         An empty result is 204, or 304 when `If-Modified-Since` filtered every record out.
         """
+        if req.params.get("ids"):
+            return self.records_by_id(req)
         org = self.org
         request = parse_list_request(req.module, req.params, req.headers.get("If-Modified-Since"),
                                      org.renderer.tz)
@@ -143,6 +152,28 @@ class ZohoApi:
             "page_token_expiry": expiry, "sort_order": query.sort_order, "email": False,
             "more_records": more,
         }})
+
+    def coql(self, req: Request) -> Response:
+        body = req.json_body()
+        answer = coql.run(self.org, body.get("select_query") if isinstance(body, dict) else None)
+        return Response(204) if answer is None else Response(200, answer)
+
+    def records_by_id(self, req: Request) -> Response:
+        """`GET /{module}?ids=1,2,...`: those records (at most 100), in the order asked, unknown ids skipped."""
+        ids = [i.strip() for i in req.params["ids"].split(",") if i.strip()]
+        if len(ids) > MAX_RECORDS_PER_WRITE:
+            raise ZohoError("LIMIT_EXCEEDED", {"limit": MAX_RECORDS_PER_WRITE, "param_name": "ids"})
+        fields = [f.strip() for f in req.params.get("fields", "").split(",") if f.strip()]
+        if not fields:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+        org = self.org
+        with org.lock:
+            plan = org.renderer.plan(MODULES[req.module], fields)
+            data = [org.renderer.record(r, plan) for i in ids if (r := org.record(req.module, i)) is not None]
+        if not data:
+            return Response(204)
+        return Response(200, {"data": data, "info": {"per_page": len(data), "count": len(data), "page": 1,
+                                                     "more_records": False}})
 
     def get_record(self, req: Request) -> Response:
         org = self.org
@@ -202,8 +233,16 @@ class ZohoApi:
     # -- users and settings -----------------------------------------------------------------
 
     def users(self, req: Request) -> Response:
+        """`GET /users`; `If-Modified-Since` keeps the users modified since (304 when none is)."""
         kind = choice(req.params, "type", USER_TYPES, "AllUsers")
-        return _paged(req, "users", self.org.users(kind))
+        users = self.org.users(kind)
+        since = modified_since(req.headers.get("If-Modified-Since"), self.org.renderer.tz)
+        if since is not None:
+            tz = self.org.renderer.tz
+            users = [u for u in users if parse_datetime(u["Modified_Time"], tz) >= since]
+            if not users:
+                return Response(304)
+        return _paged(req, "users", users)
 
     def layouts(self, req: Request) -> Response:
         raw = req.params.get("module")
@@ -229,8 +268,14 @@ class ZohoApi:
             raise ZohoError("CURRENCIES_NOT_ENABLED")
         return Response(200, {"currencies": currencies})
 
+    def fields(self, req: Request) -> Response:
+        module = req.params.get("module")
+        if not module:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "module"})
+        return Response(200, {"fields": metadata.module_fields(self.org, module)})
+
     def organization(self, req: Request) -> Response:
-        return Response(200, {"org": [self.org.organization()]})
+        return Response(200, {"org": [metadata.organization(self.org)]})
 
 
 def _data_items(req: Request) -> list[Any]:

@@ -7,14 +7,18 @@ endpoint ("GET /crm/v8/Leads", "POST /oauth/v2/token", ...).
 
 Test knobs: `page_token_limit` (how many records one page_token chain reaches: 100,000 as on Zoho, small
 values let tests cross the ceiling cheaply), `expire_tokens()` / `expire_tokens_after(n)` (tokens die
-mid-run, as they do on Zoho after an hour or when a 16th token is minted), and
-`inject_faults(count, status, path_prefix)` (the next matching requests fail with Zoho's error envelope).
+mid-run, as they do on Zoho after an hour or when a 16th token is minted),
+`inject_faults(count, status, path_prefix)` (the next matching requests fail with Zoho's error envelope),
+`faults` (a seeded `FaultPlan` of random faults, see `faults.py`; also `POST /_sandbox/faults`) and
+`credits` (Zoho's daily API credits; also `POST /_sandbox/credits`). `GET /_sandbox/faults` reports
+what was injected.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -27,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .api import Request, Response, Route, ZohoApi
 from .auth import TokenAuthority
+from .faults import CREDITS_HEADER, RETRY_AFTER_SECONDS, Credits, FaultPlan, html_page
 from .model import resolve_module
 from .org import SandboxOrg
 from .paging import PAGE_TOKEN_TTL, TOKEN_LIMIT, PageTokens
@@ -50,7 +55,8 @@ class SandboxServer:
 
     def __init__(self, org: SandboxOrg, host: str = "127.0.0.1", port: int = 0, token_ttl: int = 3600, *,
                  mint_limit: int | None = None, page_token_ttl: int = PAGE_TOKEN_TTL,
-                 page_token_limit: int = TOKEN_LIMIT, log: TextIO | None = None) -> None:
+                 page_token_limit: int = TOKEN_LIMIT, log: TextIO | None = None,
+                 faults: FaultPlan | None = None, credits: int | None = None) -> None:
         self.org = org
         self.host = host
         self.port = port
@@ -60,7 +66,13 @@ class SandboxServer:
             Route.of("/_sandbox/advance", {"POST": self._advance}, authenticated=False, counted=False),
             Route.of("/_sandbox/stats", {"GET": lambda req: Response(200, self.stats())},
                      authenticated=False, counted=False),
+            Route.of("/_sandbox/faults", {"GET": lambda req: Response(200, self.faults.report()),
+                                          "POST": self._set_faults}, authenticated=False, counted=False),
+            Route.of("/_sandbox/credits", {"GET": lambda req: Response(200, self.credits.report()),
+                                           "POST": self._set_credits}, authenticated=False, counted=False),
         ]
+        self.faults = faults or FaultPlan()
+        self.credits = Credits(credits)
         self.log = log
         self._lock = threading.Lock()
         self._stats: Counter[str] = Counter()
@@ -164,22 +176,34 @@ class SandboxServer:
         request = Request(method=method, path=path, params=dict(parse_qsl(split.query, keep_blank_values=True)),
                           headers=headers, body=body, base_url=f"http://{host}" if host else self.url,
                           path_params=match, module=module.api_name if module else "")
+        fault = self.faults.draw(path, "page_token" in request.params) if route.authenticated else None
+        credit_headers: dict[str, str] = {}
         try:
             self._take_fault(path)
+            early = self._early_fault(fault, request)
+            if early is not None:
+                return early
             handler = route.handlers.get(method)
             if handler is None:
                 raise ZohoError("INVALID_REQUEST_METHOD")
             if not route.authenticated:
                 return handler(request)
             request.user_id = self.auth.authenticate(headers.get("Authorization"))
+            allowed, credit_headers = self.credits.spend()
+            if not allowed:
+                raise ZohoError("TOO_MANY_REQUESTS")
             try:
                 if raw_module is not None and module is None:
                     raise ZohoError("INVALID_MODULE", {"resource_path_index": 0})
-                return handler(request)
+                response = handler(request)
             finally:
                 self._served_api_request()
+            response.headers.update(credit_headers)
+            return _garble(response, fault) if fault in ("truncated", "html") else response
         except ZohoError as error:
-            return _error(error)
+            response = _error(error)
+            response.headers.update(credit_headers)
+            return response
         except Exception:  # a sandbox bug must not look like a hung server
             self._write_log(traceback.format_exc())
             return _error(ZohoError("INTERNAL_ERROR"))
@@ -204,6 +228,62 @@ class SandboxServer:
             if fault.remaining <= 0:
                 self._faults.remove(fault)
         raise ZohoError("TOO_MANY_REQUESTS" if fault.status == 429 else "INTERNAL_ERROR", status=fault.status)
+
+    def _early_fault(self, fault: str | None, request: Request) -> Response | None:
+        """Act out a drawn fault that happens before the API answers (None: answer normally)."""
+        if fault is None or fault in ("truncated", "html"):
+            return None
+        if fault == "drop":
+            return Response(0, drop=True)
+        if fault == "slow":
+            time.sleep(self.faults.slow_seconds)
+        elif fault == "invalid_token":
+            self.expire_tokens()
+        elif fault == "mutate":
+            self._mutate(request.module or "Leads")
+        elif fault == "page_token_expiry":
+            raise ZohoError("EXPIRED_VALUE", {"param_name": "page_token"})
+        elif fault == "429":
+            response = _error(ZohoError("TOO_MANY_REQUESTS"))
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            remaining = self.credits.report()["remaining"]
+            if remaining is not None:
+                response.headers[CREDITS_HEADER] = str(remaining)
+            return response
+        elif fault == "500":
+            raise ZohoError("INTERNAL_ERROR")
+        elif fault in ("502", "503"):
+            status = int(fault)
+            reason = "Bad Gateway" if status == 502 else "Service Unavailable"
+            return Response(status, raw=html_page(status, reason), content_type="text/html")
+        return None
+
+    def _mutate(self, module: str) -> None:
+        """A user edits one record and deletes another while a client pages."""
+        org = self.org
+        with org.lock:
+            ids = [key[0] for key in org.select(module, "id").keys]
+            edited, deleted = self.faults.pick(ids), self.faults.pick(ids)
+            if edited is not None:
+                org.update(module, [{"id": edited, "Description": "Edited while a client was paging"}],
+                           org.current_user_id)
+            if deleted is not None and deleted != edited:
+                org.delete(module, [deleted], org.current_user_id)
+
+    def _set_faults(self, req: Request) -> Response:
+        try:
+            self.faults = FaultPlan.from_json(req.json_body())
+        except (TypeError, ValueError) as error:
+            raise ZohoError("INVALID_DATA", {"expected_data_type": "jsonobject"}, message=str(error)) from None
+        return Response(200, self.faults.report())
+
+    def _set_credits(self, req: Request) -> Response:
+        body = req.json_body()
+        values = [body.get(k) if isinstance(body, dict) else "" for k in ("allowance", "remaining")]
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in values):
+            raise ZohoError("INVALID_DATA", {"expected_data_type": "integer"})
+        self.credits.set(*values)
+        return Response(200, self.credits.report())
 
     def _served_api_request(self) -> None:
         with self._lock:
@@ -234,6 +314,17 @@ class SandboxServer:
 
 def _error(error: ZohoError) -> Response:
     return Response(error.status, error.payload)
+
+
+def _garble(response: Response, fault: str) -> Response:
+    """A 200 whose body cannot be read: the JSON cut in half, or an HTML page."""
+    if response.status != 200 or response.payload is None:
+        return response
+    if fault == "html":
+        return Response(200, raw=html_page(200, "Temporarily unavailable"), content_type="text/html;charset=UTF-8",
+                        headers=response.headers)
+    body = encode_json(response.payload)
+    return Response(200, raw=body[:len(body) // 2], content_type=CONTENT_TYPE, headers=response.headers)
 
 
 def redact(target: str) -> str:
@@ -267,6 +358,12 @@ class _HTTPServer(ThreadingHTTPServer):
             with self._connections_lock:
                 self._connections.discard(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (killed, timed out) is not a sandbox error."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         with self._connections_lock:
             connections = list(self._connections)
@@ -287,6 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         response = sandbox.handle(self.command, self.path, self.headers, body)  # type: ignore[arg-type]
+        if response.drop:
+            self.close_connection = True
+            sandbox.log_request(self.client_address[0], self.command, self.path, 0, started)
+            return
         self._send(response)
         sandbox.log_request(self.client_address[0], self.command, self.path, response.status, started)
 
@@ -294,11 +395,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
-        if response.payload is None:
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.payload is None and response.raw is None:
             self.end_headers()
             return
-        body = encode_json(response.payload)
-        self.send_header("Content-Type", CONTENT_TYPE)
+        body = response.raw if response.raw is not None else encode_json(response.payload)
+        self.send_header("Content-Type", response.content_type or CONTENT_TYPE)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -41,6 +41,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "TOKEN_BOUND_DATA_MISMATCH": (400, "the page token is bound to different parameters"),
     "EXPIRED_VALUE": (400, "the page token has expired"),
     "CURRENCIES_NOT_ENABLED": (403, "Multi currency is not enabled"),
+    "SYNTAX_ERROR": (400, "error occured while parsing the query"),
+    "INVALID_QUERY": (400, "invalid query"),
     "TOO_MANY_REQUESTS": (429, "You have made too many requests. Please try again after some time."),
     "INTERNAL_ERROR": (500, "Internal Server Error"),
 }

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from sandbox import SandboxOrg, SandboxServer
+from sandbox.faults import FaultPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = dt.date(2026, 11, 20)
@@ -469,6 +470,65 @@ def test_users_layouts_and_pipeline(server: SandboxServer, org: SandboxOrg) -> N
     assert (no_layout.status_code, no_layout.json()["code"]) == (400, "REQUIRED_PARAM_MISSING")
 
 
+def test_field_metadata_and_the_org_speak_zohos_shape(server: SandboxServer, org: SandboxOrg) -> None:
+    """GIVEN the sandbox
+    WHEN a client asks for the field metadata of Leads, Deals and the modules their lookups point at, and the org
+    THEN every record field is described with Zoho's data type (picklists with their values, lookups with their
+         module); a module Zoho lacks is INVALID_MODULE; the org carries its zgid, time zone and home currency."""
+    session = client(server)
+    leads = {f["api_name"]: f for f in get(session, server, "settings/fields", module="Leads").json()["fields"]}
+    deals = {f["api_name"]: f for f in get(session, server, "settings/fields", module="deals").json()["fields"]}
+
+    assert set(leads) == set(org.records("Leads")[0]) and set(deals) == set(org.records("Deals")[0])
+    assert leads["Owner"]["data_type"] == "ownerlookup" and leads["Modified_Time"]["data_type"] == "datetime"
+    assert leads["Last_Name"]["system_mandatory"] and not leads["Company"]["system_mandatory"]
+    statuses = {v["actual_value"] for v in leads["Lead_Status"]["pick_list_values"]}
+    assert leads["Lead_Status"]["data_type"] == "picklist" and {r["Lead_Status"] for r in org.records("Leads")} <= statuses
+    assert deals["Amount"]["data_type"] == "currency" and deals["Closing_Date"]["data_type"] == "date"
+    assert deals["Account_Name"]["lookup"]["module"]["api_name"] == "Accounts"
+    for target in ("Accounts", "Contacts"):
+        assert get(session, server, "settings/fields", module=target).json()["fields"]
+    assert get(session, server, "settings/fields", module="Potatoes").json()["code"] == "INVALID_MODULE"
+    assert get(session, server, "settings/fields").json()["code"] == "REQUIRED_PARAM_MISSING"
+    (zoho_org,) = get(session, server, "org").json()["org"]
+    assert zoho_org["zgid"].isdigit() and zoho_org["time_zone"] == TZ and zoho_org["iso_code"] == "USD"
+    assert zoho_org["currency"] == "US Dollar - USD" and zoho_org["currency_symbol"] == "$"
+
+
+def test_coql_pages_by_keyset_past_any_offset_and_records_come_by_id(own_server: SandboxServer) -> None:
+    """GIVEN 250 leads written in one second (an import)
+    WHEN a client selects that second's ids by COQL, 100 at a time, keyset-paged on id, and fetches them by id
+    THEN it gets each lead once, lookups as bare ids in COQL and whole in the Records API; Zoho's limits and
+         errors apply: a WHERE clause is required, at most 2,000 a call and none past 100,000 by offset,
+         unknown columns are INVALID_QUERY."""
+    org = own_server.org
+    org.insert("Leads", [{"Last_Name": f"Imported {n}"} for n in range(100)], org.current_user_id)
+    org.insert("Leads", [{"Last_Name": f"Imported {n}"} for n in range(100, 250)], org.current_user_id)
+    second = max(r["Modified_Time"] for r in org.records("Leads"))
+    session = client(own_server)
+    coql = lambda query: session.post(f"{own_server.url}/crm/v8/coql", json={"select_query": query}, timeout=10)  # noqa: E731
+
+    seen, last = [], 0
+    while True:
+        answer = coql(f"select id, Owner from Leads where Modified_Time = '{second}' and id > {last} order by id limit 100")
+        rows = answer.json()["data"]
+        seen += [row["id"] for row in rows]
+        assert all(set(row["Owner"]) == {"id"} for row in rows)
+        if not answer.json()["info"]["more_records"]:
+            break
+        last = rows[-1]["id"]
+    imported = [r["id"] for r in org.records("Leads") if r["Modified_Time"] == second]
+    assert seen == sorted(imported, key=int) and len(seen) == 150
+    by_id = get(session, own_server, "Leads", fields="Last_Name,Owner", ids=",".join(seen[:100])).json()["data"]
+    assert [r["id"] for r in by_id] == seen[:100] and all("email" in r["Owner"] for r in by_id)
+
+    assert coql("select id from Leads").json()["code"] == "SYNTAX_ERROR"
+    assert coql("select id from Leads where id > 0 limit 2001").json()["code"] == "LIMIT_EXCEEDED"
+    assert coql("select id from Leads where id > 0 limit 99000, 2000").json()["code"] == "LIMIT_EXCEEDED"
+    assert coql("select Shoe_Size from Leads where id > 0").json()["code"] == "INVALID_QUERY"
+    assert coql("select id from Leads where Last_Name = 'nobody at all'").status_code == 204
+
+
 def test_wrong_paths_methods_and_modules_get_zoho_errors(server: SandboxServer) -> None:
     """GIVEN an authenticated client
     WHEN it calls an unknown path, a known path with a wrong method and an unknown module
@@ -503,6 +563,69 @@ def test_stats_count_requests_and_injected_faults_fail_then_recover(own_server: 
 
 
 # -------------------------------------------------------------------------------- generator and clock
+
+
+def fault_outcomes(server: SandboxServer, requests_count: int) -> list[str]:
+    """What each of `requests_count` list requests got: a status and content type, or `dropped`."""
+    session, outcomes = requests.Session(), []
+    for _ in range(requests_count):
+        token = mint(server)
+        try:
+            response = session.get(f"{server.url}/crm/v8/Leads", params={"fields": "Last_Name", "per_page": 5},
+                                   headers={"Authorization": f"Zoho-oauthtoken {token}"}, timeout=10)
+        except requests.ConnectionError:
+            outcomes.append("dropped")
+            session = requests.Session()
+            continue
+        try:
+            response.json()
+            readable = "json"
+        except ValueError:
+            readable = "unreadable"
+        outcomes.append(f"{response.status_code} {response.headers['Content-Type'].split(';')[0]} {readable}")
+    return outcomes
+
+
+def test_seeded_faults_fail_requests_the_way_zoho_and_its_network_do() -> None:
+    """GIVEN two sandboxes with the same seeded fault plan (half the API calls fail), set by the control route
+    WHEN a client makes the same 60 requests to each
+    THEN both fail the same requests the same ways: 429 with Retry-After, Zoho's 500 envelope, a load balancer's
+         HTML 502/503, dropped connections, and HTTP 200 answers whose body is cut JSON or an HTML page;
+         the control route reports what it injected; the token endpoint is never faulted."""
+    plan = {"rate": 0.5, "kinds": ["429", "500", "502", "503", "drop", "truncated", "html"], "seed": 4}
+    runs = []
+    for _ in range(2):
+        with SandboxServer(small_org(leads=30, deals=5), port=0) as server:
+            assert requests.post(f"{server.url}/_sandbox/faults", json=plan, timeout=10).json()["injected"] == {}
+            runs.append((fault_outcomes(server, 60), requests.get(f"{server.url}/_sandbox/faults", timeout=10).json()))
+
+    (outcomes, report), (twin_outcomes, twin_report) = runs
+    assert outcomes == twin_outcomes and report == twin_report
+    assert set(outcomes) == {"200 application/json json", "429 application/json json", "500 application/json json",
+                             "502 text/html unreadable", "503 text/html unreadable", "dropped",
+                             "200 application/json unreadable", "200 text/html unreadable"}
+    assert sum(report["injected"].values()) == sum(o != "200 application/json json" for o in outcomes)
+    with SandboxServer(small_org(leads=30, deals=5), port=0) as server:
+        bad = requests.post(f"{server.url}/_sandbox/faults", json={"rate": 0.1, "kinds": ["meteor"]}, timeout=10)
+        server.faults = FaultPlan(rate=1.0, kinds=("429",))
+        throttled = get(client(server), server, "Leads", fields="Last_Name")
+    assert bad.status_code == 400 and "meteor" in bad.json()["message"]
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "1"
+
+
+def test_api_credits_are_counted_reported_from_half_and_refused_at_zero(own_server: SandboxServer) -> None:
+    """GIVEN an org with 10 API credits left for the day
+    WHEN a client makes 12 calls
+    THEN answers carry X-API-CREDITS-REMAINING once half the credits are used, and calls after the last credit
+         get 429 TOO_MANY_REQUESTS."""
+    requests.post(f"{own_server.url}/_sandbox/credits", json={"allowance": 10}, timeout=10)
+    session = client(own_server)
+    answers = [get(session, own_server, "users", type="CurrentUser") for _ in range(12)]
+
+    assert [a.headers.get("X-API-CREDITS-REMAINING") for a in answers] == [
+        None, None, None, None, "5", "4", "3", "2", "1", "0", "0", "0"]
+    assert [a.status_code for a in answers[-3:]] == [200, 429, 429]
+    assert answers[-1].json()["code"] == "TOO_MANY_REQUESTS"
 
 
 def test_the_generated_org_is_deterministic_and_realistic() -> None:
@@ -588,3 +711,36 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "/oauth/v2/token" in stderr and token["access_token"] not in stderr  # logged, secrets never
+
+
+def test_the_cli_serves_a_bad_day_with_zohos_token_limit() -> None:
+    """GIVEN `python -m sandbox serve --faults rate=1,kinds=500 --credits 3` (and, as on Zoho, at most 10 new
+         access tokens per refresh token per 10 minutes)
+    WHEN a client mints tokens and calls the API
+    THEN every call fails with Zoho's 500, the 11th token request is refused with Zoho's "Access Denied",
+         and a fault plan the CLI cannot read stops it with status 2 and the reason."""
+    refused = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--faults", "rate=2"], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert refused.returncode == 2 and "the fault rate is a fraction between 0 and 1" in refused.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "serve", "--seed", "3", "--leads", "60", "--deals", "20", "--port", "0",
+         "--quiet", "--faults", "rate=1,kinds=500,seed=2", "--credits", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
+        env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
+        grant = {"grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
+                 "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}
+        tokens = [requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", data=grant, timeout=10).json()
+                  for _ in range(11)]
+        call = requests.get(f"{env['ZOHO_ACCOUNTS_URL']}/crm/v8/users", timeout=10,
+                            headers={"Authorization": f"Zoho-oauthtoken {tokens[0]['access_token']}"})
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert all("access_token" in t for t in tokens[:10])
+    assert tokens[10] == {"error_description": "You have made too many requests continuously. Please try again "
+                          "after some time.", "error": "Access Denied", "status": "failure"}
+    assert (call.status_code, call.json()["code"]) == (500, "INTERNAL_ERROR")

@@ -17,9 +17,16 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   sync (one call per deal), so that the past before the first sync has stages too.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`), `deal_stages` and `currencies` (replaced): small, read
-  whole every run. `currencies` is `/org/currencies` (its `is_base` row is the home
-  currency); an org without multi-currency gets one row, its home currency from `/org`.
+- `users` (merged on `id`) and `deal_stages` (replaced): small; read again only
+  when Zoho says they changed (users by If-Modified-Since, stages when a Deals
+  layout's modified_time moved). `currencies` (replaced) is `/org/currencies` (its
+  `is_base` row is the home currency); an org without multi-currency gets one row,
+  its home currency from `/org`.
+
+A run may load in several steps (`ExtractSession`): leads and deals are read in
+ascending Modified_Time, and each step loads at most `records_per_load` of them,
+then the next step continues the same read. A run that fails or is killed keeps
+the steps it loaded, and its cursor stands exactly past them.
 
 Every column is declared with its type, so it exists even when Zoho sent no value
 for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Protocol
 
 import dlt
@@ -45,6 +53,7 @@ from dlt.sources import DltResource
 from warehouse import ConfigError
 
 from .helpers import (
+    CreditFloorReached,
     ZohoClient,
     ZohoCredentials,
     ZohoError,
@@ -60,6 +69,7 @@ from .settings import (
     API_DOMAINS,
     CURRENCIES_FIELDS,
     CURRENCIES_NOT_ENABLED,
+    CREDIT_FLOOR,
     DEAL_STAGES_FIELDS,
     DEFAULT_DC,
     DELETED_FIELDS,
@@ -69,6 +79,7 @@ from .settings import (
     OVERLAP_MINUTES,
     PAGE_SIZE,
     PAGE_TOKEN_LIMIT,
+    RECORDS_PER_LOAD,
     RETRY_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
     STAGE_HISTORY_FIELDS,
@@ -76,9 +87,37 @@ from .settings import (
     USERS_FIELDS,
 )
 
-__all__ = ["zoho_crm", "ExtractObserver", "ZohoError", "RESOURCES"]
+__all__ = ["zoho_crm", "ExtractObserver", "ExtractSession", "CreditFloorReached", "ZohoError", "RESOURCES"]
 
 RESOURCES = ("leads", "deals", "users", "deal_stages", "currencies", "deleted_records", "deal_stage_history")
+RECORD_RESOURCES = tuple(module.lower() for module in MODULES)
+
+
+@dataclass
+class ExtractSession:
+    """What outlives one load of a run: the Zoho client (one token for the whole run) and the open
+    reads of leads and deals, which the next load of the run continues where the last one stopped.
+
+    `unfinished` names the record resources that stopped at `records_per_load` with more to read;
+    `credit_stop` is set when Zoho reported credits below the floor between two pages.
+    """
+
+    client: Optional[ZohoClient] = None
+    records_per_load: Optional[int] = None  # None: everything in one load
+    unfinished: set[str] = field(default_factory=set)
+    credit_stop: Optional[CreditFloorReached] = None
+    decisions: dict[str, bool] = field(default_factory=dict)  # taken once per run (the stage-history backfill)
+    _reads: dict[str, Iterator[list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def read(self, module: str, start: Any) -> Iterator[list[dict[str, Any]]]:
+        """The open read of `module`, started by `start()` on first use."""
+        if module not in self._reads:
+            self._reads[module] = start()
+        return self._reads[module]
+
+    def finished(self, module: str) -> None:
+        self._reads.pop(module, None)
+        self.unfinished.discard(module.lower())
 
 
 class ExtractObserver(Protocol):
@@ -109,9 +148,13 @@ def zoho_crm(
     page_token_limit: int = PAGE_TOKEN_LIMIT,
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+    credit_floor: Optional[int] = dlt.config.value,
+    records_per_load: int = RECORDS_PER_LOAD,
     records_file_format: Optional[str] = None,
     stage_history_backfill: bool = True,
     observer: Optional[ExtractObserver] = None,
+    session: Optional[ExtractSession] = None,
+    reread_metadata: bool = False,
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
 
@@ -122,6 +165,12 @@ def zoho_crm(
         overlap_minutes: How far before the last cursor each incremental read starts.
         page_token_limit: Records one `page_token` chain reaches (Zoho: 100,000); a longer
             read restarts its query from the last Modified_Time before Zoho refuses the next page.
+        credit_floor: Stop reading (cleanly: the next run continues) once Zoho reports
+            fewer API credits left than this (ZOHO_CREDIT_FLOOR); 0 or unset: never.
+        records_per_load: Most leads/deals one load of a run takes, when the run passes a
+            `session` that continues the read in further loads (see `run.load`).
+        reread_metadata: Read the pipeline stages even if the layouts did not change
+            (a full refresh empties the table).
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
@@ -140,27 +189,36 @@ def zoho_crm(
     data_centre = (_setting("dc", dc) or DEFAULT_DC).strip().lower()
     if data_centre not in ACCOUNTS_URLS:
         raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {data_centre!r})")
+    floor = _credit_floor(credit_floor)
     observer = observer or _Silent()
-    client = ZohoClient(
-        credentials,
-        _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
-        fallback_api_domain=API_DOMAINS[data_centre],
-        retry_attempts=retry_attempts,
-        retry_backoff_seconds=retry_backoff_seconds,
-        on_request=observer.api_call,
-    )
+    if session is None:
+        session = ExtractSession()
+    else:
+        session.records_per_load = records_per_load
+    if session.client is None:
+        session.client = ZohoClient(
+            credentials,
+            _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
+            fallback_api_domain=API_DOMAINS[data_centre],
+            retry_attempts=retry_attempts,
+            retry_backoff_seconds=retry_backoff_seconds,
+            credit_floor=floor,
+            on_request=observer.api_call,
+        )
+    client = session.client
     overlap = timedelta(minutes=overlap_minutes)
     deleted_records = _deleted_records(client, overlap, page_size, observer)
     records = {
-        module: _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer)
+        module: _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer, session)
         for module in MODULES
     }
     return [
         *records.values(),
         *(_versions(records[module], module, records_file_format) for module in MODULES),
-        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format),
+        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format,
+                            session),
         _users(client, page_size, observer),
-        _deal_stages(client, observer),
+        _deal_stages(client, observer, reread_metadata),
         _currencies(client, observer),
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
@@ -175,6 +233,19 @@ def _setting(name: str, injected: Optional[str]) -> Optional[str]:
     if os.environ.get(f"SOURCES__ZOHO__{name.upper()}"):
         return injected
     return os.environ.get(f"ZOHO_{name.upper()}") or injected
+
+
+def _credit_floor(injected: Optional[int]) -> int:
+    raw = _setting("credit_floor", None if injected is None else str(injected))
+    if raw is None or str(raw).strip() == "":
+        return CREDIT_FLOOR
+    try:
+        floor = int(str(raw).strip())
+    except ValueError:
+        floor = -1
+    if floor < 0:
+        raise ConfigError(f"ZOHO_CREDIT_FLOOR must be a whole number of API credits, 0 or more (got {raw!r})")
+    return floor
 
 
 def _missing_message(missing: list[str]) -> str:
@@ -211,6 +282,7 @@ def _module_records(
     page_token_limit: int,
     file_format: Optional[str],
     observer: ExtractObserver,
+    session: ExtractSession,
 ) -> DltResource:
     fields = MODULE_FIELDS[module]
     name = module.lower()
@@ -226,16 +298,34 @@ def _module_records(
             "Modified_Time", lag=overlap.total_seconds()
         ),
     ) -> Iterator[list[dict[str, Any]]]:
-        for page in iter_record_pages(
-            client,
+        # A later load of the same run continues the read the previous load stopped, from the
+        # exact record it stopped at (the incremental's start value only matters to the first).
+        pages = session.read(
             module,
-            list(fields),
-            modified_since=modified_time.start_value,
-            page_size=page_size,
-            chain_limit=page_token_limit,
-        ):
+            lambda: iter_record_pages(
+                client,
+                module,
+                list(fields),
+                modified_since=modified_time.start_value,
+                page_size=page_size,
+                chain_limit=page_token_limit,
+            ),
+        )
+        taken = 0
+        while True:
+            if client.below_floor():
+                session.credit_stop = CreditFloorReached(client.credits_remaining or 0, client.credit_floor)
+                return
+            page = next(pages, None)
+            if page is None:
+                session.finished(module)
+                return
             observer.page(name, len(page))
             yield [typed_record(record, fields) for record in page]
+            taken += len(page)
+            if session.records_per_load is not None and taken >= session.records_per_load:
+                session.unfinished.add(name)
+                return
 
     return records
 
@@ -271,14 +361,16 @@ def _deal_stage_history(
     observer: ExtractObserver,
     backfill: bool,
     file_format: Optional[str],
+    session: ExtractSession,
 ) -> DltResource:
     """Zoho's Stage History of each deal, read on the first sync only (it costs one call per deal).
 
-    The decision is taken once per run: the resource state says whether an earlier run already did it,
-    and it is only committed with a successful load, so an interrupted first sync backfills again.
+    The decision is taken once per run and kept in the run's session, so every load step of a first
+    sync backfills its deals: the resource state says whether an earlier run already did it, and it is
+    only committed with a successful load, so a first sync that loaded nothing backfills again.
     """
     fields = ",".join(name for name in STAGE_HISTORY_FIELDS if name != "deal_id")
-    decided: dict[str, bool] = {}
+    decided = session.decisions
     # A few rows per deal: as big as the deals table, so it loads in the records' file format (the table
     # is simply missing while there is nothing to load; the marts read it as empty then).
     hints: dict[str, Any] = {"file_format": file_format} if file_format else {}
@@ -321,14 +413,27 @@ def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> Dlt
     )
     def users() -> Iterator[list[dict[str, Any]]]:
         yield dlt.mark.materialize_table_schema()
-        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, page_size=page_size):
+        # Only users modified since the newest one read (Zoho answers 304 when none was): an
+        # unchanged user list costs one call and no data.
+        state = dlt.current.resource_state()
+        since = _parse_optional(state.get("since"))
+        headers = {"If-Modified-Since": format_zoho_datetime(since + timedelta(seconds=1))} if since else None
+        newest = since
+        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, headers=headers, page_size=page_size):
             observer.page("users", len(page))
-            yield [typed_record(user, USERS_FIELDS) for user in page]
+            rows = [typed_record(user, USERS_FIELDS) for user in page]
+            for row in rows:
+                modified = row.get("Modified_Time")
+                if modified is not None and (newest is None or modified > newest):
+                    newest = modified
+            yield rows
+        if newest is not None:
+            state["since"] = newest.isoformat()
 
     return users
 
 
-def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) -> DltResource:
     @dlt.resource(
         name="deal_stages",
         write_disposition="replace",
@@ -336,10 +441,20 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
         file_format="insert_values",
     )
     def deal_stages() -> Iterator[list[dict[str, Any]]]:
+        # Pipelines hang off layouts; several layouts may share one pipeline. Zoho stamps a layout's
+        # modified_time when its pipeline changes, so unchanged layouts mean unchanged stages: the
+        # pipeline calls are skipped and the stages kept from the last read are loaded again (a
+        # replace must be given the whole table). dlt resets a replace resource's own state every
+        # run, so the layouts and the stages are kept in the source's state.
         yield dlt.mark.materialize_table_schema()
-        # Pipelines hang off layouts; several layouts may share one pipeline.
+        layouts = (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", [])
+        state = dlt.current.source_state().setdefault("deal_stages", {})
+        signature = sorted(f"{layout.get('id')}@{layout.get('modified_time')}" for layout in layouts)
+        if layouts and not reread and state.get("layouts") == signature and state.get("rows"):
+            yield [typed_record(row, DEAL_STAGES_FIELDS) for row in state["rows"]]
+            return
         stages: dict[tuple[str, str], dict[str, Any]] = {}
-        for layout in (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", []):
+        for layout in layouts:
             body = client.get("settings/pipeline", params={"layout_id": layout["id"]}) or {}
             for pipeline in body.get("pipeline", []):
                 for stage in pipeline.get("maps") or []:
@@ -360,6 +475,7 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver) -> DltResource:
         observer.page("deal_stages", len(stages))
         if stages:
             yield list(stages.values())
+        state["layouts"], state["rows"] = signature, list(stages.values())
 
     return deal_stages
 

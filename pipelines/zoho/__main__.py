@@ -12,7 +12,12 @@ Warehouse: DUCKDB_PATH (default warehouse.duckdb) or DATABASE_URL for postgres.
 
 Progress goes to stderr; the last line on stdout sums the run up, e.g.
   loaded leads=5000 deals=2000 users=8 deal_stages=9 currencies=5 deleted_records=40 | api_calls=48 | 12.3s
-Exit status: 0 success, 1 the run failed, 2 a setting is missing or wrong.
+ZOHO_CREDIT_FLOOR stops a run cleanly when Zoho reports fewer API credits
+left than that; what was read is loaded and the next run continues.
+
+Exit status: 0 success, 1 the run failed, 2 a setting is missing or wrong,
+75 try later (API credits below ZOHO_CREDIT_FLOOR, or Zoho's limits on calls or
+token requests reached); what the run loaded is kept either way.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import logging  # noqa: E402
 from warehouse import TARGETS, ConfigError  # noqa: E402
 
 from .helpers import ZohoError  # noqa: E402
+
+EXIT_TRY_LATER = 75  # sysexits' EX_TEMPFAIL: schedulers read it as "run again later"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for the user; the traceback only with -v
         if args.verbose:
             logging.exception("the run failed")
+        root = _root(exc)
+        if isinstance(root, ZohoError) and root.retry_later:
+            print(f"stopped: {_reason(exc)}", file=sys.stderr)
+            return EXIT_TRY_LATER
         print(f"error: {_reason(exc)}", file=sys.stderr)
-        return 2 if _is_configuration(_root(exc)) else 1
+        return 2 if _is_configuration(root) else 1
     print(summary.line())
     return 0
 

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import requests
@@ -23,6 +23,8 @@ import requests
 from .settings import (
     API_DOMAINS,
     API_PATH,
+    COQL_LIMIT,
+    IDS_PER_REQUEST,
     LOOKUP_PARTS,
     PAGE_TOKEN_LIMIT,
     REQUEST_TIMEOUT_SECONDS,
@@ -38,17 +40,44 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 EXPIRED_TOKEN_CODES = frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE"})
+# A page token Zoho no longer honours: the query starts again from where the read got to.
+RESTARTABLE_PAGE_CODES = frozenset({"PAGINATION_LIMIT_EXCEEDED", "EXPIRED_VALUE", "TOKEN_BOUND_DATA_MISMATCH"})
+CREDITS_HEADER = "X-API-CREDITS-REMAINING"
+# Failures of the connection itself, including a body cut off mid-transfer.
+CONNECTION_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class ZohoError(RuntimeError):
     """Zoho refused a request or could not be reached; the message is safe to print.
 
     `code` is Zoho's error code (`PAGINATION_LIMIT_EXCEEDED`, ...) when Zoho sent one.
+    `retry_later` marks failures that waiting cures (API credits or token mints used up):
+    the command exits with its "try later" status instead of plain failure.
     """
 
-    def __init__(self, message: str, *, code: Optional[str] = None) -> None:
+    def __init__(self, message: str, *, code: Optional[str] = None, retry_later: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_later = retry_later
+
+
+class CreditFloorReached(ZohoError):
+    """Zoho reports fewer API credits left than the configured floor: stop, and continue on the next run."""
+
+    def __init__(self, remaining: int, floor: int) -> None:
+        super().__init__(
+            f"Zoho API credits left ({remaining:,}) are below ZOHO_CREDIT_FLOOR ({floor:,}); what was read"
+            " is loaded, and the next run continues from there",
+            code="CREDIT_FLOOR",
+            retry_later=True,
+        )
+        self.remaining = remaining
+        self.floor = floor
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,7 @@ class ZohoClient:
         fallback_api_domain: str = API_DOMAINS["com"],
         retry_attempts: int = RETRY_ATTEMPTS,
         retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+        credit_floor: int = 0,
         on_request: Optional[Callable[[str], None]] = None,
     ) -> None:
         self._credentials = credentials
@@ -90,6 +120,8 @@ class ZohoClient:
         self._access_token: Optional[str] = None
         self._token_expires_at = 0.0
         self._api_base: Optional[str] = None
+        self.credit_floor = credit_floor
+        self.credits_remaining: Optional[int] = None  # from X-API-CREDITS-REMAINING (sent once half is used)
 
     # ------------------------------------------------------------------ OAuth
 
@@ -110,15 +142,15 @@ class ZohoClient:
             "client_secret": self._credentials.client_secret,
             "refresh_token": self._credentials.refresh_token,
         }
-        response = self._send("POST", self._token_url, what="token request", counted=False, data=data)
-        try:
-            body = response.json()
-        except ValueError:
-            raise ZohoError(f"token request failed: HTTP {response.status_code}, not JSON") from None
+        response, body = self._send("POST", self._token_url, what="token request", counted=False, data=data)
+        if body is None:
+            raise ZohoError(f"token request failed: HTTP {response.status_code}, not JSON")
         if "access_token" not in body:
             # Zoho reports token errors with HTTP 200 and e.g. {"error": "invalid_code"}.
             error = body.get("error") or f"HTTP {response.status_code}"
-            raise ZohoError(f"token request failed: {error}{_TOKEN_HINTS.get(str(error), '')}")
+            raise ZohoError(
+                f"token request failed: {error}{_TOKEN_HINTS.get(str(error), '')}", retry_later=error == "Access Denied"
+            )
         expires_in = float(body.get("expires_in") or 3600)
         self._access_token = body["access_token"]
         self._token_expires_at = time.monotonic() + max(expires_in - TOKEN_REFRESH_MARGIN_SECONDS, expires_in / 2)
@@ -127,22 +159,41 @@ class ZohoClient:
 
     # ------------------------------------------------------------------ requests
 
+    def below_floor(self) -> bool:
+        """True once Zoho reported fewer credits left than the floor (0: no floor)."""
+        return self.credit_floor > 0 and self.credits_remaining is not None and self.credits_remaining < self.credit_floor
+
+    def check_floor(self) -> None:
+        if self.below_floor():
+            assert self.credits_remaining is not None
+            raise CreditFloorReached(self.credits_remaining, self.credit_floor)
+
     def get(self, path: str, params: Optional[Mapping[str, Any]] = None, headers: Optional[Mapping[str, str]] = None) -> Optional[dict[str, Any]]:
-        """GET `{api_domain}/crm/v8/{path}`; returns the JSON body, or None for 204/304 (no data)."""
+        """GET `{api_domain}/crm/v8/{path}`; returns the JSON body, or None for 204/304 (no data).
+
+        Raises CreditFloorReached instead of calling once Zoho reported credits below the floor.
+        """
+        return self._call("GET", path, params=params, headers=headers)
+
+    def post(self, path: str, body: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """POST a JSON body (a COQL query) to `{api_domain}/crm/v8/{path}`; like `get`."""
+        return self._call("POST", path, json=dict(body))
+
+    def _call(self, method: str, path: str, *, headers: Optional[Mapping[str, str]] = None, **kwargs: Any) -> Optional[dict[str, Any]]:
+        self.check_floor()
         token = self._token()
         for attempt in (1, 2):
             assert self._api_base is not None
-            response = self._send(
-                "GET",
+            response, body = self._send(
+                method,
                 f"{self._api_base}/{path.lstrip('/')}",
-                what=f"GET {path}",
+                what=f"{method} {path}",
                 counted=True,
-                params=params,
                 headers={**(headers or {}), "Authorization": f"Zoho-oauthtoken {token}"},
+                **kwargs,
             )
             if response.status_code in (204, 304):
                 return None
-            body = _json_or_none(response)
             code = str((body or {}).get("code", ""))
             if response.status_code == 401 and code in EXPIRED_TOKEN_CODES and attempt == 1:
                 logger.info("access token rejected (%s); refreshing once", code)
@@ -151,36 +202,46 @@ class ZohoClient:
             if response.status_code >= 400 or body is None:
                 message = (body or {}).get("message") or response.reason
                 raise ZohoError(
-                    f"GET {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
+                    f"{method} {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
                     code=code or None,
                 )
             return body
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, url: str, *, what: str, counted: bool, **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, retried with exponential backoff on 429, 5xx and connection errors.
+    def _send(self, method: str, url: str, *, what: str, counted: bool, **kwargs: Any) -> tuple[requests.Response, Optional[dict[str, Any]]]:
+        """One HTTP exchange and its JSON body, retried with exponential backoff on 429, 5xx, connection
+        errors and unreadable bodies.
 
-        `counted` exchanges are reported to `on_request` once per answer Zoho gives
-        (an API call that costs credits), retries included.
+        A 2xx whose body is not JSON (cut off by a proxy, an HTML maintenance page) is as transient as
+        a 5xx, so it is retried the same way, and reported as what it is when the attempts run out.
+        `counted` exchanges are reported to `on_request` once per answer Zoho gives (an API call that
+        costs credits), retries included.
         """
         delay = self._retry_backoff
         for attempt in range(1, self._retry_attempts + 1):
             try:
                 response = self._session.request(method, url, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except CONNECTION_ERRORS as exc:
                 if attempt == self._retry_attempts:
                     raise ZohoError(f"{what}: cannot reach {_host(url)} ({type(exc).__name__})") from None
                 problem = type(exc).__name__
             else:
                 if counted:
                     self._on_request(what)
-                if response.status_code not in RETRYABLE_STATUS:
-                    return response
+                    self._note_credits(response)
+                body, unreadable = _read_body(response)
+                if response.status_code not in RETRYABLE_STATUS and not unreadable:
+                    return response, body
+                if response.status_code in RETRYABLE_STATUS:
+                    code = (body or {}).get("code") or (body or {}).get("error") or response.reason
+                    problem = f"HTTP {response.status_code} {code}"
+                else:
+                    problem = unreadable
                 if attempt == self._retry_attempts:
-                    body = _json_or_none(response) or {}
-                    code = body.get("code") or body.get("error") or response.reason
-                    raise ZohoError(f"{what} failed: HTTP {response.status_code} {code} after {attempt} attempts")
-                problem = f"HTTP {response.status_code}"
+                    raise ZohoError(
+                        f"{what} failed: {problem} after {attempt} attempts",
+                        retry_later=response.status_code == 429,
+                    )
                 retry_after = _retry_after_seconds(response)
                 if retry_after is not None:
                     delay = retry_after
@@ -190,6 +251,11 @@ class ZohoClient:
             delay *= 2
         raise AssertionError("unreachable")
 
+    def _note_credits(self, response: requests.Response) -> None:
+        value = response.headers.get(CREDITS_HEADER, "").strip()
+        if value.isdigit():
+            self.credits_remaining = int(value)
+
 
 _TOKEN_HINTS = {
     "invalid_client": " (check ZOHO_CLIENT_ID / ZOHO_CLIENT_SECRET, and ZOHO_DC: the client belongs to one data centre)",
@@ -198,12 +264,20 @@ _TOKEN_HINTS = {
 }
 
 
-def _json_or_none(response: requests.Response) -> Optional[dict[str, Any]]:
+def _read_body(response: requests.Response) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The JSON object of a response, and for a 2xx that should have one but does not, why not."""
+    if response.status_code in (204, 304):
+        return None, None
     try:
         body = response.json()
     except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
+        body = None
+    if isinstance(body, dict):
+        return body, None
+    if 200 <= response.status_code < 300:
+        kind = (response.headers.get("Content-Type") or "no content type").split(";")[0]
+        return None, f"unreadable response body (HTTP {response.status_code}, {kind}, {len(response.content)} bytes)"
+    return None, None
 
 
 def _retry_after_seconds(response: requests.Response) -> Optional[float]:
@@ -238,10 +312,14 @@ def iter_record_pages(
     the records of that second come again; the ones already yielded are dropped
     here and every record is yielded once (one changed meanwhile comes again with
     its new time, as it would within a chain). Zoho ending a chain sooner than
-    `chain_limit` costs one refused request; later chains stop before it.
+    `chain_limit` costs one refused request; later chains stop before it. A page
+    token Zoho refuses otherwise (expired, or bound to other data) restarts the
+    query the same way.
 
-    Raises ZohoError when a whole chain holds only records of the second it
-    started from: no query can get past them, and restarting would loop forever.
+    A whole chain of records of one second (a bulk import of more records than a
+    chain reaches) cannot be passed by any Modified_Time query: the rest of that
+    second is then read by COQL, keyset-paged on id, and the read goes on from the
+    next second.
     """
     if "Modified_Time" not in fields:
         raise ValueError("the records are read in Modified_Time order: request the Modified_Time field")
@@ -258,28 +336,47 @@ def iter_record_pages(
     while True:  # one page_token chain per pass
         headers = {"If-Modified-Since": format_zoho_datetime(since)} if since else {}
         page_token: Optional[str] = None
-        served = 0
+        served = fresh = 0
+        chain_full = False
+        chain_start: Optional[datetime] = None
         while True:
             if page_token and served + page_size > chain_limit:
+                chain_full = True
                 break  # the next page would pass the ceiling: start a new chain instead
             try:
                 body = client.get(module, params={**params, "page_token": page_token} if page_token else params, headers=headers)
             except ZohoError as exc:
-                if exc.code != "PAGINATION_LIMIT_EXCEEDED" or not page_token:
+                if exc.code not in RESTARTABLE_PAGE_CODES or not page_token:
                     raise
-                chain_limit = served  # Zoho's ceiling is lower than assumed: stop before it from now on
+                if exc.code == "PAGINATION_LIMIT_EXCEEDED":
+                    chain_limit = served  # Zoho's ceiling is lower than assumed: stop before it from now on
+                    chain_full = True
+                else:
+                    logger.info("%s: Zoho refused the page token (%s); restarting the query", module, exc.code)
                 break
             if body is None:
                 return
             records = body.get("data") or []
+            if chain_start is None and records and isinstance(records[0].get("Modified_Time"), str):
+                chain_start = parse_zoho_datetime(records[0]["Modified_Time"])
             served += len(records)
-            yield [record for record in records if resume.read(record)]
+            page = [record for record in records if resume.read(record)]
+            fresh += len(page)
+            yield page
             info = body.get("info") or {}
             page_token = info.get("next_page_token")
             if not info.get("more_records") or not page_token:
                 return
         restart = resume.restart()
-        if restart is None or (since is not None and restart <= since):
+        if restart is not None and chain_full and (chain_start == restart or resume.read_at_newest() * 2 >= served):
+            # A whole chain of one second (a bulk import) cannot be passed by any Modified_Time query,
+            # and a chain that ends in a second holding half of it likely ends in such a one: read the
+            # rest of that second by COQL, keyset-paged on id, then go on from the next second.
+            logger.info("%s: %d+ records share Modified_Time %s; reading them by COQL", module, served, format_zoho_datetime(restart))
+            yield from _records_of_one_second(client, module, params, restart, resume)
+            since = restart + timedelta(seconds=1)
+            continue
+        if restart is None or (chain_full and (fresh == 0 or (since is not None and restart <= since))):
             raise _stuck(module, served, since)
         logger.info(
             "%s: page_token chain ended after %d records; restarting the query from If-Modified-Since %s",
@@ -288,6 +385,33 @@ def iter_record_pages(
             format_zoho_datetime(restart),
         )
         since = restart
+
+
+def _records_of_one_second(
+    client: ZohoClient, module: str, params: Mapping[str, Any], second: datetime, resume: "_ResumePoint"
+) -> Iterator[list[dict[str, Any]]]:
+    """Every record last modified in `second` not read yet: their ids by COQL (keyset on id, 2,000 a
+    call, so no OFFSET ceiling applies), then the records themselves by id, 100 a call.
+
+    COQL renders lookups as bare ids, so the records come from the Records API, like all others.
+    """
+    literal = format_zoho_datetime(second)
+    by_id = {"fields": params["fields"], **({"converted": params["converted"]} if "converted" in params else {})}
+    last_id = "0"
+    while True:
+        body = client.post(
+            "coql",
+            {"select_query": f"select id from {module} where Modified_Time = '{literal}' and id > {last_id}"
+                             f" order by id asc limit {COQL_LIMIT}"},
+        )
+        ids = [str(row["id"]) for row in (body or {}).get("data") or []]
+        wanted = [record_id for record_id in ids if not resume.already_read(second, record_id)]
+        for start in range(0, len(wanted), IDS_PER_REQUEST):
+            page = client.get(module, params={**by_id, "ids": ",".join(wanted[start:start + IDS_PER_REQUEST])})
+            yield (page or {}).get("data") or []
+        if not ids or not ((body or {}).get("info") or {}).get("more_records"):
+            return
+        last_id = ids[-1]
 
 
 class _ResumePoint:
@@ -314,6 +438,14 @@ class _ResumePoint:
         elif at == self._time:
             self._ids.add(record_id)
         return not (at == self._yielded_time and record_id in self._yielded_ids)
+
+    def read_at_newest(self) -> int:
+        """How many records were read at the newest Modified_Time read so far."""
+        return len(self._ids)
+
+    def already_read(self, at: datetime, record_id: str) -> bool:
+        """Whether the record `record_id`, modified at `at`, was read already (at the newest time read)."""
+        return at == self._time and record_id in self._ids
 
     def restart(self) -> Optional[datetime]:
         """The If-Modified-Since of the next query (None: nothing to continue from)."""

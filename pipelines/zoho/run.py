@@ -10,7 +10,13 @@ what a bare `pipeline.run()` leaves to the caller:
   destination does not know (the DuckDB file was deleted, a new database) is
   dropped, so that destination gets a full load instead of an empty increment;
 - each destination has its own dlt working folder, keyed by where it points,
-  so a cursor kept for one warehouse is never used for another.
+  so a cursor kept for one warehouse is never used for another;
+- leads and deals are loaded in steps of at most `records_per_load` records
+  (extract, normalize, load, then the next step continues the same read), so a
+  run that fails or is killed part-way keeps every step it finished and the next
+  run continues from there; and memory stays that of one step, however big the org;
+- when Zoho reports API credits below the floor, the run loads what it read and
+  stops with `CreditFloorReached` (the command's "try later" exit status).
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from dlt.common.pipeline import get_dlt_pipelines_dir
 
 from warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
 
-from . import RESOURCES, zoho_crm
+from . import RECORD_RESOURCES, RESOURCES, ExtractSession, zoho_crm
 
 PIPELINE_NAME = "zoho_crm"
 JSONL_FILE_MAX_ROWS = 20_000
+# DuckDB spills to disk beyond this; row order in the raw tables does not matter, and not keeping
+# it lets inserts stream within the limit.
+DUCKDB_CONFIG = {"memory_limit": "128MB", "preserve_insertion_order": False}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class LoadSummary:
     seconds: float
     resumed_loads: int = 0  # loads left by an interrupted run, finished before extracting
     full_load: bool = False  # no cursor to continue from: everything was read
+    loads: int = 1  # extract-normalize-load steps this run took
+    phases: dict[str, float] = field(default_factory=dict)  # seconds in extract, normalize and load
 
     def line(self) -> str:
         counts = " ".join(f"{name}={self.records.get(name, 0)}" for name in RESOURCES)
@@ -120,12 +131,15 @@ def load(
     *,
     full_refresh: bool = False,
     progress: Optional[Progress] = None,
+    session: Optional[ExtractSession] = None,
     **source_options: Any,
 ) -> LoadSummary:
     """Extract Zoho CRM into `destination`'s `zoho_raw` schema and return what was done.
 
     Args:
         full_refresh: Empty the raw tables and forget all cursors first, then read everything.
+        session: The run's `ExtractSession` (a fresh one by default; the benchmarks pass one
+            whose client replays recorded pages, to measure the load without the network).
         source_options: Passed to `zoho_crm()` (e.g. `page_size`, `overlap_minutes`).
 
     Raises:
@@ -137,7 +151,14 @@ def load(
     progress = progress or Progress(quiet=True)
     # JSONL loads into DuckDB ~4x faster than insert_values, with a fraction of the memory.
     records_file_format = "jsonl" if destination == "duckdb" else None
-    source = zoho_crm(observer=progress, records_file_format=records_file_format, **source_options)
+    session = session or ExtractSession()
+    source = zoho_crm(
+        observer=progress,
+        records_file_format=records_file_format,
+        session=session,
+        reread_metadata=full_refresh,
+        **source_options,
+    )
     pipeline = make_pipeline(destination)
     progress.stage(f"{PIPELINE_NAME} -> {destination} ({describe_destination(destination)}), dataset {RAW_SCHEMA}")
 
@@ -157,12 +178,30 @@ def load(
         progress.stage("full refresh: emptying the raw tables and forgetting the cursors")
     elif full_load:
         progress.stage("first load: reading the whole org")
-    pipeline.extract(source, refresh="drop_data" if full_refresh else None)
-    progress.extracted()
-    progress.stage("normalize")
-    _normalize(pipeline)
-    progress.stage("load")
-    pipeline.load()
+    phases = {"extract": 0.0, "normalize": 0.0, "load": 0.0}
+    loads = 0
+    while True:
+        loads += 1
+        clock = time.monotonic()
+        pipeline.extract(source, refresh="drop_data" if full_refresh and loads == 1 else None)
+        phases["extract"] += time.monotonic() - clock
+        progress.extracted()
+        progress.stage("normalize" if loads == 1 else f"normalize (step {loads})")
+        clock = time.monotonic()
+        _normalize(pipeline)
+        phases["normalize"] += time.monotonic() - clock
+        progress.stage("load" if loads == 1 else f"load (step {loads})")
+        clock = time.monotonic()
+        pipeline.load()
+        phases["load"] += time.monotonic() - clock
+        if session.credit_stop is not None:
+            raise session.credit_stop
+        if not session.unfinished:
+            break
+        # The next step reads on from where this one stopped; the small tables are done.
+        source = zoho_crm(
+            observer=progress, records_file_format=records_file_format, session=session, **source_options
+        ).with_resources(*RECORD_RESOURCES)
     return LoadSummary(
         destination=destination,
         records=dict(progress.records),
@@ -170,6 +209,8 @@ def load(
         seconds=time.monotonic() - started,
         resumed_loads=resumed,
         full_load=full_load,
+        loads=loads,
+        phases=phases,
     )
 
 
@@ -178,7 +219,11 @@ def make_pipeline(destination: Target) -> dlt.Pipeline:
     if destination == "duckdb":
         path = duckdb_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        target = dlt.destinations.duckdb(credentials=str(path))
+        # DuckDB caches the blocks of the tables it merges into up to 80% of RAM by default, so
+        # the process grew with the warehouse; a cap keeps a full load's memory flat.
+        target = dlt.destinations.duckdb(
+            credentials={"database": str(path), "global_config": dict(DUCKDB_CONFIG)}
+        )
     elif destination == "postgres":
         target = dlt.destinations.postgres(credentials=dlt_postgres_credentials(postgres_url()))
     else:

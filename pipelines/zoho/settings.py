@@ -32,12 +32,19 @@ DEFAULT_DC = "com"
 PAGE_SIZE = 200  # Zoho's maximum per request
 # One page_token chain reaches this many records; the page after them is 400 PAGINATION_LIMIT_EXCEEDED.
 PAGE_TOKEN_LIMIT = 100_000
+COQL_LIMIT = 2_000  # records one COQL call returns at most
+IDS_PER_REQUEST = 100  # record ids one `GET /{module}?ids=` call takes at most
 OVERLAP_MINUTES = 10  # re-read this much before the last cursor: late commits and clock skew
 TOKEN_REFRESH_MARGIN_SECONDS = 300  # renew an access token this long before Zoho says it expires
 REQUEST_TIMEOUT_SECONDS = (10.0, 60.0)  # connect, read
 RETRY_ATTEMPTS = 5  # per request, for 429, 5xx and connection errors
 RETRY_BACKOFF_SECONDS = 1.0  # doubled after each failed attempt
 RETRY_MAX_DELAY_SECONDS = 60.0
+# A run loads leads and deals in loads of at most this many records each: a run that fails or is
+# killed keeps every load it finished, and memory stays that of one load however big the org.
+RECORDS_PER_LOAD = 20_000
+# Stop cleanly (and resume next run) once Zoho reports fewer API credits left than this; 0: never.
+CREDIT_FLOOR = 0
 
 MODULES = ("Leads", "Deals")
 

@@ -133,7 +133,7 @@ def totals(days: list[Day]) -> dict[str, Any]:
         "attention_picked_by_model": (sum(d.attention_picked for d in days) / due) if due else 1.0,
         "comments_kept": sum(d.comments_kept for d in days),
         "comments_dropped": sum(d.comments_dropped for d in days),
-        "seconds_median": statistics.median(seconds) if seconds else None,
+        "seconds_median": round(statistics.median(seconds), 1) if seconds else None,
         "seconds_worst": max(seconds) if seconds else None,
         "prompt_tokens_max": max((d.counted_tokens or 0) for d in days) if days else None,
         "num_ctx_max": max((d.num_ctx or 0) for d in days) if days else None,

@@ -56,6 +56,12 @@ def _stem(word: str) -> str:
 
 
 _GENERIC_STEMS = frozenset(_stem(w) for w in _GENERIC)
+# Words a finished remark does not end on ("a deal worth", "the owner of").
+_DANGLING = frozenset(
+    "a an the of to for and or but nor by with in on at from into onto as than worth like per via versus vs "
+    "is are was were be been being has have had do does did will would should could can may might must "
+    "my our your their its his her whose which who whom that if because while when where".split()
+)
 
 
 def _words(text: str) -> set[str]:
@@ -84,7 +90,8 @@ def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMEN
         return "empty"
     if not re.fullmatch(comment_pattern(limit), shown) or _garbled(shown):
         return f"not {limit} characters of plain words"
-    if shown[-1] in ":;,'":
+    last = _WORD.findall(shown.lower())[-1:]
+    if shown[-1] in ":;,'" or (last and last[0] in _DANGLING):
         return "unfinished"
     problem = quantity_problem(comment)
     if problem:

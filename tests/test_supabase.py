@@ -81,7 +81,8 @@ def execute(url: str, sql: str) -> None:
 def relations(url: str) -> list[tuple[str, str]]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("select n.nspname || '.' || c.relname, c.relkind from pg_class c join pg_namespace n "
-                    "on n.oid = c.relnamespace where n.nspname in ('zoho_raw', 'analytics') "
+                    "on n.oid = c.relnamespace where n.nspname in ('zoho_raw', 'analytics', 'analytics_staging', "
+                    "'analytics_intermediate') "
                     "and c.relkind in ('r', 'v', 'p', 'm') order by 1")
         found = cur.fetchall()
     conn.close()
@@ -116,7 +117,7 @@ def test_anon_and_authenticated_reach_nothing_even_with_supabases_documented_gra
     url = supabase.env["DATABASE_URL"]
     lockdown(supabase, "--analyst")
     lockdown(supabase, "--analyst")  # idempotent
-    for schema in ("analytics", "zoho_raw"):
+    for schema in ("analytics", "zoho_raw", "analytics_staging", "analytics_intermediate"):
         execute(url, documented_exposure(schema))
     supabase.run("dbt", "run", "--target", "postgres", "--target-path", str(supabase.root / "dbt" / "target-pg"))
 

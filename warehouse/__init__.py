@@ -26,6 +26,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RAW_SCHEMA = "zoho_raw"
 MARTS_SCHEMA = "analytics"
+# dbt builds staging and intermediate models next to the marts, in schemas of their own (dbt_project.yml).
+STAGING_SCHEMA = f"{MARTS_SCHEMA}_staging"
+INTERMEDIATE_SCHEMA = f"{MARTS_SCHEMA}_intermediate"
 DEFAULT_DUCKDB_FILE = "warehouse.duckdb"
 
 Target = Literal["duckdb", "postgres"]

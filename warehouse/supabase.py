@@ -38,9 +38,11 @@ import argparse
 import sys
 from typing import Any
 
-from warehouse import MARTS_SCHEMA, RAW_SCHEMA, ConfigError, connect, database_errors
+from warehouse import INTERMEDIATE_SCHEMA, MARTS_SCHEMA, RAW_SCHEMA, STAGING_SCHEMA, ConfigError, connect, database_errors
 
-PROJECT_SCHEMAS = (RAW_SCHEMA, MARTS_SCHEMA)
+# Every schema the project creates: the staging and intermediate views read the raw data, so they are as
+# private as it is.
+PROJECT_SCHEMAS = (RAW_SCHEMA, STAGING_SCHEMA, INTERMEDIATE_SCHEMA, MARTS_SCHEMA)
 API_ROLES = ("anon", "authenticated")  # Supabase's Data API roles: the public key, and any signed-in user
 ANALYST_ROLE = "crm_analyst"
 NOT_MARTS = ("ai_summaries", "briefing_deliveries")  # in analytics, but no analyst's business

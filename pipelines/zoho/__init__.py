@@ -17,9 +17,9 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   sync (one call per deal), so that the past before the first sync has stages too.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`) and `deal_stages` (replaced): small; read again only
+- `users` (merged on `id`) and `deal_stages` (merged on (`pipeline_id`, `id`)): small; read again only
   when Zoho says they changed (users by If-Modified-Since, stages when a Deals
-  layout's modified_time moved). `currencies` (replaced) is `/org/currencies` (its
+  layout's modified_time moved). `currencies` (merged on `iso_code`) is `/org/currencies` (its
   `is_base` row is the home currency); an org without multi-currency gets one row,
   its home currency from `/org`.
 
@@ -434,9 +434,13 @@ def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> Dlt
 
 
 def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) -> DltResource:
+    # Merged on (pipeline, stage) rather than replaced: a run that resumes a half-loaded one can carry the
+    # whole list twice into one load, which a replace would insert twice. A stage Zoho deletes stays listed;
+    # no deal can be in it any more, so no mart counts it.
     @dlt.resource(
         name="deal_stages",
-        write_disposition="replace",
+        primary_key=("pipeline_id", "id"),
+        write_disposition="merge",
         columns=column_hints(DEAL_STAGES_FIELDS),
         file_format="insert_values",
     )
@@ -483,7 +487,8 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) ->
 def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
     @dlt.resource(
         name="currencies",
-        write_disposition="replace",
+        primary_key="iso_code",
+        write_disposition="merge",  # as deal_stages: the whole list, merged so a resumed load cannot double it
         columns=column_hints(CURRENCIES_FIELDS),
         file_format="insert_values",
     )

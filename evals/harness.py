@@ -33,7 +33,7 @@ from typing import Any
 from insights import facts as facts_mod
 from insights import llm
 from insights.audit import allowed_numbers, numbers
-from insights.compose import compose
+from insights.compose import compose, sanitize_name
 from insights.deliver import checked_message, footer
 from insights.facts import DayFacts
 from insights.policy import attention_ids
@@ -79,7 +79,8 @@ def evaluate(day_date: dt.date, settings: OllamaSettings) -> Day:
     outcome = llm.choose(day, settings)
     checked = checked_message(day, outcome, names)
     due = attention_ids(day)
-    shown = [fid for fid in due if day.get(fid).render(lambda ref: facts_mod_name(names, ref)) in checked.message.text]
+    shown = [fid for fid in due
+             if day.get(fid).render(lambda ref: sanitize_name(names.get((ref.kind, ref.id)))) in checked.message.text]
     picked = [p.fact_id for p in outcome.plan.risks if p.fact_id in due] if outcome.plan else []
     unfaithful: list[str] = []
     if outcome.plan is not None and checked.review is not None:  # the model's own message, before any fallback
@@ -103,12 +104,6 @@ def evaluate(day_date: dt.date, settings: OllamaSettings) -> Day:
         dropped_reasons=[d.reason for d in review.dropped] if review and checked.failure is None else [],
         unfaithful_numbers=unfaithful, message=checked.message.text,
     )
-
-
-def facts_mod_name(names: dict[tuple[str, str], str], ref: Any) -> str:
-    from insights.compose import sanitize_name
-
-    return sanitize_name(names.get((ref.kind, ref.id)))
 
 
 def _line(d: Day) -> str:
@@ -174,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(loaded in {time.perf_counter() - started:.1f}s)", file=sys.stderr)
         settings = OllamaSettings(server.url, args.model or local.DEFAULT_MODEL)
     try:
-        settings = OllamaSettings(settings.base_url, settings.model, OllamaSettings.from_env().max_num_ctx,
-                                  OllamaSettings.from_env().timeout)
+        configured = OllamaSettings.from_env()  # OLLAMA_NUM_CTX and OLLAMA_TIMEOUT apply here too
+        settings = OllamaSettings(settings.base_url, settings.model, configured.max_num_ctx, configured.timeout)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,7 +42,12 @@ PIPELINE_NAME = "zoho_crm"
 JSONL_FILE_MAX_ROWS = 20_000
 # DuckDB spills to disk beyond this; row order in the raw tables does not matter, and not keeping
 # it lets inserts stream within the limit.
-DUCKDB_CONFIG = {"memory_limit": "128MB", "preserve_insertion_order": False}
+DUCKDB_CONFIG = {"memory_limit": "160MB", "preserve_insertion_order": False}
+# Load jobs run at once. A DuckDB job holds its file's rows (up to one step's 20,000 records) uncommitted
+# in memory plus a 32 MiB JSON read buffer, about 100 MB, so two jobs at once (leads and lead_versions)
+# could pass the cap above: seen as "Out of Memory" on a 20,000-lead step. One at a time keeps a step's
+# memory bounded whatever the machine; PostgreSQL streams its inserts and gains from more.
+LOAD_WORKERS = {"duckdb": 1, "postgres": 20}
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ def load(
         progress.stage("finishing the load an interrupted run left behind")
         _normalize(pipeline)
         resumed = len(pipeline.list_normalized_load_packages())
-        pipeline.load()
+        pipeline.load(workers=LOAD_WORKERS[destination])
 
     full_load = full_refresh or not _has_cursors(pipeline)
     if full_refresh:
@@ -192,7 +197,7 @@ def load(
         phases["normalize"] += time.monotonic() - clock
         progress.stage("load" if loads == 1 else f"load (step {loads})")
         clock = time.monotonic()
-        pipeline.load()
+        pipeline.load(workers=LOAD_WORKERS[destination])
         phases["load"] += time.monotonic() - clock
         if session.credit_stop is not None:
             raise session.credit_stop

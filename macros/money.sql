@@ -17,3 +17,17 @@
 {% macro usable_probability(probability) -%}
     case when {{ probability }} < 0 or {{ probability }} > 1 then null else {{ probability }} end
 {%- endmacro %}
+
+
+{#-
+    Units of the record's currency per one unit of the home currency. An org without multi-currency leaves
+    Currency empty (everything is in the home currency then), and a home-currency record's rate is 1
+    whatever the CRM stored.
+-#}
+{% macro rate_to_home(currency, exchange_rate, home_currency) -%}
+    case
+        when coalesce({{ currency }}, {{ home_currency }}) = {{ home_currency }}
+            then cast(1 as {{ dbt.type_numeric() }})
+        else {{ exchange_rate }}
+    end
+{%- endmacro %}

@@ -20,6 +20,12 @@ stages as (
 
 ),
 
+stages_by_name as (
+
+    select * from {{ ref('int_stages_by_name') }}
+
+),
+
 deletions as (
 
     select * from {{ ref('stg_zoho__deleted_records') }}
@@ -140,25 +146,7 @@ changes as (
 ),
 
 -- The stage's forecast type decides open, won and lost, exactly as in int_deals_joined_to_stages: a
--- (pipeline, stage) the layout does not list takes the stage of that name from the oldest pipeline.
-stages_by_name as (
-
-    select *
-    from (
-        select
-            stage,
-            stage_id,
-            row_number() over (
-                partition by stage
-                order by {{ dbt.length('pipeline_id') }}, pipeline_id, stage_order, stage_id
-            ) as preference
-
-        from stages
-    ) as ranked
-    where preference = 1
-
-),
-
+-- (pipeline, stage) the layout does not list takes the stage of that name (int_stages_by_name).
 classified as (
 
     select
@@ -184,19 +172,12 @@ valued as (
         coalesce(classified.pipeline, stages.pipeline) as pipeline,
         stages.stage_order,
         stages.forecast_type,
-        case stages.forecast_type
-            when 'Closed Won' then 'won'
-            when 'Closed Lost' then 'lost'
-            else 'open'
-        end as status,
+        {{ deal_status('stages.forecast_type') }} as status,
         classified.owner_id,
         classified.amount as amount_in_currency,
         coalesce(classified.currency, context.home_currency_code) as currency_code,
-        case
-            when coalesce(classified.currency, context.home_currency_code) = context.home_currency_code
-                then cast(1 as {{ dbt.type_numeric() }})
-            else classified.exchange_rate
-        end as exchange_rate,
+        {{ rate_to_home('classified.currency', 'classified.exchange_rate', 'context.home_currency_code') }}
+            as exchange_rate,
         context.home_currency_code,
         {{ usable_probability('classified.probability') }} as probability,
         classified.closing_date,

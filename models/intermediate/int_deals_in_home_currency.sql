@@ -48,11 +48,7 @@ priced as (
         context.home_currency_code,
         -- An org without multi-currency leaves Currency empty: everything is in the home currency then.
         coalesce(deals.currency, context.home_currency_code) as currency_code,
-        case
-            when coalesce(deals.currency, context.home_currency_code) = context.home_currency_code
-                then cast(1 as {{ dbt.type_numeric() }})
-            else deals.exchange_rate
-        end as rate_to_home,
+        {{ rate_to_home('deals.currency', 'deals.exchange_rate', 'context.home_currency_code') }} as rate_to_home,
         context.first_record_date,
         context.as_of_date
 

@@ -12,28 +12,13 @@ stages as (
 
 ),
 
--- A deal whose (pipeline, stage) the layout does not list falls back to a stage of that name. Orgs without
--- pipelines enabled leave every deal's Pipeline empty while the layout still lists the one pipeline; counting
--- those deals as open would hide every win and loss. When several pipelines have a stage of that name, the
--- oldest pipeline's wins (lowest id: normally the Standard pipeline every org starts with).
 stages_by_name as (
 
-    select *
-    from (
-        select
-            stage,
-            stage_id,
-            row_number() over (
-                partition by stage
-                order by {{ dbt.length('pipeline_id') }}, pipeline_id, stage_order, stage_id
-            ) as preference
-
-        from stages
-    ) as ranked
-    where preference = 1
+    select * from {{ ref('int_stages_by_name') }}
 
 ),
 
+-- A deal whose (pipeline, stage) the layout does not list takes the stage of that name (int_stages_by_name).
 matched as (
 
     select
@@ -84,14 +69,7 @@ classified as (
 
     select
         *,
-        -- Stage names are configurable per org; the stage's forecast type is what Zoho itself uses to tell
-        -- won from lost. A stage no pipeline of the layout lists cannot be closed, so it counts as open
-        -- (a warn-severity test on forecast_type reports such deals).
-        case forecast_type
-            when 'Closed Won' then 'won'
-            when 'Closed Lost' then 'lost'
-            else 'open'
-        end as status
+        {{ deal_status('forecast_type') }} as status
 
     from joined
 

@@ -159,13 +159,15 @@ def _wait_for_create_request(twilio: TwilioEmulator, timeout: float = 60) -> Non
 
 # --------------------------------------------------------------------------- the API and the daily job
 
-ROUNDS = 10
+# Before the API served from memory, 1 in 3 extractions and dbt runs failed on its lock: 4 rounds (8 writers)
+# would have shown it 24 times in 25.
+ROUNDS = 4
 CLIENTS = 4
 
 
 def test_the_api_under_load_never_makes_extraction_or_dbt_fail(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """GIVEN the API over the DuckDB warehouse, with 4 clients asking for metrics without pause
-    WHEN the CRM moves on a day and the extraction and `dbt build` run, 10 times over
+    WHEN the CRM moves on a day and the extraction and `dbt build` run, 4 times over
     THEN both succeed every time, every client request is answered 200, and the API ends up serving
     the new data."""
     from sandbox import SandboxOrg, SandboxServer

@@ -24,7 +24,7 @@ from sandbox import SandboxOrg, SandboxServer
 from tests.support.postgres import create_database, drop_database
 from tests.support.workspace import make_workspace
 from tests.test_marts import OrgHistory, assert_kpi_daily_equals_the_kpis_of, query
-from tests.test_money_and_bad_data import CrmUser
+from tests.support.crm import CrmUser
 
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIMEZONE = "Europe/Berlin"
@@ -67,7 +67,11 @@ def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path
                         crm.update_deal(reopened, Stage="Closed Won")
                 # ... and is synced and built
                 workspace.run("python", "-m", "pipelines.zoho", "--destination", target)
-                workspace.dbt_build(target)
+                if day in (0, DAYS):
+                    workspace.dbt_build(target)
+                else:  # the models alone: their tests ran on the first day and run again on the last
+                    workspace.run("dbt", "run", "--target", target,
+                                  "--target-path", str(workspace.root / "dbt" / f"target-{target}"))
                 if history is None:
                     history = OrgHistory.first_sync(org)
                 else:

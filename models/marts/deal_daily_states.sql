@@ -1,3 +1,18 @@
+{#-
+    Incremental: a day complete at the last build never changes (its state is what the syncs saw), so a build
+    removes only the days from the last one it holds (that build's partial day) on, and adds them again with
+    the days since. `dbt build --full-refresh` rebuilds every day from the history.
+-#}
+{{
+    config(
+        materialized="incremental",
+        incremental_strategy="append",
+        on_schema_change="append_new_columns",
+        pre_hook="{% if is_incremental() %}delete from {{ this }} where calendar_date >= "
+            ~ "(select max(calendar_date) from {{ this }}){% endif %}",
+    )
+}}
+
 with
 
 history as (
@@ -50,6 +65,12 @@ final as (
     inner join calendar
         on calendar.calendar_date >= open_spans.valid_from_date
         and (open_spans.valid_to_date is null or calendar.calendar_date < open_spans.valid_to_date)
+    {% if is_incremental() %}
+    -- The pre-hook removed the last build's partial day and anything after it.
+    where calendar.calendar_date > (
+        select coalesce(max(calendar_date), cast('1900-01-01' as date)) from {{ this }}
+    )
+    {% endif %}
 
 )
 

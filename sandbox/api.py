@@ -91,7 +91,7 @@ class ZohoApi:
             Route.of("/crm/v8/settings/fields", {"GET": self.fields}),
             Route.of("/crm/v8/coql", {"POST": self.coql}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
-            Route.of("/crm/v8/org/currencies", {"GET": self.currencies}),
+            Route.of("/crm/v8/org/currencies", {"GET": self.currencies, "POST": self.add_currencies}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
             Route.of("/crm/v8/{module}/{id}/Stage_History", {"GET": self.stage_history}),
             Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
@@ -267,6 +267,16 @@ class ZohoApi:
         if len(currencies) < 2:
             raise ZohoError("CURRENCIES_NOT_ENABLED")
         return Response(200, {"currencies": currencies})
+
+    def add_currencies(self, req: Request) -> Response:
+        """`POST /org/currencies` (Add Currencies): one result per currency, as record writes answer."""
+        body = req.json_body()
+        items = body.get("currencies") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "currencies"})
+        results = [self.org.add_currency(item, req.user_id) for item in items]
+        saved = sum(r["status"] == "success" for r in results)
+        return Response(201 if saved == len(results) else 400 if saved == 0 else 207, {"currencies": results})
 
     def fields(self, req: Request) -> Response:
         module = req.params.get("module")

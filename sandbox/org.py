@@ -17,7 +17,7 @@ from typing import Any
 
 from . import activity
 from .generator import generate_org
-from .model import MODULES, PIPELINE_NAME, STAGES, Currency, DeletedEntry, Record
+from .model import MODULES, PIPELINE_NAME, STAGES, USD_RATES, Currency, DeletedEntry, Record
 from .state import HOME_CURRENCY, OrgState
 from .timeline import OrgCalendar
 from .writes import RecordError, invalid_value, mandatory_missing, write_changes
@@ -228,6 +228,26 @@ class SandboxOrg:
             "modified_time": self.renderer.datetime(c.created_time), "name": c.name, "modified_by": admin,
             "id": c.id, "iso_code": c.iso_code,
         } for c in self._state.currencies]
+
+    def add_currency(self, item: Any, user_id: str) -> dict[str, Any]:
+        """Zoho's Add Currencies: a currency the sandbox knows, at the rate given (or its usual one)."""
+        with self.lock:
+            state = self._state
+            code = item.get("iso_code") if isinstance(item, dict) else None
+            if code not in USD_RATES:
+                return {"code": "INVALID_DATA", "details": {"api_name": "iso_code"},
+                        "message": "invalid data", "status": "error"}
+            if any(c.iso_code == code for c in state.currencies):
+                return {"code": "DUPLICATE_DATA", "details": {"api_name": "iso_code"},
+                        "message": "duplicate data", "status": "error"}
+            name, symbol, per_usd = USD_RATES[code]
+            home_per_usd = USD_RATES[self.home_currency][2]
+            rate = float(item.get("exchange_rate") or round(per_usd / home_per_usd, 9))
+            currency = Currency(id=state.ids.next(), iso_code=code, name=name, symbol=item.get("symbol") or symbol,
+                                exchange_rate=rate, is_base=False, created_time=state.tick())
+            state.currencies.append(currency)
+            return {"code": "SUCCESS", "details": {"id": currency.id}, "message": "currency added successfully",
+                    "status": "success"}
 
     def layout_module(self, layout_id: str) -> str | None:
         return next((m for m, lid in self._state.meta.layout_ids.items() if lid == layout_id), None)

@@ -22,6 +22,7 @@ import pytest
 
 from warehouse import PROJECT_ROOT
 from sandbox import SandboxOrg, SandboxServer
+from tests.support.crm import CrmUser
 from tests.support.workspace import Workspace
 
 TODAY = dt.date(2026, 11, 20)
@@ -32,9 +33,9 @@ SUMMARY = re.compile(
     r" currencies=(?P<currencies>\d+) deleted_records=(?P<deleted_records>\d+)"
     r" deal_stage_history=(?P<deal_stage_history>\d+) \| api_calls=(?P<api_calls>\d+)( \| resumed (?P<resumed>\d+) [^|]+)? \| [\d.]+s$"
 )
-# Requests of one incremental run besides the record pages: users (304 when unchanged), layouts (the
-# pipeline only when they changed), currencies, two deletion logs.
-FIXED_REQUESTS = 5
+# Requests of one incremental run besides the record pages: users (304 when unchanged) and the two deletion
+# logs. Stages and currencies are read only when a deal names one the last read did not list.
+FIXED_REQUESTS = 3
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -289,6 +290,41 @@ def test_a_run_with_nothing_new_changes_nothing(server: SandboxServer, org: Sand
     assert counts["api_calls"] == 2 + FIXED_REQUESTS == sum(server.stats().values()) - 1  # - the token
     assert counts["leads"] < 10 and counts["deleted_records"] == 0
     assert {table: data_of(warehouse_rows(workspace, "duckdb", table)) for table in tables} == before
+
+
+def test_stages_and_currencies_are_read_only_when_a_deal_shows_they_changed(workspace: Workspace) -> None:
+    """GIVEN a warehouse loaded from an org whose currencies are USD (home) and EUR
+    WHEN nothing changed, and the extract runs
+    THEN it asks only for the record pages, the deletion logs and the users: no layout, pipeline or currency
+    WHEN the admin then adds pounds sterling (Zoho's Add Currencies) and a seller enters a deal in GBP
+    THEN the next run reads the currencies once more, in the same run as the deal, and the warehouse has both."""
+    org = SandboxOrg(seed=11, leads=300, deals=120, timezone="Asia/Kolkata", today=TODAY, currencies=["USD", "EUR"])
+    with serving(org, workspace) as server:
+        extract(workspace)
+        server.reset_stats()
+
+        quiet = summary(extract(workspace))
+
+        metadata = {key: n for key, n in server.stats().items() if "/settings/" in key or "/org" in key}
+        assert metadata == {} and quiet["api_calls"] == 2 + FIXED_REQUESTS
+
+        crm = CrmUser(server)
+        added = crm.session.post(f"{crm.url}/org/currencies", timeout=30, json={"currencies": [
+            {"iso_code": "GBP", "name": "Pound Sterling - GBP", "symbol": "£", "exchange_rate": "0.8"}]})
+        assert added.status_code == 201, added.text
+        deal = crm.create_deal(Deal_Name="London pilot", Stage="Qualification", Amount=8_000, Currency="GBP",
+                               Exchange_Rate=0.8)
+        server.reset_stats()
+
+        counts = summary(extract(workspace))
+
+        assert server.stats().get("GET /crm/v8/org/currencies") == 1
+        assert not any("/settings/" in key for key in server.stats())
+        assert counts["currencies"] == 3 and counts["deals"] >= 1
+        currencies = {row["iso_code"]: row["exchange_rate"] for row in warehouse_rows(workspace, "duckdb", "currencies")}
+        assert currencies == {"USD": 1.0, "EUR": pytest.approx(0.92), "GBP": 0.8}
+        [stored] = [row for row in warehouse_rows(workspace, "duckdb", "deals") if row["id"] == deal]
+        assert stored["currency"] == "GBP"
 
 
 def data_of(rows: list[dict[str, Any]]) -> list[str]:

@@ -25,10 +25,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import requests
 
 from sandbox import SandboxOrg, SandboxServer
 from tests.ollama_emulator import OllamaEmulator
+from tests.support.crm import CrmUser
 from tests.support.postgres import create_database, drop_database
 from tests.support.workspace import Workspace, make_workspace
 from tests.test_marts import OrgHistory, assert_kpi_daily_equals_the_kpis_of, home_amount, query, sync_day
@@ -36,28 +36,6 @@ from tests.test_marts import OrgHistory, assert_kpi_daily_equals_the_kpis_of, ho
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 REPORT_DATE = dt.date(2026, 11, 20)  # the org's today: every API write below happens on it
 TIMEZONE = "America/New_York"
-
-
-class CrmUser:
-    """A sales user of the sandbox org, writing through the Zoho API with an access token."""
-
-    def __init__(self, server: SandboxServer) -> None:
-        env = server.env()
-        token = requests.post(f"{server.url}/oauth/v2/token", timeout=10, data={
-            "grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}).json()
-        self.url = f"{server.url}/crm/v8"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Zoho-oauthtoken {token['access_token']}"
-
-    def create_deal(self, **fields: Any) -> str:
-        response = self.session.post(f"{self.url}/Deals", json={"data": [fields]}, timeout=30)
-        assert response.status_code == 201, response.text
-        return response.json()["data"][0]["details"]["id"]
-
-    def update_deal(self, deal_id: str, **fields: Any) -> None:
-        response = self.session.put(f"{self.url}/Deals/{deal_id}", json={"data": [fields]}, timeout=30)
-        assert response.status_code == 200, response.text
 
 
 @dataclass

@@ -17,7 +17,7 @@ def test_days_of_faults_and_kills_never_cost_the_warehouse_its_equality_with_the
          extract (SIGKILL) at a random moment and starts it again
     WHEN three days pass, the extract running each day until a run succeeds
     THEN after every day the warehouse equals the org, and the day's API calls stay within the minimum
-         (the record pages from the cursor, the deletion logs, two metadata checks) plus what the faults
+         (the record pages from the cursor, the deletion logs, the users check) plus what the faults
          and the kills forced."""
     def compare(org: SandboxOrg) -> None:
         assert_warehouse_equals_org(workspace, "duckdb", org, log_fields=False)

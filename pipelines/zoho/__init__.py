@@ -17,11 +17,12 @@ Load contract (dataset `zoho_raw`, tables named after the resources):
   sync (one call per deal), so that the past before the first sync has stages too.
 - `deleted_records`: Zoho's deletion log (`/{module}/deleted?type=all`), its own
   cursor on `deleted_time` per module, merged on (`module`, `id`).
-- `users` (merged on `id`) and `deal_stages` (merged on (`pipeline_id`, `id`)): small; read again only
-  when Zoho says they changed (users by If-Modified-Since, stages when a Deals
-  layout's modified_time moved). `currencies` (merged on `iso_code`) is `/org/currencies` (its
-  `is_base` row is the home currency); an org without multi-currency gets one row,
-  its home currency from `/org`.
+- `users` (merged on `id`), `deal_stages` (merged on (`pipeline_id`, `id`)) and `currencies` (merged on
+  `iso_code`; `/org/currencies`, whose `is_base` row is the home currency; an org without multi-currency
+  gets one row, its home currency from `/org`): small, and read only when they changed. Users by
+  If-Modified-Since (one call, 304 when nobody changed). Stages and currencies have no such header: they
+  are read when a deal names a (pipeline, stage) or a currency the last read did not list, and at least
+  every `METADATA_MAX_AGE_DAYS`; a quiet day costs its record pages and the one users call.
 
 A run may load in several steps (`ExtractSession`): leads and deals are read in
 ascending Modified_Time, and each step loads at most `records_per_load` of them,
@@ -74,6 +75,7 @@ from .settings import (
     DEFAULT_DC,
     DELETED_FIELDS,
     DELETED_FLAG,
+    METADATA_MAX_AGE_DAYS,
     MODULE_FIELDS,
     MODULES,
     OVERLAP_MINUTES,
@@ -107,6 +109,7 @@ class ExtractSession:
     unfinished: set[str] = field(default_factory=set)
     credit_stop: Optional[CreditFloorReached] = None
     decisions: dict[str, bool] = field(default_factory=dict)  # taken once per run (the stage-history backfill)
+    metadata_due: set[str] = field(default_factory=set)  # deal_stages/currencies a deal of this run showed stale
     _reads: dict[str, Iterator[list[dict[str, Any]]]] = field(default_factory=dict)
 
     def read(self, module: str, start: Any) -> Iterator[list[dict[str, Any]]]:
@@ -169,8 +172,8 @@ def zoho_crm(
             fewer API credits left than this (ZOHO_CREDIT_FLOOR); 0 or unset: never.
         records_per_load: Most leads/deals one load of a run takes, when the run passes a
             `session` that continues the read in further loads (see `run.load`).
-        reread_metadata: Read the pipeline stages even if the layouts did not change
-            (a full refresh empties the table).
+        reread_metadata: Read the pipeline stages and currencies even if no deal showed them
+            stale (a full refresh empties the tables).
         records_file_format: dlt loader file format of `leads` and `deals` (the bulk of
             the data), e.g. "jsonl" for DuckDB; None keeps the destination's default.
             The small tables always use insert_values, which can create an empty table.
@@ -218,8 +221,8 @@ def zoho_crm(
         _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format,
                             session),
         _users(client, page_size, observer),
-        _deal_stages(client, observer, reread_metadata),
-        _currencies(client, observer),
+        _deal_stages(client, observer, reread_metadata, session),
+        _currencies(client, observer, reread_metadata, session),
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
     ]
@@ -321,7 +324,10 @@ def _module_records(
                 session.finished(module)
                 return
             observer.page(name, len(page))
-            yield [typed_record(record, fields) for record in page]
+            rows = [typed_record(record, fields) for record in page]
+            if module == "Deals":
+                _watch_metadata(rows, session)
+            yield rows
             taken += len(page)
             if session.records_per_load is not None and taken >= session.records_per_load:
                 session.unfinished.add(name)
@@ -433,7 +439,7 @@ def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> Dlt
     return users
 
 
-def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) -> DltResource:
+def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool, session: ExtractSession) -> DltResource:
     # Merged on (pipeline, stage) rather than replaced: a run that resumes a half-loaded one can carry the
     # whole list twice into one load, which a replace would insert twice. A stage Zoho deletes stays listed;
     # no deal can be in it any more, so no mart counts it.
@@ -445,18 +451,12 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) ->
         file_format="insert_values",
     )
     def deal_stages() -> Iterator[list[dict[str, Any]]]:
-        # Pipelines hang off layouts; several layouts may share one pipeline. Zoho stamps a layout's
-        # modified_time when its pipeline changes, so unchanged layouts mean unchanged stages: the
-        # pipeline calls are skipped and the stages kept from the last read are loaded again (a
-        # replace must be given the whole table). dlt resets a replace resource's own state every
-        # run, so the layouts and the stages are kept in the source's state.
         yield dlt.mark.materialize_table_schema()
-        layouts = (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", [])
         state = dlt.current.source_state().setdefault("deal_stages", {})
-        signature = sorted(f"{layout.get('id')}@{layout.get('modified_time')}" for layout in layouts)
-        if layouts and not reread and state.get("layouts") == signature and state.get("rows"):
-            yield [typed_record(row, DEAL_STAGES_FIELDS) for row in state["rows"]]
+        if not (reread or _metadata_stale("deal_stages", state)):
             return
+        # Pipelines hang off layouts; several layouts may share one pipeline.
+        layouts = (client.get("settings/layouts", params={"module": "Deals"}) or {}).get("layouts", [])
         stages: dict[tuple[str, str], dict[str, Any]] = {}
         for layout in layouts:
             body = client.get("settings/pipeline", params={"layout_id": layout["id"]}) or {}
@@ -479,12 +479,13 @@ def _deal_stages(client: ZohoClient, observer: ExtractObserver, reread: bool) ->
         observer.page("deal_stages", len(stages))
         if stages:
             yield list(stages.values())
-        state["layouts"], state["rows"] = signature, list(stages.values())
+        state["known"] = sorted([row.get("pipeline") or "", row.get("stage") or ""] for row in stages.values())
+        _metadata_read("deal_stages", state, session)
 
     return deal_stages
 
 
-def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
+def _currencies(client: ZohoClient, observer: ExtractObserver, reread: bool, session: ExtractSession) -> DltResource:
     @dlt.resource(
         name="currencies",
         primary_key="iso_code",
@@ -494,6 +495,9 @@ def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
     )
     def currencies() -> Iterator[list[dict[str, Any]]]:
         yield dlt.mark.materialize_table_schema()
+        state = dlt.current.source_state().setdefault("currencies", {})
+        if not (reread or _metadata_stale("currencies", state)):
+            return
         try:
             listed = (client.get("org/currencies") or {}).get("currencies", [])
         except ZohoError as error:
@@ -508,8 +512,50 @@ def _currencies(client: ZohoClient, observer: ExtractObserver) -> DltResource:
         observer.page("currencies", len(rows))
         if rows:
             yield rows
+        state["known"] = sorted(row["iso_code"] for row in rows)
+        _metadata_read("currencies", state, session)
 
     return currencies
+
+
+def _watch_metadata(deals: list[dict[str, Any]], session: ExtractSession) -> None:
+    """Mark the stages or currencies stale when a deal names one their last read did not list.
+
+    The mark is kept in the source state, which dlt commits with this very page: a run killed before it
+    reads them leaves the mark to the next run. `run.load` reads what is still due after the last load.
+    """
+    state = dlt.current.source_state()
+    known_stages = {tuple(pair) for pair in state.get("deal_stages", {}).get("known", [])}
+    stage_names = {stage for _, stage in known_stages}
+    known_currencies = set(state.get("currencies", {}).get("known", []))
+    due = set(state.get("metadata_due", []))
+    for deal in deals:
+        stage, pipeline, currency = deal.get("Stage"), deal.get("Pipeline"), deal.get("Currency")
+        if stage and ((pipeline or "", stage) not in known_stages if pipeline else stage not in stage_names):
+            due.add("deal_stages")
+        if currency and currency not in known_currencies:
+            due.add("currencies")
+    if due:
+        state["metadata_due"] = sorted(due)
+        session.metadata_due |= due
+
+
+def _metadata_stale(name: str, state: dict[str, Any]) -> bool:
+    """Never read, marked stale by a deal, or read longer than `METADATA_MAX_AGE_DAYS` ago."""
+    read_at = _parse_optional(state.get("read_at"))
+    return (
+        "known" not in state
+        or name in dlt.current.source_state().get("metadata_due", [])
+        or read_at is None
+        or datetime.now(timezone.utc) - read_at > timedelta(days=METADATA_MAX_AGE_DAYS)
+    )
+
+
+def _metadata_read(name: str, state: dict[str, Any], session: ExtractSession) -> None:
+    state["read_at"] = datetime.now(timezone.utc).isoformat()
+    source_state = dlt.current.source_state()
+    source_state["metadata_due"] = [due for due in source_state.get("metadata_due", []) if due != name]
+    session.metadata_due.discard(name)
 
 
 def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, observer: ExtractObserver) -> DltResource:

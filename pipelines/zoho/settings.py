@@ -43,6 +43,9 @@ RETRY_MAX_DELAY_SECONDS = 60.0
 # A run loads leads and deals in loads of at most this many records each: a run that fails or is
 # killed keeps every load it finished, and memory stays that of one load however big the org.
 RECORDS_PER_LOAD = 20_000
+# Pipelines, stages and currencies are read again when a deal names one the warehouse does not know, and
+# at least this often (a stage's forecast type can change while no deal does).
+METADATA_MAX_AGE_DAYS = 7
 # Stop cleanly (and resume next run) once Zoho reports fewer API credits left than this; 0: never.
 CREDIT_FLOOR = 0
 

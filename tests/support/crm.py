@@ -1,0 +1,31 @@
+"""A sales user of the sandbox org, writing through the Zoho API as a person in the CRM would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from sandbox import SandboxServer
+
+
+class CrmUser:
+    """A sales user of the sandbox org, writing through the Zoho API with an access token."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        env = server.env()
+        token = requests.post(f"{server.url}/oauth/v2/token", timeout=10, data={
+            "grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
+            "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}).json()
+        self.url = f"{server.url}/crm/v8"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Zoho-oauthtoken {token['access_token']}"
+
+    def create_deal(self, **fields: Any) -> str:
+        response = self.session.post(f"{self.url}/Deals", json={"data": [fields]}, timeout=30)
+        assert response.status_code == 201, response.text
+        return response.json()["data"][0]["details"]["id"]
+
+    def update_deal(self, deal_id: str, **fields: Any) -> None:
+        response = self.session.put(f"{self.url}/Deals/{deal_id}", json={"data": [fields]}, timeout=30)
+        assert response.status_code == 200, response.text

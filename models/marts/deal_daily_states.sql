@@ -8,8 +8,11 @@
         materialized="incremental",
         incremental_strategy="append",
         on_schema_change="append_new_columns",
-        pre_hook="{% if is_incremental() %}delete from {{ this }} where calendar_date >= "
-            ~ "(select max(calendar_date) from {{ this }}){% endif %}",
+        pre_hook=[
+            "{{ build_lock(this) }}",
+            "{% if is_incremental() %}delete from {{ this }} where calendar_date >= "
+                ~ "(select max(calendar_date) from {{ this }}){% endif %}",
+        ],
     )
 }}
 

@@ -24,6 +24,7 @@ from warehouse import PROJECT_ROOT
 from sandbox import SandboxOrg, SandboxServer
 from tests.support.crm import CrmUser
 from tests.support.workspace import Workspace
+from tests.test_marts import query
 
 TODAY = dt.date(2026, 11, 20)
 PAGE = 200  # records per Zoho page
@@ -557,20 +558,28 @@ def test_a_deleted_warehouse_is_loaded_again_in_full(org: SandboxOrg, server: Sa
     assert_warehouse_equals_org(workspace, "duckdb", org)
 
 
-def test_a_full_refresh_rebuilds_the_raw_tables(org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
-    """GIVEN a loaded warehouse holding a row Zoho does not have (say, restored from an old backup)
+def test_a_full_refresh_rebuilds_the_raw_tables_and_keeps_the_history(destination: str, workspace: Workspace) -> None:
+    """GIVEN a warehouse synced on two days, holding a row Zoho does not have (say, restored from an old backup)
     WHEN the user runs the extract with --full-refresh
-    THEN the raw tables are emptied and read again in full: they equal the org exactly."""
-    import duckdb
+    THEN the raw tables are emptied and read again in full: they equal the org exactly; and the history the
+         syncs kept (every version they saw, which Zoho cannot give again) is still all there."""
+    org = small_org()
+    with serving(org, workspace):
+        extract(workspace, destination)
+        org.advance(days=1)
+        extract(workspace, destination)
+        history = {table: data_of(warehouse_rows(workspace, destination, table))
+                   for table in ("lead_versions", "deal_versions")}
+        ghost = "insert into zoho_raw.deals (id, deal_name, _dlt_load_id, _dlt_id) values ('1', 'ghost', '0', 'x')"
+        query(workspace, destination, ghost)
 
-    extract(workspace)
-    with closing(duckdb.connect(str(workspace.duckdb_path))) as conn:
-        conn.execute("insert into zoho_raw.deals (id, deal_name, _dlt_load_id, _dlt_id) values ('1', 'ghost', '0', 'x')")
+        counts = summary(extract(workspace, destination, "--full-refresh"))
 
-    counts = summary(extract(workspace, "duckdb", "--full-refresh"))
-
-    assert counts["deals"] == len(org.records("Deals"))
-    assert_warehouse_equals_org(workspace, "duckdb", org)
+        assert counts["deals"] == len(org.records("Deals"))
+        assert_warehouse_equals_org(workspace, destination, org)
+        for table, rows in history.items():
+            kept = set(data_of(warehouse_rows(workspace, destination, table)))
+            assert len(rows) > len(org.records("Deals")) and set(rows) <= kept, table
 
 
 # --------------------------------------------------------------------------- 7. configuration

@@ -93,6 +93,10 @@ __all__ = ["zoho_crm", "ExtractObserver", "ExtractSession", "CreditFloorReached"
 
 RESOURCES = ("leads", "deals", "users", "deal_stages", "currencies", "deleted_records", "deal_stage_history")
 RECORD_RESOURCES = tuple(module.lower() for module in MODULES)
+# What a full refresh keeps: it cannot be read from Zoho again.
+HISTORY_TABLES = ("lead_versions", "deal_versions", "deal_stage_history")
+# The source state of the stages and currencies read (what they listed, when, and what a deal showed stale).
+METADATA_STATE = ("deal_stages", "currencies", "metadata_due")
 
 
 @dataclass

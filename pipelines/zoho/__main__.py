@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-refresh",
         action="store_true",
-        help="empty the raw tables and forget the cursors first, then read everything again",
+        help="empty the raw tables and forget the cursors first, then read everything again (the history tables,"
+        " lead_versions, deal_versions and deal_stage_history, are kept: Zoho cannot give them again)",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="show every page and token refresh (-vv: and dlt's own log)"

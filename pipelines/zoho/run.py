@@ -33,10 +33,11 @@ from urllib.parse import urlsplit
 import dlt
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.pipeline.helpers import pipeline_drop
 
 from warehouse import RAW_SCHEMA, TARGETS, ConfigError, Target, dlt_postgres_credentials, duckdb_path, postgres_url
 
-from . import RECORD_RESOURCES, RESOURCES, ExtractSession, zoho_crm
+from . import HISTORY_TABLES, METADATA_STATE, RECORD_RESOURCES, RESOURCES, ExtractSession, zoho_crm
 
 PIPELINE_NAME = "zoho_crm"
 JSONL_FILE_MAX_ROWS = 20_000
@@ -142,7 +143,8 @@ def load(
     """Extract Zoho CRM into `destination`'s `zoho_raw` schema and return what was done.
 
     Args:
-        full_refresh: Empty the raw tables and forget all cursors first, then read everything.
+        full_refresh: Empty the raw tables and forget all cursors first, then read everything; the history
+            tables (`HISTORY_TABLES`) are kept.
         session: The run's `ExtractSession` (a fresh one by default; the benchmarks pass one
             whose client replays recorded pages, to measure the load without the network).
         source_options: Passed to `zoho_crm()` (e.g. `page_size`, `overlap_minutes`).
@@ -180,18 +182,20 @@ def load(
 
     full_load = full_refresh or not _has_cursors(pipeline)
     if full_refresh:
-        progress.stage("full refresh: emptying the raw tables and forgetting the cursors")
+        progress.stage("full refresh: emptying the raw tables and forgetting the cursors "
+                       f"(the history is kept: {', '.join(HISTORY_TABLES)})")
+        _drop_current_state(pipeline)
     elif full_load:
         progress.stage("first load: reading the whole org")
     phases = {"extract": 0.0, "normalize": 0.0, "load": 0.0}
     loads = 0
 
-    def step(resources: Any, refresh: Optional[str] = None) -> None:
+    def step(resources: Any) -> None:
         """One extract-normalize-load of `resources`, timed per phase."""
         nonlocal loads
         loads += 1
         clock = time.monotonic()
-        pipeline.extract(resources, refresh=refresh)
+        pipeline.extract(resources)
         phases["extract"] += time.monotonic() - clock
         progress.extracted()
         progress.stage("normalize" if loads == 1 else f"normalize (step {loads})")
@@ -203,7 +207,7 @@ def load(
         pipeline.load(workers=LOAD_WORKERS[destination])
         phases["load"] += time.monotonic() - clock
 
-    step(source, refresh="drop_data" if full_refresh else None)
+    step(source)
     while session.credit_stop is None and session.unfinished:
         # The next step reads on from where this one stopped; the small tables are done.
         step(zoho_crm(
@@ -228,6 +232,21 @@ def load(
         loads=loads,
         phases=phases,
     )
+
+
+def _drop_current_state(pipeline: dlt.Pipeline) -> None:
+    """Drop the tables that mirror the org now, with their cursors, and keep the history tables.
+
+    The versions the syncs saw and Zoho's Stage History cannot be read again (Zoho keeps only the current
+    record): a full refresh that emptied them would rewrite every past day. Read again, each record merges
+    into the version it already has.
+    """
+    if pipeline.default_schema_name is None:
+        return  # nothing was ever loaded
+    current = [name for name in RESOURCES if name not in HISTORY_TABLES]
+    drop = pipeline_drop(pipeline, resources=[*current, *(f"{name}_deletions" for name in RECORD_RESOURCES)],
+                         state_paths=list(METADATA_STATE))
+    drop()
 
 
 def make_pipeline(destination: Target) -> dlt.Pipeline:

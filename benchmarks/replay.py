@@ -18,7 +18,8 @@ MODULES = ("Leads", "Deals")
 
 
 def record(org: SandboxOrg, folder: Path) -> Path:
-    """Write the org's records and small API answers (users, layouts, pipeline, deletion logs) under `folder`."""
+    """Write the org's records and small API answers (users, layouts, pipeline, currencies, deletion logs)
+    under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     for module in MODULES:
         rows = sorted(org.records(module), key=lambda r: (r["Modified_Time"], r["id"]))
@@ -29,6 +30,7 @@ def record(org: SandboxOrg, folder: Path) -> Path:
         "users": {"users": org.users(), "info": {"more_records": False}},
         "settings/layouts": {"layouts": org.layouts("Deals")},
         "settings/pipeline": {"pipeline": org.pipelines()},
+        "org/currencies": {"currencies": org.currencies_payload()},
         **{f"{m}/deleted": {"data": org.deleted_records(m), "info": {"more_records": False}} for m in MODULES},
     }
     (folder / "small.json").write_text(json.dumps(small))

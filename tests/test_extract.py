@@ -204,6 +204,11 @@ def assert_warehouse_equals_org(workspace: Workspace, destination: str, org: San
     rows = lambda table: warehouse_rows(workspace, destination, table)  # noqa: E731
     assert_table_equals(org.records("Leads"), rows("leads"))
     assert_table_equals(org.records("Deals"), rows("deals"))
+    for module, versions in (("Leads", "lead_versions"), ("Deals", "deal_versions")):
+        # the history holds every record as it is now (and, besides, what it was at earlier syncs)
+        kept = {(row["id"], row["modified_time"]) for row in rows(versions)}
+        missing = [r["id"] for r in org.records(module) if (r["id"], dt.datetime.fromisoformat(r["Modified_Time"])) not in kept]
+        assert not missing, f"{len(missing)} {module} have no version for their current state, e.g. {missing[:3]}"
     assert_table_equals(org.users(), rows("users"))
     assert_table_equals(deal_stage_rows(org), rows("deal_stages"))
     log, stored_log = deletion_log(org), rows("deleted_records")

@@ -209,10 +209,11 @@ def load(
 
     step(source)
     while session.credit_stop is None and session.unfinished:
-        # The next step reads on from where this one stopped; the small tables are done.
+        # The next step reads on from where this one stopped, with the versions and Stage History its
+        # records carry; the small tables are done.
         step(zoho_crm(
             observer=progress, records_file_format=records_file_format, session=session, **source_options
-        ).with_resources(*RECORD_RESOURCES))
+        ).with_resources(*RECORD_RESOURCES, *HISTORY_TABLES))
     if session.credit_stop is not None:
         raise session.credit_stop
     if session.metadata_due:

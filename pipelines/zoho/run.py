@@ -181,6 +181,18 @@ def load(
         pipeline.load(workers=LOAD_WORKERS[destination])
 
     full_load = full_refresh or not _has_cursors(pipeline)
+    # The very first load appends the versions instead of merging them: the steps of one run never read a
+    # record twice, and a merge into the growing table made a first load of 350,000 records 2.4x slower.
+    # Later runs (the overlap window, a resumed or refreshed load) merge on (id, Modified_Time).
+    first_load = full_load and not full_refresh
+
+    def with_hints(resources: Any) -> Any:
+        if first_load:
+            for name in ("lead_versions", "deal_versions"):
+                if name in resources.resources:
+                    resources.resources[name].apply_hints(write_disposition="append")
+        return resources
+
     if full_refresh:
         progress.stage("full refresh: emptying the raw tables and forgetting the cursors "
                        f"(the history is kept: {', '.join(HISTORY_TABLES)})")
@@ -207,13 +219,13 @@ def load(
         pipeline.load(workers=LOAD_WORKERS[destination])
         phases["load"] += time.monotonic() - clock
 
-    step(source)
+    step(with_hints(source))
     while session.credit_stop is None and session.unfinished:
         # The next step reads on from where this one stopped, with the versions and Stage History its
         # records carry; the small tables are done.
-        step(zoho_crm(
+        step(with_hints(zoho_crm(
             observer=progress, records_file_format=records_file_format, session=session, **source_options
-        ).with_resources(*RECORD_RESOURCES, *HISTORY_TABLES))
+        ).with_resources(*RECORD_RESOURCES, *HISTORY_TABLES)))
     if session.credit_stop is not None:
         raise session.credit_stop
     if session.metadata_due:

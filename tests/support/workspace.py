@@ -49,8 +49,9 @@ class Workspace:
             )
         return result
 
-    def dbt_build(self, target: str) -> subprocess.CompletedProcess:
-        return self.run("dbt", "build", "--target", target, "--target-path", str(self.root / "dbt" / f"target-{target}"))
+    def dbt_build(self, target: str, *options: str) -> subprocess.CompletedProcess:
+        return self.run("dbt", "build", "--target", target, "--target-path", str(self.root / "dbt" / f"target-{target}"),
+                        *options)
 
 
 def make_workspace(root: Path) -> Workspace:

@@ -46,7 +46,7 @@ from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsa
 from insights.facts import DayFacts, fmt_date
 from insights.review import Review, settle
 from insights.settings import OllamaSettings, TwilioSettings
-from warehouse import TARGETS, ConfigError, Target, connect, database_errors
+from warehouse import TARGETS, ConfigError, Target, connect, database_errors, error_reason
 
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except database_errors() as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: the {args.target} warehouse could not be read or written: {reason}", file=sys.stderr)
+        print(f"error: the {args.target} warehouse could not be read or written: {error_reason(exc)}",
+              file=sys.stderr)
         print("hint: check DUCKDB_PATH / DATABASE_URL; a DuckDB file takes one writer at a time", file=sys.stderr)
         return 2
 

@@ -27,7 +27,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from warehouse import MARTS_SCHEMA, ConfigError, Target, placeholder
+from warehouse import MARTS_SCHEMA, ConfigError, Target, error_reason, placeholder
 
 Severity = Literal["good", "info", "warn"]
 EntityKind = Literal["deal", "owner", "stage"]
@@ -217,7 +217,7 @@ def _query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
         cur.execute(sql, tuple(params))
         return list(cur.fetchall())
     except Exception as exc:  # both drivers: a missing mart is the usual cause
-        text = str(exc).splitlines()[0]
+        text = error_reason(exc)
         if "does not exist" in text or "not found" in text.lower():
             raise FactsError(f"the marts are missing ({text}); run `dbt build` first") from exc
         raise

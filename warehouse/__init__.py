@@ -155,6 +155,12 @@ def database_errors() -> tuple[type[Exception], ...]:
     return (duckdb.Error, psycopg2.Error)
 
 
+def error_reason(exc: BaseException) -> str:
+    """The first line of a driver's error (they run to many: hints, context, the query), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def placeholder(target: Target) -> str:
     """The DB-API parameter marker of each driver (`?` for DuckDB, `%s` for psycopg2)."""
     return "?" if target == "duckdb" else "%s"

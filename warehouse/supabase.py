@@ -38,7 +38,9 @@ import argparse
 import sys
 from typing import Any
 
-from warehouse import INTERMEDIATE_SCHEMA, MARTS_SCHEMA, RAW_SCHEMA, STAGING_SCHEMA, ConfigError, connect, database_errors
+from warehouse import (
+    INTERMEDIATE_SCHEMA, MARTS_SCHEMA, RAW_SCHEMA, STAGING_SCHEMA, ConfigError, connect, database_errors, error_reason,
+)
 
 # Every schema the project creates: the staging and intermediate views read the raw data, so they are as
 # private as it is.
@@ -173,8 +175,7 @@ def lockdown(*, analyst: bool = False) -> list[str]:
             done.append("tables and views created later in these schemas are locked down as they are created")
         except database_errors() as exc:
             conn.rollback()
-            reason = str(exc).strip().splitlines()[0]
-            done.append(f"warning: no event trigger ({reason}); rerun this command after every dbt build "
+            done.append(f"warning: no event trigger ({error_reason(exc)}); rerun this command after every dbt build "
                         "(make daily does)")
     return done
 
@@ -198,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except database_errors() as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: the lockdown could not be applied: {reason}", file=sys.stderr)
+        print(f"error: the lockdown could not be applied: {error_reason(exc)}", file=sys.stderr)
         return 1
     return 0
 

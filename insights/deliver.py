@@ -20,6 +20,10 @@ OLLAMA_TIMEOUT (seconds one answer may take, default 90), and for sending TWILIO
 TWILIO_FROM_NUMBER, RECIPIENT_PHONE_NUMBER (comma-separated). A missing Twilio
 variable stops the run before the model is called; --dry-run needs none of them.
 
+While the model thinks (minutes on a small CPU) or Twilio is waited on, a line
+"still waiting for <model> (Ns)" goes to stderr every HEARTBEAT_SECONDS
+(default 10), so a terminal or a CI log never looks hung.
+
 The last line says what happened to each recipient ("sent to 2 of 2
 recipients", "already sent to 2 of 2 recipients; nothing new was sent", ...).
 Exit status: 0 briefing stored and every recipient has it (sent now or by an
@@ -34,6 +38,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +53,7 @@ from insights.review import Review, settle
 from insights.settings import OllamaSettings, TwilioSettings
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors, error_reason
 
+HEARTBEAT_SECONDS = 10.0  # the longest a waiting run stays silent; HEARTBEAT_SECONDS in the environment overrides it
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
 FALLBACK_NOTICES = {
@@ -72,6 +78,43 @@ def _stage(name: str) -> Iterator[list[str]]:
     note: list[str] = []
     yield note
     _log(f"{'[' + name + ']':8}{time.perf_counter() - started:6.2f}s  {' '.join(note)}")
+
+
+def heartbeat_seconds() -> float:
+    """HEARTBEAT_SECONDS from the environment (tests make it short), else the default."""
+    raw = os.environ.get("HEARTBEAT_SECONDS", "").strip()
+    if not raw:
+        return HEARTBEAT_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigError(f"HEARTBEAT_SECONDS must be a positive number of seconds (got {raw!r})")
+    return seconds
+
+
+@contextmanager
+def _still_waiting(what: str, every: float) -> Iterator[None]:
+    """Say every `every` seconds that the run is still waiting for `what`, until the block ends.
+
+    The model's answer comes in one piece (non-streaming, so it can be validated whole) after up to
+    OLLAMA_TIMEOUT seconds per attempt; without this line a terminal looks hung for minutes.
+    """
+    done = threading.Event()
+    started = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every):
+            _log(f"still waiting for {what} ({time.perf_counter() - started:.0f}s)")
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def footer(failure: llm.Failure | None) -> str:
@@ -131,6 +174,7 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
     started = time.perf_counter()
     ollama = OllamaSettings.from_env()
     twilio = None if dry_run else TwilioSettings.from_env()  # fail fast, before paying for the model
+    every = heartbeat_seconds()
 
     with _stage("facts") as note:
         tz = facts_mod.org_timezone()
@@ -142,7 +186,8 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
         note.append(f"{len(day.facts)} facts for {report_date} from {target}")
 
     with _stage("model") as note:
-        outcome = llm.choose(day, ollama)
+        with _still_waiting(ollama.model, every):
+            outcome = llm.choose(day, ollama)
         if outcome.plan is not None:
             note.append(f"{ollama.model} answered: {_attempts_note(outcome)}")
         else:
@@ -194,8 +239,9 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             from insights import whatsapp
 
             assert twilio is not None
-            deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force,
-                                                summary_id=summary.summary_id)
+            with _still_waiting("Twilio", every):
+                deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force,
+                                                    summary_id=summary.summary_id)
             for d in deliveries:
                 error = f"error {d.error_code}: " if d.error_code else ""
                 explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""

@@ -5,9 +5,10 @@
 A mistake found by the daily job itself shows up a minute in, after the
 extraction, dbt and the model; most of them are a variable away from being
 caught at once. Each check makes the cheapest real call that proves the
-setting works (a Zoho token refresh and one read per scope the pipeline uses,
-the CRM user's time zone, a write in a transaction that is rolled back, Twilio's account resource, Ollama's
-model list) and prints one line: what was checked, the result, and the fix.
+setting works (a Zoho token refresh and one read per scope the pipeline uses:
+Leads, Deals, users, layouts, deal stages, currencies or else the org; the CRM
+user's time zone, a write in a transaction that is rolled back, Twilio's
+account resource, Ollama's model list) and prints one line: what was checked, the result, and the fix.
 
     ok    the setting works
     warn  the job runs, but not as you may expect (e.g. CRM_TIMEZONE differs from the org's,
@@ -31,7 +32,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Literal
+from functools import partial
+from typing import Any, Callable, Literal
 
 import requests
 
@@ -40,13 +42,17 @@ from warehouse import MARTS_SCHEMA, TARGETS, ConfigError, Target, connect, duckd
 Level = Literal["ok", "warn", "FAIL"]
 HTTP_TIMEOUT_SECONDS = 10.0
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-# What the pipeline reads, one cheap request per Zoho scope it needs (modules, users, settings, org).
-ZOHO_PROBES = (
-    ("Leads", {"fields": "id", "per_page": 1}),
-    ("Deals", {"fields": "id", "per_page": 1}),
-    ("users", {"type": "AllUsers", "per_page": 1}),
-    ("settings/layouts", {"module": "Deals"}),
+# What the pipeline reads, one cheap request per Zoho scope it needs: (path, params, the scope Zoho documents).
+# Stages and currencies need more than one request each; see `_zoho_probes`.
+ZOHO_PROBES: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("Leads", {"fields": "id", "per_page": 1}, "ZohoCRM.modules.leads.READ"),
+    ("Deals", {"fields": "id", "per_page": 1}, "ZohoCRM.modules.deals.READ"),
+    ("users", {"type": "AllUsers", "per_page": 1}, "ZohoCRM.users.READ"),
 )
+LAYOUTS_SCOPE = "ZohoCRM.settings.layouts.READ"
+PIPELINE_SCOPE = "ZohoCRM.settings.pipeline.READ"
+CURRENCIES_SCOPE = "ZohoCRM.settings.currencies.READ"
+ORG_SCOPE = "ZohoCRM.org.READ"
 
 
 @dataclass(frozen=True)
@@ -91,17 +97,12 @@ def check_timezone_and_zoho() -> list[Check]:
         return [zoho, *checks]
     checks.append(Check("Zoho token refresh", "ok", f"signed in as {me.get('full_name') or me.get('email') or '?'}"))
 
-    refused = []
-    for path, params in ZOHO_PROBES:
-        try:
-            client.get(path, params=params)
-        except Exception as exc:
-            refused.append(f"{path}: {_one_line(exc)}")
+    refused = _zoho_probes(client)
     if refused:
         checks.append(Check("Zoho scopes", "FAIL", "; ".join(refused),
                             "generate the refresh token with the scopes listed in the README (Connect your Zoho org)"))
     else:
-        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users and settings readable"))
+        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users, layouts, deal stages and currencies readable"))
 
     org_zone = me.get("time_zone")
     if configured is not None:
@@ -208,6 +209,41 @@ def check_twilio() -> list[Check]:
     else:
         checks.append(Check("Twilio credentials", "ok", "accepted by Twilio"))
     return checks
+
+
+def _zoho_probes(client: Any) -> list[str]:
+    """One read per scope the extractor uses, side by side; what Zoho refused, with the scope it needs.
+
+    Deal stages are read per layout (`settings/pipeline?layout_id=`), so that probe takes the first layout
+    from `settings/layouts`. An org with one currency answers `org/currencies` with CURRENCIES_NOT_ENABLED,
+    which Zoho sends only after the scope check passed; the extractor then reads `org`, so that is probed too.
+    """
+    from pipelines.zoho.settings import CURRENCIES_NOT_ENABLED
+
+    refused: list[str] = []
+
+    def read(path: str, scope: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        try:
+            return client.get(path, params=params) or {}
+        except Exception as exc:  # ZohoError carries Zoho's code and message; never a secret
+            if getattr(exc, "code", None) == CURRENCIES_NOT_ENABLED and path == "org/currencies":
+                read("org", ORG_SCOPE)  # one currency: the scope is granted; the extractor reads `org` instead
+            else:
+                refused.append(f"{path} ({scope}): {_one_line(exc)}")
+            return None
+
+    def stages() -> None:
+        layouts = read("settings/layouts", LAYOUTS_SCOPE, {"module": "Deals"})
+        first = ((layouts or {}).get("layouts") or [{}])[0].get("id")
+        if first:
+            read("settings/pipeline", PIPELINE_SCOPE, {"layout_id": first})
+
+    probes: list[Callable[[], Any]] = [partial(read, path, scope, params) for path, params, scope in ZOHO_PROBES]
+    probes += [stages, partial(read, "org/currencies", CURRENCIES_SCOPE)]
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        for future in [pool.submit(probe) for probe in probes]:
+            future.result()
+    return sorted(refused)  # the same order whatever answered first
 
 
 # --------------------------------------------------------------------------- running them

@@ -21,7 +21,7 @@ ANA = "+15550000001"
 
 @pytest.fixture(scope="module")
 def zoho() -> Iterator[SandboxServer]:
-    org = SandboxOrg(seed=3, leads=50, deals=20, timezone="Asia/Kolkata")
+    org = SandboxOrg(seed=3, leads=50, deals=20, timezone="Asia/Kolkata", currencies=["USD"])  # multi-currency off
     with SandboxServer(org, port=0) as server:
         yield server
 
@@ -40,12 +40,15 @@ def doctor(ws: Workspace, *args: str) -> Any:
     return ws.run("python", "-m", "insights.doctor", *args, check=False, timeout=120)
 
 
-def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any) -> None:
-    """GIVEN every setting right, and no Ollama running
+def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any, zoho: SandboxServer) -> None:
+    """GIVEN every setting right, an org with one currency, and no Ollama running
     WHEN the doctor runs
     THEN it exits 0 within seconds, with a line per check: Zoho, its scopes, the time zone, the warehouse,
-    the recipients, the sender and Twilio's credentials ok, and Ollama only a warning; nothing is created."""
+    the recipients, the sender and Twilio's credentials ok, and Ollama only a warning; nothing is created.
+    The scopes were read as the extractor reads them: the deal stages of a layout, and the org itself
+    once Zoho says currencies are not enabled."""
     ws, twilio = setup
+    zoho.reset_stats()
     started = time.perf_counter()
     result = doctor(ws)
     seconds = time.perf_counter() - started
@@ -60,6 +63,25 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any) -
     assert twilio.messages == []
     assert not ws.duckdb_path.exists()  # checking leaves no empty warehouse behind
     assert seconds < 30  # generous on a busy machine; the benchmark figure is in the README
+    read = zoho.stats()
+    for path in ("settings/layouts", "settings/pipeline", "org/currencies", "org"):
+        assert read.get(f"GET /crm/v8/{path}") == 1, read
+
+
+def test_a_refused_currencies_read_is_named_with_its_scope(setup: Any, zoho: SandboxServer) -> None:
+    """GIVEN Zoho refusing the org's currencies (the sandbox grants every scope, so the refusal is an
+    injected error on that one path)
+    WHEN the doctor runs
+    THEN the Zoho scopes line fails naming org/currencies and the scope it needs, and the doctor exits 2."""
+    ws, _ = setup
+    zoho.inject_faults(1, status=500, path_prefix="/crm/v8/org/currencies")
+
+    result = doctor(ws)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    [scopes] = [line for line in result.stdout.splitlines() if "Zoho scopes" in line]
+    assert scopes.startswith("FAIL") and "org/currencies (ZohoCRM.settings.currencies.READ)" in scopes, scopes
+    assert "settings/pipeline" not in scopes and "Leads" not in scopes
 
 
 MISTAKES = {

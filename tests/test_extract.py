@@ -274,6 +274,20 @@ def test_a_later_run_reads_only_what_changed_and_removes_deleted_records(destina
         assert not deleted & stored
 
 
+def test_a_mass_deletion_is_loaded_entry_for_entry(workspace: Workspace) -> None:
+    """GIVEN an org in which a clean-up deleted 1,500 leads (more rows than one INSERT into DuckDB carries)
+    WHEN the extract runs
+    THEN the deletion log is loaded entry for entry and the warehouse equals the org."""
+    org = small_org(leads=1800, deals=60)
+    with serving(org, workspace) as server:
+        CrmUser(server).delete("Leads", [r["id"] for r in org.records("Leads")[:1500]])
+        assert len(deletion_log(org)) > 1500
+
+        extract(workspace)
+
+        assert_warehouse_equals_org(workspace, "duckdb", org)
+
+
 def last_modified(org: SandboxOrg, module: str) -> dt.datetime:
     return max(dt.datetime.fromisoformat(r["Modified_Time"]) for r in org.records(module))
 

@@ -49,6 +49,10 @@ DUCKDB_CONFIG = {"memory_limit": "160MB", "preserve_insertion_order": False}
 # could pass the cap above: seen as "Out of Memory" on a 20,000-lead step. One at a time keeps a step's
 # memory bounded whatever the machine; PostgreSQL streams its inserts and gains from more.
 LOAD_WORKERS = {"duckdb": 1, "postgres": 20}
+# Rows per INSERT statement of an insert_values file (the deletion log, users, stages). DuckDB parses a
+# VALUES list of 12,000 deletions into about 300 MB, while 1,000 rows at a time take under 40 MB; dlt's
+# default only splits at 16 MB of SQL, so the peak grew with the org's deletion log.
+DUCKDB_ROWS_PER_INSERT = 1_000
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,8 @@ def make_pipeline(destination: Target) -> dlt.Pipeline:
         # DuckDB caches the blocks of the tables it merges into up to 80% of RAM by default, so
         # the process grew with the warehouse; a cap keeps a full load's memory flat.
         target = dlt.destinations.duckdb(
-            credentials={"database": str(path), "global_config": dict(DUCKDB_CONFIG)}
+            credentials={"database": str(path), "global_config": dict(DUCKDB_CONFIG)},
+            max_rows_per_insert=DUCKDB_ROWS_PER_INSERT,
         )
     elif destination == "postgres":
         target = dlt.destinations.postgres(credentials=dlt_postgres_credentials(postgres_url()))

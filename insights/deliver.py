@@ -27,9 +27,12 @@ While the model thinks (minutes on a small CPU) or Twilio is waited on, a line
 The last line says what happened to each recipient ("sent to 2 of 2
 recipients", "already sent to 2 of 2 recipients; nothing new was sent", ...).
 Exit status: 0 briefing stored and every recipient has it (sent now or by an
-earlier run), or a dry run; 1 a recipient's send failed or is unknown, or
-another delivery is running on the same DuckDB file; 2 configuration
-(including credentials Twilio refuses) or warehouse problem.
+earlier run), or a dry run; 1 the run failed: a recipient's send failed or is
+unknown, another delivery is running on the same DuckDB file, or the warehouse
+failed mid-run (a refused or dropped connection, a lock held by another
+writer); 2 configuration: a setting is missing or wrong, including credentials
+Twilio or the warehouse refuse, an unknown host or database, a DuckDB file that
+cannot be opened, or marts that were never built.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 import threading
 import time
@@ -53,6 +57,15 @@ from insights.review import Review, settle
 from insights.settings import OllamaSettings, TwilioSettings
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors, error_reason
 
+# How libpq and DuckDB word a failure that only a setting fixes (psycopg2 gives connection failures no
+# SQLSTATE, so the words are all there is); with SQLSTATE classes 28 (authorization) and 3D (no such
+# database) and 42501 (no privilege). Anything else a driver raises (a refused or dropped connection, a
+# timeout, a file lock) fails this run without saying a setting is wrong.
+SETTING_PROBLEMS = re.compile(
+    r'password authentication failed|(database|role) "[^"]*" does not exist|could not translate host name'
+    r"|no pg_hba\.conf entry|invalid dsn|sslmode|does not support ssl|tenant or user not found|cannot open file",
+    re.IGNORECASE,
+)
 HEARTBEAT_SECONDS = 10.0  # the longest a waiting run stays silent; HEARTBEAT_SECONDS in the environment overrides it
 MODEL_FOOTER = "Figures computed from the CRM; picked and annotated by the AI assistant."
 # What the reader is told when the standard summary replaces the model's (no digits: the audit checks the footer too).
@@ -115,6 +128,14 @@ def _still_waiting(what: str, every: float) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
+
+
+def is_setting_problem(exc: BaseException) -> bool:
+    """Whether a driver error means a setting is wrong (exit 2) rather than a run that failed (exit 1)."""
+    code = getattr(exc, "pgcode", None) or ""
+    if code[:2] in ("28", "3D") or code == "42501":
+        return True
+    return SETTING_PROBLEMS.search(error_reason(exc)) is not None
 
 
 def footer(failure: llm.Failure | None) -> str:
@@ -281,10 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except database_errors() as exc:
-        print(f"error: the {args.target} warehouse could not be read or written: {error_reason(exc)}",
-              file=sys.stderr)
-        print("hint: check DUCKDB_PATH / DATABASE_URL; a DuckDB file takes one writer at a time", file=sys.stderr)
-        return 2
+        setting = "DUCKDB_PATH" if args.target == "duckdb" else "DATABASE_URL"
+        if is_setting_problem(exc):
+            print(f"error: a setting of the {args.target} warehouse is wrong: {error_reason(exc)}", file=sys.stderr)
+            print(f"hint: check {setting} (make check names what is wrong)", file=sys.stderr)
+            return 2
+        print(f"error: the {args.target} warehouse failed: {error_reason(exc)}", file=sys.stderr)
+        cause = "that no other process holds the file" if args.target == "duckdb" else "that the server is up"
+        print(f"hint: run it again (a briefing already sent is not sent twice); if it keeps failing, check {setting} "
+              f"and {cause}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Progress a person can see: a delivery waiting on a slow model says so, instead of going silent for minutes.
+"""The delivery command as a person sees it: progress while it waits, and an exit status that says what to do.
 
 The delivery runs as `python -m insights.deliver` in its own process, against a
-private copy of the built warehouse and the Ollama emulator over HTTP, made slow
-the way a small model on a laptop CPU is slow. HEARTBEAT_SECONDS is set to one
-second so the story takes seconds; the default is ten.
+private copy of the built warehouse (or a real PostgreSQL server) and the Ollama
+emulator over HTTP, made slow the way a small model on a laptop CPU is slow.
+HEARTBEAT_SECONDS is set to one second so the story takes seconds; the default is ten.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.ollama_emulator import DEFAULT_MODEL, OllamaEmulator, Reply
+from tests.support.workspace import Workspace
 from warehouse import connect
 
 
@@ -62,3 +63,27 @@ def test_a_malformed_heartbeat_setting_is_named(slow_model: Any) -> None:
     assert result.returncode == 2, result.stderr
     assert "HEARTBEAT_SECONDS" in result.stderr.strip().splitlines()[-1]
     assert ollama.chats == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("where, status, says", [
+    ("a database that does not exist", 2, "check DATABASE_URL"),
+    ("a server that refuses the connection", 1, "run it again"),
+])
+def test_a_wrong_setting_exits_2_and_a_failing_server_exits_1(workspace: Workspace, postgres_server: str, where: str,
+                                                              status: int, says: str) -> None:
+    """GIVEN DATABASE_URL naming a database the server does not have, or a port where no server answers
+    (a server that is down or restarting, as a dropped connection looks to a run)
+    WHEN the delivery runs
+    THEN the first exits 2, a setting to fix; the second exits 1, a run that failed and may be run again."""
+    url = (postgres_server.rsplit("/", 1)[0] + "/no_such_database" if "does not exist" in where
+           else "postgresql://postgres:unused@127.0.0.1:9/postgres")
+    workspace.env.update(DATABASE_URL=url, OLLAMA_BASE_URL="http://127.0.0.1:9")
+
+    result = workspace.run("python", "-m", "insights.deliver", "--target", "postgres", "--dry-run", check=False,
+                           timeout=60)
+
+    assert result.returncode == status, result.stderr
+    error, hint = result.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: ") and "Traceback" not in result.stderr
+    assert hint.startswith("hint: ") and says in hint

@@ -89,8 +89,10 @@ def test_two_deliveries_started_together_send_one_message_per_recipient_on_postg
     for message in twilio.messages:
         key = (message["to"], message["body"].splitlines()[0])
         per_recipient_and_day[key] = per_recipient_and_day.get(key, 0) + 1
+    duplicates = sum(count - 1 for count in per_recipient_and_day.values())
+    print(f"{PAIRS} pairs, {len(twilio.messages)} messages for {2 * PAIRS} due, {duplicates} duplicates")  # the README's figure
     assert len(twilio.messages) == 2 * PAIRS
-    assert set(per_recipient_and_day.values()) == {1}
+    assert duplicates == 0 and len(per_recipient_and_day) == 2 * PAIRS
 
 
 def test_on_duckdb_the_second_delivery_says_another_one_is_running(deliveries: Any) -> None:

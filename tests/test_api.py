@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
@@ -34,6 +36,7 @@ BOTH_TARGETS = pytest.mark.parametrize("target", ["duckdb", pytest.param("postgr
 @dataclass
 class RunningApi:
     url: str
+    log: list[str] = field(default_factory=list)  # what the server printed until it was listening
 
     def get(self, path: str, token: str | None = TOKEN) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -41,14 +44,14 @@ class RunningApi:
 
 
 @contextmanager
-def serve(env: dict[str, str], target: Target, token: str | None = TOKEN) -> Iterator[RunningApi]:
-    """`python -m insights.api --target <target> --port 0`, until the block ends."""
+def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT) -> Iterator[RunningApi]:
+    """`python -m insights.api --target <target> --port 0` in the project folder `cwd`, until the block ends."""
     env = {k: v for k, v in env.items() if k != "API_TOKEN"}
     if token:
         env["API_TOKEN"] = token
     process = subprocess.Popen(
         [sys.executable, "-m", "insights.api", "--target", target, "--port", "0"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
@@ -65,7 +68,7 @@ def serve(env: dict[str, str], target: Target, token: str | None = TOKEN) -> Ite
                 break
             if process.poll() is not None:
                 raise AssertionError("the API exited:\n" + "".join(seen))
-        yield RunningApi(started.group(1))
+        yield RunningApi(started.group(1), seen)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -314,3 +317,27 @@ def test_health_is_503_when_the_warehouse_is_unreachable(workspace: Any, target:
     for private in ("no-such-dir", "127.0.0.1", str(PROJECT_ROOT), "PID", "cause"):
         assert private not in health.text
     assert "cause" in authenticated.json()
+
+
+def test_after_make_demo_the_api_serves_the_demo_warehouse(warehouse_env: dict[str, str], tmp_path: Path) -> None:
+    """GIVEN a project folder where `make demo` left demo.duckdb, no warehouse.duckdb, and DUCKDB_PATH unset
+    WHEN the user starts the API as `make api` does
+    THEN it says it serves the demo warehouse, and the metrics come from that file."""
+    project = tmp_path / "project"  # the project's code, so its folder is the one the API looks in
+    for package in ("insights", "warehouse"):
+        shutil.copytree(PROJECT_ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+    demo = project / "demo.duckdb"
+    shutil.copy(warehouse_env["DUCKDB_PATH"], demo)
+    import duckdb
+
+    with duckdb.connect(str(demo)) as conn:  # a day only this file has, to tell it from any other warehouse
+        conn.execute("insert into analytics.kpi_daily (kpi_date, metric, value, unit) values ('2099-01-01', 'deals_won', 7, 'count')")
+    env = {k: v for k, v in warehouse_env.items() if k != "DUCKDB_PATH"}
+
+    with serve(env, "duckdb", cwd=project) as api:
+        metrics = api.get("/api/metrics?date=2099-01-01")
+
+    assert any("serving the demo warehouse demo.duckdb" in line for line in api.log), api.log
+    assert metrics.status_code == 200, metrics.text
+    assert metrics.json()["metrics"] == {"deals_won": {"value": 7, "unit": "count"}}
+    assert not (project / "warehouse.duckdb").exists()

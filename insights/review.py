@@ -10,9 +10,12 @@ plan becomes a message it is settled here:
   and the rest of the answer kept, when it is empty, too long or not plain words,
   states a quantity (a figure, a number word such as "one" or "doubled", a
   numeral) or carries a link, is unfinished ("Deal won by owner:"), is generic
-  ("Worth a look today"), only repeats its fact or step, talks about another
-  fact's subject ("The top seller is the largest stage" under the stage fact), or
-  is the same remark the model put on several facts.
+  ("Worth a look today"), only repeats its fact or step, shares no word with its
+  fact or step ("Sellable, but the winner is not available to share" under the
+  stale deals), states a direction the fact contradicts ("The lead trend is up"
+  when leads fell), talks about another fact's subject ("The top seller is the
+  largest stage" under the stage fact), or is the same remark the model put on
+  several facts.
 
 Each dropped comment is recorded with its reason, so `ai_summaries` and
 `make eval` can tell how much the model's words were worth.
@@ -24,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from insights.facts import DayFacts, Fact
+from insights.facts import DayFacts, Fact, half_up
 from insights.policy import ACTIONS, attention_ids, needs_attention
 from insights.prompt import COMMENT_MAX, MAX_ACTIONS, Pick, Plan, Step, comment_pattern
 from insights.text import plain_text, quantity_problem
@@ -62,6 +65,75 @@ _DANGLING = frozenset(
     "is are was were be been being has have had do does did will would should could can may might must "
     "my our your their its his her whose which who whom that if because while when where".split()
 )
+
+
+# Words that claim a direction. "up" and "down" also end phrasal verbs ("follow up", "narrow down"), which
+# claim nothing, so those two count only when the word before them is not such a verb.
+_RISING = frozenset(
+    "up rising rise rises rose risen growing grow grows grew grown increase increases increased increasing higher "
+    "climbing climb climbs climbed gaining gain gains gained jump jumps jumped surge surges surged upward upwards "
+    "improving improve improves improved".split()
+)
+_FALLING = frozenset(
+    "down falling fall falls fell fallen shrinking shrink shrinks shrank shrunk decrease decreases decreased "
+    "decreasing lower declining decline declines declined dropping dropped dip dips dipped slipping slipped "
+    "sliding slid downward downwards worsening worsened".split()
+)
+_PHRASAL = frozenset(
+    "follow following followed clean cleaning pick set catch wrap back step sign line look pin track write "
+    "narrow break close shut sit wind settle speed free open check sum call".split()
+)
+
+
+def _directions(text: str) -> list[tuple[str, int]]:
+    """The words of `text` that claim a direction, in order, each with its sign (1 a rise, -1 a fall)."""
+    words = _WORD.findall(text.lower())
+    found = []
+    for i, word in enumerate(words):
+        if word in ("up", "down") and i and words[i - 1] in _PHRASAL:
+            continue
+        if word in _RISING or word in _FALLING:
+            found.append((word, 1 if word in _RISING else -1))
+    return found
+
+
+def _fact_direction(fact: Fact) -> int | None:
+    """Which way the fact says its subject moved against an earlier period: 1, -1, 0 (unchanged), or None
+    for a fact that compares with nothing. Read from the values the fact's sentence was written from."""
+    values = fact.values
+    if values.get("change") is not None:  # the pipeline's moves, "unchanged" when they round to nothing
+        rounded = half_up(values["change"])
+        return (rounded > 0) - (rounded < 0)
+    if values.get("change_pct") is not None:  # the lead trend, which says "up" from 0% on
+        return 1 if values["change_pct"] >= 0 else -1
+    if values.get("previous_7d_daily_average") is not None:  # new leads against the week's daily average
+        delta = values.get("count", 0) - values["previous_7d_daily_average"]
+        return (delta > 0) - (delta < 0)
+    if values.get("win_rate") is not None and values.get("win_rate_30d") is not None:  # the day against 30 days
+        delta = values["win_rate"] - values["win_rate_30d"]
+        return (delta > 0) - (delta < 0)
+    return None
+
+
+def _contradiction(comment: str, fact: Fact) -> str | None:
+    """The first word of `comment` claiming a direction that the fact's own movement contradicts, or None.
+    A fact that compares with nothing contradicts nothing; one that did not move contradicts every direction."""
+    direction = _fact_direction(fact)
+    if direction is None:
+        return None
+    return next((word for word, sign in _directions(comment) if sign != direction), None)
+
+
+def _related(a: str, b: str) -> bool:
+    """Two content words about the same thing: equal, one the other's stem ("update", "updated", "close",
+    "closing"), or sharing a stem of five letters ("converted", "conversion")."""
+    a, b = a.removesuffix("e"), b.removesuffix("e")
+    short, long = sorted((a, b), key=len)
+    if short == long:
+        return True
+    if len(short) < 4:
+        return False
+    return long.startswith(short) or (len(short) >= 5 and long[:5] == short[:5])
 
 
 def _words(text: str) -> set[str]:
@@ -105,6 +177,14 @@ def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMEN
     own = _words(said)
     if content <= own | _GENERIC_STEMS:
         return "repeats the fact" if action is None else "repeats the step"
+    # A remark about its fact names what the fact is about: at least one word of substance in common.
+    topical = {w for w in content - _GENERIC_STEMS if len(w) > 1}
+    if not any(_related(w, o) for w in topical for o in own - _GENERIC_STEMS if len(o) > 1):
+        return "not about its fact" if action is None else "not about its fact or step"
+    wrong = _contradiction(shown, fact)
+    if wrong:
+        moved = {1: "rose", -1: "fell", 0: "did not move"}[_fact_direction(fact) or 0]
+        return f"says '{wrong}' but {_subject(fact)} {moved}"
     text = f" {' '.join(_WORD.findall(shown.lower()))} "
     own_text = f" {' '.join(_WORD.findall((fact.title + ' ' + fact.prompt_text()).lower()))} "
     for other in day.facts:

@@ -38,10 +38,19 @@ from tests.twilio_emulator import TwilioEmulator
 REPORT_DATE = "2026-11-20"  # the sandbox org's "today"
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*%?[KMB]?")
-REMARK = "Worth raising in the standup"
-# Remarks a useful model would write, a different one on each fact (the same remark everywhere is dropped).
-REMARKS = (REMARK, "Owners should hear about this early", "Ask the reps what is behind it", "Check the forecast before friday",
-           "Pair the newer reps with seniors on these", "Make it the first topic on monday")
+# Remarks a useful model would write, a different one on each fact (the same remark everywhere is dropped),
+# each naming its fact's subject (a remark that shares no word with its fact is dropped).
+REMARKS = ("Raise the {topic} in the standup", "Owners should hear about the {topic} early",
+           "Ask the reps what is behind the {topic}", "Check the forecast against the {topic} before friday",
+           "Pair the newer reps with seniors on the {topic}", "Make the {topic} the first item on monday")
+# How a fact's sentence names its subject, where the fact's id does not.
+TOPICS = {"top_deal_won": "biggest win", "top_deal_lost": "biggest loss"}
+
+
+def remark(fact_id: str, n: int = 0) -> str:
+    """The `n`-th remark, about the subject of `fact_id` ("pipeline_change_1d" -> "pipeline change")."""
+    topic = TOPICS.get(fact_id, re.sub(r"_\d+d$", "", fact_id).replace("_", " "))
+    return REMARKS[n % len(REMARKS)].format(topic=topic)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -96,17 +105,18 @@ def printed_message(stdout: str) -> str:
 
 def answer(headline: str, highlights: tuple[str, ...] = (), risks: tuple[str, ...] = (),
            actions: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """A model answer choosing these fact ids, with a different remark on each (REMARK on the headline)."""
-    remarks = iter(REMARKS * 3)
+    """A model answer choosing these fact ids, with a different remark on each: `remark(fact_id, n)` on the
+    n-th pick (the headline is the 0th)."""
+    order = iter(range(100))
 
     def pick(fact_id: str) -> dict[str, str]:
-        return {"fact_id": fact_id, "comment": next(remarks)}
+        return {"fact_id": fact_id, "comment": remark(fact_id, next(order))}
 
     return {
         "headline": pick(headline),
         "highlights": [pick(f) for f in highlights],
         "risks": [pick(f) for f in risks],
-        "actions": [{"fact_id": f, "action": a, "comment": next(remarks)} for f, a in actions],
+        "actions": [{"fact_id": f, "action": a, "comment": remark(f, next(order))} for f, a in actions],
     }
 
 
@@ -146,7 +156,7 @@ def test_a_valid_answer_becomes_a_message_whose_numbers_are_the_marts(briefing: 
     [row] = briefing.summaries(target)
     assert row["used_fallback"] is False and row["fallback_reason"] is None
     assert row["message"] == message
-    assert REMARK in message and "picked and annotated by the AI assistant" in message
+    assert remark("open_pipeline") in message and "picked and annotated by the AI assistant" in message
     facts = json.loads(row["facts_json"])["facts"]
     allowed = {n for f in facts for n in NUMBER.findall(f["prompt_text"])} | {"20", "2026"}
     names = briefing.query(target, "select deal_name as name from analytics.deals union select owner_name from analytics.deals")
@@ -212,7 +222,7 @@ def test_an_unusable_model_leads_to_the_standard_briefing_with_the_reason_stored
     assert "Traceback" not in result.stderr
     message = printed_message(result.stdout)
     assert row["message"] == message and message.startswith("*Sales briefing")
-    assert "_Standard summary (" in message and REMARK not in message
+    assert "_Standard summary (" in message and remark("open_pipeline") not in message
     assert "at risk" not in message and "\u00bd" not in message and "1\u20442" not in message
     assert len(briefing.ollama.chats) == chats
     if chats == 2:  # the retry told the model what was wrong with its first answer
@@ -350,7 +360,7 @@ def test_an_over_long_comment_that_ollama_lets_through_costs_only_that_comment(b
     assert review["comments_dropped"] == [{"fact_id": "open_pipeline", "comment": long_comment,
                                            "reason": "not 80 characters of plain words"}]
     message = printed_message(result.stdout)
-    assert long_comment[:40] not in message and REMARKS[1] in message
+    assert long_comment[:40] not in message and remark("deals_won", 1) in message
     assert message.split("\n")[2].startswith("*Open pipeline is ")
 
 
@@ -413,9 +423,40 @@ def test_a_comment_with_a_number_word_is_dropped_and_the_answer_used(briefing: B
     [row] = briefing.summaries("duckdb")
     assert row["used_fallback"] is False, row["fallback_reason"]
     message = printed_message(result.stdout)
-    assert "big ones" not in message and REMARKS[1] in message and "picked and annotated by the AI assistant" in message
+    assert "big ones" not in message and remark("open_pipeline", 1) in message
+    assert "picked and annotated by the AI assistant" in message
     [dropped] = json.loads(row["review_json"])["comments_dropped"]
     assert dropped["fact_id"] == "deals_won" and dropped["reason"] == "it states a quantity ('one')"
+
+
+def test_an_off_topic_comment_or_a_wrong_direction_costs_only_that_comment(briefing: Briefing) -> None:
+    """GIVEN a day whose lead trend is up, and a model answer whose headline comment shares no word with its fact
+    ("Sellable, but the winner is not available to share") and whose lead-trend comment says leads are shrinking
+    WHEN the briefing is built
+    THEN both comments are dropped with their reasons, and the model's answer is used on the first try, with
+    its other comment and the lead trend as the marts state it."""
+    reply = answer("open_pipeline", ("lead_trend_7d", "new_leads"))
+    reply["headline"]["comment"] = "Sellable, but the winner is not available to share"
+    reply["highlights"][0]["comment"] = "Leads are shrinking, ask marketing why"
+    briefing.ollama.queue(Reply.json(reply))
+
+    result = briefing.deliver("duckdb")
+
+    assert len(briefing.ollama.chats) == 1, "a dropped comment never costs a retry"
+    [row] = briefing.summaries("duckdb")
+    assert row["used_fallback"] is False, row["fallback_reason"]
+    facts = {f["id"]: f for f in json.loads(row["facts_json"])["facts"]}
+    assert facts["lead_trend_7d"]["values"]["change_pct"] > 0, "the sandbox day's lead trend is up"
+    assert json.loads(row["review_json"])["comments_dropped"] == [
+        {"fact_id": "open_pipeline", "comment": "Sellable, but the winner is not available to share",
+         "reason": "not about its fact"},
+        {"fact_id": "lead_trend_7d", "comment": "Leads are shrinking, ask marketing why",
+         "reason": "says 'shrinking' but lead trend rose"},
+    ]
+    message = printed_message(result.stdout)
+    assert "winner" not in message and "shrinking" not in message
+    assert remark("new_leads", 2) in message and facts["lead_trend_7d"]["prompt_text"] in message
+    assert "picked and annotated by the AI assistant" in message
 
 
 @pytest.mark.parametrize("url", ["http://localhost:abc", "http://[::1"])
@@ -643,14 +684,14 @@ def test_a_comment_that_states_a_quantity_in_disguise_is_dropped_and_never_sent(
     WHEN the answer is settled and composed, and when a message with that comment reaches the audit anyway
     THEN the comment is dropped with its reason while the rest of the answer is kept, and the audit would
     refuse a message that still carried it."""
-    outcome = llm.Outcome(prompt=None, plan=Plan(Pick("deals_won", comment), (Pick("new_leads", "Steady inflow for the reps"),)))
+    outcome = llm.Outcome(prompt=None, plan=Plan(Pick("deals_won", comment), (Pick("new_leads", "Steady inflow of leads for the reps"),)))
 
     checked = checked_message(DAY, outcome, NAMES)
 
     assert checked.failure is None and checked.verdict.ok
     assert checked.review is not None and [d.comment for d in checked.review.dropped] == [comment]
     assert comment not in checked.message.text and sanitize_comment(comment) not in checked.message.text
-    assert "Steady inflow for the reps" in checked.message.text
+    assert "Steady inflow of leads for the reps" in checked.message.text
     smuggled = Message(checked.message.text, checked.message.masked, (*checked.message.comments, sanitize_comment(comment)))
     assert not audit(smuggled, DAY).ok
 
@@ -660,11 +701,14 @@ def test_a_comment_that_states_a_quantity_in_disguise_is_dropped_and_never_sent(
     ("Worth a look today", "generic"),
     ("Good news", "generic"),
     ("Deals won this month", "repeats the fact"),
-    ("The top seller is the largest stage", "about another fact (Largest stage)"),
-    ("Ask the reps what closed these so others can copy it", None),
+    ("The won deals sat in the largest stage", "about another fact (Largest stage)"),
+    ("Ask the reps how these deals closed so others can copy it", None),
+    ("Sellable, but the winner is not available to share", "not about its fact"),
+    ("A quiet stage for the top seller", "not about its fact"),
 ])
 def test_comments_that_add_nothing_are_dropped(comment: str, reason: str | None) -> None:
-    """GIVEN comments that are empty, generic, only repeat their fact, or talk about another fact's subject
+    """GIVEN comments that are empty, generic, only repeat their fact, share no word with it, or talk about
+    another fact's subject
     WHEN a plan with them is settled
     THEN each such comment is dropped with that reason, and a comment that adds something is kept."""
     stage = Fact("largest_stage", "Largest stage", "info", 40, "The stage {stage} holds the most open pipeline: 1.2M.",
@@ -675,6 +719,37 @@ def test_comments_that_add_nothing_are_dropped(comment: str, reason: str | None)
 
     assert [d.reason for d in review.dropped] == ([reason] if reason else [])
     assert review.plan.headline.comment == ("" if reason else comment)
+
+
+# Facts that moved against an earlier period: the pipeline fell, new leads beat the week's average, and
+# the week's pipeline did not move as the message shows it (a change that rounds to nothing).
+FELL = Fact("pipeline_change_1d", "Pipeline change (day)", "warn", 80,
+            "Open pipeline is down 412K (-9.1%) since the day before (from 4.51M).", {"change": -412_000.0})
+ABOVE = Fact("new_leads", "New leads", "good", 60, "12 new leads came in (the 7 days before averaged 10.4 a day).",
+             {"count": 12, "previous_7d_daily_average": 10.4})
+FLAT = Fact("pipeline_change_7d", "Pipeline change (week)", "info", 40,
+            "Open pipeline is unchanged over the last 7 days (4.51M).", {"change": 0.2})
+
+
+@pytest.mark.parametrize("fact, comment, reason", [
+    (FELL, "The pipeline keeps growing, nothing to chase", "says 'growing' but pipeline change fell"),
+    (FELL, "The pipeline is shrinking, chase the owners", None),
+    (FELL, "Clean up the pipeline before the review", None),
+    (ABOVE, "Leads are slipping, ask marketing why", "says 'slipping' but new leads rose"),
+    (ABOVE, "Follow up on the new leads while they are warm", None),
+    (FLAT, "The pipeline is rising again", "says 'rising' but pipeline change did not move"),
+])
+def test_a_comment_whose_direction_its_fact_contradicts_is_dropped(fact: Fact, comment: str, reason: str | None) -> None:
+    """GIVEN a fact that moved one way (or did not move) and a comment that claims a direction
+    WHEN a plan with that comment is settled
+    THEN a direction the fact contradicts drops the comment with that reason, an agreeing one is kept, and
+    "clean up" or "follow up" (verbs, not directions) claim nothing; the pick itself always stays."""
+    day = DayFacts(DAY.report_date, (*DAY.facts, FELL, FLAT) if fact is not ABOVE else (ABOVE, FELL))
+
+    review = settle(Plan(Pick(fact.id, comment)), day)
+
+    assert [d.reason for d in review.dropped] == ([reason] if reason else [])
+    assert review.plan.headline == Pick(fact.id, "" if reason else comment)
 
 
 def test_an_action_must_fit_its_fact() -> None:

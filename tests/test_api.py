@@ -1,6 +1,6 @@
 """The metrics API: `python -m insights.api` serves the marts' numbers over HTTP, behind a token.
 
-Each test starts the server as a user would, in its own process on a free
+Each test starts the server as a user would (`tests.support.api.serve`), in its own process on a free
 port, over a private copy of the warehouse built from the sandbox CRM, and
 compares what it answers with SQL run directly on the warehouse.
 """
@@ -8,17 +8,11 @@ compares what it answers with SQL run directly on the warehouse.
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import re
 import shutil
-import subprocess
-import sys
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -27,51 +21,10 @@ import pytest
 from insights import store
 from insights.api import RELOAD_INTERVAL_SECONDS
 from insights.ledger import DeliveryLedger
+from tests.support.api import TOKEN, serve
 from warehouse import PROJECT_ROOT, Target, connect
 
-TOKEN = "test-api-token-4b1d"
 BOTH_TARGETS = pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-
-
-@dataclass
-class RunningApi:
-    url: str
-    log: list[str] = field(default_factory=list)  # what the server printed until it was listening
-
-    def get(self, path: str, token: str | None = TOKEN) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.get(self.url + path, headers=headers, timeout=30)
-
-
-@contextmanager
-def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT) -> Iterator[RunningApi]:
-    """`python -m insights.api --target <target> --port 0` in the project folder `cwd`, until the block ends."""
-    env = {k: v for k, v in env.items() if k != "API_TOKEN"}
-    if token:
-        env["API_TOKEN"] = token
-    process = subprocess.Popen(
-        [sys.executable, "-m", "insights.api", "--target", target, "--port", "0"],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
-    seen: list[str] = []
-    try:
-        while True:
-            try:
-                line = lines.get(timeout=30)
-            except queue.Empty:
-                raise AssertionError("the API did not start:\n" + "".join(seen)) from None
-            seen.append(line)
-            started = re.search(r"Uvicorn running on (http://\S+)", line)
-            if started:
-                break
-            if process.poll() is not None:
-                raise AssertionError("the API exited:\n" + "".join(seen))
-        yield RunningApi(started.group(1), seen)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

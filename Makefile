@@ -41,12 +41,17 @@ daily: install profiles.yml  ## check, extract, dbt build and deliver for your o
 api: install  ## serve the metrics API on http://127.0.0.1:8000 (the demo's warehouse if it is the only one)
 	$(BIN)/python -m insights.api --target $(TARGET)
 
-bench: install  ## print the load, soak, end-to-end and dbt-at-scale benchmark figures
+# benchmarks.silence runs `make demo` and times its silences, so it rebuilds demo.duckdb as the demo does.
+bench: install  ## print the load, soak, end-to-end, dbt-at-scale, API, doctor and demo-silence figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.soak
 	$(BIN)/python -m benchmarks.daily
 	$(BIN)/python -m benchmarks.dbt_scale --targets duckdb
+	$(BIN)/python -m benchmarks.api
+	$(BIN)/python -m benchmarks.api_under_load
+	$(BIN)/python -m benchmarks.doctor
+	$(BIN)/python -m benchmarks.silence
 
 # llama-cpp-python compiles llama.cpp (about ten minutes on two cores), so it is built once into a local
 # wheel and kept out of `make install`. GGML_NATIVE=OFF: a portable AVX2 build; a native build may use CPU

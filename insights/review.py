@@ -104,8 +104,9 @@ def _fact_direction(fact: Fact) -> int | None:
     if values.get("change") is not None:  # the pipeline's moves, "unchanged" when they round to nothing
         rounded = half_up(values["change"])
         return (rounded > 0) - (rounded < 0)
-    if values.get("change_pct") is not None:  # the lead trend, which says "up" from 0% on
-        return 1 if values["change_pct"] >= 0 else -1
+    if values.get("change_pct") is not None:  # the lead trend, in whole percent: "up 0%" is no move
+        rounded = half_up(values["change_pct"])
+        return (rounded > 0) - (rounded < 0)
     if values.get("previous_7d_daily_average") is not None:  # new leads against the week's daily average
         delta = values.get("count", 0) - values["previous_7d_daily_average"]
         return (delta > 0) - (delta < 0)

@@ -722,13 +722,15 @@ def test_comments_that_add_nothing_are_dropped(comment: str, reason: str | None)
 
 
 # Facts that moved against an earlier period: the pipeline fell, new leads beat the week's average, and
-# the week's pipeline did not move as the message shows it (a change that rounds to nothing).
+# the week's pipeline and the lead trend did not move as the message shows them (changes that round to nothing).
 FELL = Fact("pipeline_change_1d", "Pipeline change (day)", "warn", 80,
             "Open pipeline is down 412K (-9.1%) since the day before (from 4.51M).", {"change": -412_000.0})
 ABOVE = Fact("new_leads", "New leads", "good", 60, "12 new leads came in (the 7 days before averaged 10.4 a day).",
              {"count": 12, "previous_7d_daily_average": 10.4})
 FLAT = Fact("pipeline_change_7d", "Pipeline change (week)", "info", 40,
             "Open pipeline is unchanged over the last 7 days (4.51M).", {"change": 0.2})
+LEVEL = Fact("lead_trend_7d", "Lead trend", "info", 40, "255 leads in the last 7 days, up 0% on the 7 days before (255).",
+             {"change_pct": 0.0})
 
 
 @pytest.mark.parametrize("fact, comment, reason", [
@@ -738,13 +740,14 @@ FLAT = Fact("pipeline_change_7d", "Pipeline change (week)", "info", 40,
     (ABOVE, "Leads are slipping, ask marketing why", "says 'slipping' but new leads rose"),
     (ABOVE, "Follow up on the new leads while they are warm", None),
     (FLAT, "The pipeline is rising again", "says 'rising' but pipeline change did not move"),
+    (LEVEL, "The lead trend is up, with a second in line", "says 'up' but lead trend did not move"),
 ])
 def test_a_comment_whose_direction_its_fact_contradicts_is_dropped(fact: Fact, comment: str, reason: str | None) -> None:
     """GIVEN a fact that moved one way (or did not move) and a comment that claims a direction
     WHEN a plan with that comment is settled
     THEN a direction the fact contradicts drops the comment with that reason, an agreeing one is kept, and
     "clean up" or "follow up" (verbs, not directions) claim nothing; the pick itself always stays."""
-    day = DayFacts(DAY.report_date, (*DAY.facts, FELL, FLAT) if fact is not ABOVE else (ABOVE, FELL))
+    day = DayFacts(DAY.report_date, (*DAY.facts, FELL, FLAT, LEVEL) if fact is not ABOVE else (ABOVE, FELL))
 
     review = settle(Plan(Pick(fact.id, comment)), day)
 

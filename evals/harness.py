@@ -114,6 +114,11 @@ def _line(d: Day) -> str:
             f"  {d.comments_kept:>2} kept {d.comments_dropped:>2} dropped  {len(d.unfaithful_numbers)}")
 
 
+def _shown(value: Any) -> str:
+    """A total as the comparison prints it: shares and seconds to four digits, so columns stay apart."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def totals(days: list[Day]) -> dict[str, Any]:
     seconds = [d.seconds for d in days]
     due = sum(d.attention_due for d in days)
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsaved {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}")
     if args.compare:
         old = json.loads(args.compare.read_text())["totals"]
-        print(f"\n{'':<28}{'before':>12}{'now':>12}")
+        print(f"\n{'':<28}{'before':>12} {'now':>12}")
         for key, value in summary.items():
-            print(f"{key:<28}{str(old.get(key)):>12}{str(value):>12}")
+            print(f"{key:<28}{_shown(old.get(key)):>12} {_shown(value):>12}")
     return 0

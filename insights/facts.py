@@ -518,6 +518,14 @@ def _pipeline_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
         )
 
 
+def _lead_trend_words(change_pct: float) -> str:
+    """'up 12% on', 'down 3% on', or 'level with' when the change rounds to no whole percent: "up 0%" read
+    as a rise in the message, and a model comment echoed it."""
+    if half_up(abs(change_pct)) == 0:
+        return "level with"
+    return f"{'up' if change_pct > 0 else 'down'} {fmt_pct(abs(change_pct))} on"
+
+
 def _lead_facts(k: _Kpis) -> Iterator[Fact]:
     leads = k.count("leads_created")
     avg7 = k.total("leads_created", k.ago(7), k.ago(1)) / 7
@@ -532,8 +540,8 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
         change = (week - prev_week) / prev_week * 100
         yield Fact(
             "lead_trend_7d", "Lead trend", "warn" if change <= -20 else "info", 40 + min(30, int(abs(change) / 2)),
-            f"{count_of(week, 'lead')} in the last 7 days, {'up' if change >= 0 else 'down'} "
-            f"{fmt_pct(abs(change))} on the 7 days before ({fmt_count(prev_week)}).",
+            f"{count_of(week, 'lead')} in the last 7 days, {_lead_trend_words(change)} the 7 days before "
+            f"({fmt_count(prev_week)}).",
             {"count_7d": week, "previous_7d": prev_week, "change_pct": change},
         )
     converted, converted_30d = k.count("leads_converted"), int(k.total("leads_converted", k.ago(29)))

@@ -729,7 +729,7 @@ ABOVE = Fact("new_leads", "New leads", "good", 60, "12 new leads came in (the 7 
              {"count": 12, "previous_7d_daily_average": 10.4})
 FLAT = Fact("pipeline_change_7d", "Pipeline change (week)", "info", 40,
             "Open pipeline is unchanged over the last 7 days (4.51M).", {"change": 0.2})
-LEVEL = Fact("lead_trend_7d", "Lead trend", "info", 40, "255 leads in the last 7 days, up 0% on the 7 days before (255).",
+LEVEL = Fact("lead_trend_7d", "Lead trend", "info", 40, "255 leads in the last 7 days, level with the 7 days before (255).",
              {"change_pct": 0.0})
 
 

@@ -42,12 +42,13 @@ api: install  ## serve the metrics API on http://127.0.0.1:8000 (the demo's ware
 	$(BIN)/python -m insights.api --target $(TARGET)
 
 # benchmarks.silence runs `make demo` and times its silences, so it rebuilds demo.duckdb as the demo does.
-bench: install  ## print the load, soak, end-to-end, dbt-at-scale, API, doctor and demo-silence figures
+bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor and demo-silence figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.soak
 	$(BIN)/python -m benchmarks.daily
 	$(BIN)/python -m benchmarks.dbt_scale --targets duckdb
+	$(BIN)/python -m benchmarks.memory_trace
 	$(BIN)/python -m benchmarks.api
 	$(BIN)/python -m benchmarks.api_under_load
 	$(BIN)/python -m benchmarks.doctor

@@ -21,9 +21,9 @@ closings as (
 
 ),
 
-daily_states as (
+open_by_owner as (
 
-    select * from {{ ref('deal_daily_states') }}
+    select * from {{ ref('int_open_pipeline_by_owner_day') }}
 
 ),
 
@@ -101,11 +101,11 @@ open_pipeline as (
 
     select
         calendar_date as kpi_date,
-        count(*) as open_pipeline_count,
-        sum(coalesce(amount, 0)) as open_pipeline_amount,
-        sum(coalesce(weighted_amount, 0)) as open_pipeline_weighted_amount
+        cast(sum(open_pipeline_count) as {{ dbt.type_bigint() }}) as open_pipeline_count,
+        sum(open_pipeline_amount) as open_pipeline_amount,
+        sum(open_pipeline_weighted_amount) as open_pipeline_weighted_amount
 
-    from daily_states
+    from open_by_owner
     group by calendar_date
 
 ),

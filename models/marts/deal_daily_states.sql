@@ -12,8 +12,7 @@
         indexes=[{"columns": ["calendar_date"]}],
         pre_hook=[
             "{{ build_lock(this) }}",
-            "{% if is_incremental() %}delete from {{ this }} where calendar_date >= "
-                ~ "(select max(calendar_date) from {{ this }}){% endif %}",
+            "{{ delete_from_last_day(this) }}",
         ],
     )
 }}
@@ -71,12 +70,8 @@ final as (
     inner join calendar
         on calendar.calendar_date >= open_spans.valid_from_date
         and (open_spans.valid_to_date is null or calendar.calendar_date < open_spans.valid_to_date)
-    {% if is_incremental() %}
     -- The pre-hook removed the last build's partial day and anything after it.
-    where calendar.calendar_date > (
-        select coalesce(max(calendar_date), cast('1900-01-01' as date)) from {{ this }}
-    )
-    {% endif %}
+    where {{ after_last_kept_day(this, 'calendar.calendar_date') }}
 
 )
 

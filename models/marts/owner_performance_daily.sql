@@ -18,9 +18,9 @@ closings as (
 
 ),
 
-daily_states as (
+open_by_owner as (
 
-    select * from {{ ref('deal_daily_states') }}
+    select * from {{ ref('int_open_pipeline_by_owner_day') }}
 
 ),
 
@@ -72,12 +72,11 @@ open_pipeline as (
     select
         calendar_date as activity_date,
         owner_id,
-        count(*) as open_pipeline_count,
-        sum(coalesce(amount, 0)) as open_pipeline_amount,
-        sum(coalesce(weighted_amount, 0)) as open_pipeline_weighted_amount
+        open_pipeline_count,
+        open_pipeline_amount,
+        open_pipeline_weighted_amount
 
-    from daily_states
-    group by calendar_date, owner_id
+    from open_by_owner
 
 ),
 

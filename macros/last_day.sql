@@ -18,3 +18,16 @@
         1 = 1
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- The config of a model that adds days this way, in one place for each such model: appended, the last day
+    removed first under the build lock, an index on the day for PostgreSQL (DuckDB ignores it). -#}
+{% macro adds_days_config(day_column='calendar_date') -%}
+    {{- return({
+        "materialized": "incremental",
+        "incremental_strategy": "append",
+        "on_schema_change": "append_new_columns",
+        "indexes": [{"columns": [day_column]}],
+        "pre_hook": ["{{ build_lock(this) }}", "{{ delete_from_last_day(this, '" ~ day_column ~ "') }}"],
+    }) -}}
+{%- endmacro %}

@@ -4,15 +4,7 @@
     day): kpi_daily and owner_performance_daily read a few rows per day here instead of adding up every
     open deal of every day in each build (35 million rows at a million deals).
 -#}
-{{
-    config(
-        materialized="incremental",
-        incremental_strategy="append",
-        on_schema_change="append_new_columns",
-        indexes=[{"columns": ["calendar_date"]}],
-        pre_hook=["{{ build_lock(this) }}", "{{ delete_from_last_day(this) }}"],
-    )
-}}
+{{ config(**adds_days_config()) }}
 
 with
 

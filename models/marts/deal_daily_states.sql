@@ -4,18 +4,7 @@
     the days since. `dbt build --full-refresh` rebuilds every day from the history. On PostgreSQL an index on
     the day finds those last days without reading the whole table (DuckDB ignores it).
 -#}
-{{
-    config(
-        materialized="incremental",
-        incremental_strategy="append",
-        on_schema_change="append_new_columns",
-        indexes=[{"columns": ["calendar_date"]}],
-        pre_hook=[
-            "{{ build_lock(this) }}",
-            "{{ delete_from_last_day(this) }}",
-        ],
-    )
-}}
+{{ config(**adds_days_config()) }}
 
 with
 

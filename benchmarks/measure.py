@@ -22,11 +22,12 @@ class Measured:
     stderr: str
 
 
-def _peak_kb(pid: int) -> int:
-    """VmHWM: the peak resident set of the process's own program, in kB (0 once it is gone)."""
+def status_kb(pid: int | str, field: str = "VmHWM") -> int:
+    """A memory figure of /proc/<pid>/status in kB (0 once the process is gone): VmHWM, the peak resident
+    set of the process's own program, or VmRSS, its resident set now."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -50,7 +51,7 @@ def measure(ws: Workspace, *args: str) -> Measured:
         def watch() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, _peak_kb(proc.pid))
+                peak = max(peak, status_kb(proc.pid))
                 done.wait(0.05)
 
         watcher = threading.Thread(target=watch, daemon=True)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.measure import status_kb
 from benchmarks.replay import record
 from sandbox import SandboxOrg
 from tests.support.postgres import create_database, local_postgres
@@ -32,10 +33,7 @@ SAMPLE_SECONDS = 0.2
 
 
 def _resident_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return 0
+    return status_kb("self", "VmRSS") // 1024
 
 
 def child(target: str, replay: Path, out: Path) -> None:

@@ -1,11 +1,14 @@
-{#- A table, not a view: several marts and tests read it, and as a view each of them worked it out again in every build. -#}
-{{ config(materialized="table") }}
+{#- Stored, not a view: several marts and tests read it, and as a view each of them worked it out again in every
+    build. Kept deal by deal like int_deal_history (macros/rewritten_by_deal.sql): a build rewrites the closings of
+    the deals whose history it rewrote. -#}
+{{ config(**rewritten_by_deal_config()) }}
 
 with
 
 history as (
 
     select * from {{ ref('int_deal_history') }}
+    where {{ deals_rewritten_since_last_build(ref('int_deal_history')) }}
 
 ),
 
@@ -25,7 +28,8 @@ final as (
         amount_in_currency,
         currency_code,
         created_date,
-        is_reconstructed
+        is_reconstructed,
+        {{ build_started_at() }} as built_at
 
     from history
     where status in ('won', 'lost')

@@ -1,16 +1,72 @@
-{{ config(materialized="table") }}
+{#-
+    Kept deal by deal (macros/rewritten_by_deal.sql): a build rewrites the history of each deal with a version,
+    a Stage History entry or a deletion from a sync committed since the last build, and every deal when the
+    stage layout, the home currency or the time zone changed.
+-#}
+{{ config(**rewritten_by_deal_config()) }}
+
+{%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')) -%}
+{%- set rewrite_all = rewrites_every_deal('definitions_fingerprint') or definitions_changed(fingerprint) %}
 
 with
 
+loads as (
+
+    select * from {{ ref('stg_zoho__loads') }}
+
+),
+
+{% if not rewrite_all -%}
+-- The syncs committed since the last build, and the deals they brought anything about.
+new_loads as (
+
+    select load_id
+    from loads
+    where is_committed
+        and loaded_at > (
+            select coalesce(max(synced_through), cast('1900-01-01 00:00:00+00:00' as {{ type_timestamptz() }}))
+            from {{ this }}
+        )
+
+),
+
+changed_deals as (
+
+    select deal_id
+    from {{ ref('stg_zoho__deal_versions') }}
+    where load_id in (select load_id from new_loads)
+
+    union
+
+    select deal_id
+    from {{ ref('stg_zoho__deal_stage_history') }}
+    where load_id in (select load_id from new_loads)
+
+    union
+
+    select record_id as deal_id
+    from {{ ref('stg_zoho__deleted_records') }}
+    where module = 'Deals'
+        and load_id in (select load_id from new_loads)
+
+),
+
+{% endif -%}
 versions as (
 
     select * from {{ ref('stg_zoho__deal_versions') }}
+    {%- if not rewrite_all %}
+    where deal_id in (select deal_id from changed_deals)
+    {%- endif %}
 
 ),
 
 stage_history as (
 
     select * from {{ ref('stg_zoho__deal_stage_history') }}
+    {%- if not rewrite_all %}
+    where deal_id in (select deal_id from changed_deals)
+    {%- endif %}
 
 ),
 
@@ -30,6 +86,9 @@ deletions as (
 
     select * from {{ ref('stg_zoho__deleted_records') }}
     where module = 'Deals'
+    {%- if not rewrite_all %}
+        and record_id in (select deal_id from changed_deals)
+    {%- endif %}
 
 ),
 
@@ -179,6 +238,7 @@ valued as (
         {{ rate_to_home('classified.currency', 'classified.exchange_rate', 'context.home_currency_code') }}
             as exchange_rate,
         context.home_currency_code,
+        context.synced_at as synced_through,
         {{ usable_probability('classified.probability') }} as probability,
         classified.closing_date,
         classified.created_at,
@@ -271,7 +331,12 @@ final as (
         dated.probability,
         dated.closing_date,
         dated.created_at,
-        dated.created_date
+        dated.created_date,
+        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
+        -- definitions it classified the deal with.
+        {{ build_started_at() }} as built_at,
+        dated.synced_through,
+        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
 
     from dated
     left join deleted

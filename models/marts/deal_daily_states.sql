@@ -53,7 +53,7 @@ final as (
         -- deal first seen closed); after it, it is what the syncs saw.
         open_spans.is_reconstructed or calendar.calendar_date < {{ to_org_date('open_spans.changed_at') }}
             as is_reconstructed,
-        cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }}) as built_at
+        {{ build_started_at() }} as built_at
 
     from open_spans
     inner join calendar

@@ -1,3 +1,7 @@
+{#- Kept deal by deal like int_deal_history (macros/rewritten_by_deal.sql): a build rewrites the stage visits of
+    the deals whose history it rewrote. -#}
+{{ config(**rewritten_by_deal_config()) }}
+
 with
 
 history as (
@@ -5,6 +9,7 @@ history as (
     select * from {{ ref('int_deal_history') }}
     -- A span reconstructed without Stage History has no stage to time.
     where stage is not null
+        and {{ deals_rewritten_since_last_build(ref('int_deal_history')) }}
 
 ),
 
@@ -71,7 +76,8 @@ final as (
             {{ dbt.datediff('entered_date', 'lead(entered_date) over (partition by deal_id order by visit_number)', 'day') }}
             as {{ dbt.type_int() }}
         ) as days_in_stage,
-        is_reconstructed
+        is_reconstructed,
+        {{ build_started_at() }} as built_at
 
     from visits
 

@@ -14,6 +14,7 @@ renamed as (
         cast(id as {{ dbt.type_string() }}) as stage_history_id,
         cast(deal_id as {{ dbt.type_string() }}) as deal_id,
         cast(modified_by__id as {{ dbt.type_string() }}) as changed_by_id,
+        cast(_dlt_load_id as {{ dbt.type_string() }}) as load_id,
 
         ----------  text
         cast(stage as {{ dbt.type_string() }}) as stage,

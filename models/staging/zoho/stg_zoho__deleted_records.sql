@@ -14,6 +14,7 @@ renamed as (
         cast(module as {{ dbt.type_string() }}) as module,
         cast(id as {{ dbt.type_string() }}) as record_id,
         cast(deleted_by__id as {{ dbt.type_string() }}) as deleted_by_id,
+        cast(_dlt_load_id as {{ dbt.type_string() }}) as load_id,
 
         ----------  text
         cast(type as {{ dbt.type_string() }}) as deletion_type,

@@ -9,8 +9,8 @@ and amount are corrected afterwards - each followed by a sync and a build, on Du
 - the won deal stays won on the day it was won;
 - at the end, every kpi_daily figure equals the one worked out in plain Python from what the syncs saw (the
   versions read at each sync and Zoho's Stage History read at the first; tests/test_marts.py);
-- the models kept deal by deal, which each build rewrote only for the deals that changed, hold exactly what a
-  full rebuild writes.
+- the models kept record by record, which each build rewrote only for the deals and leads that changed, hold
+  exactly what a full rebuild writes.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIMEZONE = "Europe/Berlin"
 DAYS = 10
 # What the days between the first and the last build run: the marts this test reads and what they are built from.
-DAILY_MODELS = ("+kpi_daily", "+deal_daily_states", "+deals")
-# The models a build rewrites only for the deals whose inputs changed (macros/rewritten_by_deal.sql), by schema.
-KEPT_BY_DEAL = {"int_deal_history": "analytics_intermediate", "int_deal_closings": "analytics_intermediate",
-                "deal_stage_durations": "analytics"}
+DAILY_MODELS = ("+kpi_daily", "+deal_daily_states", "+deals", "leads", "int_leads_seen")
+# The models a build rewrites only for the deals or leads whose inputs changed (macros/kept_by_record.sql).
+KEPT_BY_RECORD = {"int_deal_history": "analytics_intermediate", "int_deal_closings": "analytics_intermediate",
+                  "deal_stage_durations": "analytics", "int_leads_seen": "analytics_intermediate", "leads": "analytics"}
 # What says which build wrote a row, and so differs from a full rebuild by design.
 BOOKKEEPING = {"built_at", "synced_through"}
 
@@ -123,12 +123,12 @@ def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path
             where deal_id = '{reopened}' and stage = 'Negotiation/Review'""")
         assert reopened_days == 4  # open again from day 2 until it was won again on day 6
 
-        # AND what the daily builds kept deal by deal is what a full rebuild writes
-        kept = {table: rows_of(workspace, target, schema, table) for table, schema in KEPT_BY_DEAL.items()}
+        # AND what the daily builds kept record by record is what a full rebuild writes
+        kept = {table: rows_of(workspace, target, schema, table) for table, schema in KEPT_BY_RECORD.items()}
         assert all(kept.values())
-        workspace.run("dbt", "run", "--target", target, "--full-refresh", "--select", *KEPT_BY_DEAL,
+        workspace.run("dbt", "run", "--target", target, "--full-refresh", "--select", *KEPT_BY_RECORD,
                       "--target-path", str(workspace.root / "dbt" / f"target-{target}"))
-        for table, schema in KEPT_BY_DEAL.items():
+        for table, schema in KEPT_BY_RECORD.items():
             assert rows_of(workspace, target, schema, table) == kept[table], table
     finally:
         drop_database(postgres_server, database)

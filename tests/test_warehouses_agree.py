@@ -18,7 +18,7 @@ from tests.test_marts import query
 pytestmark = pytest.mark.postgres
 
 # When each warehouse was synced and built: seconds apart by construction, not a disagreement.
-SYNC_TIME_COLUMNS = {"synced_at", "built_at", "as_of_synced_at", "loaded_at"}
+SYNC_TIME_COLUMNS = {"synced_at", "synced_through", "built_at", "as_of_synced_at", "loaded_at"}
 
 
 def comparable(value: Any) -> Any:

@@ -1,14 +1,14 @@
 {#- Stored, not a view: several marts and tests read it, and as a view each of them worked it out again in every
-    build. Kept deal by deal like int_deal_history (macros/rewritten_by_deal.sql): a build rewrites the closings of
+    build. Kept deal by deal like int_deal_history (macros/kept_by_record.sql): a build rewrites the closings of
     the deals whose history it rewrote. -#}
-{{ config(**rewritten_by_deal_config()) }}
+{{ config(**kept_by_record_config('deal_id')) }}
 
 with
 
 history as (
 
     select * from {{ ref('int_deal_history') }}
-    where {{ deals_rewritten_since_last_build(ref('int_deal_history')) }}
+    where {{ records_rewritten_since_last_build(ref('int_deal_history'), 'deal_id') }}
 
 ),
 

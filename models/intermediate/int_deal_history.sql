@@ -1,12 +1,12 @@
 {#-
-    Kept deal by deal (macros/rewritten_by_deal.sql): a build rewrites the history of each deal with a version,
+    Kept deal by deal (macros/kept_by_record.sql): a build rewrites the history of each deal with a version,
     a Stage History entry or a deletion from a sync committed since the last build, and every deal when the
     stage layout, the home currency or the time zone changed.
 -#}
-{{ config(**rewritten_by_deal_config()) }}
+{{ config(**kept_by_record_config('deal_id')) }}
 
 {%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')) -%}
-{%- set rewrite_all = rewrites_every_deal('definitions_fingerprint') or definitions_changed(fingerprint) %}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
 
 with
 
@@ -20,13 +20,7 @@ loads as (
 -- The syncs committed since the last build, and the deals they brought anything about.
 new_loads as (
 
-    select load_id
-    from loads
-    where is_committed
-        and loaded_at > (
-            select coalesce(max(synced_through), cast('1900-01-01 00:00:00+00:00' as {{ type_timestamptz() }}))
-            from {{ this }}
-        )
+    {{ loads_since_last_build('loads') }}
 
 ),
 

@@ -1,8 +1,38 @@
+{#-
+    Stored, not a view: two marts and the key tests read it, and as a view each of them ranked every version of
+    every lead again. Kept lead by lead (macros/kept_by_record.sql): a build rewrites the leads that a sync
+    committed since the last build brought a version of, and every lead when the time zone changed.
+-#}
+{{ config(**kept_by_record_config('lead_id')) }}
+
+{%- set fingerprint = definitions_fingerprint() -%}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+
 with
+
+loads as (
+
+    select * from {{ ref('stg_zoho__loads') }}
+
+),
+
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
 
 versions as (
 
     select * from {{ ref('stg_zoho__lead_versions') }}
+    {%- if not rewrite_all %}
+    -- The leads a sync committed since the last build brought a version of.
+    where lead_id in (
+        select lead_id
+        from {{ ref('stg_zoho__lead_versions') }}
+        where load_id in ({{ loads_since_last_build('loads') }})
+    )
+    {%- endif %}
 
 ),
 
@@ -39,11 +69,17 @@ final as (
         latest.lead_source,
         latest.owner_id,
         firsts.created_date,
-        firsts.converted_date
+        firsts.converted_date,
+        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
+        -- definitions (time zone) its dates were cut with.
+        {{ build_started_at() }} as built_at,
+        context.synced_at as synced_through,
+        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
 
     from firsts
     inner join latest
         on firsts.lead_id = latest.lead_id
+    cross join context
 
 )
 

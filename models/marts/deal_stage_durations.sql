@@ -1,6 +1,6 @@
-{#- Kept deal by deal like int_deal_history (macros/rewritten_by_deal.sql): a build rewrites the stage visits of
+{#- Kept deal by deal like int_deal_history (macros/kept_by_record.sql): a build rewrites the stage visits of
     the deals whose history it rewrote. -#}
-{{ config(**rewritten_by_deal_config()) }}
+{{ config(**kept_by_record_config('deal_id')) }}
 
 with
 
@@ -9,7 +9,7 @@ history as (
     select * from {{ ref('int_deal_history') }}
     -- A span reconstructed without Stage History has no stage to time.
     where stage is not null
-        and {{ deals_rewritten_since_last_build(ref('int_deal_history')) }}
+        and {{ records_rewritten_since_last_build(ref('int_deal_history'), 'deal_id') }}
 
 ),
 

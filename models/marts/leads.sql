@@ -1,31 +1,76 @@
+{#-
+    Kept lead by lead (macros/kept_by_record.sql): a build rewrites the leads that a sync committed since the last
+    build wrote or deleted, and every lead when the time zone changed; the other leads' rows stay as they are.
+-#}
+{{ config(**kept_by_record_config('lead_id', pre_hook=["{{ delete_records_deleted_since_last_build('Leads', 'lead_id') }}"])) }}
+
+{%- set fingerprint = definitions_fingerprint() -%}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+
 with
+
+loads as (
+
+    select * from {{ ref('stg_zoho__loads') }}
+
+),
+
+deletions as (
+
+    select * from {{ ref('stg_zoho__deleted_records') }}
+    where module = 'Leads'
+
+),
+
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
 
 leads as (
 
     select * from {{ ref('stg_zoho__leads') }}
+    {%- if not rewrite_all %}
+    -- The leads a sync committed since the last build wrote, or reported deleted (the pre-hook removed those; a
+    -- lead restored since is live again).
+    where load_id in ({{ loads_since_last_build('loads') }})
+        or lead_id in (
+            select record_id
+            from deletions
+            where load_id in ({{ loads_since_last_build('loads') }})
+        )
+    {%- endif %}
 
 ),
 
 final as (
 
     select
-        lead_id,
-        full_name,
-        company,
-        owner_id,
-        owner_name,
-        lead_source,
-        lead_status,
-        created_at,
-        created_date,
-        is_converted,
-        converted_at,
-        converted_date,
-        converted_deal_id,
-        cast({{ dbt.datediff('created_date', 'converted_date', 'day') }} as {{ dbt.type_int() }}) as days_to_convert,
-        modified_at
+        leads.lead_id,
+        leads.full_name,
+        leads.company,
+        leads.owner_id,
+        leads.owner_name,
+        leads.lead_source,
+        leads.lead_status,
+        leads.created_at,
+        leads.created_date,
+        leads.is_converted,
+        leads.converted_at,
+        leads.converted_date,
+        leads.converted_deal_id,
+        cast({{ dbt.datediff('leads.created_date', 'leads.converted_date', 'day') }} as {{ dbt.type_int() }})
+            as days_to_convert,
+        leads.modified_at,
+        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
+        -- definitions (time zone) its dates were cut with.
+        {{ build_started_at() }} as built_at,
+        context.synced_at as synced_through,
+        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
 
     from leads
+    cross join context
 
 )
 

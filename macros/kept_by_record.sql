@@ -1,0 +1,124 @@
+{#-
+    Models kept record by record: int_deal_history and what is worked out from it one deal at a time, and
+    int_leads_seen. A record's rows depend only on that record's versions (and, for a deal, its Stage History and
+    deletion), besides a few org-wide definitions: the stage layout, the home currency, the time zone. So a build
+    rewrites the rows of the records whose inputs changed since the last build and leaves every other record's
+    rows as they are: after a day on which 1% of the deals changed, 1% of the rows are written. A change of the
+    definitions rewrites every record; `dbt build --full-refresh` too.
+-#}
+
+{#- The config of such a model: delete+insert on the record's key (all rows of a changed record go, and its rows
+    are written again, however many it has now), under the build lock; an index on the key for PostgreSQL.
+    `pre_hook`: more statements to run first, after the lock. -#}
+{% macro kept_by_record_config(key, pre_hook=[]) -%}
+    {{- return({
+        "materialized": "incremental",
+        "incremental_strategy": "delete+insert",
+        "unique_key": key,
+        "on_schema_change": "append_new_columns",
+        "indexes": [{"columns": [key]}],
+        "pre_hook": ["{{ build_lock(this) }}"] + pre_hook,
+    }) -}}
+{%- endmacro %}
+
+
+{#- The pre-hook of a model that holds live records only: remove the records of `module` that a sync committed
+    since the last build reported deleted. (One restored afterwards is live again and written back by the build.) -#}
+{% macro delete_records_deleted_since_last_build(module, key) -%}
+    {%- if rewrites_every_record() -%}
+        select 1
+    {%- else -%}
+        delete from {{ this }}
+        where {{ key }} in (
+            select record_id
+            from {{ ref('stg_zoho__deleted_records') }}
+            where module = '{{ module }}'
+                and load_id in ({{ loads_since_last_build(ref('stg_zoho__loads')) }})
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- When this build started, as a timestamp column: the rows a build writes carry it, so the models read from
+    them (and the tests of the last build's rows) know which ones are new. -#}
+{% macro build_started_at() -%}
+    cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as {{ dbt.type_timestamp() }})
+{%- endmacro %}
+
+
+{#- Whether a build of this model must write every record: a first build or full refresh, or a table written by
+    an older version of the model (without `column`, which every row of this version has). -#}
+{% macro rewrites_every_record(column='built_at') -%}
+    {%- if not is_incremental() or this is none -%}
+        {{- return(true) -}}
+    {%- endif -%}
+    {%- if not execute -%}
+        {{- return(false) -}}
+    {%- endif -%}
+    {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {{- return(column | lower not in columns) -}}
+{%- endmacro %}
+
+
+{#- The loads (stg_zoho__loads, imported by the model) of the syncs committed after the last one the model's
+    rows had read (their synced_through). -#}
+{% macro loads_since_last_build(loads) -%}
+    select load_id
+    from {{ loads }}
+    where is_committed
+        and loaded_at > (
+            select coalesce(max(synced_through), cast('1900-01-01 00:00:00+00:00' as {{ type_timestamptz() }}))
+            from {{ this }}
+        )
+{%- endmacro %}
+
+
+{#- The filter of a model worked out from another kept record by record (`upstream`, whose rows carry built_at):
+    the records whose rows there were written after this model's last build. -#}
+{% macro records_rewritten_since_last_build(upstream, key='deal_id') -%}
+    {%- if rewrites_every_record() -%}
+        1 = 1
+    {%- else -%}
+        {{ key }} in (
+            select {{ key }}
+            from {{ upstream }}
+            where built_at > (select coalesce(max(built_at), cast('1900-01-01' as {{ dbt.type_timestamp() }})) from {{ this }})
+        )
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- A small number that changes when a definition the rows depend on, other than the records themselves, changes:
+    the org's time zone, and where given the stage layout (which stage is open, won or lost, and in which order)
+    and the home currency. Rows carry it; a build whose number differs from theirs rewrites every record. -#}
+{% macro definitions_fingerprint(stages=none, context=none) -%}
+    {%- set described = [org_timezone()] -%}
+    {%- if execute and stages is not none and stages.type != 'cte' -%}
+        {%- set layout = run_query(
+            "select stage_id, pipeline, stage, stage_order, forecast_type from " ~ stages ~ " order by stage_id"
+        ) -%}
+        {%- for row in layout.rows -%}
+            {%- do described.append(row.values() | join('|')) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {%- if execute and context is not none and context.type != 'cte' -%}
+        {%- for row in run_query("select home_currency_code from " ~ context).rows -%}
+            {%- do described.append(row.values() | join('|')) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {#- Seven hex digits: a positive number that fits a 32-bit integer column on every warehouse. -#}
+    {{- return(local_md5(described | join('\n'))[:7] | int(base=16)) -}}
+{%- endmacro %}
+
+
+{#- Whether a build must rewrite every record: rewrites_every_record, or a row of this model written under other
+    definitions than `fingerprint`. -#}
+{% macro must_rewrite_every_record(fingerprint) -%}
+    {%- if rewrites_every_record('definitions_fingerprint') -%}
+        {{- return(true) -}}
+    {%- endif -%}
+    {%- set written_under_others = run_query(
+        "select 1 from " ~ this ~ " where definitions_fingerprint <> " ~ fingerprint ~ " limit 1"
+    ) -%}
+    {{- return(written_under_others.rows | length > 0) -}}
+{%- endmacro %}

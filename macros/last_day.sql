@@ -21,13 +21,13 @@
 
 
 {#- The config of a model that adds days this way, in one place for each such model: appended, the last day
-    removed first under the build lock, an index on the day for PostgreSQL (DuckDB ignores it). -#}
+    removed first under the build lock, an index on the day on PostgreSQL (postgres_only_indexes). -#}
 {% macro adds_days_config(day_column='calendar_date') -%}
     {{- return({
         "materialized": "incremental",
         "incremental_strategy": "append",
         "on_schema_change": "append_new_columns",
-        "indexes": [{"columns": [day_column]}],
+        "indexes": postgres_only_indexes([day_column]),
         "pre_hook": ["{{ build_lock(this) }}", "{{ delete_from_last_day(this, '" ~ day_column ~ "') }}"],
     }) -}}
 {%- endmacro %}

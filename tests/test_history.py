@@ -133,3 +133,25 @@ def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path
     finally:
         drop_database(postgres_server, database)
 
+
+
+def test_a_new_time_zone_rewrites_every_record(tmp_path: Path) -> None:
+    # GIVEN an org synced and built with its dates cut in UTC
+    org = SandboxOrg(seed=53, leads=300, deals=120, timezone="UTC")
+    workspace = make_workspace(tmp_path / "workspace")
+    with SandboxServer(org, port=0) as server:
+        workspace.env.update(server.env())
+        workspace.run("python", "-m", "pipelines.zoho", "--destination", "duckdb")
+    workspace.dbt_build("duckdb")
+
+    # WHEN the org's time zone is set to Kolkata and the next build runs with no new sync
+    workspace.env["CRM_TIMEZONE"] = "Asia/Kolkata"
+    target_path = str(workspace.root / "dbt" / "target-duckdb")
+    workspace.run("dbt", "run", "--target", "duckdb", "--select", *KEPT_BY_RECORD, "--target-path", target_path)
+    kept = {table: rows_of(workspace, "duckdb", schema, table) for table, schema in KEPT_BY_RECORD.items()}
+
+    # THEN every record was rewritten with Kolkata's days: the rows are those of a full rebuild in Kolkata
+    workspace.run("dbt", "run", "--target", "duckdb", "--full-refresh", "--select", *KEPT_BY_RECORD,
+                  "--target-path", target_path)
+    for table, schema in KEPT_BY_RECORD.items():
+        assert rows_of(workspace, "duckdb", schema, table) == kept[table], table

@@ -1,7 +1,9 @@
 {#- Stored, not a view: several marts and tests read it, and as a view each of them worked it out again in every
     build. Kept deal by deal like int_deal_history (macros/kept_by_record.sql): a build rewrites the closings of
     the deals whose history it rewrote. -#}
-{{ config(**kept_by_record_config('deal_id')) }}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_upstream_rewrote_everything(ref('int_deal_history')) }}",
+])) }}
 
 with
 

@@ -3,7 +3,9 @@
     a Stage History entry or a deletion from a sync committed since the last build, and every deal when the
     stage layout, the home currency or the time zone changed.
 -#}
-{{ config(**kept_by_record_config('deal_id')) }}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_definitions_changed(ref('stg_zoho__deal_stages'), ref('int_sync_context')) }}",
+])) }}
 
 {%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')) -%}
 {%- set rewrite_all = must_rewrite_every_record(fingerprint) %}

@@ -3,7 +3,7 @@
     every lead again. Kept lead by lead (macros/kept_by_record.sql): a build rewrites the leads that a sync
     committed since the last build brought a version of, and every lead when the time zone changed.
 -#}
-{{ config(**kept_by_record_config('lead_id')) }}
+{{ config(**kept_by_record_config('lead_id', pre_hook=["{{ empty_when_definitions_changed() }}"])) }}
 
 {%- set fingerprint = definitions_fingerprint() -%}
 {%- set rewrite_all = must_rewrite_every_record(fingerprint) %}

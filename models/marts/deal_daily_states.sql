@@ -2,7 +2,7 @@
     Incremental: a day complete at the last build never changes (its state is what the syncs saw), so a build
     removes only the days from the last one it holds (that build's partial day) on, and adds them again with
     the days since. `dbt build --full-refresh` rebuilds every day from the history. On PostgreSQL an index on
-    the day finds those last days without reading the whole table (DuckDB ignores it).
+    the day finds those last days without reading the whole table (DuckDB needs none: macros/last_day.sql).
 -#}
 {{ config(**adds_days_config()) }}
 

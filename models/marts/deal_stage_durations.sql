@@ -1,6 +1,8 @@
 {#- Kept deal by deal like int_deal_history (macros/kept_by_record.sql): a build rewrites the stage visits of
     the deals whose history it rewrote. -#}
-{{ config(**kept_by_record_config('deal_id')) }}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_upstream_rewrote_everything(ref('int_deal_history')) }}",
+])) }}
 
 with
 

@@ -2,7 +2,10 @@
     Kept lead by lead (macros/kept_by_record.sql): a build rewrites the leads that a sync committed since the last
     build wrote or deleted, and every lead when the time zone changed; the other leads' rows stay as they are.
 -#}
-{{ config(**kept_by_record_config('lead_id', pre_hook=["{{ delete_records_deleted_since_last_build('Leads', 'lead_id') }}"])) }}
+{{ config(**kept_by_record_config('lead_id', pre_hook=[
+    "{{ empty_when_definitions_changed() }}",
+    "{{ delete_records_deleted_since_last_build('Leads', 'lead_id') }}",
+])) }}
 
 {%- set fingerprint = definitions_fingerprint() -%}
 {%- set rewrite_all = must_rewrite_every_record(fingerprint) %}

@@ -1,3 +1,6 @@
+{#- A table, not a view: several marts and tests read it, and as a view each of them worked it out again. -#}
+{{ config(materialized="table") }}
+
 with
 
 context as (

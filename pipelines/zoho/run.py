@@ -21,7 +21,9 @@ what a bare `pipeline.run()` leaves to the caller:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import platform
 import sys
 import time
 from collections import Counter
@@ -63,6 +65,12 @@ DUCKDB_ROWS_PER_INSERT = 1_000
 # parallel load jobs held that text several times over (read, joined, encoded): 350 MB at 70,000 records.
 # 4 MB statements keep a load near 220 MB at any size, and are no slower.
 POSTGRES_QUERY_BYTES = 4 * 1024 * 1024
+# malloc arenas of the loading process (glibc's default is 8 per core). dlt loads in a thread pool and
+# DuckDB runs its own threads, and each thread that allocates may get an arena of its own whose freed
+# pages stay mapped: the resting level between DuckDB load steps rose from 170 to 210 MB over a
+# 350,000-record load, and PostgreSQL's 20 load threads peaked at 231 / 290 MB (70,000 / 700,000
+# records). With two: DuckDB rests near 190 MB, PostgreSQL peaks at 188 / 239 MB, no slower.
+MALLOC_ARENAS = 2
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ def load(
             cause is chained (a `ZohoError` for API and OAuth problems).
     """
     started = time.monotonic()
+    _limit_malloc_arenas()
     progress = progress or Progress(quiet=True)
     # JSONL loads into DuckDB ~4x faster than insert_values, with a fraction of the memory.
     records_file_format = "jsonl" if destination == "duckdb" else None
@@ -341,6 +350,22 @@ def _normalize(pipeline: dlt.Pipeline) -> None:
     """
     with dlt.config.values({"normalize.data_writer.file_max_items": JSONL_FILE_MAX_ROWS}):
         pipeline.normalize()
+
+
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS for the rest of the process (Linux with glibc only).
+
+    `mallopt` is the runtime form of the MALLOC_ARENA_MAX environment variable, which glibc reads only
+    at start; elsewhere (macOS, musl) there is nothing to set.
+    """
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_arena_max = -8  # from glibc's malloc.h
+    libc.mallopt(m_arena_max, MALLOC_ARENAS)
 
 
 def _has_cursors(pipeline: dlt.Pipeline) -> bool:

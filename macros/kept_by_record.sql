@@ -1,6 +1,6 @@
 {#-
-    Models kept record by record: int_deal_history and what is worked out from it one deal at a time, and
-    int_leads_seen. A record's rows depend only on that record's versions (and, for a deal, its Stage History and
+    Models kept record by record: int_deal_history and what is worked out from it one deal at a time, and the
+    leads (int_leads_seen, the leads mart). A record's rows depend only on that record's versions (and, for a deal, its Stage History and
     deletion), besides a few org-wide definitions: the stage layout, the home currency, the time zone. So a build
     rewrites the rows of the records whose inputs changed since the last build and leaves every other record's
     rows as they are: after a day on which 1% of the deals changed, 1% of the rows are written. A change of the

@@ -1,10 +1,10 @@
 {#-
     Models kept record by record: int_deal_history and what is worked out from it one deal at a time, and the
-    leads (int_leads_seen, the leads mart). A record's rows depend only on that record's versions (and, for a deal, its Stage History and
-    deletion), besides a few org-wide definitions: the stage layout, the home currency, the time zone. So a build
-    rewrites the rows of the records whose inputs changed since the last build and leaves every other record's
-    rows as they are: after a day on which 1% of the deals changed, 1% of the rows are written. A change of the
-    definitions rewrites every record; `dbt build --full-refresh` too.
+    leads (int_leads_seen, the leads mart). A record's rows depend only on that record's versions (and, for a
+    deal, its Stage History and deletion), besides a few org-wide definitions: the stage layout, the home
+    currency, the time zone. So a build rewrites the rows of the records whose inputs changed since the last
+    build and leaves every other record's rows as they are: after a day on which 1% of the deals changed, 1%
+    of the rows are written. A change of the definitions rewrites every record; `dbt build --full-refresh` too.
 -#}
 
 {#- The config of such a model: delete+insert on the record's key (all rows of a changed record go, and its rows
@@ -73,6 +73,16 @@
 {%- endmacro %}
 
 
+{#- The bookkeeping columns of a model that works out its rows from the records, read by the macros above and
+    below: when the build that wrote the row started, the last sync it had read (`synced_at`, the newest
+    committed load of int_sync_context) and the definitions it worked the row out under. -#}
+{% macro kept_by_record_columns(fingerprint, synced_at='context.synced_at') -%}
+        {{ build_started_at() }} as built_at,
+        {{ synced_at }} as synced_through,
+        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
+{%- endmacro %}
+
+
 {#- Whether a build of this model must write every record: a first build or full refresh, or a table written by
     an older version of the model (without `column`, which every row of this version has). -#}
 {% macro rewrites_every_record(column='built_at') -%}
@@ -120,19 +130,19 @@
     and the home currency. Rows carry it; a build whose number differs from theirs rewrites every record. -#}
 {% macro definitions_fingerprint(stages=none, context=none) -%}
     {%- set described = [org_timezone()] -%}
-    {%- if execute and stages is not none and stages.type != 'cte' -%}
-        {%- set layout = run_query(
-            "select stage_id, pipeline, stage, stage_order, forecast_type from " ~ stages ~ " order by stage_id"
-        ) -%}
-        {%- for row in layout.rows -%}
+    {%- set queries = [] -%}
+    {%- if stages is not none -%}
+        {%- do queries.append((stages, "select stage_id, pipeline, stage, stage_order, forecast_type from "
+            ~ stages ~ " order by stage_id")) -%}
+    {%- endif -%}
+    {%- if context is not none -%}
+        {%- do queries.append((context, "select home_currency_code from " ~ context)) -%}
+    {%- endif -%}
+    {%- for relation, query in queries if execute and relation.type != 'cte' -%}
+        {%- for row in run_query(query).rows -%}
             {%- do described.append(row.values() | join('|')) -%}
         {%- endfor -%}
-    {%- endif -%}
-    {%- if execute and context is not none and context.type != 'cte' -%}
-        {%- for row in run_query("select home_currency_code from " ~ context).rows -%}
-            {%- do described.append(row.values() | join('|')) -%}
-        {%- endfor -%}
-    {%- endif -%}
+    {%- endfor -%}
     {#- Seven hex digits: a positive number that fits a 32-bit integer column on every warehouse. -#}
     {{- return(local_md5(described | join('\n'))[:7] | int(base=16)) -}}
 {%- endmacro %}

@@ -328,11 +328,7 @@ final as (
         dated.closing_date,
         dated.created_at,
         dated.created_date,
-        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
-        -- definitions it classified the deal with.
-        {{ build_started_at() }} as built_at,
-        dated.synced_through,
-        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
+        {{ kept_by_record_columns(fingerprint, 'dated.synced_through') }}
 
     from dated
     left join deleted

@@ -22,15 +22,24 @@ context as (
 
 ),
 
+{% if not rewrite_all -%}
+-- The syncs committed since the last build.
+new_loads as (
+
+    {{ loads_since_last_build('loads') }}
+
+),
+
+{% endif -%}
 versions as (
 
     select * from {{ ref('stg_zoho__lead_versions') }}
     {%- if not rewrite_all %}
-    -- The leads a sync committed since the last build brought a version of.
+    -- The leads those syncs brought a version of.
     where lead_id in (
         select lead_id
         from {{ ref('stg_zoho__lead_versions') }}
-        where load_id in ({{ loads_since_last_build('loads') }})
+        where load_id in (select load_id from new_loads)
     )
     {%- endif %}
 
@@ -70,11 +79,7 @@ final as (
         latest.owner_id,
         firsts.created_date,
         firsts.converted_date,
-        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
-        -- definitions (time zone) its dates were cut with.
-        {{ build_started_at() }} as built_at,
-        context.synced_at as synced_through,
-        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
+        {{ kept_by_record_columns(fingerprint) }}
 
     from firsts
     inner join latest

@@ -31,17 +31,26 @@ context as (
 
 ),
 
+{% if not rewrite_all -%}
+-- The syncs committed since the last build.
+new_loads as (
+
+    {{ loads_since_last_build('loads') }}
+
+),
+
+{% endif -%}
 leads as (
 
     select * from {{ ref('stg_zoho__leads') }}
     {%- if not rewrite_all %}
-    -- The leads a sync committed since the last build wrote, or reported deleted (the pre-hook removed those; a
-    -- lead restored since is live again).
-    where load_id in ({{ loads_since_last_build('loads') }})
+    -- The leads those syncs wrote, or reported deleted (the pre-hook removed those; a lead restored since is
+    -- live again).
+    where load_id in (select load_id from new_loads)
         or lead_id in (
             select record_id
             from deletions
-            where load_id in ({{ loads_since_last_build('loads') }})
+            where load_id in (select load_id from new_loads)
         )
     {%- endif %}
 
@@ -66,11 +75,7 @@ final as (
         cast({{ dbt.datediff('leads.created_date', 'leads.converted_date', 'day') }} as {{ dbt.type_int() }})
             as days_to_convert,
         leads.modified_at,
-        -- Bookkeeping of the build that wrote the row: when it started, the last sync it had read, and the
-        -- definitions (time zone) its dates were cut with.
-        {{ build_started_at() }} as built_at,
-        context.synced_at as synced_through,
-        cast({{ fingerprint }} as {{ dbt.type_int() }}) as definitions_fingerprint
+        {{ kept_by_record_columns(fingerprint) }}
 
     from leads
     cross join context

@@ -50,6 +50,16 @@ def rows_of(workspace, target: str, schema: str, table: str) -> list[tuple]:
     return sorted(rows, key=repr)
 
 
+def assert_kept_records_equal_a_full_rebuild(workspace, target: str) -> None:
+    """The models kept record by record hold, row for row, what `dbt run --full-refresh` writes for them."""
+    kept = {table: rows_of(workspace, target, schema, table) for table, schema in KEPT_BY_RECORD.items()}
+    assert all(kept.values())
+    workspace.run("dbt", "run", "--target", target, "--full-refresh", "--select", *KEPT_BY_RECORD,
+                  "--target-path", str(workspace.root / "dbt" / f"target-{target}"))
+    for table, schema in KEPT_BY_RECORD.items():
+        assert rows_of(workspace, target, schema, table) == kept[table], table
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path, target: str) -> None:
     # GIVEN an org living on the machine's calendar, loaded and built once
@@ -124,15 +134,9 @@ def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path
         assert reopened_days == 4  # open again from day 2 until it was won again on day 6
 
         # AND what the daily builds kept record by record is what a full rebuild writes
-        kept = {table: rows_of(workspace, target, schema, table) for table, schema in KEPT_BY_RECORD.items()}
-        assert all(kept.values())
-        workspace.run("dbt", "run", "--target", target, "--full-refresh", "--select", *KEPT_BY_RECORD,
-                      "--target-path", str(workspace.root / "dbt" / f"target-{target}"))
-        for table, schema in KEPT_BY_RECORD.items():
-            assert rows_of(workspace, target, schema, table) == kept[table], table
+        assert_kept_records_equal_a_full_rebuild(workspace, target)
     finally:
         drop_database(postgres_server, database)
-
 
 
 def test_a_new_time_zone_rewrites_every_record(tmp_path: Path) -> None:
@@ -146,12 +150,8 @@ def test_a_new_time_zone_rewrites_every_record(tmp_path: Path) -> None:
 
     # WHEN the org's time zone is set to Kolkata and the next build runs with no new sync
     workspace.env["CRM_TIMEZONE"] = "Asia/Kolkata"
-    target_path = str(workspace.root / "dbt" / "target-duckdb")
-    workspace.run("dbt", "run", "--target", "duckdb", "--select", *KEPT_BY_RECORD, "--target-path", target_path)
-    kept = {table: rows_of(workspace, "duckdb", schema, table) for table, schema in KEPT_BY_RECORD.items()}
+    workspace.run("dbt", "run", "--target", "duckdb", "--select", *KEPT_BY_RECORD,
+                  "--target-path", str(workspace.root / "dbt" / "target-duckdb"))
 
     # THEN every record was rewritten with Kolkata's days: the rows are those of a full rebuild in Kolkata
-    workspace.run("dbt", "run", "--target", "duckdb", "--full-refresh", "--select", *KEPT_BY_RECORD,
-                  "--target-path", target_path)
-    for table, schema in KEPT_BY_RECORD.items():
-        assert rows_of(workspace, "duckdb", schema, table) == kept[table], table
+    assert_kept_records_equal_a_full_rebuild(workspace, "duckdb")

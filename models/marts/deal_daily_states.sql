@@ -26,6 +26,9 @@ open_spans as (
     from history
     where status = 'open'
         and (valid_to_date is null or valid_to_date > valid_from_date)
+        -- Only the spans still open on a day this build adds: a daily build joins the deals open now, not
+        -- every span of the history, to the calendar.
+        and (valid_to_date is null or {{ after_last_kept_day(this, 'valid_to_date') }})
 
 ),
 

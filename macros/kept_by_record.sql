@@ -28,8 +28,9 @@
     inserting them takes a few). `empty_when_definitions_changed` for a model that works out its rows from the
     records (arguments as for definitions_fingerprint); `empty_when_upstream_rewrote_everything` for one that
     follows another kept record by record (`upstream`). -#}
-{% macro empty_when_definitions_changed(stages=none, context=none) -%}
-    {%- if is_incremental() and must_rewrite_every_record(definitions_fingerprint(stages, context)) -%}
+{% macro empty_when_definitions_changed(stages=none, context=none, users=none, context_columns='home_currency_code') -%}
+    {%- if is_incremental()
+        and must_rewrite_every_record(definitions_fingerprint(stages, context, users, context_columns)) -%}
         delete from {{ this }}
     {%- else -%}
         select 1
@@ -50,17 +51,22 @@
 
 
 {#- The pre-hook of a model that holds live records only: remove the records of `module` that a sync committed
-    since the last build reported deleted. (One restored afterwards is live again and written back by the build.) -#}
+    since the last build reported deleted. A deletion older than the version a row was worked out from was
+    undone since (the record was restored and changed again): that row stays. (The table's modified_at is the
+    version's; a version newer still, from those syncs, is written by the build itself.) -#}
 {% macro delete_records_deleted_since_last_build(module, key) -%}
     {%- if rewrites_every_record() -%}
         select 1
     {%- else -%}
         delete from {{ this }}
         where {{ key }} in (
-            select record_id
-            from {{ ref('stg_zoho__deleted_records') }}
-            where module = '{{ module }}'
-                and load_id in ({{ loads_since_last_build(ref('stg_zoho__loads')) }})
+            select deletions.record_id
+            from {{ ref('stg_zoho__deleted_records') }} as deletions
+            inner join {{ this }} as kept
+                on deletions.record_id = kept.{{ key }}
+            where deletions.module = '{{ module }}'
+                and deletions.load_id in {{ loads_since_last_build() }}
+                and deletions.deleted_at >= kept.modified_at
         )
     {%- endif -%}
 {%- endmacro %}
@@ -97,16 +103,27 @@
 {%- endmacro %}
 
 
-{#- The loads (stg_zoho__loads, imported by the model) of the syncs committed after the last one the model's
-    rows had read (their synced_through). -#}
-{% macro loads_since_last_build(loads) -%}
-    select load_id
-    from {{ loads }}
-    where is_committed
-        and loaded_at > (
-            select coalesce(max(synced_through), cast('1900-01-01 00:00:00+00:00' as {{ type_timestamptz() }}))
-            from {{ this }}
-        )
+{#- The syncs committed after the last one the model's rows had read (their synced_through), as the list of their
+    load ids for `load_id in ...` (`(null)` when there are none). Literals, worked out when the model runs, rather
+    than a subquery: DuckDB then pushes the filter into the scan of the raw table under a staging view and reads
+    only the rows those syncs wrote (30 ms instead of 300 ms for a day's leads among two million). A model that
+    calls it declares `-- depends_on: ref('stg_zoho__loads')`. -#}
+{% macro loads_since_last_build() -%}
+    {%- set query -%}
+        select load_id
+        from {{ ref('stg_zoho__loads') }}
+        where is_committed
+            and loaded_at > (
+                select coalesce(max(synced_through), cast('1900-01-01 00:00:00+00:00' as {{ type_timestamptz() }}))
+                from {{ this }}
+            )
+        order by load_id
+    {%- endset -%}
+    {%- set literals = [] -%}
+    {%- for load_id in (run_query(query).columns[0].values() if execute else []) -%}
+        {%- do literals.append("'" ~ (load_id | string | replace("'", "''")) ~ "'") -%}
+    {%- endfor -%}
+    {{- return("(" ~ (literals | join(", ") if literals else "null") ~ ")") -}}
 {%- endmacro %}
 
 
@@ -126,9 +143,10 @@
 
 
 {#- A small number that changes when a definition the rows depend on, other than the records themselves, changes:
-    the org's time zone, and where given the stage layout (which stage is open, won or lost, and in which order)
-    and the home currency. Rows carry it; a build whose number differs from theirs rewrites every record. -#}
-{% macro definitions_fingerprint(stages=none, context=none) -%}
+    the org's time zone, and where given the stage layout (which stage is open, won or lost, and in which order),
+    the `context_columns` of int_sync_context (the home currency; a comma-separated list) and the org's users.
+    Rows carry it; a build whose number differs from theirs rewrites every record. -#}
+{% macro definitions_fingerprint(stages=none, context=none, users=none, context_columns='home_currency_code') -%}
     {%- set described = [org_timezone()] -%}
     {%- set queries = [] -%}
     {%- if stages is not none -%}
@@ -136,7 +154,10 @@
             ~ stages ~ " order by stage_id")) -%}
     {%- endif -%}
     {%- if context is not none -%}
-        {%- do queries.append((context, "select home_currency_code from " ~ context)) -%}
+        {%- do queries.append((context, "select " ~ context_columns ~ " from " ~ context)) -%}
+    {%- endif -%}
+    {%- if users is not none -%}
+        {%- do queries.append((users, "select user_id from " ~ users ~ " order by user_id")) -%}
     {%- endif -%}
     {%- for relation, query in queries if execute and relation.type != 'cte' -%}
         {%- for row in run_query(query).rows -%}

@@ -35,7 +35,9 @@ DAYS = 10
 DAILY_MODELS = ("+kpi_daily", "+deal_daily_states", "+deals", "leads", "int_leads_seen")
 # The models a build rewrites only for the deals or leads whose inputs changed (macros/kept_by_record.sql).
 KEPT_BY_RECORD = {"int_deal_history": "analytics_intermediate", "int_deal_closings": "analytics_intermediate",
-                  "deal_stage_durations": "analytics", "int_leads_seen": "analytics_intermediate", "leads": "analytics"}
+                  "deal_stage_durations": "analytics", "int_deals_joined_to_stages": "analytics_intermediate",
+                  "int_deals_in_home_currency": "analytics_intermediate", "deals": "analytics",
+                  "int_leads_seen": "analytics_intermediate", "leads": "analytics"}
 # What says which build wrote a row, and so differs from a full rebuild by design.
 BOOKKEEPING = {"built_at", "synced_through"}
 

@@ -362,8 +362,8 @@ def test_an_org_without_deals_yet_still_gets_its_lead_kpis(built_warehouse, ware
 
 
 def test_a_deleted_deal_left_behind_by_a_load_stays_out_of_the_marts(built_warehouse, warehouse):
-    # GIVEN two deals the deletion log mentions while the raw table still has them: one deleted after its
-    # last change (gone), one changed after its deletion entry (restored from the recycle bin)
+    # GIVEN two deals the deletion log of a new sync mentions while the raw table still has them: one deleted
+    # after its last change (gone), one changed after its deletion entry (restored from the recycle bin)
     live = "select id from zoho_raw.deals where id not in (select id from zoho_raw.deleted_records) order by id limit 2"
     gone, restored = (row[0] for row in query(warehouse, "duckdb", live))
     query(
@@ -376,6 +376,16 @@ def test_a_deleted_deal_left_behind_by_a_load_stays_out_of_the_marts(built_wareh
         union all
         select 'Deals', id, 'recycle', modified_time - interval '1 hour', 'test', 'test-' || id
         from zoho_raw.deals where id = '{restored}'
+        """,
+    )
+    query(
+        warehouse,
+        "duckdb",
+        """
+        insert into zoho_raw._dlt_loads (load_id, schema_name, status, inserted_at, schema_version_hash)
+        select 'test', schema_name, 0, inserted_at + interval '1 second', schema_version_hash
+        from zoho_raw._dlt_loads
+        where inserted_at = (select max(inserted_at) from zoho_raw._dlt_loads)
         """,
     )
 

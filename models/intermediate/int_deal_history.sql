@@ -7,43 +7,34 @@
     "{{ empty_when_definitions_changed(ref('stg_zoho__deal_stages'), ref('int_sync_context')) }}",
 ])) }}
 
+-- depends_on: {{ ref('stg_zoho__loads') }}
 {%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')) -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
+{#- The syncs committed since the last build (their load ids). -#}
+{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
 
 with
 
-loads as (
-
-    select * from {{ ref('stg_zoho__loads') }}
-
-),
-
 {% if not rewrite_all -%}
--- The syncs committed since the last build, and the deals they brought anything about.
-new_loads as (
-
-    {{ loads_since_last_build('loads') }}
-
-),
-
+-- The deals the syncs since the last build brought a version, a Stage History entry or a deletion of.
 changed_deals as (
 
     select deal_id
     from {{ ref('stg_zoho__deal_versions') }}
-    where load_id in (select load_id from new_loads)
+    where load_id in {{ new_loads }}
 
     union
 
     select deal_id
     from {{ ref('stg_zoho__deal_stage_history') }}
-    where load_id in (select load_id from new_loads)
+    where load_id in {{ new_loads }}
 
     union
 
     select record_id as deal_id
     from {{ ref('stg_zoho__deleted_records') }}
     where module = 'Deals'
-        and load_id in (select load_id from new_loads)
+        and load_id in {{ new_loads }}
 
 ),
 

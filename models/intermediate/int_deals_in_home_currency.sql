@@ -1,17 +1,42 @@
-{#- A table, not a view: several marts and tests read it, and as a view each of them worked it out again in every build. -#}
-{{ config(materialized="table") }}
+{#-
+    Kept deal by deal (macros/kept_by_record.sql): a build rewrites the deals whose row in
+    int_deals_joined_to_stages or whose history a build rewrote since its last one, and the few whose Closing_Date
+    the implausible-date rule may judge otherwise now that the sync is later. A new home currency, first record
+    day, time zone or user list rewrites every deal. Stored: several marts and tests read it.
+-#}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_definitions_changed(context=ref('int_sync_context'), users=ref('stg_zoho__users'),"
+        ~ " context_columns='home_currency_code, first_record_date') }}",
+    "{{ empty_when_upstream_rewrote_everything(ref('int_deals_joined_to_stages')) }}",
+    "{{ delete_records_deleted_since_last_build('Deals', 'deal_id') }}",
+])) }}
+
+-- depends_on: {{ ref('int_deal_history') }}, {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
+{%- set fingerprint = definitions_fingerprint(context=ref('int_sync_context'), users=ref('stg_zoho__users'),
+    context_columns='home_currency_code, first_record_date') -%}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
 
 with
-
-deals as (
-
-    select * from {{ ref('int_deals_joined_to_stages') }}
-
-),
 
 context as (
 
     select * from {{ ref('int_sync_context') }}
+
+),
+
+deals as (
+
+    select * from {{ ref('int_deals_joined_to_stages') }}
+    {%- if not rewrite_all %}
+    where {{ records_rewritten_since_last_build(ref('int_deals_joined_to_stages')) }}
+        or {{ records_rewritten_since_last_build(ref('int_deal_history')) }}
+        -- As the sync moves on, a Closing_Date the rule found too far ahead may stop being so (and, should the
+        -- sync move back, one may start being so).
+        or deal_id in (select deal_id from {{ this }} where has_implausible_closing_date)
+        or closing_date > (
+            select {{ dbt.dateadd('year', var('implausible_years_ahead'), 'as_of_date') }} from context
+        )
+    {%- endif %}
 
 ),
 
@@ -24,6 +49,9 @@ users as (
 closings as (
 
     select * from {{ ref('int_deal_closings') }}
+    {%- if not rewrite_all %}
+    where deal_id in (select deal_id from deals)
+    {%- endif %}
 
 ),
 
@@ -53,7 +81,8 @@ priced as (
         coalesce(deals.currency, context.home_currency_code) as currency_code,
         {{ rate_to_home('deals.currency', 'deals.exchange_rate', 'context.home_currency_code') }} as rate_to_home,
         context.first_record_date,
-        context.as_of_date
+        context.as_of_date,
+        context.synced_at
 
     from deals
     left join last_closings
@@ -136,7 +165,8 @@ final as (
         has_closing_date_before_creation,
         has_implausible_closing_date,
         has_stage_in_no_pipeline,
-        has_owner_not_a_user
+        has_owner_not_a_user,
+        {{ kept_by_record_columns(fingerprint, 'synced_at') }}
 
     from valued
 

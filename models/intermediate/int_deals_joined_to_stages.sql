@@ -1,12 +1,35 @@
-{#- A table, not a view: its tests and int_deals_in_home_currency read it, and as a view each of them sifted the
-    live deals out of the raw table and matched their stages again. -#}
-{{ config(materialized="table") }}
+{#-
+    Kept deal by deal (macros/kept_by_record.sql), like the leads mart: a build rewrites the deals that a sync
+    committed since the last build wrote or deleted, and every deal when the stage layout or the time zone
+    changed; the other deals' rows stay as they are. Stored, not a view: its tests, int_deals_in_home_currency
+    and int_calendar_days read it.
+-#}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_definitions_changed(ref('stg_zoho__deal_stages')) }}",
+    "{{ delete_records_deleted_since_last_build('Deals', 'deal_id') }}",
+])) }}
+
+-- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
+{%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages')) -%}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
+{#- The syncs committed since the last build (their load ids). -#}
+{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
 
 with
+
+context as (
+
+    select * from {{ ref('int_sync_context') }}
+
+),
 
 deals as (
 
     select * from {{ ref('stg_zoho__deals') }}
+    {%- if not rewrite_all %}
+    -- The deals those syncs wrote (the pre-hook removed those they reported deleted).
+    where load_id in {{ new_loads }}
+    {%- endif %}
 
 ),
 
@@ -113,9 +136,11 @@ final as (
             when closing_date between created_date and modified_date then closing_date
             else modified_date
         end as closed_date,
-        modified_at
+        modified_at,
+        {{ kept_by_record_columns(fingerprint) }}
 
     from classified
+    cross join context
 
 )
 

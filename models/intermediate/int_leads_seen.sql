@@ -5,16 +5,13 @@
 -#}
 {{ config(**kept_by_record_config('lead_id', pre_hook=["{{ empty_when_definitions_changed() }}"])) }}
 
+-- depends_on: {{ ref('stg_zoho__loads') }}
 {%- set fingerprint = definitions_fingerprint() -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
+{#- The syncs committed since the last build (their load ids). -#}
+{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
 
 with
-
-loads as (
-
-    select * from {{ ref('stg_zoho__loads') }}
-
-),
 
 context as (
 
@@ -22,15 +19,6 @@ context as (
 
 ),
 
-{% if not rewrite_all -%}
--- The syncs committed since the last build.
-new_loads as (
-
-    {{ loads_since_last_build('loads') }}
-
-),
-
-{% endif -%}
 versions as (
 
     select * from {{ ref('stg_zoho__lead_versions') }}
@@ -39,7 +27,7 @@ versions as (
     where lead_id in (
         select lead_id
         from {{ ref('stg_zoho__lead_versions') }}
-        where load_id in (select load_id from new_loads)
+        where load_id in {{ new_loads }}
     )
     {%- endif %}
 

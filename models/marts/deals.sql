@@ -1,14 +1,39 @@
+{#-
+    Kept deal by deal (macros/kept_by_record.sql): a build rewrites the deals int_deals_in_home_currency rewrote
+    since its last one, and the open deals whose days_open the new day of the sync moves on; the closed deals
+    and the others stay as they are.
+-#}
+{{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ empty_when_definitions_changed() }}",
+    "{{ empty_when_upstream_rewrote_everything(ref('int_deals_in_home_currency')) }}",
+    "{{ delete_records_deleted_since_last_build('Deals', 'deal_id') }}",
+])) }}
+
+-- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
+{%- set fingerprint = definitions_fingerprint() -%}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+
 with
-
-deals as (
-
-    select * from {{ ref('int_deals_in_home_currency') }}
-
-),
 
 context as (
 
     select * from {{ ref('int_sync_context') }}
+
+),
+
+deals as (
+
+    select * from {{ ref('int_deals_in_home_currency') }}
+    {%- if not rewrite_all %}
+    where {{ records_rewritten_since_last_build(ref('int_deals_in_home_currency')) }}
+        or deal_id in (
+            select kept.deal_id
+            from {{ this }} as kept
+            cross join context
+            where kept.closed_date is null
+                and kept.days_open <> {{ dbt.datediff('kept.created_date', 'context.as_of_date', 'day') }}
+        )
+    {%- endif %}
 
 ),
 
@@ -46,7 +71,8 @@ final as (
             as {{ dbt.type_int() }}
         ) as days_open,
         cast({{ dbt.datediff('deals.created_date', 'deals.closed_date', 'day') }} as {{ dbt.type_int() }})
-            as days_to_close
+            as days_to_close,
+        {{ kept_by_record_columns(fingerprint) }}
 
     from deals
     cross join context

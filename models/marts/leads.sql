@@ -7,23 +7,13 @@
     "{{ delete_records_deleted_since_last_build('Leads', 'lead_id') }}",
 ])) }}
 
+-- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
 {%- set fingerprint = definitions_fingerprint() -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
+{#- The syncs committed since the last build (their load ids). -#}
+{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
 
 with
-
-loads as (
-
-    select * from {{ ref('stg_zoho__loads') }}
-
-),
-
-deletions as (
-
-    select * from {{ ref('stg_zoho__deleted_records') }}
-    where module = 'Leads'
-
-),
 
 context as (
 
@@ -31,27 +21,12 @@ context as (
 
 ),
 
-{% if not rewrite_all -%}
--- The syncs committed since the last build.
-new_loads as (
-
-    {{ loads_since_last_build('loads') }}
-
-),
-
-{% endif -%}
 leads as (
 
     select * from {{ ref('stg_zoho__leads') }}
     {%- if not rewrite_all %}
-    -- The leads those syncs wrote, or reported deleted (the pre-hook removed those; a lead restored since is
-    -- live again).
-    where load_id in (select load_id from new_loads)
-        or lead_id in (
-            select record_id
-            from deletions
-            where load_id in (select load_id from new_loads)
-        )
+    -- The leads those syncs wrote (the pre-hook removed those they reported deleted).
+    where load_id in {{ new_loads }}
     {%- endif %}
 
 ),

@@ -27,22 +27,10 @@ open_by_owner as (
 
 ),
 
-lead_versions as (
-
-    select * from {{ ref('stg_zoho__lead_versions') }}
-
-),
-
 -- Every lead a sync has seen, deleted ones included: a lead that arrived on d counts on d for good.
 leads_seen as (
 
-    select
-        lead_id,
-        min(created_date) as created_date,
-        min(converted_date) as converted_date
-
-    from lead_versions
-    group by lead_id
+    select * from {{ ref('int_leads_seen') }}
 
 ),
 

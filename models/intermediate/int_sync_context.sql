@@ -59,13 +59,15 @@ last_change as (
 
 ),
 
+-- The day of the oldest creation instant: the same day as the oldest created_date (a later instant is never on
+-- an earlier day), without converting every version's instant to the org's time zone.
 first_record as (
 
-    select min(created_date) as first_record_date
+    select {{ to_org_date('min(created_at)') }} as first_record_date
     from (
-        select min(created_date) as created_date from leads
+        select min(created_at) as created_at from leads
         union all
-        select min(created_date) as created_date from deals
+        select min(created_at) as created_at from deals
     ) as oldest
 
 ),

@@ -19,9 +19,11 @@ deals as (
 
 ),
 
+-- The live leads, as the leads mart keeps them (the staging view would check two million leads against the
+-- deletion log again).
 leads as (
 
-    select * from {{ ref('stg_zoho__leads') }}
+    select * from {{ ref('leads') }}
 
 ),
 

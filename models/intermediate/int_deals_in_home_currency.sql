@@ -28,14 +28,21 @@ deals as (
 
     select * from {{ ref('int_deals_joined_to_stages') }}
     {%- if not rewrite_all %}
-    where {{ records_rewritten_since_last_build(ref('int_deals_joined_to_stages')) }}
-        or {{ records_rewritten_since_last_build(ref('int_deal_history')) }}
+    where deal_id in (
+        {{ keys_rewritten_since_last_build(ref('int_deals_joined_to_stages')) }}
+        union
+        {{ keys_rewritten_since_last_build(ref('int_deal_history')) }}
         -- As the sync moves on, a Closing_Date the rule found too far ahead may stop being so (and, should the
         -- sync move back, one may start being so).
-        or deal_id in (select deal_id from {{ this }} where has_implausible_closing_date)
-        or closing_date > (
+        union
+        select deal_id from {{ this }} where has_implausible_closing_date
+        union
+        select deal_id
+        from {{ ref('int_deals_joined_to_stages') }}
+        where closing_date > (
             select {{ dbt.dateadd('year', var('implausible_years_ahead'), 'as_of_date') }} from context
         )
+    )
     {%- endif %}
 
 ),

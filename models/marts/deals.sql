@@ -25,14 +25,15 @@ deals as (
 
     select * from {{ ref('int_deals_in_home_currency') }}
     {%- if not rewrite_all %}
-    where {{ records_rewritten_since_last_build(ref('int_deals_in_home_currency')) }}
-        or deal_id in (
-            select kept.deal_id
-            from {{ this }} as kept
-            cross join context
-            where kept.closed_date is null
-                and kept.days_open <> {{ dbt.datediff('kept.created_date', 'context.as_of_date', 'day') }}
-        )
+    where deal_id in (
+        {{ keys_rewritten_since_last_build(ref('int_deals_in_home_currency')) }}
+        union
+        select kept.deal_id
+        from {{ this }} as kept
+        cross join context
+        where kept.closed_date is null
+            and kept.days_open <> {{ dbt.datediff('kept.created_date', 'context.as_of_date', 'day') }}
+    )
     {%- endif %}
 
 ),

@@ -44,15 +44,23 @@ last_sync as (
 
 ),
 
+-- The newest change and the oldest creation among every version of each module, in one pass over each (the
+-- versions are read once: PostgreSQL would otherwise keep a whole copy of a module's versions for two readers).
+record_extremes as (
+
+    select max(modified_at) as changed_at, min(created_at) as created_at from leads
+    union all
+    select max(modified_at) as changed_at, min(created_at) as created_at from deals
+
+),
+
 -- The newest instant the CRM itself reported. An org whose clock runs ahead of the extractor's machine
 -- reports changes "later" than the sync that read them; the data is as of that later instant then.
 last_change as (
 
     select max(changed_at) as changed_at
     from (
-        select max(modified_at) as changed_at from leads
-        union all
-        select max(modified_at) as changed_at from deals
+        select changed_at from record_extremes
         union all
         select max(deleted_at) as changed_at from deletions
     ) as newest
@@ -64,11 +72,7 @@ last_change as (
 first_record as (
 
     select {{ to_org_date('min(created_at)') }} as first_record_date
-    from (
-        select min(created_at) as created_at from leads
-        union all
-        select min(created_at) as created_at from deals
-    ) as oldest
+    from record_extremes
 
 ),
 

@@ -21,13 +21,14 @@
 
 
 {#- The config of a model that adds days this way, in one place for each such model: appended, the last day
-    removed first under the build lock, an index on the day on PostgreSQL (postgres_only_indexes). -#}
-{% macro adds_days_config(day_column='calendar_date') -%}
+    removed first under the build lock, an index on the day on PostgreSQL (postgres_only_indexes), and
+    `more_indexes`. -#}
+{% macro adds_days_config(day_column='calendar_date', more_indexes=[]) -%}
     {{- return({
         "materialized": "incremental",
         "incremental_strategy": "append",
         "on_schema_change": "append_new_columns",
-        "indexes": postgres_only_indexes([day_column]),
+        "indexes": postgres_only_indexes([day_column]) + more_indexes,
         "pre_hook": ["{{ build_lock(this) }}", "{{ delete_from_last_day(this, '" ~ day_column ~ "') }}"],
     }) -}}
 {%- endmacro %}

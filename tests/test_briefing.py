@@ -528,9 +528,11 @@ def test_crm_free_text_never_reaches_the_prompt_and_names_cannot_restyle_the_mes
     [owner] = briefing.query(target, "select owner_id, owner_name from analytics.deals where owner_id is not null limit 1")
     briefing.query(target, f"""
         insert into analytics.deals (deal_id, deal_name, owner_id, owner_name, status, is_closed, is_won, amount,
-                                     created_date, closing_date, closed_date)
-        values ('hostile-1', '{hostile.replace("'", "''")}', '{owner['owner_id']}', '{owner['owner_name']}', 'won',
-                true, true, 987654321, date '{REPORT_DATE}', date '{REPORT_DATE}', date '{REPORT_DATE}')""")
+                                     created_date, closing_date, closed_date, built_at, definitions_fingerprint)
+        select 'hostile-1', '{hostile.replace("'", "''")}', '{owner['owner_id']}', '{owner['owner_name']}', 'won',
+               true, true, 987654321, date '{REPORT_DATE}', date '{REPORT_DATE}', date '{REPORT_DATE}',
+               max(built_at), max(definitions_fingerprint)
+        from analytics.deals""")
     briefing.ollama.queue(Reply.json(answer("top_deal_won", ("open_pipeline",))))
 
     result = briefing.deliver(target)

@@ -1,10 +1,12 @@
 {#-
-    Models kept record by record: int_deal_history and what is worked out from it one deal at a time, and the
-    leads (int_leads_seen, the leads mart). A record's rows depend only on that record's versions (and, for a
-    deal, its Stage History and deletion), besides a few org-wide definitions: the stage layout, the home
-    currency, the time zone. So a build rewrites the rows of the records whose inputs changed since the last
-    build and leaves every other record's rows as they are: after a day on which 1% of the deals changed, 1%
-    of the rows are written. A change of the definitions rewrites every record; `dbt build --full-refresh` too.
+    Models kept record by record: int_deal_history and what is worked out from it one deal at a time, the current
+    deals (int_deals_joined_to_stages, int_deals_in_home_currency, the deals mart) and the leads (int_leads_seen,
+    the leads mart). A record's rows depend only on that record's versions (and, for a deal, its Stage History
+    and deletion), besides a few org-wide definitions: the stage layout, the home currency, the time zone and,
+    for the sanity rules, the org's first record day, its users and the day of the sync. So a build rewrites the
+    rows of the records whose inputs changed since the last build and leaves every other record's rows as they
+    are: after a day on which 1% of the deals changed, 1% of the rows are written. A change of the definitions
+    rewrites every record; `dbt build --full-refresh` too.
 -#}
 
 {#- The config of such a model: delete+insert on the record's key (all rows of a changed record go, and its rows
@@ -98,8 +100,14 @@
     {%- if not execute -%}
         {{- return(false) -}}
     {%- endif -%}
-    {%- set columns = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
-    {{- return(column | lower not in columns) -}}
+    {{- return(not relation_has_column(this, column)) -}}
+{%- endmacro %}
+
+
+{#- Whether `relation` has a column of that name (any case). -#}
+{% macro relation_has_column(relation, column) -%}
+    {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {{- return(column | lower in columns) -}}
 {%- endmacro %}
 
 

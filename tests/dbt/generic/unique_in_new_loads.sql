@@ -17,8 +17,7 @@
         | selectattr('name', 'equalto', kept_by) | first -%}
     {%- set kept = adapter.get_relation(node.database, node.schema, node.alias) -%}
     {#- A table an older version of the model wrote, without synced_through, tells nothing. -#}
-    {%- if kept is not none and 'synced_through' not in (adapter.get_columns_in_relation(kept)
-        | map(attribute='name') | map('lower') | list) -%}
+    {%- if kept is not none and not relation_has_column(kept, 'synced_through') -%}
         {%- set kept = none -%}
     {%- endif -%}
 {%- endif %}

@@ -24,6 +24,14 @@ context as (
 
 ),
 
+-- The latest Closing_Date the sanity rule takes for plausible: a later one is a typo (2999).
+plausible as (
+
+    select {{ dbt.dateadd('year', var('implausible_years_ahead'), 'as_of_date') }} as latest_closing_date
+    from context
+
+),
+
 deals as (
 
     select * from {{ ref('int_deals_joined_to_stages') }}
@@ -39,9 +47,7 @@ deals as (
         union
         select deal_id
         from {{ ref('int_deals_joined_to_stages') }}
-        where closing_date > (
-            select {{ dbt.dateadd('year', var('implausible_years_ahead'), 'as_of_date') }} from context
-        )
+        where closing_date > (select latest_closing_date from plausible)
     )
     {%- endif %}
 
@@ -88,13 +94,14 @@ priced as (
         coalesce(deals.currency, context.home_currency_code) as currency_code,
         {{ rate_to_home('deals.currency', 'deals.exchange_rate', 'context.home_currency_code') }} as rate_to_home,
         context.first_record_date,
-        context.as_of_date,
+        plausible.latest_closing_date as latest_plausible_closing_date,
         context.synced_at
 
     from deals
     left join last_closings
         on deals.deal_id = last_closings.deal_id
     cross join context
+    cross join plausible
 
 ),
 
@@ -110,7 +117,7 @@ checked as (
         coalesce(priced.closing_date < priced.created_date, false) as has_closing_date_before_creation,
         coalesce(
             priced.closing_date < priced.first_record_date
-            or priced.closing_date > {{ dbt.dateadd('year', var('implausible_years_ahead'), 'priced.as_of_date') }},
+            or priced.closing_date > priced.latest_plausible_closing_date,
             false
         ) as has_implausible_closing_date,
         priced.forecast_type is null as has_stage_in_no_pipeline,

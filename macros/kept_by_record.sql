@@ -10,16 +10,25 @@
 -#}
 
 {#- The config of such a model: delete+insert on the record's key (all rows of a changed record go, and its rows
-    are written again, however many it has now), under the build lock; an index on the key on PostgreSQL
-    (postgres_only_indexes).
-    `pre_hook`: more statements to run first, after the lock. -#}
-{% macro kept_by_record_config(key, pre_hook=[]) -%}
+    are written again, however many it has now), under the build lock.
+    On PostgreSQL (postgres_only_indexes) an index on the key, and on the bookkeeping columns the next build asks
+    about: built_at (the rows the last build wrote, read by the models after this one and by its key test) and
+    synced_through (the latest sync it saw, which tells the syncs since). Without them each of those questions
+    read the whole table: 0.2-0.5 s apiece at a million deals, a dozen of them a build.
+    `pre_hook`: more statements to run first, after the lock. `synced_through`: false for a model whose rows do
+    not carry the column (kept_by_record_columns). -#}
+{% macro kept_by_record_config(key, pre_hook=[], synced_through=true) -%}
+    {%- set bookkeeping = ['built_at', 'synced_through'] if synced_through else ['built_at'] -%}
+    {%- set indexes = [] -%}
+    {%- for column in [key] + bookkeeping -%}
+        {%- do indexes.extend(postgres_only_indexes([column])) -%}
+    {%- endfor -%}
     {{- return({
         "materialized": "incremental",
         "incremental_strategy": "delete+insert",
         "unique_key": key,
         "on_schema_change": "append_new_columns",
-        "indexes": postgres_only_indexes([key]),
+        "indexes": indexes,
         "pre_hook": ["{{ build_lock(this) }}"] + pre_hook,
     }) -}}
 {%- endmacro %}

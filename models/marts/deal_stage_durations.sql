@@ -2,7 +2,7 @@
     the deals whose history it rewrote. -#}
 {{ config(**kept_by_record_config('deal_id', pre_hook=[
     "{{ empty_when_upstream_rewrote_everything(ref('int_deal_history')) }}",
-])) }}
+], synced_through=false)) }}
 
 with
 

@@ -144,6 +144,22 @@
 {%- endmacro %}
 
 
+{#- For the tests over new syncs (unique_in_new_loads, not_null_in_new_loads): the table of the model `kept_by` that
+    reads the tested staging model, whose synced_through marks the syncs already tested; none on a first build, a
+    full refresh, or a table an older version of the model wrote without synced_through (it tells nothing).
+    Named, not ref'd, so that the test runs before that model as usual: a failing test stops the build before
+    it, and the next build tests those syncs again. -#}
+{% macro table_marking_tested_loads(kept_by) -%}
+    {%- if not execute or flags.FULL_REFRESH -%}
+        {{- return(none) -}}
+    {%- endif -%}
+    {%- set node = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
+        | selectattr('name', 'equalto', kept_by) | first -%}
+    {%- set kept = adapter.get_relation(node.database, node.schema, node.alias) -%}
+    {{- return(kept if kept is not none and relation_has_column(kept, 'synced_through') else none) -}}
+{%- endmacro %}
+
+
 {#- The filter of a model worked out from another kept record by record (`upstream`, whose rows carry built_at):
     the records whose rows there were written after this model's last build. -#}
 {% macro records_rewritten_since_last_build(upstream, key='deal_id') -%}
@@ -153,6 +169,7 @@
         {{ key }} in ({{ keys_rewritten_since_last_build(upstream, key) }})
     {%- endif -%}
 {%- endmacro %}
+
 
 
 {#- The keys of those records, as a query. The last build's start is a literal, worked out when the model runs:

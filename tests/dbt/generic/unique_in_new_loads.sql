@@ -11,16 +11,7 @@
 
 -- depends_on: {{ ref('stg_zoho__loads') }}
 
-{%- set kept = none -%}
-{%- if execute and not flags.FULL_REFRESH -%}
-    {%- set node = graph.nodes.values() | selectattr('resource_type', 'equalto', 'model')
-        | selectattr('name', 'equalto', kept_by) | first -%}
-    {%- set kept = adapter.get_relation(node.database, node.schema, node.alias) -%}
-    {#- A table an older version of the model wrote, without synced_through, tells nothing. -#}
-    {%- if kept is not none and not relation_has_column(kept, 'synced_through') -%}
-        {%- set kept = none -%}
-    {%- endif -%}
-{%- endif %}
+{%- set kept = table_marking_tested_loads(kept_by) %}
 
 with
 

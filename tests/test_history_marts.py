@@ -1,11 +1,12 @@
 """Every row of the history marts equals a recomputation in plain Python from what the syncs saw.
 
 GIVEN a sandbox org (a seed no other test uses) synced on four consecutive days - so the warehouse holds
-several versions of many deals, deletions and Zoho's Stage History from the first sync - and built by
-`dbt build` on DuckDB and PostgreSQL, THEN deal_daily_states, sales_summary_by_period, owner_performance_monthly
-and lead_source_cohorts equal, row for row, the figures worked out here from the versions each sync read and
-the Stage History (the definitions of tests/test_marts.py: a deal is in the state of its latest change that
-took effect by the evening, closes on the day it entered a won or lost stage, money in the home currency).
+several versions of many deals, deletions and Zoho's Stage History from the first sync, and one deal goes back
+to a stage it had left - and built by `dbt build` on DuckDB and PostgreSQL, THEN deal_daily_states,
+sales_summary_by_period, owner_performance_monthly and lead_source_cohorts equal, row for row, the figures worked
+out here from the versions each sync read and the Stage History (the definitions of tests/test_marts.py: a deal
+is in the state of its latest change that took effect by the evening, closes on the day it entered a won or lost
+stage, money in the home currency), and stage_funnel equals the stage visits counted deal by deal.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sandbox import SandboxOrg, SandboxServer
+from tests.support.crm import CrmUser
 from tests.support.postgres import create_database, drop_database
 from tests.support.workspace import Workspace, make_workspace
 from tests.test_marts import OrgHistory, query, sync_day
@@ -46,9 +48,15 @@ def synced_org(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -
     history = None
     with SandboxServer(org, port=0) as server:
         workspace.env.update(server.env())
+        crm = CrmUser(server)
+        # One deal goes back to a stage it had left, as salespeople do: it visits Qualification twice.
+        comes_back = next(r["id"] for r in sorted(org.records("Deals"), key=lambda r: r["id"])
+                          if r["Stage"] == "Qualification")
         for day in range(4):
             if day:
                 org.advance(1)
+                if day in (1, 2):
+                    crm.update_deal(comes_back, Stage="Needs Analysis" if day == 1 else "Qualification")
             for target in ("duckdb", "postgres"):
                 workspace.run("python", "-m", "pipelines.zoho", "--destination", target)
             if history is None:
@@ -147,3 +155,37 @@ def test_lead_source_cohorts_count_each_lead_in_the_month_it_arrived(synced_org:
         select lead_source, cohort_month, leads_created, leads_converted_so_far from analytics.lead_source_cohorts""")
     actual = {(r[0], r[1]): (number(r[2]), number(r[3])) for r in rows}
     assert_rows_equal({k: (created[k], converted[k]) for k in created}, actual, "lead_source_cohorts")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_stage_funnel_counts_each_deal_once_per_stage_it_visited(synced_org: Synced, target: str) -> None:
+    """GIVEN the deals' stage visits (deal_stage_durations), THEN each open stage of the funnel counts the deals
+    that entered it, moved on from it (to a stage further down or won), were lost from it or are still in it,
+    each deal once however often it came back to the stage, and averages the days of the visits that ended."""
+    visits = query(synced_org.workspace, target, """
+        select pipeline, stage, deal_id, stage_order, next_status, next_stage_order, left_date, days_in_stage
+        from analytics.deal_stage_durations where status = 'open'""")
+    entered, moved_on, lost, still_in = defaultdict(set), defaultdict(set), defaultdict(set), defaultdict(set)
+    days = defaultdict(list)
+    for pipeline, stage, deal, order, next_status, next_order, left, spent in visits:
+        key = (pipeline or "", stage)
+        entered[key].add(deal)
+        if next_status == "won" or (next_order is not None and next_order > order):
+            moved_on[key].add(deal)
+        if next_status == "lost":
+            lost[key].add(deal)
+        if left is None:
+            still_in[key].add(deal)
+        if spent is not None:
+            days[key].append(spent)
+    assert any(len(entered[k]) < sum(1 for v in visits if ((v[0] or ""), v[1]) == k) for k in entered), (
+        "no deal came back to a stage it had left (the fixture moves one back to Qualification)")
+
+    rows = query(synced_org.workspace, target, """
+        select coalesce(pipeline, ''), stage, deals_entered, deals_moved_on, deals_lost_from_stage,
+            deals_still_in_stage, average_days_in_stage
+        from analytics.stage_funnel""")
+    actual = {(r[0], r[1]): tuple(number(v) for v in r[2:]) for r in rows}
+    expected = {k: (len(entered[k]), len(moved_on[k]), len(lost[k]), len(still_in[k]),
+                    sum(days[k]) / len(days[k]) if days[k] else 0.0) for k in entered}
+    assert_rows_equal(expected, actual, "stage_funnel")

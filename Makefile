@@ -30,7 +30,7 @@ demo: install profiles.yml  ## run the whole day on DuckDB against the sandbox o
 
 test: install  ## run the whole test suite, PostgreSQL included
 	@scripts/ensure-postgres.sh
-	$(BIN)/pytest -q -n 2 --durations=10  # two workers: most tests wait on one dbt or Postgres process at a time
+	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10  # two workers: most tests wait on one dbt or Postgres process at a time; an idle one takes tests not yet started from the other
 
 check: install  ## check the settings and connections of the daily job (exit 2 names what to fix)
 	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; $(BIN)/python -m insights.doctor --target $(TARGET)

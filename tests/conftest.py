@@ -19,6 +19,14 @@ import pytest
 from tests.support.postgres import PostgresUnavailable, create_database, drop_database, local_postgres
 from tests.support.workspace import Workspace, make_workspace
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the slow end-to-end tests first (otherwise in file order). `make test` runs two workers that take
+    tests not yet started from each other (`--dist worksteal`): a three-minute test collected late could start
+    when the other worker was nearly done, and the suite ended with one worker running it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # --------------------------------------------------------------------------- Postgres
 
 

@@ -167,6 +167,7 @@ ROUNDS = int(os.environ.get("API_LOAD_ROUNDS", "4"))
 CLIENTS = 4
 
 
+@pytest.mark.slow
 def test_the_api_under_load_never_makes_extraction_or_dbt_fail(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """GIVEN the API over the DuckDB warehouse, with 4 clients asking for metrics without pause
     WHEN the CRM moves on a day and the extraction and `dbt build` run, 4 times over (API_LOAD_ROUNDS)

@@ -62,6 +62,7 @@ def assert_kept_records_equal_a_full_rebuild(workspace, target: str) -> None:
         assert rows_of(workspace, target, schema, table) == kept[table], table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
 def test_days_already_observed_never_change(postgres_server: str, tmp_path: Path, target: str) -> None:
     # GIVEN an org living on the machine's calendar, loaded and built once

@@ -171,7 +171,6 @@
 {%- endmacro %}
 
 
-
 {#- The keys of those records, as a query. The last build's start is a literal, worked out when the model runs:
     rows are appended build after build, so DuckDB skips every block of `upstream` that only older builds wrote
     instead of comparing each row with a subquery's result. -#}

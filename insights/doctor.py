@@ -9,6 +9,8 @@ setting works (a Zoho token refresh and one read per scope the pipeline uses:
 Leads, Deals, users, layouts, deal stages, currencies or else the org; the CRM
 user's time zone, a write in a transaction that is rolled back, Twilio's
 account resource, Ollama's model list) and prints one line: what was checked, the result, and the fix.
+The recipients (`recipients.yml` and RECIPIENT_PHONE_NUMBER) are read and checked line by line, and each
+owner's zoho_user is looked up among the users the last extraction loaded into the warehouse.
 
     ok    the setting works
     warn  the job runs, but not as you may expect (e.g. CRM_TIMEZONE differs from the org's,
@@ -37,7 +39,7 @@ from typing import Any, Callable, Literal
 
 import requests
 
-from warehouse import MARTS_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path, postgres_url
+from warehouse import MARTS_SCHEMA, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path, postgres_url
 
 Level = Literal["ok", "warn", "FAIL"]
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -177,22 +179,17 @@ def check_ollama() -> list[Check]:
     return [Check("Ollama", "ok", f"{ollama.model} ready")]
 
 
-def check_twilio() -> list[Check]:
-    """The recipients and the sender in E.164, then the credentials with one authenticated read."""
+def check_twilio(target: Target) -> list[Check]:
+    """The recipients (and their Zoho users, when the warehouse has them), the sender in E.164, then the
+    credentials with one authenticated read."""
     from insights.settings import TwilioSettings
     from insights.whatsapp import check_credentials, twilio_client, whatsapp_address
 
+    checks = check_recipients(target)
     try:
-        settings = TwilioSettings.from_env()
+        settings = TwilioSettings.from_env(recipients=())  # the recipients were checked just above
     except ConfigError as exc:
-        return [Check("Twilio settings", "FAIL", str(exc), "set it (see README, WhatsApp)")]
-    checks = []
-    bad = [n for n in settings.recipients if not E164.match(whatsapp_address(n).removeprefix("whatsapp:"))]
-    if bad:
-        checks.append(Check("RECIPIENT_PHONE_NUMBER", "FAIL", f"not a phone number in E.164: {', '.join(bad)}",
-                            "write each number as + country code + number, e.g. +14155550123, comma-separated"))
-    else:
-        checks.append(Check("RECIPIENT_PHONE_NUMBER", "ok", f"{len(settings.recipients)} recipient(s)"))
+        return [*checks, Check("Twilio settings", "FAIL", str(exc), "set it (see README, WhatsApp)")]
     sender = whatsapp_address(settings.from_number).removeprefix("whatsapp:")
     if not E164.match(sender):
         checks.append(Check("TWILIO_FROM_NUMBER", "FAIL", f"not a phone number in E.164: {settings.from_number}",
@@ -208,7 +205,116 @@ def check_twilio() -> list[Check]:
                             "check the network (or TWILIO_API_BASE, if set)"))
     else:
         checks.append(Check("Twilio credentials", "ok", "accepted by Twilio"))
+        checks.append(_check_template(settings))
+    checks.extend(_check_missed_days(target))
     return checks
+
+
+def _check_template(settings: Any) -> Check:
+    """The template that reaches people outside WhatsApp's 24-hour window, and its approval at WhatsApp."""
+    from insights.whatsapp import template_status, twilio_client
+
+    name = "WhatsApp template"
+    create = "run `python -m insights.whatsapp create-template` and set the TWILIO_TEMPLATE_SID it prints"
+    if not settings.template_sid:
+        return Check(name, "warn", "TWILIO_TEMPLATE_SID is not set: only people who wrote to the sender in the last "
+                     "24 hours can get the briefing (WhatsApp refuses free-form text to anyone else, error 63016)",
+                     create)
+    try:
+        status, reason = template_status(twilio_client(settings, HTTP_TIMEOUT_SECONDS), settings.template_sid)
+    except Exception as exc:
+        return Check(name, "FAIL", f"{settings.template_sid} could not be read ({_one_line(exc)})",
+                     f"check TWILIO_TEMPLATE_SID, or {create}")
+    if status == "approved":
+        return Check(name, "ok", f"{settings.template_sid} approved by WhatsApp")
+    if status == "rejected":
+        return Check(name, "FAIL", f"{settings.template_sid} rejected by WhatsApp ({reason or 'no reason given'})",
+                     create)
+    return Check(name, "warn", f"{settings.template_sid} is {status} at WhatsApp: until it is approved, only people "
+                 "who wrote in the last 24 hours get the briefing", "wait for WhatsApp's review (minutes to a day)")
+
+
+def _check_missed_days(target: Target) -> list[Check]:
+    """Report days whose briefing never reached someone (a failed run, a crash before delivery)."""
+    from insights.facts import org_timezone
+    from insights.ledger import DeliveryLedger
+
+    if target == "duckdb" and not duckdb_path().exists():
+        return []
+    try:
+        yesterday = dt.datetime.now(org_timezone()).date() - dt.timedelta(days=1)
+        missed = DeliveryLedger(target).missed_days(yesterday)
+    except Exception:  # no ledger yet, or the warehouse check already says why it cannot be read
+        return []
+    if not missed:
+        return [Check("missed briefings", "ok", "none in the last 14 days")]
+    days = sorted({m.report_date for m in missed})
+    return [Check("missed briefings", "warn",
+                  f"{len(missed)} briefing(s) never went out, for {', '.join(d.isoformat() for d in days)}",
+                  f"send one on purpose with python -m insights.deliver --date {days[-1].isoformat()} "
+                  "(old news is not resent unasked)")]
+
+
+def check_recipients(target: Target) -> list[Check]:
+    """Who gets what: the recipients file and RECIPIENT_PHONE_NUMBER, then the owners' Zoho users against the
+    users loaded into the warehouse.
+
+    The line is named after RECIPIENT_PHONE_NUMBER when that is the only source (as before the recipients
+    file), else `recipients`; its result says where they were listed.
+    """
+    from insights.recipients import NUMBERS_VARIABLE, RecipientsError, load_recipients, recipients_file
+    from insights.settings import NO_RECIPIENTS
+
+    fix = "see recipients.example.yml: each person has whatsapp (+ country code and number, e.g. +14155550123) " \
+          "and role manager or owner; an owner has zoho_user"
+    try:
+        path, label = recipients_file()
+        sources = ([label] if path is not None else []) + (
+            [NUMBERS_VARIABLE] if os.environ.get(NUMBERS_VARIABLE, "").strip() else [])
+    except RecipientsError:  # RECIPIENTS_FILE names a file that is not there: load_recipients says so
+        sources = ["RECIPIENTS_FILE"]
+    name = NUMBERS_VARIABLE if sources == [NUMBERS_VARIABLE] else "recipients"
+    try:
+        recipients = load_recipients()
+    except RecipientsError as exc:
+        return [Check(name, "FAIL", str(exc), fix)]
+    if not recipients:
+        return [Check(name, "FAIL", NO_RECIPIENTS, "copy recipients.example.yml to recipients.yml and fill it in")]
+    managers = sum(r.role == "manager" for r in recipients)
+    owners = len(recipients) - managers
+    checks = [Check(name, "ok", f"{_count(len(recipients), 'recipient')}: {_count(managers, 'manager')}, "
+                                f"{_count(owners, 'owner')} ({', '.join(sources)})")]
+    if owners:
+        checks.append(_check_owners(recipients, target))
+    return checks
+
+
+def _check_owners(recipients: tuple[Any, ...], target: Target) -> Check:
+    """Each owner's zoho_user against the users the last extraction loaded; not checked before the first one."""
+    from insights.recipients import UsersNotLoaded, resolve_owners, users_in_warehouse
+
+    name = "owners' Zoho users"
+    not_checked = f"not checked: load the CRM first (the users are read from {RAW_SCHEMA}.users)"
+    try:
+        if target == "duckdb" and not duckdb_path().exists():  # checking must not leave an empty warehouse behind
+            return Check(name, "warn", not_checked, "run the daily job (or python -m pipelines.zoho) once")
+        # Not read-only: the warehouse check holds a read-write connection to the same file meanwhile, and
+        # DuckDB refuses a second connection of another kind in one process. Nothing is written.
+        with connect(target) as conn:
+            users = users_in_warehouse(conn)
+    except UsersNotLoaded:
+        return Check(name, "warn", not_checked, "run the daily job (or python -m pipelines.zoho) once")
+    except Exception as exc:  # the warehouse check says why the warehouse cannot be reached
+        return Check(name, "warn", f"not checked: the warehouse could not be read ({_one_line(exc)})",
+                     "see the warehouse line")
+    owners, problems = resolve_owners(recipients, users)
+    failures = [p for p in problems if not getattr(p, "warning", False)]
+    if failures:
+        return Check(name, "FAIL", "; ".join(problems),
+                     "set zoho_user to the id or email of a user of the org (Setup > Users in Zoho CRM)")
+    if problems:
+        return Check(name, "warn", "; ".join(problems), "remove the entry, or give it to the user's successor")
+    return Check(name, "ok", f"{_count(len(owners), 'owner')} found among the org's {_count(len(users), 'user')}")
 
 
 def _zoho_probes(client: Any) -> list[str]:
@@ -253,7 +359,7 @@ def run_checks(target: Target, *, send: bool, strict: bool = False) -> list[Chec
     """Every check, the slow network ones side by side; the order of the table does not depend on timing."""
     groups: list[Callable[[], list[Check]]] = [check_timezone_and_zoho, lambda: check_warehouse(target), check_ollama]
     if send:
-        groups.append(check_twilio)
+        groups.append(lambda: check_twilio(target))
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         futures = [pool.submit(group) for group in groups]
         checks = [check for future in futures for check in future.result()]
@@ -323,6 +429,10 @@ def _same_zone(configured: str, org_zone: str, zone_info: type) -> bool:
         return moment.astimezone(zone_info(configured)).utcoffset() == moment.astimezone(zone_info(org_zone)).utcoffset()
     except (KeyError, ValueError):  # Zoho sent a name the zone database does not know
         return False
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _one_line(exc: BaseException) -> str:

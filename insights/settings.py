@@ -9,9 +9,11 @@ non-zero. Secrets are kept out of `repr()` so they never reach a log.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from insights.recipients import Recipient, load_recipients
 from warehouse import ConfigError
 
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
@@ -81,27 +83,72 @@ class OllamaSettings:
         return None
 
 
+NO_RECIPIENTS = "no recipients: set RECIPIENTS_FILE (or write recipients.yml) or RECIPIENT_PHONE_NUMBER"
+
+
 @dataclass(frozen=True)
 class TwilioSettings:
     account_sid: str
     auth_token: str = field(repr=False)
     from_number: str
-    recipients: tuple[str, ...]
+    # Who gets which briefing: the recipients file and RECIPIENT_PHONE_NUMBER (insights.recipients).
+    recipients: tuple[Recipient, ...]
     # Only for pointing the client at a proxy or a local emulator; unset in production.
     api_base: str | None = None
+    # PUBLIC_BASE_URL: where this project's API is reached from outside, without a trailing slash; optional.
+    public_base_url: str | None = None
+    # TWILIO_TEMPLATE_SID: the approved template (HX...) sent outside WhatsApp's 24-hour window; optional.
+    template_sid: str | None = None
 
     @classmethod
-    def from_env(cls) -> "TwilioSettings":
-        recipients = tuple(n.strip() for n in _required("RECIPIENT_PHONE_NUMBER").split(",") if n.strip())
-        if not recipients:
-            raise ConfigError("RECIPIENT_PHONE_NUMBER has no phone number")
+    def from_env(cls, *, recipients: tuple[Recipient, ...] | None = None) -> "TwilioSettings":
+        """The settings from the environment. `recipients`, when given, stands in for the recipients'
+        sources (the doctor checks those on their own and still checks the credentials when they are wrong)."""
+        if recipients is None:
+            recipients = load_recipients()  # RecipientsError (a ConfigError) names each line that is wrong
+            if not recipients:
+                raise ConfigError(NO_RECIPIENTS)
         return cls(
             account_sid=_required("TWILIO_ACCOUNT_SID"),
             auth_token=_required("TWILIO_AUTH_TOKEN"),
             from_number=_required("TWILIO_FROM_NUMBER"),
             recipients=recipients,
             api_base=os.environ.get("TWILIO_API_BASE", "").strip() or None,
+            public_base_url=_public_base_url(),
+            template_sid=_template_sid(),
         )
+
+
+def _template_sid() -> str | None:
+    """TWILIO_TEMPLATE_SID: a Content SID (HX and 32 hex digits), as `python -m insights.whatsapp create-template`
+    prints it."""
+    raw = os.environ.get("TWILIO_TEMPLATE_SID", "").strip()
+    if raw and not re.fullmatch(r"HX[0-9a-fA-F]{32}", raw):
+        raise ConfigError(f"TWILIO_TEMPLATE_SID must be a Content SID, HX and 32 hex digits (got {raw[:40]!r})")
+    return raw or None
+
+
+def _public_base_url() -> str | None:
+    """PUBLIC_BASE_URL, an http(s) URL with a host and no query, without its trailing slash; None when unset."""
+    raw = os.environ.get("PUBLIC_BASE_URL", "").strip()
+    if not raw:
+        return None
+    shown = "a URL with a user or password in it" if "@" in raw else repr(raw)  # never echo a password
+    wrong = f"PUBLIC_BASE_URL must be an http(s) URL with a host and no query, e.g. https://crm.example.com (got {shown}"
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ConfigError(f"{wrong}: {exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(f"{wrong}: the scheme must be http or https)")
+    if not parts.hostname:
+        raise ConfigError(f"{wrong}: no host name)")
+    if parts.query or parts.fragment or raw.endswith(("?", "#")):
+        raise ConfigError(f"{wrong}: remove the ?query or #fragment)")
+    if any(ch.isspace() for ch in raw):
+        raise ConfigError(f"{wrong}: it contains a space)")
+    return raw.rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 from warehouse import PROJECT_ROOT, libpq_env
 
 # Settings a developer may have exported for their own org must never leak into a test.
-_USER_SETTINGS = ("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_", "RECIPIENT_", "API_TOKEN", "DATABASE_URL", "CRM_TIMEZONE")
+_USER_SETTINGS = ("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_", "RECIPIENT", "API_TOKEN", "DATABASE_URL",
+                  "CRM_TIMEZONE", "PUBLIC_BASE_URL", "BRIEFING_BUDGET")
 
 
 @dataclass
@@ -59,7 +60,10 @@ def make_workspace(root: Path) -> Workspace:
     profiles.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "profiles.example.yml", profiles / "profiles.yml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(_USER_SETTINGS)}
+    # A developer's own recipients.yml in the project folder must not reach a test: each workspace has its own.
+    (root / "recipients.yml").write_text("people: []\n")
     env.update(
+        RECIPIENTS_FILE=str(root / "recipients.yml"),
         DUCKDB_PATH=str(root / "warehouse.duckdb"),
         DLT_DATA_DIR=str(root / "dlt"),
         DBT_PROFILES_DIR=str(profiles),

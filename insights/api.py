@@ -6,12 +6,17 @@
                                          (default: the last complete day in CRM_TIMEZONE, like the briefing)
     GET /api/summaries/latest            the latest briefing that was delivered, with its delivery status
                                          (else the latest one built, marked as not delivered or dry run)
-    GET /api/health                      status, last sync, last delivery (no token needed)
+    GET /api/health                      status, last sync, last delivery, missed days (no token needed)
     GET /docs, /openapi.json             the documentation (a plain page: no script, no CDN)
+    POST /twilio/status                  Twilio's status callbacks: each message's status in the ledger
+    POST /twilio/inbound                 someone wrote to the sender: a recipient gets their full briefing
 
 HEAD is answered wherever GET is. When API_TOKEN is set, every route but
-health and the documentation requires `Authorization: Bearer <API_TOKEN>`, and
-health gives the reason a warehouse cannot be opened only with it.
+health, the documentation and Twilio's requires `Authorization: Bearer <API_TOKEN>`, and
+health gives the reason a warehouse cannot be opened only with it. Twilio's
+routes accept only requests signed with TWILIO_AUTH_TOKEN for the URL under
+PUBLIC_BASE_URL (`insights.replies`): anything else is refused with 403 and
+changes nothing.
 
 The API never gets in the way of the daily job. DuckDB lets one process write
 a file, and a writer cannot open it while a reader has it open, so the API never
@@ -41,16 +46,18 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, TypeVar
+from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from insights.facts import default_report_date, org_timezone
+from insights.ledger import MISSED_LOOKBACK_DAYS
 from insights.ledger import TABLE as DELIVERIES_TABLE
-from insights.settings import ApiSettings
+from insights.settings import ApiSettings, TwilioSettings
 from warehouse import (
     DEFAULT_DUCKDB_FILE,
     MARTS_SCHEMA,
@@ -155,6 +162,58 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
             return JSONResponse(status_code=503, content=content)
         return JSONResponse(content={"status": "ok", "target": target, "warehouse": "reachable", **found})
 
+    def twilio_settings() -> TwilioSettings:
+        """Read when Twilio first calls (the API serves metrics without any Twilio setting)."""
+        try:
+            found = TwilioSettings.from_env()
+        except ConfigError as exc:
+            log.error("a Twilio callback arrived but the Twilio settings are incomplete: %s", exc)
+            raise HTTPException(status_code=503, detail="the Twilio settings of this server are incomplete") from None
+        if not found.public_base_url:
+            log.error("a Twilio callback arrived but PUBLIC_BASE_URL is not set: it cannot be validated")
+            raise HTTPException(status_code=503, detail="PUBLIC_BASE_URL is not set on this server")
+        return found
+
+    async def signed_form(request: Request) -> tuple[TwilioSettings, dict[str, str]]:
+        from insights.replies import signature_ok
+
+        config = twilio_settings()
+        # Twilio posts application/x-www-form-urlencoded: read with the standard library (no multipart here).
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        assert config.public_base_url is not None
+        if not signature_ok(config.auth_token, config.public_base_url, request.url.path, request.url.query, form,
+                            request.headers.get("X-Twilio-Signature", "")):
+            log.warning("refused a request to %s without a valid Twilio signature", request.url.path)
+            raise HTTPException(status_code=403, detail="not signed by Twilio for this server's PUBLIC_BASE_URL")
+        return config, form
+
+    @app.post("/twilio/status", include_in_schema=True, summary="Twilio's status callback (signed)")
+    async def twilio_status(request: Request) -> Response:
+        from insights.replies import record_status
+
+        _, form = await signed_form(request)
+        await run_in_threadpool(record_status, target, form)
+        return Response(status_code=204)
+
+    @app.post("/twilio/inbound", include_in_schema=True, summary="A message to the WhatsApp sender (signed)")
+    async def twilio_inbound(request: Request, background: BackgroundTasks) -> Response:
+        from insights.replies import answer_reply
+
+        config, form = await signed_form(request)
+
+        def reply() -> None:
+            query = None
+            if target == "duckdb":  # the API's copy: it never opens the warehouse file
+                def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+                    return source.query_now(lambda conn: [tuple(r.values()) for r in conn.rows(sql, list(params))])
+            try:
+                answer_reply(target, config, form.get("From", ""), query)
+            except Exception:
+                log.exception("could not answer the message from a recipient")
+
+        background.add_task(run_in_threadpool, reply)  # Twilio waits 15 s at most for the answer
+        return Response('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', media_type="text/xml")
+
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return HTMLResponse(_docs_page(app.openapi()))
@@ -231,7 +290,24 @@ def _health(conn: "_Connection") -> dict[str, Any]:
         # No recipients or message SIDs here: health answers without a token.
         delivered = conn.rows(f"select report_date, status, updated_at from {DELIVERIES_TABLE} order by updated_at desc limit 1")
         last_delivery = {k: _json_value(v) for k, v in delivered[0].items()} if delivered else None
-    return {"last_sync": _json_value(last_sync), "last_delivery": last_delivery}
+    return {"last_sync": _json_value(last_sync), "last_delivery": last_delivery, "missed_days": _missed_days(conn)}
+
+
+def _missed_days(conn: "_Connection") -> list[str]:
+    """The report dates (up to yesterday in the org's time zone) whose briefing never reached someone who gets it.
+
+    The ledger's own rule (`DeliveryLedger.missed_days`), on rows read here; dates only: health needs no token.
+    """
+    from insights.ledger import LedgerEntry, missed_in
+
+    if not conn.table_exists(DELIVERIES_TABLE):
+        return []
+    until = dt.datetime.now(org_timezone()).date() - dt.timedelta(days=1)
+    since = until - dt.timedelta(days=MISSED_LOOKBACK_DAYS - 1)
+    rows = conn.rows(f"select report_date, recipient, digest, status from {DELIVERIES_TABLE} "
+                     f"where report_date >= {conn.p}", [since])
+    entries = [(r["report_date"], r["recipient"], r["digest"], r["status"]) for r in rows]
+    return sorted({m.report_date.isoformat() for m in missed_in(entries, until)})
 
 
 class _Connection:
@@ -270,6 +346,10 @@ class _Source(ABC):
     @abstractmethod
     async def read(self, key: Hashable, query: Callable[[_Connection], T]) -> T:
         """`query`'s answer on the current data; `key` names the answer for reuse while the data is unchanged."""
+
+    @abstractmethod
+    def query_now(self, query: Callable[[_Connection], T]) -> T:
+        """`query`'s answer on the data as it is now (no reuse), from a worker thread."""
 
     def close(self) -> None:
         """Release what the source holds (files, connections)."""
@@ -337,6 +417,14 @@ class _DuckDBCopy(_Source):
         if isinstance(answer, WarehouseUnavailable):
             raise answer
         return answer  # type: ignore[no-any-return]
+
+    def query_now(self, query: Callable[[_Connection], T]) -> T:
+        if self._current is None or self._stamp() != self._current.stamp:
+            self._refresh()
+        current = self._current
+        if current is None:
+            raise self._problem or WarehouseUnavailable("the duckdb warehouse cannot be opened")
+        return current.query(query)
 
     def _stamp(self) -> tuple[Any, ...] | None:
         """Size and modification time of the file and of its WAL: any write changes one of them."""
@@ -452,6 +540,9 @@ class _PostgresPool(_Source):
             self._memo.clear()
         self._memo[key] = (now + RELOAD_INTERVAL_SECONDS, answer)
         return answer
+
+    def query_now(self, query: Callable[[_Connection], T]) -> T:
+        return self._read(query)
 
     def _read(self, query: Callable[[_Connection], T]) -> T:
         with self._slots, self._connection() as conn:

@@ -1,4 +1,4 @@
-"""The WhatsApp message: the chosen facts, their sentences, names put back, at most 1,600 characters.
+"""The WhatsApp message: the chosen facts, their sentences, names put back, at most two messages long.
 
 Everything numeric is a fact's code-formatted sentence; the model contributes
 only which facts appear and short digit-free comments. CRM names come back here,
@@ -9,8 +9,12 @@ deal called "Acme 500 seats" must not fail the audit, and must not let an
 invented figure slip through either.
 
 `fallback_plan` is the deterministic briefing used whenever the model's answer
-is missing or rejected: the same facts, chosen by priority, every fact that needs
+is missing or rejected: every fact, by priority, every fact that needs
 attention listed under "Needs attention" as in a model's briefing.
+
+`template_variables` is the same briefing for WhatsApp's approved template
+(outside the 24-hour window): the headline and what needs attention, each
+variable one line, the whole within the template's 1,024 characters.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from insights.policy import ACTIONS, actions_for, needs_attention
 from insights.prompt import MAX_ACTIONS, MAX_HIGHLIGHTS, Pick, Plan, Step
 from insights.text import LINK, plain_text
 
-MAX_LENGTH = 1600  # Twilio's limit for a free-form WhatsApp body, in UTF-16 code units
+# The longest briefing, in UTF-16 code units: two WhatsApp messages of 1,600 (it goes in numbered parts).
+MAX_LENGTH = 3200
 NAME_MAX = 40
+TEMPLATE_MAX = 1024  # WhatsApp's limit for a template's body once its variables are filled
+TEMPLATE_VARIABLE_MAX = 400
 MASK = "NAME"
 BULLET = "\u2022"
 
@@ -43,8 +50,17 @@ def sanitize_name(raw: str | None, limit: int = NAME_MAX) -> str:
     """A CRM name made safe to show inline: no markup, no line breaks, no links, at most `limit` characters."""
     name = _without_links(plain_text(raw or ""))
     if len(name) > limit:  # and again after the cut, which can turn "evil.co0" into a domain
-        name = _without_links(name[: limit - 1].rstrip() + "\u2026")
+        name = _without_links(_cut_at_word(name, limit - 1) + "\u2026")
     return name or "(unnamed)"
+
+
+def _cut_at_word(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters between two words ("Enterprise Li…" read as a typo), unless the
+    first word alone is longer."""
+    cut = text[: limit + 1]
+    if " " in cut.strip():
+        cut = cut[: cut.rstrip().rindex(" ")]
+    return cut[:limit].rstrip(" ,;:-")
 
 
 def sanitize_comment(raw: str) -> str:
@@ -66,11 +82,12 @@ class Message:
 
 
 def fallback_plan(day: DayFacts) -> Plan:
-    """The deterministic briefing: the top fact that needs no attention as the headline, the next ones
-    as highlights, and every fact that needs attention."""
-    others = [f for f in day.facts if not needs_attention(f)]
+    """The deterministic briefing: the top fact that needs no attention as the headline, every other one as
+    a highlight (`compose` trims the least important if the message grows past two parts), and every fact
+    that needs attention. The currency fact is left to the footer, which always names the currency."""
+    others = [f for f in day.facts if not needs_attention(f) and (f.id != "currency" or f is day.facts[0])]
     risks = [f for f in day.facts if needs_attention(f)]
-    headline, highlights = others[0], others[1:1 + MAX_HIGHLIGHTS]
+    headline, highlights = others[0], others[1:]
     actions: list[Step] = []
     for fact in [headline, *risks, *highlights]:
         action = next(iter(actions_for(fact)), None)
@@ -84,8 +101,10 @@ def fallback_plan(day: DayFacts) -> Plan:
     )
 
 
-def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], footer: str) -> Message:
+def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], footer: str,
+            title: str = "Sales briefing") -> Message:
     """Render the plan as a WhatsApp message within MAX_LENGTH, trimming the least important lines first."""
+    heading = title
     shown: set[str] = {plan.headline.fact_id}
 
     def fresh(picks: tuple[Pick, ...]) -> list[Pick]:
@@ -110,7 +129,7 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
             return f"{line}\n   _{comment}_" if comment else line
 
         headline = day.get(plan.headline.fact_id)
-        lines = [f"*Sales briefing \u00b7 {fmt_date(day.report_date)}*", "", f"*{headline.render(name_of)}*"]
+        lines = [f"*{heading} \u00b7 {fmt_date(day.report_date)}*", "", f"*{headline.render(name_of)}*"]
         comment = sanitize_comment(plan.headline.comment) if with_comments else ""
         if comment:
             lines.append(f"_{comment}_")
@@ -149,3 +168,47 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
     shown = [plan.headline, *highlights, *risks, *actions] if with_comments else []
     comments = tuple(c for c in (sanitize_comment(p.comment) for p in shown) if c)
     return Message(text=text, masked=render(lambda ref: MASK), comments=comments)
+
+
+def template_variables(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str],
+                       what: str = "the sales briefing") -> tuple[dict[str, str], dict[str, str]]:
+    """The template's variables for this briefing, and the same with names masked (what the audit checks).
+
+    {{1}} says what it is and for which day, {{2}} is the headline, {{3}} what needs attention (every such
+    fact that fits, most important first, "and more in the full briefing" when not all do, "nothing today"
+    when there is none). Each variable is a single line with no run of spaces, as WhatsApp requires.
+    """
+    from insights.whatsapp import TEMPLATE_BODY, fill_template
+
+    risks = [p.fact_id for p in plan.risks if p.fact_id != plan.headline.fact_id]
+
+    def variables(name_of: Callable[[EntityRef], str], keep: int) -> dict[str, str]:
+        said = [_one_line(day.get(fid).render(name_of)) for fid in risks[:keep]]
+        attention = " ".join(said) if said else "nothing today."
+        if keep < len(risks):
+            attention += " And more in the full briefing."
+        return {
+            "1": f"{what} for {fmt_date(day.report_date)}",
+            "2": _one_line(day.get(plan.headline.fact_id).render(name_of)),
+            "3": attention,
+        }
+
+    def named(ref: EntityRef) -> str:
+        return sanitize_name(names.get((ref.kind, ref.id)))
+
+    keep = len(risks)
+    while True:
+        shown = variables(named, keep)
+        fits = (whatsapp_length(fill_template(TEMPLATE_BODY, shown)) <= TEMPLATE_MAX
+                and all(whatsapp_length(v) <= TEMPLATE_VARIABLE_MAX for v in shown.values()))
+        if fits or keep == 0:
+            break
+        keep -= 1
+    if not fits:  # even the headline alone is too long: shorten it between words
+        shown["2"] = _cut_at_word(shown["2"], TEMPLATE_VARIABLE_MAX - 1) + "\u2026"
+    return shown, variables(lambda ref: MASK, keep)
+
+
+def _one_line(text: str) -> str:
+    """One line, no tab, no run of spaces: what WhatsApp accepts in a template variable."""
+    return " ".join(text.split())

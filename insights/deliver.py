@@ -39,22 +39,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Mapping
 
 from insights import facts as facts_mod
 from insights import llm, store
 from insights.audit import Verdict, audit
-from insights.compose import MAX_LENGTH, Message, compose, fallback_plan, whatsapp_length
+from insights.compose import Message, compose, fallback_plan, template_variables, whatsapp_length
 from insights.facts import DayFacts, fmt_date
+from insights.ledger import TEAM, DeliveryLedger
+from insights.ledger import owner_digest as owner_digest_key
+from insights.prompt import Plan
+from insights.recipients import Recipient, load_recipients
 from insights.review import Review, settle
 from insights.settings import OllamaSettings, TwilioSettings
+from insights.whatsapp import split_parts
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors, error_reason
 
 # How libpq and DuckDB word a failure that only a setting fixes (psycopg2 gives connection failures no
@@ -77,7 +83,9 @@ FALLBACK_NOTICES = {
     "prompt_too_long": "too many facts for the AI model",
     "context_overflow": "too many facts for the AI model",
     "ollama_error": "the AI service could not be used",
+    "budget": "the time for the AI model ran out",
 }
+MIN_MODEL_SECONDS = 5.0  # a digest gets the model only if this much of the day's budget is left
 
 
 def _log(message: str) -> None:
@@ -153,25 +161,28 @@ class Checked:
     verdict: Verdict
     failure: llm.Failure | None
     review: Review | None
+    plan: Plan  # what the message shows: the model's plan as settled, or the standard one
 
 
-def checked_message(day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str]) -> Checked:
+def checked_message(day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str],
+                    title: str = "Sales briefing") -> Checked:
     """The model's briefing, settled by the editorial rules, if it passes the audit; else the standard one."""
     failure = outcome.failure
     review = None
     if outcome.plan is not None:
         review = settle(outcome.plan, day)
-        message = compose(day, review.plan, names, footer(None))
+        message = compose(day, review.plan, names, footer(None), title)
         verdict = audit(message, day)
         if verdict.ok:
-            return Checked(message, verdict, None, review)
+            return Checked(message, verdict, None, review, review.plan)
         failure = llm.Failure("audit_failed", verdict.problem or "")
     assert failure is not None
-    message = compose(day, fallback_plan(day), names, footer(failure))
+    plan = fallback_plan(day)
+    message = compose(day, plan, names, footer(failure), title)
     verdict = audit(message, day)
     if not verdict.ok:  # the standard briefing is correct by construction: this is a bug, never send it
         raise RuntimeError(f"the standard briefing failed its own audit: {verdict.problem}")
-    return Checked(message, verdict, failure, review)
+    return Checked(message, verdict, failure, review, plan)
 
 
 def _attempts_note(outcome: llm.Outcome) -> str:
@@ -184,98 +195,264 @@ def _attempts_note(outcome: llm.Outcome) -> str:
             f" (server counted {last.prompt_tokens}), answer {last.completion_tokens} tokens")
 
 
-def _recipients_for_display() -> tuple[str, str]:
-    raw = os.environ.get("RECIPIENT_PHONE_NUMBER", "").strip()
-    to = ", ".join(n.strip() for n in raw.split(",") if n.strip()) or "(RECIPIENT_PHONE_NUMBER not set)"
-    sender = os.environ.get("TWILIO_FROM_NUMBER", "").strip() or "(TWILIO_FROM_NUMBER not set)"
-    return to, sender
+DEFAULT_BUDGET_SECONDS = 900.0  # BRIEFING_BUDGET_SECONDS: the model's time for all of a day's digests
 
 
-def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bool) -> int:
+def budget_seconds() -> float:
+    """BRIEFING_BUDGET_SECONDS from the environment, else the default: the time the model may take for every
+    digest of the day together. Past it, the digests left get the standard summary, so a slow model on a
+    small runner cannot hold twenty owners' briefings back past the morning."""
+    raw = os.environ.get("BRIEFING_BUDGET_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_BUDGET_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"BRIEFING_BUDGET_SECONDS must be zero or a positive number of seconds (got {raw!r})")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One briefing of the day: the team's (for the managers) or an owner's, with who gets it."""
+
+    key: str  # ledger.TEAM or owner_digest(user id)
+    day: DayFacts
+    names: Mapping[tuple[str, str], str]
+    recipients: tuple[Recipient, ...]
+    title: str = "Sales briefing"
+    what: str = "the sales briefing"  # how the template names it
+
+
+@dataclass(frozen=True)
+class Written:
+    """A digest worded, checked and stored."""
+
+    digest: Digest
+    checked: Checked
+    outcome: llm.Outcome
+    summary_id: str
+    template_variables: dict[str, str]
+
+
+def _recipients(dry_run: bool, twilio: TwilioSettings | None) -> tuple[Recipient, ...]:
+    """Who gets what: the configured recipients; a dry run without any shows the team briefing to nobody."""
+    if twilio is not None:
+        return twilio.recipients
+    try:
+        return load_recipients()
+    except ConfigError as exc:
+        _log(f"notice: the recipients cannot be read ({exc}); showing the team briefing only")
+        return ()
+
+
+def gather(conn: Any, target: Target, report_date: dt.date, tz: Any,
+           recipients: tuple[Recipient, ...]) -> tuple[list[Digest], list[tuple[Recipient, str]]]:
+    """The day's digests and who gets each; and the owners with nothing to report (no message, said why)."""
+    managers = tuple(r for r in recipients if r.role == "manager")
+    owners = tuple(r for r in recipients if r.role == "owner")
+    digests: list[Digest] = []
+    if managers or not recipients:
+        day = facts_mod.build(conn, target, report_date, tz)
+        digests.append(Digest(TEAM, day, facts_mod.entity_names(conn, target, day.entities()), managers))
+    quiet: list[tuple[Recipient, str]] = []
+    if owners:
+        from insights.owner_facts import owner_digest
+        from insights.recipients import resolve_owners, users_in_warehouse
+
+        resolved, problems = resolve_owners(owners, users_in_warehouse(conn))
+        unknown = [p for p in problems if "not a user" in p]
+        if unknown:
+            raise ConfigError("; ".join(unknown))
+        by_owner: dict[str, list[Recipient]] = {}
+        for recipient in owners:
+            by_owner.setdefault(resolved[recipient.whatsapp], []).append(recipient)
+        for owner_id, people in by_owner.items():
+            day = owner_digest(conn, target, report_date, owner_id, tz)
+            if day is None:
+                quiet.extend((person, owner_digest_key(owner_id)) for person in people)
+                continue
+            digests.append(Digest(owner_digest_key(owner_id), day, facts_mod.entity_names(conn, target, day.entities()),
+                                  tuple(people), title="Your deals", what="your deals"))
+    return digests, quiet
+
+
+def write(digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: float, dry_run: bool,
+          every: float) -> Written:
+    """Word one digest with the model (within what is left of the day's budget), check it, store it."""
+    started = time.perf_counter()
+    remaining = deadline - time.monotonic()
+    if remaining < MIN_MODEL_SECONDS:
+        outcome = llm.Outcome(None, failure=llm.Failure(
+            "budget", f"BRIEFING_BUDGET_SECONDS was used up by the digests before this one"))
+    else:
+        with _still_waiting(ollama.model, every):
+            outcome = llm.choose(digest.day, replace(ollama, timeout=min(ollama.timeout, remaining)))
+    checked = checked_message(digest.day, outcome, digest.names, digest.title)
+    variables, _ = template_variables(digest.day, checked.plan, digest.names, digest.what)
+    summary = store.Summary(
+        report_date=digest.day.report_date,
+        target=target,
+        model=ollama.model,
+        prompt_hash=outcome.prompt.hash if outcome.prompt else None,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        llm_seconds=round(outcome.seconds, 3),
+        total_seconds=round(time.perf_counter() - started, 3),
+        facts=digest.day.as_json(),
+        model_json=outcome.model_json,
+        message=checked.message.text,
+        used_fallback=checked.failure is not None,
+        fallback_reason=str(checked.failure) if checked.failure else None,
+        dry_run=dry_run,
+        attempts=[a.as_json() for a in outcome.attempts],
+        review=checked.review.as_json() if checked.review else None,
+        digest=digest.key,
+    )
+    store.save(target, summary)
+    return Written(digest, checked, outcome, summary.summary_id, variables)
+
+
+def _who(recipient: Recipient) -> str:
+    return f"{recipient.name} ({recipient.whatsapp.removeprefix('whatsapp:')})" if recipient.name \
+        else recipient.whatsapp.removeprefix("whatsapp:")
+
+
+def dry_run_document(written: list[Written], quiet: list[tuple[Recipient, str]], report_date: dt.date) -> dict[str, Any]:
+    """What the run would send, for scripts and review: one entry per recipient and digest."""
+    messages = []
+    for w in written:
+        for recipient in w.digest.recipients or (None,):
+            messages.append({
+                "recipient": recipient.whatsapp if recipient else None,
+                "name": recipient.name if recipient else None,
+                "role": recipient.role if recipient else "manager",
+                "owner": w.digest.key.removeprefix("owner:") if w.digest.key != TEAM else None,
+                "digest": w.digest.key,
+                "standard_summary": w.checked.failure is not None,
+                "fallback_reason": str(w.checked.failure) if w.checked.failure else None,
+                "session": {"text": w.checked.message.text, "parts": split_parts(w.checked.message.text)},
+                "template": {"variables": w.template_variables},
+                "summary_id": w.summary_id,
+            })
+    return {
+        "report_date": report_date.isoformat(),
+        "dry_run": True,
+        "messages": messages,
+        "nothing_to_report": [{"recipient": r.whatsapp, "name": r.name, "digest": key} for r, key in quiet],
+    }
+
+
+def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bool, as_json: bool = False) -> int:
     started = time.perf_counter()
     ollama = OllamaSettings.from_env()
     twilio = None if dry_run else TwilioSettings.from_env()  # fail fast, before paying for the model
+    recipients = _recipients(dry_run, twilio)
     every = heartbeat_seconds()
+    deadline = time.monotonic() + budget_seconds()
 
     with _stage("facts") as note:
         tz = facts_mod.org_timezone()
         with connect(target, read_only=True) as conn:
             if report_date is None:
                 report_date = facts_mod.default_report_date(conn, target, dt.datetime.now(tz).date())
-            day: DayFacts = facts_mod.build(conn, target, report_date, tz)
-            names = facts_mod.entity_names(conn, target, day.entities())
-        note.append(f"{len(day.facts)} facts for {report_date} from {target}")
+            digests, quiet = gather(conn, target, report_date, tz, recipients)
+        owners = sum(d.key != TEAM for d in digests)
+        note.append(f"{sum(len(d.day.facts) for d in digests)} facts for {report_date} from {target}: "
+                    f"{'the team briefing' if digests and digests[0].key == TEAM else 'no team briefing'}"
+                    f"{f', {owners} owner digest(s)' if owners else ''}"
+                    f"{f', {len(quiet)} owner(s) with nothing to report' if quiet else ''}")
 
-    with _stage("model") as note:
-        with _still_waiting(ollama.model, every):
-            outcome = llm.choose(day, ollama)
-        if outcome.plan is not None:
-            note.append(f"{ollama.model} answered: {_attempts_note(outcome)}")
-        else:
-            note.append(f"no usable answer from {ollama.model}: {outcome.failure}")
+    written: list[Written] = []
+    for digest in digests:
+        with _stage("model") as note:
+            w = write(digest, ollama, target, deadline=deadline, dry_run=dry_run, every=every)
+            written.append(w)
+            name = "team" if digest.key == TEAM else digest.key
+            if w.outcome.plan is not None:
+                note.append(f"{name}: {ollama.model} answered: {_attempts_note(w.outcome)};")
+            else:
+                note.append(f"{name}: no usable answer from {ollama.model}: {w.outcome.failure};")
+            review, verdict = w.checked.review, w.checked.verdict
+            if review is not None:
+                note.append(f"{review.comments_kept} comment(s) kept, {len(review.dropped)} dropped, "
+                            f"{len(review.added)} fact(s) needing attention added;")
+            note.append(f"{verdict.checked} numbers checked; "
+                        + ("standard summary" if w.checked.failure else "the model's briefing passed"))
+        if w.checked.failure is not None:
+            _log(f"notice: {name}: using the standard briefing because {w.checked.failure}")
 
-    with _stage("audit") as note:
-        checked = checked_message(day, outcome, names)
-        message, verdict, failure, review = checked.message, checked.verdict, checked.failure, checked.review
-        if review is not None:
-            note.append(f"{review.comments_kept} comment(s) kept, {len(review.dropped)} dropped, "
-                        f"{len(review.added)} fact(s) needing attention added;")
-        note.append(f"{verdict.checked} numbers checked; " + ("standard summary" if failure else "the model's briefing passed"))
-    if failure is not None:
-        _log(f"notice: using the standard briefing because {failure}")
-
-    with _stage("store") as note:
-        summary = store.Summary(
-            report_date=day.report_date,
-            target=target,
-            model=ollama.model,
-            prompt_hash=outcome.prompt.hash if outcome.prompt else None,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            llm_seconds=round(outcome.seconds, 3),
-            total_seconds=round(time.perf_counter() - started, 3),
-            facts=day.as_json(),
-            model_json=outcome.model_json,
-            message=message.text,
-            used_fallback=failure is not None,
-            fallback_reason=str(failure) if failure else None,
-            dry_run=dry_run,
-            attempts=[a.as_json() for a in outcome.attempts],
-            review=review.as_json() if review else None,
-        )
-        note.append(f"{store.TABLE} row {store.save(target, summary)}")
-
-    length = whatsapp_length(message.text)
-    status = 0
-    outcome_text = "dry run"
+    status, outcome_text = 0, "dry run"
     with _stage("send") as note:
         if dry_run:
-            to, sender = _recipients_for_display()
-            print(f"DRY RUN: nothing was sent.\nTo: {to}\nFrom: {sender}\nLength: {length} of {MAX_LENGTH} characters")
-            print("-" * 40)
-            print(message.text)
-            print("-" * 40)
+            if as_json:
+                print(json.dumps(dry_run_document(written, quiet, report_date), indent=2, ensure_ascii=False))
+            else:
+                _print_dry_run(written, quiet)
             note.append("dry run: nothing sent")
         else:
             from insights import whatsapp
 
             assert twilio is not None
+            outgoing = [
+                whatsapp.Outgoing(r.whatsapp, w.checked.message.text, w.digest.key, w.template_variables, w.summary_id)
+                for w in written for r in w.digest.recipients
+            ]
             with _still_waiting("Twilio", every):
-                deliveries = whatsapp.send_briefing(message.text, day.report_date, target, twilio, force=force,
-                                                    summary_id=summary.summary_id)
+                deliveries = whatsapp.send_digests(outgoing, report_date, target, twilio, force=force) if outgoing else []
+                ledger = DeliveryLedger(target)
+                for recipient, key in quiet:
+                    ledger.skip(report_date, recipient.whatsapp, key, "nothing to report")
             for d in deliveries:
                 error = f"error {d.error_code}: " if d.error_code else ""
                 explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""
-                _log(f"  {d.recipient}: {d.status}" + (f" {d.message_sid}" if d.message_sid else "") + explanation)
-            status, outcome_text = whatsapp.outcome(deliveries)
+                how = f" as {d.kind}" + (f" in {len(d.parts)} parts" if len(d.parts) > 1 else "") if d.kind else ""
+                _log(f"  {d.recipient} [{d.digest}]: {d.status}{how}" + (f" {d.message_sid}" if d.message_sid else "")
+                     + explanation)
+            for recipient, key in quiet:
+                _log(f"  {recipient.whatsapp} [{key}]: nothing to report, no message")
+            status, outcome_text = whatsapp.outcome(deliveries) if deliveries else (0, "no message to send")
             note.append(outcome_text)
 
-    kind = f"standard summary ({failure.code})" if failure else f"picked by {ollama.model}"
+    if not dry_run:
+        for line in missed_lines(target, report_date, recipients):
+            _log(line)
+    kinds = ", ".join(sorted({f"standard summary ({w.checked.failure.code})" if w.checked.failure
+                              else f"picked by {ollama.model}" for w in written}))
     _log(
-        f"done in {time.perf_counter() - started:.2f}s: briefing for {fmt_date(day.report_date)}, {kind}, "
-        f"{length} characters, {outcome_text}"
+        f"done in {time.perf_counter() - started:.2f}s: {len(written)} briefing(s) for {fmt_date(report_date)}, {kinds}, "
+        f"{outcome_text}"
     )
     return status
+
+
+def missed_lines(target: Target, report_date: dt.date, recipients: tuple[Recipient, ...]) -> list[str]:
+    """The days before `report_date` whose briefing never reached someone: named, never resent unasked."""
+    expected = {r.whatsapp for r in recipients} or None
+    missed = DeliveryLedger(target).missed_days(report_date - dt.timedelta(days=1), expected=expected)
+    lines = []
+    for m in missed:
+        why = "no run got as far as sending it" if m.status is None else f"its delivery is {m.status}"
+        lines.append(f"missed: the briefing for {fmt_date(m.report_date)} never reached {m.recipient} [{m.digest}] "
+                     f"({why}); it is not resent unasked: python -m insights.deliver --date {m.report_date}")
+    return lines
+
+
+def _print_dry_run(written: list[Written], quiet: list[tuple[Recipient, str]]) -> None:
+    sender = os.environ.get("TWILIO_FROM_NUMBER", "").strip() or "(TWILIO_FROM_NUMBER not set)"
+    print(f"DRY RUN: nothing was sent.\nFrom: {sender}")
+    for w in written:
+        to = ", ".join(_who(r) for r in w.digest.recipients) or "(no recipient configured)"
+        parts = split_parts(w.checked.message.text)
+        print(f"To: {to}\nDigest: {w.digest.key}\nLength: {whatsapp_length(w.checked.message.text)} characters"
+              f" ({len(parts)} message{'s' if len(parts) > 1 else ''} inside the 24-hour window; the template outside it)")
+        print("-" * 40)
+        print(w.checked.message.text)
+        print("-" * 40)
+    for recipient, key in quiet:
+        print(f"To: {_who(recipient)}\nDigest: {key}\nNothing to report: no message.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,13 +465,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="build and store the briefing, print what would be sent, send nothing")
     parser.add_argument("--force", action="store_true", help="send again even to recipients who already got this day's briefing")
+    parser.add_argument("--json", action="store_true",
+                        help="with --dry-run: print what would be sent as one JSON document on stdout (progress stays on stderr)")
     args = parser.parse_args(argv)
+    if args.json and not args.dry_run:
+        parser.error("--json goes with --dry-run")
     from insights.ledger import DeliveryBusy, DeliveryLedger
 
     try:
         # One delivery at a time per DuckDB file: a second one stops here, before any work, with one clear line.
         with DeliveryLedger(args.target).claim_warehouse():
-            return run(args.date, args.target, dry_run=args.dry_run, force=args.force)
+            from insights.replies import apply_journal
+
+            applied = apply_journal(args.target)  # what Twilio told the API since the last run (DuckDB)
+            if applied:
+                _log(f"applied {applied} event(s) Twilio sent the API since the last run to the ledger")
+            return run(args.date, args.target, dry_run=args.dry_run, force=args.force, as_json=args.json)
     except DeliveryBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -197,7 +197,10 @@ def answer_budget(ask: Ask, attention: int) -> int:
     whitespace); this cap is what makes a run-away answer end in seconds rather than minutes.
     """
     items = 1 + ask.max_highlights + attention + ask.max_actions
-    per_item = 12 + (ask.comment_max + 3) // 4  # ids and keys, then the comment at about four characters a token
+    # Ids and keys, then the comment at two characters a token: small models' tokenizers split these short
+    # lower-case remarks finely, and at four characters a token a real answer ran into the cap on 1 day of 6
+    # (368 tokens), then again on the retry's smaller ask (224).
+    per_item = 14 + (ask.comment_max + 1) // 2
     return 48 + items * per_item
 
 

@@ -1,4 +1,4 @@
-"""`analytics.ai_summaries`: one row per briefing run, on DuckDB and Postgres alike.
+"""`analytics.ai_summaries`: one row per briefing built (a run builds one per digest), on DuckDB and Postgres alike.
 
 The row keeps what is needed to explain a message later: the facts (with their
 values), the prompt's hash, the model's raw answer, the message actually
@@ -46,16 +46,17 @@ create table if not exists {TABLE} (
     fallback_reason text,
     dry_run boolean,
     attempts_json text,
-    review_json text
+    review_json text,
+    digest text
 )
 """
 # Columns added after the first release, for tables created before them (both engines accept this form).
-ADDED_COLUMNS = ("attempts_json text", "review_json text")
+ADDED_COLUMNS = ("attempts_json text", "review_json text", "digest text")
 
 COLUMNS = (
     "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
     "completion_tokens", "llm_seconds", "total_seconds", "facts_json", "model_json", "message",
-    "used_fallback", "fallback_reason", "dry_run", "attempts_json", "review_json",
+    "used_fallback", "fallback_reason", "dry_run", "attempts_json", "review_json", "digest",
 )
 
 
@@ -77,6 +78,7 @@ class Summary:
     dry_run: bool = False
     attempts: list[dict[str, Any]] = field(default_factory=list)  # per model request: seed, tokens, timing, failure
     review: dict[str, Any] | None = None  # comments kept and dropped (with why), facts needing attention added
+    digest: str = "team"  # whose briefing: the team's, or an owner's (`owner:<zoho user id>`)
     summary_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 

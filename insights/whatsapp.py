@@ -1,4 +1,20 @@
-"""Send the daily briefing on WhatsApp through Twilio, at most once per report date and recipient.
+"""Send each person their daily digest on WhatsApp through Twilio, at most once per report date.
+
+    python -m insights.whatsapp create-template     # create and submit the template used outside the window
+    python -m insights.whatsapp template-status     # its WhatsApp approval status
+
+WhatsApp delivers free-form text only within 24 hours of the person's last
+message to the sender (the customer-service window); anything else fails with
+63016 a moment after Twilio accepted it. So before sending, each person's
+window is read from Twilio's own message list (their inbound messages of the
+last 24 hours). Inside it the whole digest goes as free-form text, split at
+line breaks into numbered parts of at most 1,600 characters (`split_parts`:
+never cut). Outside it the approved template (TWILIO_TEMPLATE_SID, a utility
+template created by `create-template`) carries the day's headline and what
+needs attention, and asks the person to reply: their reply opens the window,
+and the API then sends the full digest (`insights.replies`). A 63016 that
+still happens (the window closed during the run) is followed once by the
+template in the same run.
 
 Twilio's Messages API has no idempotency key, so reruns are made safe by the
 delivery ledger (`insights.ledger`): a recipient whose briefing Twilio already
@@ -28,13 +44,16 @@ sent, when nothing else would reach Twilio.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Collection, Literal, NamedTuple, Sequence
+from typing import Collection, Literal, Mapping, NamedTuple, Sequence
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -42,13 +61,17 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
 
-from insights.ledger import DeliveryBusy, DeliveryLedger, LedgerEntry
+from insights.ledger import TEAM, DeliveryBusy, DeliveryKind, DeliveryLedger, LedgerEntry
 from insights.settings import TwilioSettings
 from warehouse import ConfigError, Target
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies (21617) and does not split WhatsApp messages
+# A window closing within this many seconds counts as closed: the free-form parts must reach Twilio in time.
+WINDOW_MARGIN_SECONDS = 300
+STATUS_CALLBACK_PATH = "/twilio/status"  # under PUBLIC_BASE_URL, served by insights.api
+INBOUND_PATH = "/twilio/inbound"
 DEFAULT_TIMEOUT_SECONDS = 15.0  # twilio-python's default is to wait forever
 RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0)  # only for answers Twilio guarantees were not processed (429)
 # How long a run waits for Twilio to hand its new messages on (or fail them), and the first pause between looks.
@@ -95,18 +118,60 @@ ERROR_EXPLANATIONS: dict[int, str] = {
     "sender in the last 24 hours. Ask the recipient to message the sender, or send an approved template.",
     63018: "WhatsApp's rate limit for this sender was exceeded; the next run retries.",
     63021: "WhatsApp rejected the content of the message (too long or invalid for the channel).",
+    63028: "The template was sent with fewer variables than it has placeholders.",
+    21656: "The template's variables were refused: each must be one line, without tabs or runs of spaces.",
 }
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What happened to the briefing for one recipient in this run."""
+    """What happened to one person's digest in this run."""
 
     recipient: str
     status: DeliveryStatus
     message_sid: str | None = None
     error_code: int | None = None
     explanation: str | None = None
+    digest: str = TEAM
+    kind: DeliveryKind | None = None  # session (free-form parts) or template
+    parts: tuple[str, ...] = ()  # the SID of every part this delivery stands for
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One person's digest for the day, ready to go either way.
+
+    `text` is the whole briefing, sent as free-form parts inside WhatsApp's
+    24-hour window; `template_variables` fill the approved template outside it
+    (None: this digest has no template form, so it can go only in the window).
+    """
+
+    recipient: str  # whatsapp:+E164
+    text: str
+    digest: str = TEAM
+    template_variables: Mapping[str, str] | None = None
+    summary_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One Twilio message: free-form text, or the template with its variables; `expected` is the body Twilio
+    will show for it (what reconciliation looks for in the message list)."""
+
+    expected: str
+    content_sid: str | None = None
+    variables: Mapping[str, str] | None = None
+
+    @property
+    def hash(self) -> str:
+        return body_hash(self.expected)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    kind: DeliveryKind
+    parts: tuple[_Part, ...]
+    content_hash: str  # the ledger's content_hash: the whole text, or the rendered template
 
 
 class _Outcome(NamedTuple):
@@ -140,33 +205,57 @@ def send_briefing(
     status_wait: float = DEFAULT_STATUS_WAIT_SECONDS,
     summary_id: str | None = None,
 ) -> list[Delivery]:
-    """Send `message` to every recipient in `settings` unless it was already sent for `report_date`.
+    """Send the one briefing `message` to every recipient of `settings` as the team digest (see `send_digests`)."""
+    outgoing = [Outgoing(_address(r), message, summary_id=summary_id) for r in settings.recipients]
+    return send_digests(outgoing, report_date, target, settings, force=force, timeout=timeout, status_wait=status_wait)
 
-    `force` sends again to recipients whose briefing Twilio already accepted.
-    `status_wait` bounds the seconds spent waiting for Twilio to hand the new
-    messages on (or fail them) after the sends. `summary_id` is recorded in
-    the ledger with each attempt: the stored briefing the message came from.
+
+def send_digests(
+    outgoing: Sequence[Outgoing],
+    report_date: dt.date,
+    target: Target,
+    settings: TwilioSettings,
+    *,
+    force: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    status_wait: float = DEFAULT_STATUS_WAIT_SECONDS,
+) -> list[Delivery]:
+    """Deliver each digest unless it already went for `report_date`.
+
+    Each person's window is read from Twilio first (`window_open`): inside it
+    the full text goes as numbered free-form parts; outside it the approved
+    template (TWILIO_TEMPLATE_SID) with the day's headline and what needs
+    attention. A free-form part that still meets 63016 (the window closed
+    during the run) is followed, once, by the template.
+
+    `force` sends again what Twilio already accepted. `status_wait` bounds the
+    seconds spent waiting for Twilio to hand new messages on (or fail them).
     Never raises for a recipient's Twilio error; raises `ConfigError` when
     Twilio refuses the credentials, `DeliveryBusy` when another delivery holds
     the DuckDB warehouse, and the driver's error when the ledger cannot be
     written, all before anything is sent.
     """
-    body = fit_body(message)
-    if not body:
-        raise ValueError("the briefing is empty; nothing to send")
-    content_hash = body_hash(body)
+    if any(not o.text.strip() for o in outgoing):
+        raise ValueError("a briefing is empty; nothing to send")
     sender = whatsapp_address(settings.from_number)
     ledger = DeliveryLedger(target)
     client = twilio_client(settings, timeout)
     check_credentials(client, settings)
+    sending = _Sending(client, ledger, report_date, sender, settings)
     with ledger.claim_warehouse():
         ledger.ensure_table()
-        outcomes = [
-            _claimed(client, ledger, report_date, recipient, sender, body, content_hash, force=force,
-                     summary_id=summary_id)
-            for recipient in dict.fromkeys(whatsapp_address(n) for n in settings.recipients)
-        ]
+        unique = list({(o.recipient, o.digest): o for o in outgoing}.values())
+        outcomes = [sending.claimed(o, force=force) for o in unique]
         deliveries = _await_statuses(client, ledger, report_date, outcomes, status_wait)
+        for i, (o, delivery) in enumerate(zip(unique, deliveries)):
+            if delivery.error_code == 63016 and delivery.kind == "session" and sending.template_ready(o):
+                # The window closed between the look and the send: the template is what reaches the person now.
+                log.warning("the 24-hour window of %s closed during the run; sending the template instead", o.recipient)
+                retried = sending.claimed(o, force=False, mode="template")
+                [deliveries[i]] = _await_statuses(client, ledger, report_date, [retried], status_wait)
+                deliveries[i] = replace(deliveries[i], explanation=(
+                    "the 24-hour window closed during the run (63016); the template went instead"
+                    + (f". {deliveries[i].explanation}" if deliveries[i].explanation else "")))
     for delivery in deliveries:
         _log_delivery(delivery, report_date)
     return deliveries
@@ -183,33 +272,47 @@ def outcome(deliveries: Sequence[Delivery]) -> tuple[int, str]:
     words = {"sent": "sent to {}", "already_sent": "already sent to {}", "failed": "FAILED for {}",
              "unknown": "outcome UNKNOWN for {}", "busy": "left to another running delivery for {}"}
     parts = [words[s].format(n) for s, n in counts.items()]
-    text = ", ".join(parts) + f" of {len(deliveries)} recipient{'s' if len(deliveries) != 1 else ''}"
+    noun = "message" if any(d.digest != TEAM for d in deliveries) else "recipient"
+    text = ", ".join(parts) + f" of {len(deliveries)} {noun}{'s' if len(deliveries) != 1 else ''}"
     if set(counts) == {"already_sent"}:
         text += "; nothing new was sent"
     return (0 if set(counts) <= {"sent", "already_sent"} else 1), text
 
 
-def fit_body(message: str) -> str:
-    """The message, cut to Twilio's limit at a line boundary if it is longer.
+def split_parts(text: str, limit: int = MAX_BODY_CHARS) -> list[str]:
+    """`text` as WhatsApp messages of at most `limit` UTF-16 units, split at line breaks and numbered "(1/2)".
 
-    Counted in UTF-16 code units, the conservative reading of Twilio's 1,600
-    characters (an emoji counts twice).
+    Nothing is ever cut: lines are packed into each message while they fit,
+    and only a single line longer than a whole message is split, between words.
     """
-    body = message.strip()
-    if _utf16_len(body) <= MAX_BODY_CHARS:
-        return body
-    log.warning("the briefing has %d characters; WhatsApp messages are cut at %d", _utf16_len(body), MAX_BODY_CHARS)
-    kept: list[str] = []
-    used = 0
-    for char in body:
-        used += 2 if ord(char) > 0xFFFF else 1
-        if used > MAX_BODY_CHARS - 1:
-            break
-        kept.append(char)
-    cut = "".join(kept)
-    if "\n" in cut[len(cut) // 2 :]:
-        cut = cut[: cut.rindex("\n")]
-    return cut.rstrip() + "…"
+    body = text.strip()
+    if _utf16_len(body) <= limit:
+        return [body]
+    room = limit - len("(99/99) ")
+    lines: list[str] = []
+    for line in body.split("\n"):
+        while _utf16_len(line) > room:  # a line longer than a message: at the last space that fits
+            cut = line[:room].rfind(" ")
+            cut = cut if cut > 0 else room
+            lines.append(line[:cut])
+            line = line[cut:].lstrip()
+        lines.append(line)
+    parts: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if current and _utf16_len("\n".join([*current, line])) > room:
+            parts.append("\n".join(current).strip())
+            current = []
+        if current or line.strip():  # a part never starts with blank lines
+            current.append(line)
+    if current:
+        parts.append("\n".join(current).strip())
+    return [f"({i}/{len(parts)}) {part}" for i, part in enumerate(parts, 1)]
+
+
+def fill_template(body: str, variables: Mapping[str, str]) -> str:
+    """The template's body with its `{{n}}` placeholders filled: the text Twilio shows for the message."""
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: variables.get(m[1], m[0]), body)
 
 
 def body_hash(body: str) -> str:
@@ -227,6 +330,11 @@ def whatsapp_address(number: str) -> str:
     elif raw.isdigit():
         raw = "+" + raw
     return f"whatsapp:{raw}"
+
+
+def _address(recipient: object) -> str:
+    """A recipient of the settings (a `Recipient`, or a number as written) as a WhatsApp address."""
+    return whatsapp_address(getattr(recipient, "whatsapp", None) or str(recipient))
 
 
 def explain(code: int | None, message: str | None = None) -> str:
@@ -258,100 +366,242 @@ def check_credentials(client: Client, settings: TwilioSettings, *, strict: bool 
         log.info("could not check the Twilio credentials: %s", type(exc).__name__)
 
 
+def window_open(client: Client, recipient: str, sender: str, now: dt.datetime | None = None) -> bool | None:
+    """Whether `recipient` wrote to `sender` within WhatsApp's 24-hour window (with a margin), asked of Twilio.
+
+    The window is read from Twilio's own Messages list (the person's inbound
+    messages of the last 24 hours), not from a record of ours that could drift
+    from it. None when Twilio cannot be asked.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    opened_after = now - dt.timedelta(hours=24) + dt.timedelta(seconds=WINDOW_MARGIN_SECONDS)
+    try:
+        messages = client.messages.list(from_=recipient, to=sender, date_sent_after=now - dt.timedelta(hours=24),
+                                        limit=20)
+    except (TwilioException, requests.exceptions.RequestException) as exc:
+        log.info("could not read the 24-hour window of %s from Twilio: %s", recipient, type(exc).__name__)
+        return None
+    return any(
+        (m.direction or "").startswith("inbound") and (m.date_sent or m.date_created) is not None
+        and (m.date_sent or m.date_created) >= opened_after  # type: ignore[operator]
+        for m in messages
+    )
+
+
 # --------------------------------------------------------------------------- one recipient
 
 
-def _claimed(
-    client: Client,
-    ledger: DeliveryLedger,
-    report_date: dt.date,
-    recipient: str,
-    sender: str,
-    body: str,
-    content_hash: str,
-    *,
-    force: bool,
-    summary_id: str | None,
-) -> _Outcome:
-    """`_deliver_one` while holding the recipient's claim, so a concurrent delivery cannot send too."""
-    try:
-        with ledger.claim(report_date, recipient):
-            return _deliver_one(client, ledger, report_date, recipient, sender, body, content_hash, force=force,
-                                summary_id=summary_id)
-    except DeliveryBusy as busy:
-        if ledger.target == "duckdb":
-            raise
-        return _Outcome(Delivery(recipient, "busy", explanation=f"{busy}; this run left it alone"))
+class _Sending:
+    """What one delivery run knows while it sends: the client, the ledger, the windows it read, the template."""
 
+    def __init__(self, client: Client, ledger: DeliveryLedger, report_date: dt.date, sender: str,
+                 settings: TwilioSettings) -> None:
+        self.client, self.ledger, self.report_date, self.sender = client, ledger, report_date, sender
+        self.template_sid: str | None = getattr(settings, "template_sid", None)
+        base = getattr(settings, "public_base_url", None)
+        self.status_callback = f"{base.rstrip('/')}{STATUS_CALLBACK_PATH}" if base else None
+        self._windows: dict[str, bool | None] = {}
+        self._template_body: str | None = None
 
-def _deliver_one(
-    client: Client,
-    ledger: DeliveryLedger,
-    report_date: dt.date,
-    recipient: str,
-    sender: str,
-    body: str,
-    content_hash: str,
-    *,
-    force: bool,
-    summary_id: str | None = None,
-) -> _Outcome:
-    entry = ledger.get(report_date, recipient)
-    resent_because = None
-    if entry is not None and not force:
-        if entry.status == "accepted":
-            status, failure = entry.twilio_status, None
-            if entry.message_sid and status not in SETTLED_STATUSES:
-                # It may have failed after the last run stopped looking (63016 comes after the 201).
-                status, failure = _look_at(client, ledger, report_date, recipient, entry.message_sid)
-            if failure is None:
-                return _Outcome(Delivery(recipient, "already_sent", entry.message_sid,
-                                         explanation="already sent for this date; --force sends it again"), status)
-            log.warning("Twilio failed the briefing already sent to %s (%s, error %s); sending it again",
-                        recipient, failure.message_sid, failure.error_code)
-            resent_because = f"Twilio failed the earlier message {failure.message_sid} (error {failure.error_code})"
-        elif entry.status in ("pending", "unknown"):
-            # The last attempt may have created a message: look before sending another.
-            settled = _reconcile(client, ledger, entry, sender, {entry.content_hash, content_hash},
-                                 exclude=ledger.known_sids(recipient))
-            if settled is not None:
-                return settled
-            log.info("no trace of the earlier attempt to %s in Twilio's message list; sending", recipient)
+    def template_ready(self, outgoing: Outgoing) -> bool:
+        return bool(self.template_sid) and outgoing.template_variables is not None
 
-    # Any SID the row held moves to its previous_sids: reconciliation never mistakes it for this attempt's.
-    ledger.start_attempt(report_date, recipient, content_hash, summary_id)
-    try:
-        sid, status = _create(client, sender, recipient, body)
-    except _Refused as refused:
-        ledger.finish(report_date, recipient, "failed", error_code=refused.code, error_message=refused.explanation)
-        return _Outcome(Delivery(recipient, "failed", None, refused.code, refused.explanation))
-    except _Ambiguous as ambiguous:
-        ledger.finish(report_date, recipient, "unknown", error_message=str(ambiguous))
-        attempt = ledger.get(report_date, recipient)
-        assert attempt is not None
-        settled = _reconcile(client, ledger, attempt, sender, {content_hash}, exclude=ledger.known_sids(recipient))
-        if settled is None:
-            return _Outcome(Delivery(recipient, "unknown", explanation=(
-                f"{ambiguous}. Twilio may have accepted the message; the next run looks for it in "
-                "Twilio's message list and sends only if it is not there."
+    def window(self, recipient: str) -> bool | None:
+        if recipient not in self._windows:
+            self._windows[recipient] = window_open(self.client, recipient, self.sender)
+        return self._windows[recipient]
+
+    def template_body(self) -> str | None:
+        """The template's text as Twilio renders it (fetched once a run), for the body its messages will show."""
+        if self._template_body is None and self.template_sid:
+            try:
+                content = self.client.content.v1.contents(self.template_sid).fetch()
+                self._template_body = ((content.types or {}).get("twilio/text") or {}).get("body") or ""
+            except (TwilioException, requests.exceptions.RequestException) as exc:
+                log.warning("could not read the template %s from Twilio (%s)", self.template_sid, type(exc).__name__)
+                self._template_body = ""
+        return self._template_body or None
+
+    def plan(self, outgoing: Outgoing, mode: DeliveryKind | None = None) -> _Plan | Delivery:
+        """How the digest goes today: free-form parts in the window, the template outside; a Delivery if neither can."""
+        if mode is None:
+            open_ = self.window(outgoing.recipient)
+            mode = "session" if open_ or (open_ is None and not self.template_ready(outgoing)) else "template"
+        if mode == "template" and not self.template_ready(outgoing):
+            return Delivery(outgoing.recipient, "failed", digest=outgoing.digest, error_code=63016, explanation=(
+                "outside WhatsApp's 24-hour window (the person has not written in the last 24 hours) and no approved "
+                "template is configured: run `python -m insights.whatsapp create-template` and set the "
+                "TWILIO_TEMPLATE_SID it prints; nothing was sent"))
+        if mode == "session":
+            parts = tuple(_Part(text) for text in split_parts(outgoing.text))
+            return _Plan("session", parts, body_hash(outgoing.text.strip()))
+        assert outgoing.template_variables is not None
+        variables = dict(outgoing.template_variables)
+        body = self.template_body()
+        expected = fill_template(body, variables) if body else f"{self.template_sid} {json.dumps(variables)}"
+        return _Plan("template", (_Part(expected, self.template_sid, variables),), body_hash(expected))
+
+    def claimed(self, outgoing: Outgoing, *, force: bool, mode: DeliveryKind | None = None) -> _Outcome:
+        """`deliver` while holding the digest's claim, so a concurrent delivery cannot send it too."""
+        try:
+            with self.ledger.claim(self.report_date, outgoing.recipient, outgoing.digest):
+                return self.deliver(outgoing, force=force, mode=mode)
+        except DeliveryBusy as busy:
+            if self.ledger.target == "duckdb":
+                raise
+            return _Outcome(Delivery(outgoing.recipient, "busy", digest=outgoing.digest,
+                                     explanation=f"{busy}; this run left it alone"))
+
+    def deliver(self, outgoing: Outgoing, *, force: bool, mode: DeliveryKind | None = None) -> _Outcome:
+        ledger, day, recipient, digest = self.ledger, self.report_date, outgoing.recipient, outgoing.digest
+        entry = ledger.get(day, recipient, digest)
+        resent_because = None
+        plan: _Plan | Delivery | None = None
+        sent: list[str] = []  # parts of this plan already at Twilio
+        if entry is not None and not force:
+            if entry.status == "accepted":
+                status, failure = entry.twilio_status, None
+                sids = entry.part_sids or ((entry.message_sid,) if entry.message_sid else ())
+                if sids and status not in SETTLED_STATUSES:
+                    # It may have failed after the last run stopped looking (63016 comes after the 201).
+                    status, failure = _look_at(self.client, ledger, day, recipient, sids[-1], digest)
+                if failure is None:
+                    return _Outcome(Delivery(recipient, "already_sent", entry.message_sid, digest=digest,
+                                             kind=entry.kind, parts=sids,
+                                             explanation="already sent for this date; --force sends it again"), status)
+                log.warning("Twilio failed the briefing already sent to %s (%s, error %s); sending it again",
+                            recipient, failure.message_sid, failure.error_code)
+                resent_because = f"Twilio failed the earlier message {failure.message_sid} (error {failure.error_code})"
+                if failure.error_code == 63016 and mode is None and self.template_ready(outgoing):
+                    mode = "template"
+            elif entry.status in ("pending", "unknown"):
+                plan = self.plan(outgoing, entry.kind if mode is None else mode)
+                if isinstance(plan, Delivery):
+                    return _Outcome(plan)
+                if entry.kind == plan.kind and entry.content_hash == plan.content_hash:
+                    sent = list(entry.part_sids)  # the same briefing: what went, went; the rest follows
+                settled = self._reconcile(entry, plan, sent)
+                if settled is not None:
+                    return settled
+                if not sent:
+                    log.info("no trace of the earlier attempt to %s in Twilio's message list; sending", recipient)
+        if plan is None:
+            plan = self.plan(outgoing, mode)
+        if isinstance(plan, Delivery):
+            if entry is None or entry.status != "accepted":
+                ledger.start_attempt(day, recipient, "", outgoing.summary_id, digest=digest, kind="template")
+                ledger.finish(day, recipient, "failed", error_code=plan.error_code, error_message=plan.explanation,
+                              digest=digest)
+            return _Outcome(plan)
+        if not sent:
+            # Any SID the row held moves to its previous_sids: reconciliation never mistakes it for this attempt's.
+            ledger.start_attempt(day, recipient, plan.content_hash, outgoing.summary_id, digest=digest, kind=plan.kind)
+        return self._send(outgoing, plan, sent, resent_because)
+
+    def _send(self, outgoing: Outgoing, plan: _Plan, sent: list[str], resent_because: str | None) -> _Outcome:
+        ledger, day, recipient, digest = self.ledger, self.report_date, outgoing.recipient, outgoing.digest
+        status: str | None = None
+        for part in plan.parts[len(sent):]:
+            try:
+                sid, status = _create(self.client, self.sender, recipient, part, self.status_callback)
+            except _Refused as refused:
+                ledger.finish(day, recipient, "failed", error_code=refused.code, error_message=refused.explanation,
+                              digest=digest)
+                return _Outcome(Delivery(recipient, "failed", sent[0] if sent else None, refused.code,
+                                         refused.explanation, digest=digest, kind=plan.kind, parts=tuple(sent)))
+            except _Ambiguous as ambiguous:
+                ledger.finish(day, recipient, "unknown", error_message=str(ambiguous), digest=digest)
+                entry = ledger.get(day, recipient, digest)
+                assert entry is not None
+                found = self._find_part(entry, part)
+                if isinstance(found, _Outcome):
+                    return found
+                if found is None:
+                    return _Outcome(Delivery(recipient, "unknown", digest=digest, kind=plan.kind, parts=tuple(sent),
+                                             explanation=(
+                        f"{ambiguous}. Twilio may have accepted the message; the next run looks for it in "
+                        "Twilio's message list and sends only if it is not there.")))
+                sid, status = found.sid, found.status  # this very attempt went through
+            ledger.add_part(day, recipient, sid, digest)
+            sent.append(sid)
+        ledger.finish(day, recipient, "accepted", message_sid=sent[0], twilio_status=status, digest=digest,
+                      kind=plan.kind)
+        return _Outcome(Delivery(recipient, "sent", sent[0], explanation=resent_because, digest=digest,
+                                 kind=plan.kind, parts=tuple(sent)), status)
+
+    def _reconcile(self, entry: LedgerEntry, plan: _Plan, sent: list[str]) -> _Outcome | None:
+        """Settle an interrupted attempt from Twilio's message list.
+
+        Each part is recorded the moment Twilio accepts it, so only the part in
+        flight when the attempt stopped can exist unrecorded: found, it joins
+        `sent`, and when every part is then at Twilio the digest is settled
+        (`already_sent`). An earlier attempt with other content (a rerun built
+        another briefing) settles the day when any of it is found. Returns an
+        `unknown` delivery when Twilio cannot be asked (nothing is sent
+        blindly), and None when the rest should be sent.
+        """
+        same = entry.kind == plan.kind and entry.content_hash == plan.content_hash
+        if same:
+            if len(sent) == len(plan.parts):
+                return self._settled(entry, sent, None)
+            hashes = {plan.parts[len(sent)].hash}
+        else:
+            hashes = {entry.content_hash, *(p.hash for p in plan.parts)} - {""}
+        found = self._find(entry, hashes)
+        if found is None or isinstance(found, _Outcome):
+            return found
+        log.info("found the attempt to %s in Twilio's message list: %s (%s)", entry.recipient, found.sid, found.status)
+        failure = _settle(self.ledger, entry.report_date, entry.recipient, found, entry.digest)
+        if failure is not None:
+            return _Outcome(failure, found.status)
+        self.ledger.add_part(entry.report_date, entry.recipient, found.sid, entry.digest)
+        sent.append(found.sid)
+        if not same or len(sent) == len(plan.parts):
+            return self._settled(entry, sent, found.status)
+        return None
+
+    def _settled(self, entry: LedgerEntry, sent: list[str], status: str | None) -> _Outcome:
+        self.ledger.finish(entry.report_date, entry.recipient, "accepted", message_sid=sent[0], twilio_status=status,
+                           digest=entry.digest)
+        return _Outcome(Delivery(entry.recipient, "already_sent", sent[0], digest=entry.digest, kind=entry.kind,
+                                 parts=tuple(sent),
+                                 explanation="an earlier attempt had reached Twilio; not sent again"), status)
+
+    def _find_part(self, entry: LedgerEntry, part: _Part) -> MessageInstance | _Outcome | None:
+        found = self._find(entry, {part.hash})
+        if isinstance(found, MessageInstance):
+            failure = _settle(self.ledger, entry.report_date, entry.recipient, found, entry.digest)
+            if failure is not None:
+                return _Outcome(failure, found.status)
+        return found
+
+    def _find(self, entry: LedgerEntry, hashes: set[str]) -> MessageInstance | _Outcome | None:
+        try:
+            return _find_message(self.client, entry.recipient, self.sender, entry.updated_at - RECONCILE_MARGIN_SECONDS,
+                                 hashes, self.ledger.known_sids(entry.recipient))
+        except (TwilioException, requests.exceptions.RequestException) as exc:
+            return _Outcome(Delivery(entry.recipient, "unknown", digest=entry.digest, explanation=(
+                f"An attempt may have reached Twilio and its message list could not be checked "
+                f"({type(exc).__name__}); nothing more was sent. The next run checks again."
             )))
-        if settled.delivery.status == "already_sent":  # the attempt of this very run went through
-            return _Outcome(Delivery(recipient, "sent", settled.delivery.message_sid, explanation=resent_because),
-                            settled.twilio_status)
-        return settled
-    ledger.finish(report_date, recipient, "accepted", message_sid=sid, twilio_status=status)
-    return _Outcome(Delivery(recipient, "sent", sid, explanation=resent_because), status)
 
 
-def _create(client: Client, sender: str, recipient: str, body: str) -> tuple[str, str | None]:
-    """POST the message: its SID and status. Retry only answers Twilio guarantees were not processed (429).
+def _create(client: Client, sender: str, recipient: str, part: _Part,
+            status_callback: str | None = None) -> tuple[str, str | None]:
+    """POST one message: its SID and status. Retry only answers Twilio guarantees were not processed (429).
 
     A 503 is not one of them: Twilio may have created the message before
     answering it, so it is ambiguous like any other 5xx.
     """
+    what: dict[str, object] = (
+        {"content_sid": part.content_sid, "content_variables": json.dumps(dict(part.variables or {}))}
+        if part.content_sid else {"body": part.expected}
+    )
+    if status_callback:
+        what["status_callback"] = status_callback
     for delay in (*RETRY_DELAYS_SECONDS, None):
         try:
-            created = client.messages.create(to=recipient, from_=sender, body=body)
+            created = client.messages.create(to=recipient, from_=sender, **what)  # type: ignore[arg-type]
             return created.sid, created.status  # type: ignore[return-value]
         except TwilioRestException as exc:
             throttled = exc.status == 429 or exc.code == 20429
@@ -383,42 +633,6 @@ def _never_reached(exc: requests.exceptions.RequestException) -> bool:
         reason = getattr(cause, "reason", cause)
         return type(reason).__name__ in {"NewConnectionError", "NameResolutionError", "ConnectTimeoutError"}
     return False
-
-
-def _reconcile(
-    client: Client,
-    ledger: DeliveryLedger,
-    entry: LedgerEntry,
-    sender: str,
-    hashes: set[str],
-    *,
-    exclude: Collection[str] = (),
-) -> _Outcome | None:
-    """Settle an ambiguous attempt from Twilio's message list.
-
-    Returns the settled delivery when the message is found, an `unknown` one
-    when Twilio cannot be asked (nothing is sent blindly), and None when the
-    message is not there, so the briefing should be sent. `exclude` holds the
-    SIDs the ledger ever recorded for the recipient: messages of earlier
-    attempts (a forced resend's first copy, a failed one), never this one.
-    """
-    try:
-        found = _find_message(client, entry.recipient, sender, entry.updated_at - RECONCILE_MARGIN_SECONDS,
-                              hashes, exclude)
-    except (TwilioException, requests.exceptions.RequestException) as exc:
-        return _Outcome(Delivery(entry.recipient, "unknown", explanation=(
-            f"An attempt may have reached Twilio and its message list could not be checked "
-            f"({type(exc).__name__}); nothing more was sent. The next run checks again."
-        )))
-    if found is None:
-        return None
-    log.info("found the attempt to %s in Twilio's message list: %s (%s)", entry.recipient, found.sid, found.status)
-    failure = _settle(ledger, entry.report_date, entry.recipient, found)
-    if failure is not None:
-        return _Outcome(failure, found.status)
-    ledger.finish(entry.report_date, entry.recipient, "accepted", message_sid=found.sid, twilio_status=found.status)
-    return _Outcome(Delivery(entry.recipient, "already_sent", found.sid,
-                             explanation="an earlier attempt had reached Twilio; not sent again"), found.status)
 
 
 def _find_message(
@@ -459,30 +673,35 @@ def _await_statuses(
     Real Twilio answers a create with `queued` and reports WhatsApp errors
     (63016, 63015, ...) only when the message turns `failed` a moment later:
     without this look, such a recipient would be reported as sent, and never
-    retried. The pause between looks doubles from a quarter of a second.
+    retried. Every part of a briefing in parts is looked at. The pause between
+    looks doubles from a quarter of a second.
     """
     deliveries = [outcome.delivery for outcome in outcomes]
     waiting = {
-        i for i, (delivery, status) in enumerate(outcomes)
-        if delivery.message_sid and delivery.status in ("sent", "already_sent") and status in WAITING_STATUSES
+        (i, sid)
+        for i, (delivery, status) in enumerate(outcomes)
+        if delivery.status in ("sent", "already_sent") and status in WAITING_STATUSES
+        for sid in (delivery.parts or ((delivery.message_sid,) if delivery.message_sid else ()))
     }
     deadline = time.monotonic() + wait
     pause = FIRST_STATUS_PAUSE_SECONDS
     while waiting:
-        for i in sorted(waiting):
+        for i, sid in sorted(waiting):
             delivery = deliveries[i]
-            assert delivery.message_sid is not None
-            status, failure = _look_at(client, ledger, report_date, delivery.recipient, delivery.message_sid)
+            if delivery.status == "failed":  # another part failed already
+                waiting.discard((i, sid))
+                continue
+            status, failure = _look_at(client, ledger, report_date, delivery.recipient, sid, delivery.digest)
             if failure is not None:
-                deliveries[i] = failure
+                deliveries[i] = replace(failure, kind=delivery.kind, parts=delivery.parts)
             if status not in WAITING_STATUSES:  # handed on, failed, or gone (None: it cannot be found)
-                waiting.discard(i)
+                waiting.discard((i, sid))
         remaining = deadline - time.monotonic()
         if not waiting or remaining <= 0:
             break
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, 2.0)
-    for i in waiting:
+    for i in {i for i, _ in waiting}:
         deliveries[i] = replace(deliveries[i], explanation=(
             f"Twilio accepted the message but had not passed it on to WhatsApp after {wait:g}s; "
             "the next run checks it again and resends if it failed."
@@ -491,7 +710,7 @@ def _await_statuses(
 
 
 def _look_at(
-    client: Client, ledger: DeliveryLedger, report_date: dt.date, recipient: str, sid: str
+    client: Client, ledger: DeliveryLedger, report_date: dt.date, recipient: str, sid: str, digest: str = TEAM
 ) -> tuple[str | None, Delivery | None]:
     """Fetch message `sid` and record what Twilio says of it: (its status, the failed delivery if it failed).
 
@@ -509,13 +728,14 @@ def _look_at(
     except (TwilioException, requests.exceptions.RequestException) as exc:
         log.info("could not fetch message %s to %s: %s", sid, recipient, type(exc).__name__)
         return "queued", None
-    failure = _settle(ledger, report_date, recipient, message)
+    failure = _settle(ledger, report_date, recipient, message, digest)
     if failure is None:
-        ledger.note_twilio_status(report_date, recipient, message.status)  # type: ignore[arg-type]
+        ledger.note_twilio_status(report_date, recipient, message.status, digest)  # type: ignore[arg-type]
     return message.status, failure  # type: ignore[return-value]
 
 
-def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, message: MessageInstance) -> Delivery | None:
+def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, message: MessageInstance,
+            digest: str = TEAM) -> Delivery | None:
     """If Twilio failed `message`, record the failure (the next run retries) and return the failed delivery."""
     if message.status not in FAILED_STATUSES:
         return None
@@ -524,8 +744,8 @@ def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, messag
         f"Twilio reports the message {message.status}{': ' + message.error_message if message.error_message else ''}."
     )
     ledger.finish(report_date, recipient, "failed", message_sid=message.sid, error_code=code,
-                  error_message=explanation, twilio_status=message.status)
-    return Delivery(recipient, "failed", message.sid, code, explanation)
+                  error_message=explanation, twilio_status=message.status, digest=digest)
+    return Delivery(recipient, "failed", message.sid, code, explanation, digest=digest)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -542,8 +762,9 @@ def twilio_client(settings: TwilioSettings, timeout: float = DEFAULT_TIMEOUT_SEC
         settings.auth_token,
         http_client=TwilioHttpClient(timeout=timeout, logger=http_log),
     )
-    if settings.api_base:
+    if settings.api_base:  # both hosts the project uses: the Messages API and the Content API
         client.api.base_url = settings.api_base.rstrip("/")
+        client.content.base_url = settings.api_base.rstrip("/")
     return client
 
 
@@ -553,9 +774,93 @@ def _utf16_len(text: str) -> int:
 
 def _log_delivery(delivery: Delivery, report_date: dt.date) -> None:
     if delivery.status in ("sent", "already_sent"):
-        log.info("briefing for %s to %s: %s (%s)", report_date, delivery.recipient, delivery.status, delivery.message_sid)
+        log.info("briefing for %s to %s (%s): %s as %s (%s)", report_date, delivery.recipient, delivery.digest,
+                 delivery.status, delivery.kind, " ".join(delivery.parts) or delivery.message_sid)
     elif delivery.status == "failed":
         log.error("briefing for %s to %s failed (Twilio error %s): %s",
                   report_date, delivery.recipient, delivery.error_code, delivery.explanation)
     else:
         log.warning("briefing for %s to %s: outcome unknown: %s", report_date, delivery.recipient, delivery.explanation)
+
+
+# --------------------------------------------------------------------------- the template
+
+TEMPLATE_NAME = "crm_daily_briefing"
+# A utility template (an internal report, nothing promotional): text before the first placeholder and after the
+# last, text between any two, numbered in order: what WhatsApp's review asks of a template's body.
+TEMPLATE_BODY = (
+    "Good morning. Here is {{1}}.\n\n{{2}}\n\nNeeds attention: {{3}}\n\n"
+    "Reply to get the full briefing."
+)
+TEMPLATE_SAMPLES = {
+    "1": "the sales briefing for Mon 7 Dec 2026",
+    "2": "Open pipeline is 1.24M across 42 deals (weighted 512K).",
+    "3": "3 open deals worth 85K are past the closing date; 1 deal lost, worth 12K.",
+}
+
+
+def create_template(client: Client, name: str = TEMPLATE_NAME) -> tuple[str, str]:
+    """Create the briefing's template with the Content API and submit it to WhatsApp as a utility template.
+
+    Returns (its HX SID, the approval status Twilio reports).
+    """
+    from twilio.rest.content.v1.content import ContentList
+
+    request = ContentList.ContentCreateRequest({
+        "friendly_name": name,
+        "language": "en",
+        "variables": TEMPLATE_SAMPLES,
+        "types": {"twilio/text": {"body": TEMPLATE_BODY}},
+    })
+    content = client.content.v1.contents.create(request)
+    from twilio.rest.content.v1.content.approval_create import ApprovalCreateList
+
+    approval = client.content.v1.contents(content.sid).approval_create.create(
+        ApprovalCreateList.ContentApprovalRequest({"name": name, "category": "UTILITY"})
+    )
+    return str(content.sid), str(approval.status or "received")
+
+
+def template_status(client: Client, sid: str) -> tuple[str, str]:
+    """(WhatsApp approval status, rejection reason) of template `sid`: approved, pending, received, rejected, ..."""
+    fetched = client.content.v1.contents(sid).approval_fetch().fetch()
+    whatsapp = fetched.whatsapp or {}
+    return str(whatsapp.get("status") or "unsubmitted"), str(whatsapp.get("rejection_reason") or "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m insights.whatsapp", description=(
+        "The WhatsApp template the briefing uses outside the 24-hour window: create it (Content API), submit it "
+        "for WhatsApp approval as a utility template, and see its approval status."))
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create-template", help="create the template and submit it for approval")
+    create.add_argument("--name", default=TEMPLATE_NAME, help=f"the template's name (default {TEMPLATE_NAME})")
+    commands.add_parser("template-status", help="the approval status of TWILIO_TEMPLATE_SID")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        settings = TwilioSettings.from_env(recipients=())
+        client = twilio_client(settings)
+        check_credentials(client, settings, strict=True)
+        if args.command == "create-template":
+            sid, status = create_template(client, args.name)
+            print(f"created template {args.name} ({sid}); WhatsApp approval: {status}", file=sys.stderr)
+            print("add this setting (environment, .env or the workflow's secrets):", file=sys.stderr)
+            print(f"TWILIO_TEMPLATE_SID={sid}")
+            return 0
+        if not settings.template_sid:
+            raise ConfigError("TWILIO_TEMPLATE_SID is not set (python -m insights.whatsapp create-template makes one)")
+        status, reason = template_status(client, settings.template_sid)
+        print(f"{settings.template_sid}: {status}" + (f" ({reason})" if reason else ""))
+        return 0 if status == "approved" else 1
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (TwilioException, requests.exceptions.RequestException) as exc:
+        print(f"error: Twilio could not be asked: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

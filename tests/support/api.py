@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -40,13 +41,15 @@ class RunningApi:
 
 
 @contextmanager
-def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT) -> Iterator[RunningApi]:
-    """`python -m insights.api --target <target> --port 0` in the project folder `cwd`, until the block ends."""
+def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT,
+          port: int = 0) -> Iterator[RunningApi]:
+    """`python -m insights.api --target <target> --port <port>` in the project folder `cwd`, until the block ends
+    (port 0: a free one)."""
     env = {k: v for k, v in env.items() if k != "API_TOKEN"}
     if token:
         env["API_TOKEN"] = token
     process = subprocess.Popen(
-        [sys.executable, "-m", "insights.api", "--target", target, "--port", "0"],
+        [sys.executable, "-m", "insights.api", "--target", target, "--port", str(port)],
         cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
@@ -68,6 +71,13 @@ def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: P
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def free_port() -> int:
+    """A port nobody listens on now, for a server whose address must be known before it starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass

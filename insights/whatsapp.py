@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies (21617) and does not split WhatsApp messages
 # A window closing within this many seconds counts as closed: the free-form parts must reach Twilio in time.
 WINDOW_MARGIN_SECONDS = 300
+_E164_ADDRESS = re.compile(r"^whatsapp:\+[1-9]\d{6,14}$")
 STATUS_CALLBACK_PATH = "/twilio/status"  # under PUBLIC_BASE_URL, served by insights.api
 INBOUND_PATH = "/twilio/inbound"
 DEFAULT_TIMEOUT_SECONDS = 15.0  # twilio-python's default is to wait forever
@@ -424,6 +425,8 @@ class _Sending:
 
     def plan(self, outgoing: Outgoing, mode: DeliveryKind | None = None) -> _Plan | Delivery:
         """How the digest goes today: free-form parts in the window, the template outside; a Delivery if neither can."""
+        if mode is None and not _E164_ADDRESS.match(outgoing.recipient):
+            mode = "session"  # not a phone number: Twilio refuses it at once (21211), which says what to fix
         if mode is None:
             open_ = self.window(outgoing.recipient)
             mode = "session" if open_ or (open_ is None and not self.template_ready(outgoing)) else "template"

@@ -10,8 +10,12 @@ back only into the final message, never into the prompt.
 Day metrics come from `analytics.kpi_daily`; entity facts (overdue deals, the
 biggest win, ...) use the same definition of "open at the end of day d" as
 kpi_daily: created on or before d and still open, or closed after d.
-`pipeline_by_stage` describes the current state of the pipeline and
-`data_quality_issues` the CRM records that break a sanity rule.
+Deals due soon, overdue and quiet (stale), the owners holding the deals that
+need attention and the largest of those deals are read from
+`insights.deal_flags`, the rules the owners' digests (`insights.owner_facts`)
+use too, so a deal is overdue in the team briefing exactly when it is in its
+owner's digest. `pipeline_by_stage` describes the current state of the
+pipeline and `data_quality_issues` the CRM records that break a sanity rule.
 
 Money is in the org's home currency (the unit of kpi_daily's amounts, the
 `amount` of the deals mart). When some deals are in another currency, every
@@ -24,15 +28,19 @@ import datetime as dt
 import os
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from warehouse import MARTS_SCHEMA, ConfigError, Target, error_reason, placeholder
 
+if TYPE_CHECKING:
+    from insights.deal_flags import DealFlags
+
 Severity = Literal["good", "info", "warn"]
 EntityKind = Literal["deal", "owner", "stage"]
 
-# Deals without any change for this many days count as stale.
+# Deals without any change for this many days count as stale (quiet), in a stage with too little history to
+# know how long its deals usually sit (insights.deal_flags).
 STALE_DAYS = 30
 # "Closing soon" looks this many days past the report date.
 CLOSING_WINDOW_DAYS = 7
@@ -354,19 +362,9 @@ class _Deals:
         )
         return sum(int(n) for _, n in rows), [str(code) for code, _ in rows]
 
-    def count_and_amount(self, where: str, *params: Any) -> tuple[int, float]:
-        [(n, amount)] = _query(
-            self.conn, f"select count(*), coalesce(sum(amount), 0) from {MARTS_SCHEMA}.deals where {where}", params
-        )
-        return int(n), float(amount)
-
-    def largest(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None] | None:
-        """(deal_id, owner_id, amount, closing_date) of the largest matching deal (home currency)."""
-        found = self.largest_with_currency(where, *params)
-        return found[:4] if found else None
-
     def largest_with_currency(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None, Any, Any] | None:
-        """As `largest`, plus the deal's amount in its own currency and that currency's code."""
+        """(deal_id, owner_id, amount, closing_date) of the largest matching deal (home currency), its amount
+        in its own currency and that currency's code."""
         found = _query(
             self.conn,
             f"select deal_id, owner_id, coalesce(amount, 0), closing_date, amount_in_currency, currency_code "
@@ -390,10 +388,25 @@ class _Deals:
         return (found[0][0], int(found[0][1]), float(found[0][2])) if found else None
 
 
-def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | None = None) -> DayFacts:
-    """Compute the facts of `report_date` from the marts, most important first."""
+def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | None = None,
+          flags: "DealFlags | None" = None) -> DayFacts:
+    """Compute the facts of `report_date` from the marts, most important first.
+
+    `flags` are `insights.deal_flags.flag_deals(conn, target, report_date)` when the caller has them already
+    (the owners' digests read the same: `owner_facts.owner_digests(..., flags=...)`), read here otherwise.
+    `timezone` is accepted for callers that pass the org's: the marts' days are already cut in it, and no fact
+    needs it any more (quiet deals are read from deal_daily_states' evenings, not from modified_at).
+    """
+    # deal_flags and owner_facts read the marts with this module's helpers: imported here, not at the top.
+    from insights.deal_flags import flag_deals
+    from insights.owner_facts import team_facts
+
     kpis = _Kpis(conn, target, report_date)
     deals = _Deals(conn, target, report_date)
+    if flags is None:
+        flags = flag_deals(conn, target, report_date)
+    elif flags.day != report_date or flags.owner_id is not None:
+        raise ValueError(f"flags of {flags.day} (owner {flags.owner_id}) cannot make the team briefing of {report_date}")
     labels = _Labels()
     foreign, codes = deals.foreign_currency_deals()
     money = Money(home_currency(conn), foreign)
@@ -402,7 +415,8 @@ def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | 
         *_pipeline_facts(kpis, money),
         *_lead_facts(kpis),
         *_outcome_facts(kpis, money),
-        *_open_deal_facts(deals, labels, timezone or org_timezone(), money),
+        *_open_deal_facts(flags, labels, money),
+        *team_facts(flags, labels, money),
         *_top_facts(deals, labels, money),
         *_stage_facts(conn, labels, money),
         *_owner_standing_facts(conn, target, report_date, labels, money),
@@ -595,47 +609,54 @@ def _outcome_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
     )
 
 
-def _open_deal_facts(deals: _Deals, labels: _Labels, tz: ZoneInfo, money: Money) -> Iterator[Fact]:
-    d, p = deals.day, deals.p
-    soon = (f"{deals.open} and closing_date > {p} and closing_date <= {p}",
-            d, d, d, d + dt.timedelta(days=CLOSING_WINDOW_DAYS))
-    n, amount = deals.count_and_amount(*soon)
-    largest = deals.largest(*soon)
-    if n and largest:
+def _open_deal_facts(flags: "DealFlags", labels: _Labels, money: Money) -> Iterator[Fact]:
+    """Deals due soon, overdue and quiet, by the rules of `insights.deal_flags` (the owners' digests read the
+    same flags, so a deal overdue in an owner's digest is overdue here): overdue and quiet deals overlap, so
+    the stale fact counts only the quiet deals not already overdue and says what both come to."""
+    d = flags.day
+    due = flags.with_rule("due_soon")
+    if due:
         # Dates, not "in 3 days": the window counts from the report date, which is not the day it is read.
-        deal_id, owner_id, deal_amount, closing = largest
+        n, amount, largest = len(due), sum(x.worth for x in due), due[0]
         window_end = d + dt.timedelta(days=CLOSING_WINDOW_DAYS)
-        closing = closing or window_end
+        closing = largest.closing_date or window_end
         yield Fact(
             "closing_soon", "Closing soon", "info", 65,
             f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} due to close by "
-            f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({money(deal_amount)}, "
+            f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({money(largest.worth)}, "
             f"owner {{owner}}, closing {fmt_day(closing)}).",
-            {"count": n, "amount": amount, "window_end": window_end.isoformat(), "largest_amount": deal_amount,
+            {"count": n, "amount": amount, "window_end": window_end.isoformat(), "largest_amount": largest.worth,
              "largest_closing_date": closing.isoformat(), "largest_due_in_days": (closing - d).days},
-            {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
+            {"deal": labels.ref("deal", largest.deal_id), "owner": labels.ref("owner", largest.owner_id)},
         )
-    overdue = (f"{deals.open} and closing_date <= {p}", d, d, d)
-    n, amount = deals.count_and_amount(*overdue)
-    largest = deals.largest(*overdue)
-    if n and largest:
-        deal_id, owner_id, deal_amount, _ = largest
+    overdue = flags.with_rule("overdue")
+    quiet = flags.with_rule("quiet")
+    both = [x for x in overdue if x.has("quiet")]
+    if overdue:
+        n, amount, largest = len(overdue), sum(x.worth for x in overdue), overdue[0]
+        also = (f", {'also' if n == 1 else fmt_count(len(both)) + ' of them also'} without a change for longer than "
+                f"usual" if both else "")
         yield Fact(
             "overdue_deals", "Overdue deals", "warn", 72,
-            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} past the closing date; "
-            f"{_verb(n, 'it', 'the largest')} is {{deal}} ({money(deal_amount)}, owner {{owner}}).",
-            {"count": n, "amount": amount, "largest_amount": deal_amount},
-            {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
+            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} past "
+            f"{_verb(n, 'its', 'their')} closing date{also}; {_verb(n, 'it', 'the largest')} is {{deal}} "
+            f"({money(largest.worth)}, owner {{owner}}).",
+            {"count": n, "amount": amount, "largest_amount": largest.worth, "also_quiet": len(both),
+             "also_quiet_amount": sum(x.worth for x in both)},
+            {"deal": labels.ref("deal", largest.deal_id), "owner": labels.ref("owner", largest.owner_id)},
         )
-    # No change during the STALE_DAYS days ending on the report date (midnight in the org's timezone).
-    quiet_since = dt.datetime.combine(d - dt.timedelta(days=STALE_DAYS - 1), dt.time(), tz).astimezone(dt.timezone.utc)
-    n, amount = deals.count_and_amount(f"{deals.open} and modified_at < cast({p} as timestamptz)", d, d, quiet_since.isoformat())
-    if n:
+    quiet_only = [x for x in quiet if not x.has("overdue")]
+    if quiet_only:
+        n, amount = len(quiet_only), sum(x.worth for x in quiet_only)
+        union, union_amount = len(overdue) + n, sum(x.worth for x in overdue) + amount
+        together = f"; overdue, quiet or both: {count_of(union, 'open deal')} worth {money(union_amount)}" if overdue else ""
         yield Fact(
             "stale_deals", "Stale deals", "warn", 58,
-            f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'has', 'have')} had no update "
-            f"for {STALE_DAYS} days or more.",
-            {"count": n, "amount": amount, "days": STALE_DAYS},
+            f"{count_of(n, 'open deal')} worth {money(amount)}{' not yet overdue' if overdue else ''} "
+            f"{_verb(n, 'has', 'have')} had no change for longer than {_verb(n, 'its', 'their')} stage usually "
+            f"takes{together}.",
+            {"count": n, "amount": amount, "overdue_or_quiet_count": union, "overdue_or_quiet_amount": union_amount,
+             "also_overdue": len(both), "days": STALE_DAYS},
         )
 
 

@@ -5,12 +5,18 @@ The model works inside them (the answer schema offers only what they allow, see
 `insights.prompt`), and `insights.review` enforces them again on whatever came back:
 
 - a fact that *needs attention* (overdue or stale deals, losses, a drop in the
-  open pipeline, anything the facts flag as a warning) may only be listed under
+  open pipeline, anything the facts flag as a warning; in an owner's digest, the
+  owner's deals that need attention and their losses) may only be listed under
   "Needs attention", and every such fact is listed there, chosen by the model
   or not: a sales leader must never miss one because a small model left it out;
 - every other fact may be the headline or a highlight, never a risk;
 - an action may be paired only with a fact that calls for it: sharing the wins
   needs a win, chasing a move of the pipeline needs a move worth a warning.
+
+An owner's digest (`insights.owner_facts`, ids `my_*`) has its own actions, worded
+for the owner rather than for a manager, and each fits only when a flagged deal
+gives it a reason: updating overdue deals needs an overdue deal, confirming the
+next step needs a quiet one, checking what slipped needs a push, a cut or a step back.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ ACTIONS: dict[str, str] = {
     "investigate_pipeline_change": "Find out what moved the pipeline",
     "review_win_rate": "Look at what is holding back the win rate",
     "fix_crm_records": "Ask owners to fix the CRM records with impossible values",
+    "review_deals_with_owners": "Go through the deals needing attention with their owners",
+    # An owner's digest.
+    "update_overdue_deals": "Update or close the overdue deals",
+    "confirm_quiet_deals": "Confirm the next step on the quiet deals",
+    "check_slipping_deals": "Check what changed on the deals that slipped",
 }
 
 # Which actions a fact calls for, given its values (the first is what the standard briefing suggests);
@@ -47,7 +58,25 @@ _ACTIONS_FOR: dict[str, Callable[[Fact], tuple[str, ...]]] = {
     "pipeline_change_7d": lambda f: ("investigate_pipeline_change",) if _dropped(f) else (),
     "win_rate": lambda f: ("review_win_rate",) if f.severity == "warn" else (),
     "data_quality": lambda f: ("fix_crm_records",),
+    "top_at_risk": lambda f: ("review_deals_with_owners",),
+    "owners_at_risk": lambda f: ("review_deals_with_owners",),
+    # An owner's digest.
+    "my_at_risk": lambda f: _owner_risk_actions(f),
+    "my_due_soon": lambda f: ("review_closing_deals",),
+    "my_won": lambda f: ("share_wins",),
+    "my_lost": lambda f: ("review_lost_deals",) if f.values.get("count") else (),
 }
+
+# The owner's action for each rule of insights.deal_flags that fired on at least one of their deals.
+_RULE_ACTIONS = (("overdue", "update_overdue_deals"), ("quiet", "confirm_quiet_deals"),
+                 ("pushed", "check_slipping_deals"), ("shrunk", "check_slipping_deals"),
+                 ("moved_back", "check_slipping_deals"))
+
+
+def _owner_risk_actions(fact: Fact) -> tuple[str, ...]:
+    """The actions the owner's flagged deals call for, in the order of the rules (overdue first)."""
+    fired = fact.values.get("rules", {})
+    return tuple(dict.fromkeys(action for rule, action in _RULE_ACTIONS if fired.get(rule)))
 
 
 def _dropped(fact: Fact) -> bool:
@@ -64,6 +93,9 @@ _ATTENTION: dict[str, Callable[[Fact], bool]] = {
     "top_deal_lost": lambda f: True,
     "pipeline_change_1d": _dropped,
     "pipeline_change_7d": _dropped,
+    "top_at_risk": lambda f: True,
+    "my_at_risk": lambda f: True,
+    "my_lost": lambda f: bool(f.values.get("count")),
 }
 
 

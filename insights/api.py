@@ -202,12 +202,11 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         config, form = await signed_form(request)
 
         def reply() -> None:
-            query = None
-            if target == "duckdb":  # the API's copy: it never opens the warehouse file
-                def query(sql: str, params: Any) -> list[tuple[Any, ...]]:
-                    return source.query_now(lambda conn: [tuple(r.values()) for r in conn.rows(sql, list(params))])
-            try:
-                answer_reply(target, config, form.get("From", ""), query)
+            def copy_query(sql: str, params: Any) -> list[tuple[Any, ...]]:
+                return source.query_now(lambda conn: [tuple(r.values()) for r in conn.rows(sql, list(params))])
+
+            try:  # on DuckDB from the API's copy: it never opens the warehouse file
+                answer_reply(target, config, form.get("From", ""), copy_query if target == "duckdb" else None)
             except Exception:
                 log.exception("could not answer the message from a recipient")
 
@@ -298,7 +297,7 @@ def _missed_days(conn: "_Connection") -> list[str]:
 
     The ledger's own rule (`DeliveryLedger.missed_days`), on rows read here; dates only: health needs no token.
     """
-    from insights.ledger import LedgerEntry, missed_in
+    from insights.ledger import missed_in
 
     if not conn.table_exists(DELIVERIES_TABLE):
         return []

@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 from insights.facts import DayFacts, EntityRef, fmt_date
 from insights.policy import ACTIONS, actions_for, needs_attention
-from insights.prompt import MAX_ACTIONS, MAX_HIGHLIGHTS, Pick, Plan, Step
+from insights.prompt import MAX_ACTIONS, Pick, Plan, Step
 from insights.text import LINK, plain_text
 
 # The longest briefing, in UTF-16 code units: two WhatsApp messages of 1,600 (it goes in numbered parts).

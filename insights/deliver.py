@@ -251,26 +251,30 @@ def _recipients(dry_run: bool, twilio: TwilioSettings | None) -> tuple[Recipient
 def gather(conn: Any, target: Target, report_date: dt.date, tz: Any,
            recipients: tuple[Recipient, ...]) -> tuple[list[Digest], list[tuple[Recipient, str]]]:
     """The day's digests and who gets each; and the owners with nothing to report (no message, said why)."""
+    from insights.deal_flags import flag_deals
+
     managers = tuple(r for r in recipients if r.role == "manager")
     owners = tuple(r for r in recipients if r.role == "owner")
+    flags = flag_deals(conn, target, report_date)  # one read of the deals' history for the team and every owner
     digests: list[Digest] = []
     if managers or not recipients:
-        day = facts_mod.build(conn, target, report_date, tz)
+        day = facts_mod.build(conn, target, report_date, tz, flags=flags)
         digests.append(Digest(TEAM, day, facts_mod.entity_names(conn, target, day.entities()), managers))
     quiet: list[tuple[Recipient, str]] = []
     if owners:
-        from insights.owner_facts import owner_digest
+        from insights.owner_facts import owner_digests
         from insights.recipients import resolve_owners, users_in_warehouse
 
         resolved, problems = resolve_owners(owners, users_in_warehouse(conn))
-        unknown = [p for p in problems if "not a user" in p]
+        unknown = [p for p in problems if not getattr(p, "warning", False)]
         if unknown:
             raise ConfigError("; ".join(unknown))
         by_owner: dict[str, list[Recipient]] = {}
         for recipient in owners:
             by_owner.setdefault(resolved[recipient.whatsapp], []).append(recipient)
+        days = owner_digests(conn, target, report_date, tz, flags=flags)
         for owner_id, people in by_owner.items():
-            day = owner_digest(conn, target, report_date, owner_id, tz)
+            day = days.get(owner_id)
             if day is None:
                 quiet.extend((person, owner_digest_key(owner_id)) for person in people)
                 continue
@@ -286,7 +290,7 @@ def write(digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: f
     remaining = deadline - time.monotonic()
     if remaining < MIN_MODEL_SECONDS:
         outcome = llm.Outcome(None, failure=llm.Failure(
-            "budget", f"BRIEFING_BUDGET_SECONDS was used up by the digests before this one"))
+            "budget", "BRIEFING_BUDGET_SECONDS was used up by the digests before this one"))
     else:
         with _still_waiting(ollama.model, every):
             outcome = llm.choose(digest.day, replace(ollama, timeout=min(ollama.timeout, remaining)))

@@ -259,8 +259,7 @@ def check_recipients(target: Target) -> list[Check]:
     """Who gets what: the recipients file and RECIPIENT_PHONE_NUMBER, then the owners' Zoho users against the
     users loaded into the warehouse.
 
-    The line is named after RECIPIENT_PHONE_NUMBER when that is the only source (as before the recipients
-    file), else `recipients`; its result says where they were listed.
+    The line's result says where they were listed.
     """
     from insights.recipients import NUMBERS_VARIABLE, RecipientsError, load_recipients, recipients_file
     from insights.settings import NO_RECIPIENTS
@@ -273,7 +272,7 @@ def check_recipients(target: Target) -> list[Check]:
             [NUMBERS_VARIABLE] if os.environ.get(NUMBERS_VARIABLE, "").strip() else [])
     except RecipientsError:  # RECIPIENTS_FILE names a file that is not there: load_recipients says so
         sources = ["RECIPIENTS_FILE"]
-    name = NUMBERS_VARIABLE if sources == [NUMBERS_VARIABLE] else "recipients"
+    name = "recipients"
     try:
         recipients = load_recipients()
     except RecipientsError as exc:

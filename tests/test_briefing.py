@@ -816,14 +816,18 @@ def test_links_in_names_are_removed_even_without_a_scheme() -> None:
 def test_the_message_stays_within_whatsapps_limit_whatever_the_names() -> None:
     """GIVEN entity names of a thousand characters with markup, control and zero-width characters
     WHEN the fallback briefing is composed
-    THEN names are cut to forty characters without markup or line breaks, and the message fits 1,600 characters."""
+    THEN names are cut between words to at most forty characters, without markup or line breaks, and the message
+    fits two WhatsApp messages."""
     long_names = {key: ("*Mega* _deal_ \u200b~x~\r\n" * 60) for key in NAMES}
 
     message = compose(DAY, fallback_plan(DAY), long_names, "footer")
 
     assert whatsapp_length(message.text) <= MAX_LENGTH and audit(message, DAY).ok
     assert sanitize_name(long_names[("deal", "d1")]) in message.text
-    assert len(sanitize_name(long_names[("deal", "d1")])) == 40
+    shown = sanitize_name(long_names[("deal", "d1")])
+    assert 30 <= len(shown) <= 40 and shown.endswith("\u2026")
+    assert shown[:-1] == "Mega deal x Mega deal x Mega deal x Mega deal x"[: len(shown) - 1]
+    assert shown[:-1].split()[-1] in {"Mega", "deal", "x"}  # a whole word before the ellipsis, never half of one
     assert "\u200b" not in message.text and "\r" not in message.text and "*Mega*" not in message.text
 
 

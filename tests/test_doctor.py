@@ -44,7 +44,8 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any, z
     """GIVEN every setting right, an org with one currency, and no Ollama running
     WHEN the doctor runs
     THEN it exits 0 within seconds, with a line per check: Zoho, its scopes, the time zone, the warehouse,
-    the recipients, the sender and Twilio's credentials ok, and Ollama only a warning; nothing is created.
+    the recipients, the sender and Twilio's credentials ok; Ollama and the WhatsApp template (none yet) only
+    warnings, each with its fix; nothing is created.
     The scopes were read as the extractor reads them: the deal stages of a layout, and the org itself
     once Zoho says currencies are not enabled."""
     ws, twilio = setup
@@ -56,9 +57,10 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any, z
     assert result.returncode == 0, result.stdout + result.stderr
     lines = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines() if line[:4].strip() in ("ok", "warn", "FAIL")}
     assert lines == {
-        "CRM_TIMEZONE": "ok", "Zoho": "ok", "warehouse": "ok", "Ollama": "warn", "RECIPIENT_PHONE_NUMBER": "ok",
-        "TWILIO_FROM_NUMBER": "ok", "Twilio": "ok",
+        "CRM_TIMEZONE": "ok", "Zoho": "ok", "warehouse": "ok", "Ollama": "warn", "recipients": "ok",
+        "TWILIO_FROM_NUMBER": "ok", "Twilio": "ok", "WhatsApp": "warn",
     }
+    assert "TWILIO_TEMPLATE_SID is not set" in result.stdout and "create-template" in result.stdout
     assert "fix: start Ollama" in result.stdout
     assert twilio.messages == []
     assert not ws.duckdb_path.exists()  # checking leaves no empty warehouse behind
@@ -85,7 +87,7 @@ def test_a_refused_currencies_read_is_named_with_its_scope(setup: Any, zoho: San
 
 
 MISTAKES = {
-    "bad recipient": ({"RECIPIENT_PHONE_NUMBER": "+1555000000a"}, "RECIPIENT_PHONE_NUMBER", "E.164"),
+    "bad recipient": ({"RECIPIENT_PHONE_NUMBER": "+1555000000a"}, "recipients: RECIPIENT_PHONE_NUMBER", "E.164"),
     "wrong Twilio token": ({"TWILIO_AUTH_TOKEN": "0" * 32}, "Twilio credentials", "TWILIO_AUTH_TOKEN"),
     "wrong refresh token": ({"ZOHO_REFRESH_TOKEN": "1000.not-a-token"}, "Zoho token refresh", "ZOHO_REFRESH_TOKEN"),
     "time zone differing from the org's": ({"CRM_TIMEZONE": "Europe/Berlin"}, "CRM_TIMEZONE", "CRM_TIMEZONE=Asia/Kolkata"),

@@ -386,7 +386,8 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             note.append(f"{verdict.checked} numbers checked; "
                         + ("standard summary" if w.checked.failure else "the model's briefing passed"))
         if w.checked.failure is not None:
-            _log(f"notice: {name}: using the standard briefing because {w.checked.failure}")
+            whose = "" if digest.key == TEAM else f" for {digest.key}"
+            _log(f"notice: using the standard briefing{whose} because {w.checked.failure}")
 
     status, outcome_text = 0, "dry run"
     with _stage("send") as note:

@@ -250,8 +250,12 @@ class Prompt:
 def render(day: DayFacts, ask: Ask = Ask()) -> Prompt:
     answer = answer_model(day, ask)
     schema = json_schema(answer)
+    # Only the actions some fact of the day fits: the others cannot be chosen, and an owner's digest would
+    # otherwise carry the team's whole list (and the team's the owners') in every prompt.
+    fitting = {a for f in day.facts for a in actions_for(f)}
     system = _templates.get_template("system.prompt.j2").render(
-        actions=ACTIONS, comment_max=ask.comment_max, max_highlights=ask.max_highlights, max_actions=ask.max_actions,
+        actions={a: sentence for a, sentence in ACTIONS.items() if a in fitting}, comment_max=ask.comment_max,
+        max_highlights=ask.max_highlights, max_actions=ask.max_actions,
     )
     user = _templates.get_template("briefing.prompt.j2").render(
         report_date=fmt_date(day.report_date),

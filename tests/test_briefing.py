@@ -509,8 +509,9 @@ def test_a_dry_run_is_stored_as_one(briefing: Briefing, target: str) -> None:
     briefing.deliver(target)
     with TwilioEmulator() as twilio:
         briefing.ws.env.update(twilio.env("+15550000001"))
+        twilio.inbound("+15550000001", "hi")  # inside WhatsApp's window: the briefing goes as full text
         briefing.deliver(target, dry_run=False)
-        assert len(twilio.messages) == 1
+        assert {m["to"] for m in twilio.messages} == {"whatsapp:+15550000001"}
 
     rows = briefing.summaries(target)
     assert [r["dry_run"] for r in rows] == [True, False]
@@ -609,9 +610,13 @@ def test_a_dry_run_prints_the_message_and_its_recipients_and_sends_nothing(brief
     assert printed_message(result.stdout) == briefing.summaries("duckdb")[0]["message"]
 
 
-@pytest.mark.parametrize("missing", ["RECIPIENT_PHONE_NUMBER", "TWILIO_AUTH_TOKEN"])
-def test_missing_twilio_settings_stop_a_real_run_before_the_model_is_asked(briefing: Briefing, missing: str) -> None:
-    """GIVEN Twilio settings with one variable missing
+@pytest.mark.parametrize("missing, says", [
+    ("RECIPIENT_PHONE_NUMBER", "no recipients: set RECIPIENTS_FILE (or write recipients.yml) or RECIPIENT_PHONE_NUMBER"),
+    ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN is not set"),
+])
+def test_missing_twilio_settings_stop_a_real_run_before_the_model_is_asked(briefing: Briefing, missing: str,
+                                                                          says: str) -> None:
+    """GIVEN Twilio settings with one variable missing (no recipients at all, or the token)
     WHEN the briefing is built for sending (no --dry-run)
     THEN the command exits 2 with one line naming the variable, and neither the model nor the warehouse was touched."""
     with TwilioEmulator() as twilio:
@@ -620,7 +625,7 @@ def test_missing_twilio_settings_stop_a_real_run_before_the_model_is_asked(brief
         result = briefing.deliver("duckdb", dry_run=False, check=False)
 
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: {missing} is not set"
+    assert result.stderr.strip() == f"error: {says}"
     assert briefing.ollama.chats == []
     assert briefing.query("duckdb", "select count(*) as n from information_schema.tables where table_name = 'ai_summaries'") == [{"n": 0}]
 

@@ -1,7 +1,8 @@
 """`make eval`: the briefing written by a real model for N report dates, measured.
 
 For each of the last N complete days of a warehouse (by default the demo's),
-the briefing is built exactly as `insights.deliver` builds it (facts from the
+the team briefing and every owner's digest (`--owners` caps how many, largest
+owners first) are built exactly as `insights.deliver` builds them (facts from the
 marts, the model through the `ollama` client, the review, the audit), with the
 model served by `evals.server` (llama.cpp, SmolLM2-135M by default) or by any
 Ollama at OLLAMA_BASE_URL (`--ollama-url`). Nothing is stored or sent.
@@ -34,7 +35,9 @@ from insights import facts as facts_mod
 from insights import llm
 from insights.audit import allowed_numbers, numbers
 from insights.compose import compose, sanitize_name
+from insights.deal_flags import flag_deals
 from insights.deliver import checked_message, footer
+from insights.owner_facts import owner_digests
 from insights.facts import DayFacts
 from insights.policy import attention_ids
 from insights.settings import OllamaSettings
@@ -46,6 +49,7 @@ RUNS = PROJECT_ROOT / "evals" / "runs"
 @dataclass
 class Day:
     date: str
+    digest: str  # "team", or "owner:<zoho user id>"
     outcome: str  # "first try", "retry", or "standard summary"
     reason: str | None
     seconds: float
@@ -59,6 +63,7 @@ class Day:
     comments_kept: int
     comments_dropped: int
     dropped_reasons: list[str] = field(default_factory=list)
+    attempt_failures: list[str] = field(default_factory=list)  # why each attempt was not used ("truncated": cut at num_predict)
     unfaithful_numbers: list[str] = field(default_factory=list)
     message: str = ""
 
@@ -72,19 +77,30 @@ def report_dates(n: int) -> list[dt.date]:
     return sorted(days)
 
 
-def evaluate(day_date: dt.date, settings: OllamaSettings) -> Day:
+def evaluate(day_date: dt.date, settings: OllamaSettings, owners: int | None = None) -> list[Day]:
+    """The team briefing of `day_date` and its owners' digests (the `owners` with the most facts, all by default)."""
     with connect("duckdb", read_only=True) as conn:
-        day: DayFacts = facts_mod.build(conn, "duckdb", day_date)
-        names = facts_mod.entity_names(conn, "duckdb", day.entities())
+        flags = flag_deals(conn, "duckdb", day_date)
+        team = facts_mod.build(conn, "duckdb", day_date, flags=flags)
+        digests = [("team", team, "Sales briefing")]
+        by_owner = owner_digests(conn, "duckdb", day_date, flags=flags)
+        ranked = sorted(by_owner.items(), key=lambda item: (-len(item[1].facts), item[0]))
+        digests += [(f"owner:{owner}", day, "Your deals") for owner, day in ranked[:owners]]
+        named = [(key, day, title, facts_mod.entity_names(conn, "duckdb", day.entities())) for key, day, title in digests]
+    return [evaluate_digest(day_date, key, day, names, title, settings) for key, day, title, names in named]
+
+
+def evaluate_digest(day_date: dt.date, key: str, day: DayFacts, names: dict[tuple[str, str], str], title: str,
+                    settings: OllamaSettings) -> Day:
     outcome = llm.choose(day, settings)
-    checked = checked_message(day, outcome, names)
+    checked = checked_message(day, outcome, names, title)
     due = attention_ids(day)
     shown = [fid for fid in due
              if day.get(fid).render(lambda ref: sanitize_name(names.get((ref.kind, ref.id)))) in checked.message.text]
     picked = [p.fact_id for p in outcome.plan.risks if p.fact_id in due] if outcome.plan else []
     unfaithful: list[str] = []
     if outcome.plan is not None and checked.review is not None:  # the model's own message, before any fallback
-        model_message = compose(day, checked.review.plan, names, footer(None))
+        model_message = compose(day, checked.review.plan, names, footer(None), title)
         allowed = allowed_numbers(day)
         unfaithful = sorted({n for n in numbers(model_message.masked) if n not in allowed})
     last = outcome.last
@@ -94,7 +110,7 @@ def evaluate(day_date: dt.date, settings: OllamaSettings) -> Day:
         kind = "first try" if len(outcome.attempts) == 1 else "retry"
     review = checked.review
     return Day(
-        date=day_date.isoformat(), outcome=kind, reason=checked.failure.code if checked.failure else None,
+        date=day_date.isoformat(), digest=key, outcome=kind, reason=checked.failure.code if checked.failure else None,
         seconds=round(outcome.seconds, 2),
         counted_tokens=last.counted_tokens if last else None, prompt_eval_count=last.prompt_tokens if last else None,
         num_ctx=last.num_ctx if last else None, answer_tokens=last.completion_tokens if last else None,
@@ -103,6 +119,7 @@ def evaluate(day_date: dt.date, settings: OllamaSettings) -> Day:
         comments_dropped=len(review.dropped) if review and checked.failure is None else 0,
         dropped_reasons=[d.reason for d in review.dropped] if review and checked.failure is None else [],
         unfaithful_numbers=unfaithful, message=checked.message.text,
+        attempt_failures=[a.failure.code for a in outcome.attempts if a.failure is not None],
     )
 
 
@@ -110,7 +127,8 @@ def _line(d: Day) -> str:
     outcome = d.outcome + (f": {d.reason}" if d.reason else "")
     tokens = f"{d.counted_tokens or '-'}/{d.num_ctx or '-'}"
     attention = f"{d.attention_shown}/{d.attention_due} ({d.attention_picked} by model)"
-    return (f"{d.date}  {outcome:<34} {d.seconds:6.1f}s  {tokens:>11}  {d.answer_tokens or '-':>6}  {attention:<16}"
+    who = "team" if d.digest == "team" else "owner " + d.digest[-4:]
+    return (f"{d.date} {who:<10} {outcome:<34} {d.seconds:6.1f}s  {tokens:>11}  {d.answer_tokens or '-':>6}  {attention:<16}"
             f"  {d.comments_kept:>2} kept {d.comments_dropped:>2} dropped  {len(d.unfaithful_numbers)}")
 
 
@@ -120,6 +138,14 @@ def _shown(value: Any) -> str:
 
 
 def totals(days: list[Day]) -> dict[str, Any]:
+    """The run's figures: over every briefing, then for the team briefings and the owners' digests apart."""
+    team = [d for d in days if d.digest == "team"]
+    owners = [d for d in days if d.digest != "team"]
+    return {**_totals(days), "team": _totals(team), "owners": _totals(owners),
+            "truncated": sum(1 for d in days for r in d.attempt_failures if r == "truncated")}
+
+
+def _totals(days: list[Day]) -> dict[str, Any]:
     seconds = [d.seconds for d in days]
     due = sum(d.attention_due for d in days)
     return {
@@ -149,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to save the run (default evals/runs/<time>.json)")
     parser.add_argument("--compare", type=Path, metavar="OLD.json", help="print this run's totals next to an older run's")
     parser.add_argument("--show", type=int, default=2, help="print this many model-worded messages (default 2)")
+    parser.add_argument("--owners", type=int, help="word at most this many owners' digests a day (default: every owner)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DUCKDB_PATH", "demo.duckdb")
@@ -180,20 +207,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    print(f"{'date':<10}  {'outcome':<34} {'time':>7}  {'prompt/ctx':>11}  {'answer':>6}  {'attention':<16}  comments       figures off")
+    print(f"{'date':<10} {'digest':<10} {'outcome':<34} {'time':>7}  {'prompt/ctx':>11}  {'answer':>6}  {'attention':<16}  comments       figures off")
     days: list[Day] = []
     try:
         for date in dates:
-            day = evaluate(date, settings)
-            days.append(day)
-            print(_line(day), flush=True)
+            for day in evaluate(date, settings, args.owners):
+                days.append(day)
+                print(_line(day), flush=True)
     finally:
         if server is not None:
             server.stop()
     summary = totals(days)
-    n = summary["dates"]
-    print(f"\n{n} dates: model-worded first try {summary['first_try']}, after a retry {summary['retry']}, "
-          f"standard summary {summary['standard_summary']} {summary['standard_reasons'] or ''}")
+    for label, part in (("team briefings", summary["team"]), ("owners' digests", summary["owners"])):
+        print(f"\n{label}: {part['dates']}; model-worded first try {part['first_try']}, after a retry {part['retry']}, "
+              f"standard summary {part['standard_summary']} {part['standard_reasons'] or ''}; seconds median "
+              f"{part['seconds_median']}, worst {part['seconds_worst']}")
+    print(f"answers cut at num_predict: {summary['truncated']}")
     print(f"figures not among the facts: {summary['unfaithful_numbers']}; facts needing attention in the message: "
           f"{summary['attention_coverage']:.0%} (picked by the model: {summary['attention_picked_by_model']:.0%})")
     print(f"comments kept {summary['comments_kept']}, dropped {summary['comments_dropped']}; seconds median "
@@ -211,5 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(args.compare.read_text())["totals"]
         print(f"\n{'':<28}{'before':>12} {'now':>12}")
         for key, value in summary.items():
-            print(f"{key:<28}{_shown(old.get(key)):>12} {_shown(value):>12}")
+            if not isinstance(value, dict):
+                print(f"{key:<28}{_shown(old.get(key)):>12} {_shown(value):>12}")
     return 0

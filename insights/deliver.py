@@ -1,14 +1,21 @@
-"""Build the daily sales briefing from the marts, have the local model pick what matters, check it, store it, send it.
+"""Build each person's briefing from the marts, have the local model pick what matters, check it, store it, send it.
 
-    python -m insights.deliver [--date YYYY-MM-DD] [--target duckdb|postgres] [--dry-run] [--force]
+    python -m insights.deliver [--date YYYY-MM-DD] [--target duckdb|postgres] [--dry-run [--json]] [--force]
+
+Who gets what comes from the recipients (RECIPIENTS_FILE, RECIPIENT_PHONE_NUMBER;
+see `insights.recipients`): managers the team briefing, each owner a digest of
+their own deals, an owner with nothing to report no message at all.
 
 Stages (each timed on stderr): facts (computed in code from analytics.kpi_daily,
-deals, leads, pipeline_by_stage) -> model (Ollama picks facts by id; any failure
-falls back to a deterministic briefing) -> review (every fact that needs
-attention is listed, each fact once, comments that add nothing or state a
-quantity dropped) -> audit (every number in the message must be one of the
-facts') -> store (one row in analytics.ai_summaries) -> send (WhatsApp through
-Twilio, unless --dry-run).
+deals, leads, pipeline_by_stage and the deals' history, for the team and each
+owner) -> model, once per digest (Ollama picks facts by id; any failure falls
+back to a deterministic briefing; BRIEFING_BUDGET_SECONDS bounds the model's
+time for the whole day) -> review (every fact that needs attention is listed,
+each fact once, comments that add nothing or state a quantity dropped) ->
+audit (every number in the message must be one of the facts') -> store (one
+row per digest in analytics.ai_summaries) -> send (WhatsApp through Twilio:
+the full text inside a person's 24-hour window, the approved template outside
+it; see `insights.whatsapp`), unless --dry-run.
 
 The default date is the last complete day: the latest kpi_date before today in
 CRM_TIMEZONE (or the latest kpi_date when the marts hold nothing earlier).
@@ -16,16 +23,20 @@ CRM_TIMEZONE (or the latest kpi_date when the marts hold nothing earlier).
 Environment: DUCKDB_PATH or DATABASE_URL (the warehouse), CRM_TIMEZONE,
 OLLAMA_BASE_URL (default http://localhost:11434), OLLAMA_MODEL (default
 llama3.2:1b), OLLAMA_NUM_CTX (the largest context to ask for, default 8192),
-OLLAMA_TIMEOUT (seconds one answer may take, default 90), and for sending TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
-TWILIO_FROM_NUMBER, RECIPIENT_PHONE_NUMBER (comma-separated). A missing Twilio
-variable stops the run before the model is called; --dry-run needs none of them.
+OLLAMA_TIMEOUT (seconds one answer may take, default 90), BRIEFING_BUDGET_SECONDS
+(default 900), and for sending TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+TWILIO_FROM_NUMBER, the recipients, TWILIO_TEMPLATE_SID and PUBLIC_BASE_URL.
+A missing Twilio variable stops the run before the model is called; --dry-run
+needs none of them, and --dry-run --json prints what would be sent as one JSON
+document on stdout (progress stays on stderr).
 
 While the model thinks (minutes on a small CPU) or Twilio is waited on, a line
 "still waiting for <model> (Ns)" goes to stderr every HEARTBEAT_SECONDS
 (default 10), so a terminal or a CI log never looks hung.
 
 The last line says what happened to each recipient ("sent to 2 of 2
-recipients", "already sent to 2 of 2 recipients; nothing new was sent", ...).
+recipients", "already sent to 2 of 2 recipients; nothing new was sent", ...);
+the lines before it name any earlier day whose briefing never went out.
 Exit status: 0 briefing stored and every recipient has it (sent now or by an
 earlier run), or a dry run; 1 the run failed: a recipient's send failed or is
 unknown, another delivery is running on the same DuckDB file, or the warehouse

@@ -109,12 +109,13 @@ def test_each_owner_gets_only_their_own_deals_and_an_idle_owner_gets_nothing(tea
 
 @pytest.mark.slow
 def test_a_dry_run_in_json_lists_every_message_and_nothing_else_on_stdout(team: Any) -> None:
-    """GIVEN the same team
+    """GIVEN the same team, and no time left for the model (BRIEFING_BUDGET_SECONDS=0)
     WHEN `insights.deliver --dry-run --json` runs
     THEN stdout is one JSON document: a message per recipient with their role, digest, the full text and its
-    parts, and the template's single-line variables; the idle owner is listed as having nothing to report;
-    progress went to stderr, and nothing was sent."""
+    parts, and the template's single-line variables, each the standard summary because the budget ran out;
+    the idle owner is listed as having nothing to report; progress went to stderr, and nothing was sent."""
     ws, twilio, target, day, busy, idle_day, idle = team
+    ws.env["BRIEFING_BUDGET_SECONDS"] = "0"
 
     result = ws.run("python", "-m", "insights.deliver", "--target", target, "--date", idle_day.isoformat(),
                     "--dry-run", "--json", timeout=300)
@@ -125,6 +126,7 @@ def test_a_dry_run_in_json_lists_every_message_and_nothing_else_on_stdout(team: 
     assert (by_recipient[f"whatsapp:{MANAGER}"]["role"], by_recipient[f"whatsapp:{MANAGER}"]["digest"]) == ("manager", "team")
     assert (by_recipient[f"whatsapp:{BUSY}"]["owner"], by_recipient[f"whatsapp:{BUSY}"]["digest"]) == (busy, f"owner:{busy}")
     for message in document["messages"]:
+        assert message["standard_summary"] and message["fallback_reason"].startswith("budget: ")
         assert message["session"]["parts"] and all(len(p) <= 1600 for p in message["session"]["parts"])
         assert all("\n" not in v and "\t" not in v and "     " not in v for v in message["template"]["variables"].values())
     assert document["nothing_to_report"] == [{"recipient": f"whatsapp:{IDLE}", "name": "Cho Idle",

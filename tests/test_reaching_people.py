@@ -10,6 +10,7 @@ the API runs as a user starts it (`python -m insights.api`).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from typing import Any, Iterator
 
@@ -277,3 +278,51 @@ def test_a_day_that_never_went_out_is_named_and_not_resent(target: Target, twili
         (REPORT_DATE - dt.timedelta(days=1), f"whatsapp:{ANA}", None)]
     assert len(twilio.messages_to(ANA)) == 3
     assert not (target == "duckdb" and duckdb_path().with_name(duckdb_path().name + JOURNAL_SUFFIX).exists())
+
+
+def test_a_window_that_closes_during_the_run_gets_the_template_in_the_same_run(
+        target: Target, twilio: TwilioEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIVEN a manager who is also an owner, whose window closes seconds after the run looked at it (they wrote
+    23 hours, 59 minutes and 57 seconds ago), and Twilio slow to answer the first message
+    WHEN both digests are delivered
+    THEN the first goes as full text while the window is open; the second meets 63016 and is followed, in the
+    same run, by the template, which WhatsApp delivers: the person misses nothing."""
+    import insights.whatsapp
+
+    monkeypatch.setattr(insights.whatsapp, "WINDOW_MARGIN_SECONDS", 0)  # look as late as the window allows
+    sid = approved_template(twilio)
+    twilio.inbound(ANA, "hi", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24) + dt.timedelta(seconds=3))
+    twilio.delay_next(4.0)  # the first message is created at once, and answered after the window closed
+    outgoing = [Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES),
+                Outgoing(f"whatsapp:{ANA}", BRIEFING.replace("Sales briefing", "Your deals"), "owner:42", VARIABLES)]
+
+    team, own = send_digests(outgoing, REPORT_DATE, target, settings(twilio, ANA, template_sid=sid))
+
+    assert (team.status, team.kind) == ("sent", "session")
+    assert (own.status, own.kind) == ("sent", "template") and "63016" in (own.explanation or "")
+    first, failed, template = settled(twilio)
+    assert (first["status"], failed["status"], failed["error_code"], template["status"]) == (
+        "delivered", "failed", 63016, "delivered")
+    assert template["body"] == fill_template(TEMPLATE_BODY, VARIABLES)
+
+
+def test_health_names_a_day_whose_briefing_never_went_out(target: Target, twilio: TwilioEmulator, tmp_path: Any) -> None:
+    """GIVEN briefings delivered three days ago and yesterday, and nothing for the day in between (a crashed run)
+    WHEN /api/health is asked, without a token
+    THEN it names that day as missed, and no recipient's number."""
+    import os
+
+    from insights.facts import org_timezone
+
+    twilio.inbound(ANA, "hi")
+    yesterday = dt.datetime.now(org_timezone()).date() - dt.timedelta(days=1)
+    config = settings(twilio, ANA)
+    send_briefing(BRIEFING, yesterday - dt.timedelta(days=2), target, config)
+    send_briefing(BRIEFING, yesterday, target, config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "RECIPIENT", "PUBLIC_BASE"))}
+
+    with serve(env, target) as running:
+        health = running.get("/api/health", token=None).json()
+
+    assert health["missed_days"] == [(yesterday - dt.timedelta(days=1)).isoformat()]
+    assert ANA not in json.dumps(health)

@@ -24,7 +24,6 @@ person, template vs full text, and failures at WhatsApp; then the totals.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import tempfile
 import time
@@ -100,7 +99,7 @@ def main() -> None:
                 if number == args.reply_day:
                     twilio.inbound(MANAGERS[0], "send me the full briefing please")
                     time.sleep(2.0)  # the API answers in the background
-                sent = _settled(twilio)[before:]
+                sent = twilio.settled()[before:]
                 models = [(float(s), who, what) for s, who, what in
                           (m.groups() for m in map(MODEL_LINE.search, run.stderr.splitlines()) if m)]
                 worded = sum("answered" in what for _, _, what in models)
@@ -122,16 +121,6 @@ def main() -> None:
           f"model; {totals['messages']} messages, {totals['failed']} failed at WhatsApp; "
           f"{totals['seconds'] / max(totals['runs'], 1):.1f} s per day; seconds per digest: median "
           f"{sorted(per_digest)[len(per_digest) // 2] if per_digest else 0:.2f}, worst {max(per_digest, default=0):.2f}")
-
-
-def _settled(twilio: TwilioEmulator, seconds: float = 5.0) -> list[dict]:
-    deadline = time.monotonic() + seconds
-    while True:
-        messages = twilio.messages
-        if all(m["status"] not in ("queued", "accepted", "sending", "sent") for m in messages) \
-                or time.monotonic() > deadline:
-            return messages
-        time.sleep(0.1)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ from typing import Any, Iterator, Mapping
 
 from insights import facts as facts_mod
 from insights import llm, store
-from insights.audit import Verdict, audit
+from insights.audit import Verdict, allowed_numbers, audit, numbers
 from insights.compose import Message, compose, fallback_plan, template_variables, whatsapp_length
 from insights.facts import DayFacts, fmt_date
 from insights.ledger import TEAM, DeliveryLedger
@@ -70,7 +70,7 @@ from insights.ledger import owner_digest as owner_digest_key
 from insights.prompt import Plan
 from insights.recipients import Recipient, load_recipients
 from insights.review import Review, settle
-from insights.settings import OllamaSettings, TwilioSettings
+from insights.settings import OllamaSettings, TwilioSettings, seconds_setting
 from insights.whatsapp import split_parts
 from warehouse import TARGETS, ConfigError, Target, connect, database_errors, error_reason
 
@@ -114,16 +114,7 @@ def _stage(name: str) -> Iterator[list[str]]:
 
 def heartbeat_seconds() -> float:
     """HEARTBEAT_SECONDS from the environment (tests make it short), else the default."""
-    raw = os.environ.get("HEARTBEAT_SECONDS", "").strip()
-    if not raw:
-        return HEARTBEAT_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigError(f"HEARTBEAT_SECONDS must be a positive number of seconds (got {raw!r})")
-    return seconds
+    return seconds_setting("HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)
 
 
 @contextmanager
@@ -213,16 +204,7 @@ def budget_seconds() -> float:
     """BRIEFING_BUDGET_SECONDS from the environment, else the default: the time the model may take for every
     digest of the day together. Past it, the digests left get the standard summary, so a slow model on a
     small runner cannot hold twenty owners' briefings back past the morning."""
-    raw = os.environ.get("BRIEFING_BUDGET_SECONDS", "").strip()
-    if not raw:
-        return DEFAULT_BUDGET_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ConfigError(f"BRIEFING_BUDGET_SECONDS must be zero or a positive number of seconds (got {raw!r})")
-    return seconds
+    return seconds_setting("BRIEFING_BUDGET_SECONDS", DEFAULT_BUDGET_SECONDS, zero_allowed=True)
 
 
 @dataclass(frozen=True)
@@ -306,7 +288,10 @@ def write(digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: f
         with _still_waiting(ollama.model, every):
             outcome = llm.choose(digest.day, replace(ollama, timeout=min(ollama.timeout, remaining)))
     checked = checked_message(digest.day, outcome, digest.names, digest.title)
-    variables, _ = template_variables(digest.day, checked.plan, digest.names, digest.what)
+    variables, masked = template_variables(digest.day, checked.plan, digest.names, digest.what)
+    strangers = set(numbers(" ".join(masked.values()))) - allowed_numbers(digest.day)
+    if strangers:  # the template's lines are the facts' sentences: a stranger here is a bug, never send it
+        raise RuntimeError(f"the template's variables carry numbers that are not facts: {sorted(strangers)}")
     summary = store.Summary(
         report_date=digest.day.report_date,
         target=target,

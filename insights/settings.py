@@ -26,15 +26,27 @@ DEFAULT_TIMEOUT_S = 90.0
 
 
 def _positive(name: str, default: float) -> float:
+    return number_setting(name, default)
+
+
+def seconds_setting(name: str, default: float, *, zero_allowed: bool = False) -> float:
+    """A duration in seconds from the environment variable `name`, else `default`."""
+    return number_setting(name, default, zero_allowed=zero_allowed, unit=" of seconds")
+
+
+def number_setting(name: str, default: float, *, zero_allowed: bool = False, unit: str = "") -> float:
+    """A number from the environment variable `name`, else `default`; ConfigError naming it when it is not
+    a positive number (or zero, where `zero_allowed`)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than zero")
+        value = -1.0
+    if not (value >= 0 if zero_allowed else value > 0):
+        kind = "zero or a positive number" if zero_allowed else "a positive number"
+        raise ConfigError(f"{name} must be {kind}{unit} (got {raw!r})")
     return value
 
 

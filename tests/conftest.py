@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.postgres import PostgresUnavailable, create_database, drop_database, local_postgres
 from tests.support.workspace import Workspace, make_workspace
+from tests.twilio_emulator import TwilioEmulator
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,6 +50,25 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(postgres_server, name)
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_warehouse(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty warehouse of each kind, named by its target: a DuckDB file, a fresh PostgreSQL database.
+    What the briefing writes there (the ledger, the stored briefings) creates its own tables."""
+    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
+    if request.param == "duckdb":
+        monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    else:
+        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
+    return request.param
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioEmulator]:
+    """The Twilio emulator (WhatsApp's rules kept), on a free port, for one test."""
+    with TwilioEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture

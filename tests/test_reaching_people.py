@@ -44,21 +44,10 @@ VARIABLES = {"1": "the sales briefing for Fri 20 Nov 2026", "2": "Open pipeline 
              "3": "3 open deals worth 85K are past the closing date."}
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Target:
-    """A warehouse of each kind, empty: the ledger creates its own table."""
-    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
-    if request.param == "duckdb":
-        monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    else:
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
-    return request.param
-
-
 @pytest.fixture
-def twilio() -> Iterator[TwilioEmulator]:
-    with TwilioEmulator() as emulator:
-        yield emulator
+def target(empty_warehouse: Target) -> Target:
+    """An empty warehouse of each kind (tests/conftest.py)."""
+    return empty_warehouse
 
 
 def manager(number: str) -> Recipient:
@@ -82,15 +71,6 @@ def approved_template(twilio: TwilioEmulator) -> str:
     twilio.approve(sid)
     return sid
 
-
-def settled(twilio: TwilioEmulator, seconds: float = 3.0) -> list[dict[str, Any]]:
-    """The messages once none is still on its way (what a person would eventually see)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        messages = twilio.messages
-        if all(m["status"] not in ("queued", "accepted", "sending") for m in messages) or time.monotonic() > deadline:
-            return messages
-        time.sleep(0.05)
 
 
 def ledger_rows(target: Target) -> dict[str, dict[str, Any]]:
@@ -116,7 +96,7 @@ def test_the_template_goes_outside_the_window_and_the_full_briefing_inside(targe
     ana, ben = send_digests(outgoing, REPORT_DATE, target, config)
 
     assert (ana.status, ana.kind, ben.status, ben.kind) == ("sent", "template", "sent", "session")
-    messages = settled(twilio)
+    messages = twilio.settled()
     assert [m["status"] for m in messages] == ["delivered", "delivered"], messages
     [to_ana] = twilio.messages_to(ANA)
     assert to_ana["body"] == fill_template(TEMPLATE_BODY, VARIABLES)
@@ -207,7 +187,7 @@ def test_a_reply_gets_the_full_briefing_once(target: Target, twilio: TwilioEmula
     assert answered["direction"] == "inbound"
     template, full = twilio.messages_to(ANA)
     assert template["body"].endswith("Reply to get the full briefing.") and full["body"] == BRIEFING
-    assert [m["status"] for m in settled(twilio)] == ["delivered", "delivered"]
+    assert [m["status"] for m in twilio.settled()] == ["delivered", "delivered"]
     apply_journal(target)  # DuckDB: what the API journaled reaches the ledger with the next delivery
     row = ledger_rows(target)[f"whatsapp:{ANA}"]
     assert (row["status"], row["kind"], row["part_sids"]) == ("accepted", "session", full["sid"])
@@ -300,7 +280,7 @@ def test_a_window_that_closes_during_the_run_gets_the_template_in_the_same_run(
 
     assert (team.status, team.kind) == ("sent", "session")
     assert (own.status, own.kind) == ("sent", "template") and "63016" in (own.explanation or "")
-    first, failed, template = settled(twilio)
+    first, failed, template = twilio.settled()
     assert (first["status"], failed["status"], failed["error_code"], template["status"]) == (
         "delivered", "failed", 63016, "delivered")
     assert template["body"] == fill_template(TEMPLATE_BODY, VARIABLES)

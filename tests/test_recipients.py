@@ -271,15 +271,10 @@ def test_public_base_url_is_checked_and_kept_without_its_trailing_slash(
 # --------------------------------------------------------------------------- owners and the org's users
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Target:
-    """An empty warehouse of each kind: a DuckDB file, a PostgreSQL database."""
-    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
-    if request.param == "duckdb":
-        monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    else:
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
-    return request.param
+@pytest.fixture
+def target(empty_warehouse: Target) -> Target:
+    """An empty warehouse of each kind (tests/conftest.py)."""
+    return empty_warehouse
 
 
 def load_users(target: Target, users: list[tuple[str, str, str, str]]) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,21 +23,10 @@ ANA, BEN, CHO = "+15550000001", "+15550000002", "+15550000003"
 BRIEFING = "*Sales briefing, 20 Nov 2026*\nOpen pipeline: $1.24M (+3.1% vs yesterday)\nWon today: 3 deals, $84.0K"
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Target:
-    """A warehouse of each kind, empty: the ledger creates its own table."""
-    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
-    if request.param == "duckdb":
-        monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
-    else:
-        monkeypatch.setenv("DATABASE_URL", request.getfixturevalue("postgres_url"))
-    return request.param
-
-
 @pytest.fixture
-def twilio() -> Iterator[TwilioEmulator]:
-    with TwilioEmulator() as emulator:
-        yield emulator
+def target(empty_warehouse: Target) -> Target:
+    """An empty warehouse of each kind (tests/conftest.py)."""
+    return empty_warehouse
 
 
 def settings(twilio: TwilioEmulator, *recipients: str, auth_token: str | None = None) -> TwilioSettings:
@@ -56,16 +44,6 @@ def settings(twilio: TwilioEmulator, *recipients: str, auth_token: str | None = 
         api_base=twilio.url,
     )
 
-
-def settled(twilio: TwilioEmulator, to: str | None = None, seconds: float = 3.0) -> list[dict[str, Any]]:
-    """The messages (to `to`) once Twilio has moved each as far as it goes: a person would see them so."""
-    deadline = time.monotonic() + seconds
-    while True:
-        messages = twilio.messages_to(to) if to else twilio.messages
-        if all(m["status"] not in ("queued", "accepted", "sending", "sent") for m in messages) \
-                or time.monotonic() > deadline:
-            return messages
-        time.sleep(0.05)
 
 
 def lines_of(messages: list[dict[str, Any]]) -> list[str]:
@@ -245,7 +223,7 @@ def test_a_rejected_number_is_explained_and_the_other_recipients_still_get_their
     assert "E.164" in bad.explanation
     rows = ledger(target)
     assert (rows[f"whatsapp:{BEN}"]["status"], rows[f"whatsapp:{BEN}"]["error_code"]) == ("failed", 63016)
-    assert [(m["to"], m["status"]) for m in settled(twilio)] == [(f"whatsapp:{BEN}", "failed"),
+    assert [(m["to"], m["status"]) for m in twilio.settled()] == [(f"whatsapp:{BEN}", "failed"),
                                                                    (f"whatsapp:{ANA}", "delivered")]
 
 
@@ -288,7 +266,7 @@ def test_a_message_that_fails_after_the_run_stopped_looking_is_resent_by_the_nex
     assert second.status == "sent" and second.message_sid != first.message_sid
     assert "63016" in second.explanation
     assert (third.status, third.message_sid) == ("already_sent", second.message_sid)
-    assert [m["status"] for m in settled(twilio)] == ["failed", "delivered"]
+    assert [m["status"] for m in twilio.settled()] == ["failed", "delivered"]
     row = ledger(target)[f"whatsapp:{ANA}"]
     assert (row["status"], row["attempts"]) == ("accepted", 2)
 
@@ -308,7 +286,7 @@ def test_a_failed_send_is_retried_by_the_next_run(target: Target, twilio: Twilio
 
     assert [d.status for d in second] == ["already_sent", "sent"]
     assert len(twilio.messages_to(ANA)) == 1
-    assert [m["status"] for m in settled(twilio, BEN)] == ["failed", "delivered"]
+    assert [m["status"] for m in twilio.settled(BEN)] == ["failed", "delivered"]
     assert ledger(target)[f"whatsapp:{BEN}"]["attempts"] == 2
 
 
@@ -416,7 +394,7 @@ def test_the_deliver_command_sends_each_recipient_the_days_briefing_once(
     assert second.returncode == 0, second.stderr
     assert "already_sent" in second.stderr
     assert len(twilio.messages_to(ANA)) == len(sent)
-    assert {m["status"] for m in settled(twilio, BEN)} == {"delivered"} and lines_of(twilio.messages_to(BEN)) == lines_of(sent)
+    assert {m["status"] for m in twilio.settled(BEN)} == {"delivered"} and lines_of(twilio.messages_to(BEN)) == lines_of(sent)
     assert {r["recipient"]: (r["status"], r["attempts"]) for r in ledger(target).values()} == {
         f"whatsapp:{ANA}": ("accepted", 1),
         f"whatsapp:{BEN}": ("accepted", 2),

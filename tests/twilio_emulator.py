@@ -506,6 +506,17 @@ class TwilioEmulator:
         with self._lock:
             return sum(1 for method, path, _ in self.requests if method == "POST" and path.endswith("/Messages.json"))
 
+    def settled(self, to: str | None = None, seconds: float = 5.0) -> list[dict[str, Any]]:
+        """The outbound messages (to `to`), once each has gone as far as it goes by itself (delivered or
+        failed; `read` only by hand), or after `seconds`: what the person would end up seeing."""
+        deadline = time.monotonic() + seconds
+        while True:
+            messages = self.messages_to(to) if to else self.messages
+            if all(m["status"] not in ("queued", "accepted", "sending", "sent") for m in messages) \
+                    or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.05)
+
     def wait_callbacks(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The callbacks recorded once there are at least `count` (status and inbound); TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout

@@ -47,6 +47,7 @@ bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, 
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.soak
 	$(BIN)/python -m benchmarks.daily
+	$(BIN)/python -m benchmarks.delivery_week
 	$(BIN)/python -m benchmarks.dbt_scale --targets duckdb
 	$(BIN)/python -m benchmarks.memory_trace
 	$(BIN)/python -m benchmarks.api

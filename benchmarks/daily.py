@@ -41,6 +41,8 @@ def main() -> None:
             OllamaEmulator() as ollama, TwilioEmulator() as twilio:
         ws = make_workspace(Path(tmp))
         ws.env.update({**server.env(), **twilio.env(*RECIPIENTS), "OLLAMA_BASE_URL": ollama.url})
+        for number in RECIPIENTS:  # they wrote this morning: the briefing goes as full text (benchmarks.delivery_week
+            twilio.inbound(number)  # measures the days nobody writes)
 
         extract = measure(ws, "python", "-m", "pipelines.zoho", "--destination", "duckdb")
         build = measure(ws, "dbt", "build", "--target", "duckdb")
@@ -51,7 +53,7 @@ def main() -> None:
             prompt_tokens, message, used_fallback = conn.execute(
                 "select prompt_tokens, message, used_fallback from analytics.ai_summaries order by created_at desc limit 1"
             ).fetchone()
-        sent = len(twilio.messages)
+        sent = len(twilio.settled())
 
     send = stages.get("send", 0.0)
     briefing = deliver.seconds - send

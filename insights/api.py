@@ -243,7 +243,7 @@ def _metrics(conn: "_Connection", target: Target, date: dt.date | None, today: d
 
 
 def _latest_summary(conn: "_Connection") -> dict[str, Any] | None:
-    """The newest briefing Twilio accepted for someone; else the newest one built for sending; else a dry run."""
+    """The newest team briefing Twilio accepted for someone; else the newest one built for sending; else a dry run."""
     if not conn.table_exists(SUMMARIES_TABLE):
         return None
     ledger = conn.table_exists(DELIVERIES_TABLE)
@@ -251,9 +251,12 @@ def _latest_summary(conn: "_Connection") -> dict[str, Any] | None:
         f"exists (select 1 from {DELIVERIES_TABLE} d where d.summary_id = s.summary_id and d.status = 'accepted')"
         if ledger else "false"
     )
+    # The team's briefing, not an owner's digest (rows from before digests have no `digest`: all were the team's).
+    team = "coalesce(s.digest, 'team') = 'team'" if conn.has_column(SUMMARIES_TABLE, "digest") else "true"
     rows = conn.rows(
-        f"select s.* from {SUMMARIES_TABLE} s order by case when {delivered} then 0 when s.dry_run then 2 else 1 end, "
-        "s.created_at desc, s.report_date desc limit 1"
+        f"select s.* from {SUMMARIES_TABLE} s where {team} "
+        f"order by case when {delivered} then 0 when s.dry_run then 2 else 1 end, s.created_at desc, s.report_date desc "
+        "limit 1"
     )
     if not rows:
         return None
@@ -314,6 +317,12 @@ class _Connection:
 
     def __init__(self, conn: Any, p: str) -> None:
         self.raw, self.p = conn, p
+
+    def has_column(self, qualified: str, column: str) -> bool:
+        schema, table = qualified.split(".")
+        return bool(self.rows(
+            "select 1 from information_schema.columns where table_schema = "
+            f"{self.p} and table_name = {self.p} and column_name = {self.p}", [schema, table, column]))
 
     def table_exists(self, qualified: str) -> bool:
         schema, table = qualified.split(".")

@@ -2,8 +2,9 @@
 
     python -m benchmarks.delivery_week [--days 5] [--reply-day 3] [--model-url URL]
 
-The demo org (sandbox, 5,000 leads + 2,000 deals) is extracted and built on
-DuckDB; the recipients are two managers and one owner per CRM user. Twilio is
+The demo org's size (sandbox, 5,000 leads + 2,000 deals), here with 18 reps
+(20 CRM users who own deals) instead of the demo's six, is extracted and built
+on DuckDB; the recipients are two managers and one owner per CRM user. Twilio is
 the emulator, which keeps WhatsApp's 24-hour window as Twilio does, with the
 briefing's template created by `create-template` and approved; the API runs as
 `make api` does, with PUBLIC_BASE_URL set, so Twilio's status callbacks and
@@ -53,9 +54,11 @@ def main() -> None:
     parser.add_argument("--model", default="llama3.2:1b", help="the model to ask the server for")
     parser.add_argument("--leads", type=int, default=5_000)
     parser.add_argument("--deals", type=int, default=2_000)
+    parser.add_argument("--reps", type=int, default=18, help="sales reps in the org (default 18: 20 owners with the "
+                        "admin and the sales manager, who own deals too)")
     args = parser.parse_args()
 
-    org = SandboxOrg(seed=7, leads=args.leads, deals=args.deals, timezone="Asia/Kolkata")
+    org = SandboxOrg(seed=7, leads=args.leads, deals=args.deals, timezone="Asia/Kolkata", reps=args.reps)
     with tempfile.TemporaryDirectory(prefix="crm-week-") as tmp, SandboxServer(org, port=0) as server, \
             OllamaEmulator() as ollama, TwilioEmulator() as twilio:
         ws = make_workspace(Path(tmp))
@@ -83,7 +86,7 @@ def main() -> None:
         twilio.approve(template)
         port = free_port()
         ws.env.update(TWILIO_TEMPLATE_SID=template, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
-        print(f"{len(MANAGERS)} managers, {len(owners)} owners (every user of the demo org), {len(days)} days; "
+        print(f"{len(MANAGERS)} managers, {len(owners)} owners (every user of the org), {len(days)} days; "
               f"model: {args.model_url or 'the Ollama emulator'}\n", flush=True)
 
         totals: Counter[str] = Counter()

@@ -189,9 +189,12 @@ class RecordFactory:
 
 
 def generate_org(seed: int, leads: int, deals: int, calendar: OrgCalendar, today: dt.date,
-                 home_currency: str = HOME_CURRENCY, currency_codes: Sequence[str] | None = None) -> OrgState:
+                 home_currency: str = HOME_CURRENCY, currency_codes: Sequence[str] | None = None,
+                 reps: int = 6) -> OrgState:
     if leads < 0 or deals < 0:
         raise ValueError("leads and deals must not be negative")
+    if not 1 <= reps <= 100:
+        raise ValueError("reps must be between 1 and 100")
     codes = list(dict.fromkeys([home_currency, *(USD_RATES if currency_codes is None else currency_codes)]))
     unknown = [code for code in codes if code not in USD_RATES]
     if unknown:
@@ -203,7 +206,7 @@ def generate_org(seed: int, leads: int, deals: int, calendar: OrgCalendar, today
     meta = _metadata(ids, org_created)
     faker = Faker("en_US")
     faker.seed_instance(seed)
-    users, inactive = _users(faker, rng, ids, calendar, today, org_created)
+    users, inactive = _users(faker, rng, ids, calendar, today, org_created, reps)
     factory = RecordFactory(faker, ids, users, inactive)
     state = OrgState(seed=seed, size=OrgSize(leads, deals), calendar=calendar, today=today, users=users,
                      ids=ids, meta=meta, factory=factory,
@@ -236,11 +239,11 @@ def _currencies(ids: IdSequence, home: str, codes: Sequence[str], created: int) 
 
 
 def _users(faker: Faker, rng: random.Random, ids: IdSequence, calendar: OrgCalendar, today: dt.date,
-           org_created: int) -> tuple[list[User], tuple[str, int]]:
-    """Eight users: the admin (CEO), a sales manager and six reps, one of whom left 75 days ago."""
+           org_created: int, reps: int = 6) -> tuple[list[User], tuple[str, int]]:
+    """The admin (CEO), a sales manager and `reps` reps (six by default), the last of whom left 75 days ago."""
     roles = {name: Ref(name, ids.reserved(235_000 + i)) for i, name in enumerate(USER_ROLES)}
     profiles = {name: Ref(name, ids.reserved(236_000 + i)) for i, name in enumerate(USER_PROFILES)}
-    plan = [("CEO", "Administrator"), ("Manager", "Administrator")] + [("Sales Rep", "Standard")] * 6
+    plan = [("CEO", "Administrator"), ("Manager", "Administrator")] + [("Sales Rep", "Standard")] * reps
     users = []
     for number, (role, profile) in enumerate(plan):
         first, last = faker.first_name(), faker.last_name()

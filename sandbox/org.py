@@ -65,16 +65,18 @@ class SandboxOrg:
     `today` defaults to the current date in `timezone`; the org's "now" is the end of `today` and
     `advance(days)` moves it forward one simulated day at a time. The org has multi-currency enabled with
     `home_currency` and `currencies` (ISO codes; default: every currency the sandbox knows); generated
-    records are in the home currency, records written through the API may use any of them.
+    records are in the home currency, records written through the API may use any of them. `reps` is how
+    many sales reps the org has beside its admin and sales manager (six by default; more for a benchmark of
+    many owners' digests).
     """
 
     def __init__(self, seed: int = 7, leads: int = 5000, deals: int = 2000, timezone: str = "UTC",
                  today: dt.date | None = None, home_currency: str = HOME_CURRENCY,
-                 currencies: Sequence[str] | None = None) -> None:
+                 currencies: Sequence[str] | None = None, reps: int = 6) -> None:
         calendar = OrgCalendar(timezone)
         self.lock = threading.RLock()
         self._state: OrgState = generate_org(seed, leads, deals, calendar, today or calendar.current_date(),
-                                             home_currency, currencies)
+                                             home_currency, currencies, reps)
         self.renderer = Renderer(calendar.tz, self._state.users)
         self._selections: OrderedDict[tuple, tuple[int, Selection]] = OrderedDict()
 

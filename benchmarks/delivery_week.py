@@ -111,7 +111,7 @@ def main() -> None:
                 failed = [m for m in sent if m["status"] in ("failed", "undelivered")]
                 people = Counter(m["to"] for m in sent)
                 kinds = Counter("template" if m["body"].startswith("Good morning. Here is") else "full text" for m in sent)
-                totals.update(runs=1, ok=run.returncode == 0, digests=len(models), worded=worded,
+                totals.update(runs=1, ok=int(run.returncode == 0), digests=len(models), worded=worded,
                               failed=len(failed), messages=len(sent), seconds=seconds)
                 print(f"day {number} ({day}): exit {run.returncode}, {seconds:.1f} s; {len(models)} digests "
                       f"({worded} worded by the model{', standard: ' + dict(why).__repr__() if why else ''}); "

@@ -306,3 +306,24 @@ def test_health_names_a_day_whose_briefing_never_went_out(target: Target, twilio
 
     assert health["missed_days"] == [(yesterday - dt.timedelta(days=1)).isoformat()]
     assert ANA not in json.dumps(health)
+
+
+def test_the_template_is_created_submitted_and_its_approval_shown_from_the_command_line(twilio: TwilioEmulator,
+                                                                                       workspace: Any) -> None:
+    """GIVEN a Twilio account and no template yet
+    WHEN `python -m insights.whatsapp create-template` runs, then `template-status` before and after WhatsApp's review
+    THEN the first prints the one setting to add (TWILIO_TEMPLATE_SID=HX...) and submits it as a utility template;
+    the status says pending (exit 1), then approved (exit 0)."""
+    workspace.env.update(twilio.env("+15550000001"))
+
+    created = workspace.run("python", "-m", "insights.whatsapp", "create-template")
+    name, sid = created.stdout.strip().split("=")
+    workspace.env[name] = sid
+    pending = workspace.run("python", "-m", "insights.whatsapp", "template-status", check=False)
+    twilio.approve(sid)
+    approved = workspace.run("python", "-m", "insights.whatsapp", "template-status")
+
+    assert name == "TWILIO_TEMPLATE_SID" and sid.startswith("HX") and "received" in created.stderr
+    assert [r for r in twilio.requests if r[1].endswith("/ApprovalRequests/whatsapp")][0][2]["category"] == "UTILITY"
+    assert (pending.returncode, pending.stdout.strip()) == (1, f"{sid}: pending")
+    assert approved.stdout.strip() == f"{sid}: approved"

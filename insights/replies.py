@@ -171,10 +171,10 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
     DuckDB warehouse (it never opens the file itself), the database directly
     on PostgreSQL.
     """
-    from insights.whatsapp import _address, _create, _Part, split_parts, twilio_client, whatsapp_address
+    from insights.whatsapp import Part, create_message, recipient_address, split_parts, twilio_client, whatsapp_address
 
     address = whatsapp_address(sender)
-    if not any(_address(r) == address for r in settings.recipients):
+    if not any(recipient_address(r) == address for r in settings.recipients):
         log.info("a message from someone who is not a recipient; not answered")
         return []
     read = query or _direct_query(target)
@@ -201,7 +201,7 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
                 continue  # went as full text already, or answered by an earlier reply
             sids = []
             for text in split_parts(message):
-                sid, _ = _create(client, sender_address, address, _Part(text), callback)
+                sid, _ = create_message(client, sender_address, address, Part(text), callback)
                 sids.append(sid)
             _record_reply(target, report_date, address, digest, sids)
             sent.extend(sids)

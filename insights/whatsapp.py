@@ -155,7 +155,7 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
-class _Part:
+class Part:
     """One Twilio message: free-form text, or the template with its variables; `expected` is the body Twilio
     will show for it (what reconciliation looks for in the message list)."""
 
@@ -171,7 +171,7 @@ class _Part:
 @dataclass(frozen=True)
 class _Plan:
     kind: DeliveryKind
-    parts: tuple[_Part, ...]
+    parts: tuple[Part, ...]
     content_hash: str  # the ledger's content_hash: the whole text, or the rendered template
 
 
@@ -207,7 +207,7 @@ def send_briefing(
     summary_id: str | None = None,
 ) -> list[Delivery]:
     """Send the one briefing `message` to every recipient of `settings` as the team digest (see `send_digests`)."""
-    outgoing = [Outgoing(_address(r), message, summary_id=summary_id) for r in settings.recipients]
+    outgoing = [Outgoing(recipient_address(r), message, summary_id=summary_id) for r in settings.recipients]
     return send_digests(outgoing, report_date, target, settings, force=force, timeout=timeout, status_wait=status_wait)
 
 
@@ -333,7 +333,7 @@ def whatsapp_address(number: str) -> str:
     return f"whatsapp:{raw}"
 
 
-def _address(recipient: object) -> str:
+def recipient_address(recipient: object) -> str:
     """A recipient of the settings (a `Recipient`, or a number as written) as a WhatsApp address."""
     return whatsapp_address(getattr(recipient, "whatsapp", None) or str(recipient))
 
@@ -436,13 +436,13 @@ class _Sending:
                 "template is configured: run `python -m insights.whatsapp create-template` and set the "
                 "TWILIO_TEMPLATE_SID it prints; nothing was sent"))
         if mode == "session":
-            parts = tuple(_Part(text) for text in split_parts(outgoing.text))
+            parts = tuple(Part(text) for text in split_parts(outgoing.text))
             return _Plan("session", parts, body_hash(outgoing.text.strip()))
         assert outgoing.template_variables is not None
         variables = dict(outgoing.template_variables)
         body = self.template_body()
         expected = fill_template(body, variables) if body else f"{self.template_sid} {json.dumps(variables)}"
-        return _Plan("template", (_Part(expected, self.template_sid, variables),), body_hash(expected))
+        return _Plan("template", (Part(expected, self.template_sid, variables),), body_hash(expected))
 
     def claimed(self, outgoing: Outgoing, *, force: bool, mode: DeliveryKind | None = None) -> _Outcome:
         """`deliver` while holding the digest's claim, so a concurrent delivery cannot send it too."""
@@ -506,7 +506,7 @@ class _Sending:
         status: str | None = None
         for part in plan.parts[len(sent):]:
             try:
-                sid, status = _create(self.client, self.sender, recipient, part, self.status_callback)
+                sid, status = create_message(self.client, self.sender, recipient, part, self.status_callback)
             except _Refused as refused:
                 ledger.finish(day, recipient, "failed", error_code=refused.code, error_message=refused.explanation,
                               digest=digest)
@@ -570,7 +570,7 @@ class _Sending:
                                  parts=tuple(sent),
                                  explanation="an earlier attempt had reached Twilio; not sent again"), status)
 
-    def _find_part(self, entry: LedgerEntry, part: _Part) -> MessageInstance | _Outcome | None:
+    def _find_part(self, entry: LedgerEntry, part: Part) -> MessageInstance | _Outcome | None:
         found = self._find(entry, {part.hash})
         if isinstance(found, MessageInstance):
             failure = _settle(self.ledger, entry.report_date, entry.recipient, found, entry.digest)
@@ -589,7 +589,7 @@ class _Sending:
             )))
 
 
-def _create(client: Client, sender: str, recipient: str, part: _Part,
+def create_message(client: Client, sender: str, recipient: str, part: Part,
             status_callback: str | None = None) -> tuple[str, str | None]:
     """POST one message: its SID and status. Retry only answers Twilio guarantees were not processed (429).
 

@@ -195,3 +195,26 @@ def test_the_api_under_load_never_makes_extraction_or_dbt_fail(warehouse: Any, m
     [(latest_complete,)] = sql("duckdb", "select max(kpi_date) from analytics.kpi_daily where kpi_date < "
                                          f"'{dt.datetime.now(ZoneInfo(org.timezone)).date()}'")
     assert run.final["as_of"] == latest_complete.isoformat()
+
+
+def test_a_delivery_killed_in_the_middle_of_a_briefing_in_parts_sends_only_the_rest_when_run_again(
+        deliveries: Any) -> None:
+    """GIVEN a briefing long enough for two messages, and a delivery killed (kill -9) after Twilio created the
+    first part but before its answer came back
+    WHEN the delivery runs again
+    THEN each recipient has each part exactly once: the first part is found in Twilio's message list and kept,
+    only the second is sent to that recipient, and the other gets both."""
+    ws, twilio = deliveries
+    [day] = report_days("duckdb", 1)
+    twilio.delay_next(30.0)  # the first create's answer: ANA's first part
+    first = start_delivery(ws, "duckdb", day)
+    _wait_for_create_request(twilio)
+    first.kill()
+    first.wait(timeout=30)
+    assert len(twilio.messages) == 1 and twilio.messages[0]["body"].startswith("(1/2) ")
+
+    code, rerun = finish(start_delivery(ws, "duckdb", day))
+
+    assert code == 0, rerun[-2000:]
+    bodies = sorted((m["to"], m["body"][:6]) for m in twilio.messages)
+    assert bodies == sorted((f"whatsapp:{n}", f"({i}/2) ") for n in (ANA, BEN) for i in (1, 2)), bodies

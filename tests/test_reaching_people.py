@@ -327,3 +327,27 @@ def test_the_template_is_created_submitted_and_its_approval_shown_from_the_comma
     assert [r for r in twilio.requests if r[1].endswith("/ApprovalRequests/whatsapp")][0][2]["category"] == "UTILITY"
     assert (pending.returncode, pending.stdout.strip()) == (1, f"{sid}: pending")
     assert approved.stdout.strip() == f"{sid}: approved"
+
+
+def test_a_ledger_from_the_release_before_digests_keeps_its_rows(target: Target, twilio: TwilioEmulator) -> None:
+    """GIVEN a delivery ledger as the release before digests left it (one row per date and recipient)
+    WHEN the next delivery runs
+    THEN the old rows are kept as the team's, so the day already sent is not sent again."""
+    with connect(target) as conn:
+        cur = conn.cursor()
+        cur.execute("create schema if not exists analytics")
+        cur.execute("""create table analytics.briefing_deliveries (
+            report_date date not null, recipient text not null, content_hash text not null, status text not null,
+            message_sid text, error_code integer, error_message text, attempts integer not null,
+            updated_at timestamptz not null, twilio_status text, previous_sids text, summary_id text,
+            primary key (report_date, recipient))""")
+        cur.execute("insert into analytics.briefing_deliveries values ('2026-11-20', 'whatsapp:+15550000001', 'h', "
+                    "'accepted', 'SM" + "0" * 32 + "', null, null, 1, now(), 'delivered', null, null)")
+        conn.commit()
+    twilio.inbound(ANA, "hi")
+
+    [ana] = send_briefing(BRIEFING, REPORT_DATE, target, settings(twilio, ANA))
+
+    assert (ana.status, ana.message_sid) == ("already_sent", "SM" + "0" * 32)
+    assert twilio.messages == []
+    assert ledger_rows(target)[f"whatsapp:{ANA}"]["kind"] == "session"

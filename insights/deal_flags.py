@@ -65,8 +65,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
-from insights.facts import CLOSING_WINDOW_DAYS, STALE_DAYS, _as_date, _query
-from warehouse import MARTS_SCHEMA, Target, placeholder
+from insights.facts import CLOSING_WINDOW_DAYS, STALE_DAYS, _query
+from warehouse import MARTS_SCHEMA, Target, as_date, placeholder
 
 DUE_SOON = "due_soon"
 OVERDUE = "overdue"
@@ -315,7 +315,7 @@ class _Reader:
 
     def first_record_day(self) -> dt.date | None:
         [(first,)] = _query(self.conn, f"select min(kpi_date) from {MARTS_SCHEMA}.kpi_daily")
-        return _as_date(first) if first is not None else None
+        return as_date(first) if first is not None else None
 
     def closes(self) -> list[tuple[Any, ...]]:
         owner = f" and owner_id = cast({self.p} as varchar)" if self.owner_id is not None else ""
@@ -424,17 +424,17 @@ def flag_deals(conn: Any, target: Target, day: dt.date, owner_id: str | None = N
     steps: dict[str, list[_Step]] = {}
     for deal_id, on, pipeline, stage, order, amount, closing, prev_pipeline, prev_stage, prev_order, prev_amount, prev_closing in read.moves():
         steps.setdefault(str(deal_id), []).append(_Step(
-            _as_date(on), pipeline, stage, order, amount, _as_date(closing) if closing else None,
-            prev_pipeline, prev_stage, prev_order, prev_amount, _as_date(prev_closing) if prev_closing else None))
+            as_date(on), pipeline, stage, order, amount, as_date(closing) if closing else None,
+            prev_pipeline, prev_stage, prev_order, prev_amount, as_date(prev_closing) if prev_closing else None))
 
     deals = []
     for deal_id, owner, pipeline, stage, amount, closing, created, last_different in read.open_deals():
         deal_id, pipeline, stage, amount = str(deal_id), _str(pipeline), _str(stage), _float(amount)
-        closing, created = _as_date(closing) if closing else None, _as_date(created) if created else None
+        closing, created = as_date(closing) if closing else None, as_date(created) if created else None
         flags: list[Flag] = []
         if closing is not None and closing <= day and (first_ok is None or closing >= first_ok):
             flags.append(Flag(OVERDUE, {"closing_date": closing, "days_overdue": (day - closing).days}))
-        quiet = _quiet(day, created, _as_date(last_different) if last_different else None, usual_for(usual, pipeline, stage))
+        quiet = _quiet(day, created, as_date(last_different) if last_different else None, usual_for(usual, pipeline, stage))
         if quiet:
             flags.append(quiet)
         flags += _move_flags(amount, steps.get(deal_id, []), plausible)

@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from warehouse import MARTS_SCHEMA, ConfigError, Target, error_reason, placeholder
+from warehouse import MARTS_SCHEMA, ConfigError, Target, as_date, error_reason, placeholder
 
 if TYPE_CHECKING:
     from insights.deal_flags import DealFlags
@@ -250,7 +250,7 @@ def default_report_date(conn: Any, target: Target, today: dt.date) -> dt.date:
     )
     if latest is None:
         raise FactsError(f"{MARTS_SCHEMA}.kpi_daily is empty; load the CRM and run `dbt build` first")
-    return _as_date(before or latest)
+    return as_date(before or latest)
 
 
 def home_currency(conn: Any) -> str:
@@ -283,9 +283,6 @@ class Money:
         return f" ({fmt_amount(float(amount))} {currency})"
 
 
-def _as_date(value: Any) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value
-
 
 class _Labels:
     """Per-run placeholders: the first deal mentioned is D1, the first owner U1, ..."""
@@ -316,7 +313,7 @@ class _Kpis:
             f"select kpi_date, metric, value from {MARTS_SCHEMA}.kpi_daily where kpi_date between {p} and {p}",
             (first, day),
         )
-        self._values = {(_as_date(k), m): None if v is None else float(v) for k, m, v in rows}
+        self._values = {(as_date(k), m): None if v is None else float(v) for k, m, v in rows}
         if not any(k == day for k, _ in self._values):
             [(lo, hi)] = _query(conn, f"select min(kpi_date), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily")
             span = f"it holds {lo} to {hi}" if lo else "it is empty"
@@ -374,7 +371,7 @@ class _Deals:
         if not found:
             return None
         deal_id, owner_id, amount, closing, original, currency = found[0]
-        return deal_id, owner_id, float(amount), _as_date(closing) if closing else None, original, currency
+        return deal_id, owner_id, float(amount), as_date(closing) if closing else None, original, currency
 
     def best_owner(self, since: dt.date) -> tuple[Any, int, float] | None:
         """(owner_id, deals won, amount won) of the owner who won the most since `since`."""

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from warehouse import MARTS_SCHEMA, Target, connect, duckdb_path, placeholder
+from warehouse import MARTS_SCHEMA, Target, as_date, connect, duckdb_path, placeholder
 
 TABLE = f"{MARTS_SCHEMA}.briefing_deliveries"
 
@@ -439,7 +439,7 @@ def missed_in(rows: list[tuple[Any, str, str, str]], until: dt.date,
     """The missed days among ledger rows (report_date, recipient, digest, status): see `missed_days`."""
     by_key: dict[tuple[str, str], dict[dt.date, str]] = {}
     for day, recipient, digest, status in rows:
-        day = _as_date(day)
+        day = as_date(day)
         if day <= until:
             by_key.setdefault((recipient, digest), {})[day] = status
     missed = []
@@ -454,9 +454,6 @@ def missed_in(rows: list[tuple[Any, str, str, str]], until: dt.date,
             day += dt.timedelta(days=1)
     return missed
 
-
-def _as_date(value: Any) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value
 
 
 def _lock_key(report_date: dt.date, recipient: str, digest: str = TEAM) -> int:

@@ -44,7 +44,7 @@ from insights.ledger import TABLE as DELIVERIES_TABLE
 from insights.ledger import DeliveryLedger
 from insights.settings import TwilioSettings
 from insights.store import TABLE as SUMMARIES_TABLE
-from warehouse import Target, connect, duckdb_path, placeholder
+from warehouse import Target, as_date, connect, duckdb_path, placeholder
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
     sender_address = whatsapp_address(settings.from_number)
     callback = f"{settings.public_base_url}/twilio/status" if settings.public_base_url else None
     sent: list[str] = []
-    report_date = latest.date() if isinstance(latest, dt.datetime) else latest
+    report_date = as_date(latest)
     with _claimed(target, report_date, address):
         answered = _answered(target, report_date, address)
         for digest, kind, message in due:

@@ -15,6 +15,7 @@ from `DATABASE_URL`, as `export` lines for `eval`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shlex
 import sys
@@ -37,6 +38,11 @@ TARGETS: tuple[Target, ...] = ("duckdb", "postgres")
 
 class ConfigError(RuntimeError):
     """A required setting is missing or malformed; the message names the variable."""
+
+
+def as_date(value: Any) -> "dt.date":
+    """A date column's value as a date: DuckDB and psycopg2 hand some back as datetimes."""
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 def duckdb_path() -> Path:

@@ -58,6 +58,7 @@ from insights.facts import default_report_date, org_timezone
 from insights.ledger import MISSED_LOOKBACK_DAYS
 from insights.ledger import TABLE as DELIVERIES_TABLE
 from insights.settings import ApiSettings, TwilioSettings
+from insights.whatsapp import INBOUND_PATH, STATUS_CALLBACK_PATH
 from warehouse import (
     DEFAULT_DUCKDB_FILE,
     MARTS_SCHEMA,
@@ -187,7 +188,7 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
             raise HTTPException(status_code=403, detail="not signed by Twilio for this server's PUBLIC_BASE_URL")
         return config, form
 
-    @app.post("/twilio/status", include_in_schema=True, summary="Twilio's status callback (signed)")
+    @app.post(STATUS_CALLBACK_PATH, include_in_schema=True, summary="Twilio's status callback (signed)")
     async def twilio_status(request: Request) -> Response:
         from insights.replies import record_status
 
@@ -195,7 +196,7 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         await run_in_threadpool(record_status, target, form)
         return Response(status_code=204)
 
-    @app.post("/twilio/inbound", include_in_schema=True, summary="A message to the WhatsApp sender (signed)")
+    @app.post(INBOUND_PATH, include_in_schema=True, summary="A message to the WhatsApp sender (signed)")
     async def twilio_inbound(request: Request, background: BackgroundTasks) -> Response:
         from insights.replies import answer_reply
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,6 @@ from warehouse import MARTS_SCHEMA, RAW_SCHEMA, TARGETS, ConfigError, Target, co
 
 Level = Literal["ok", "warn", "FAIL"]
 HTTP_TIMEOUT_SECONDS = 10.0
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # What the pipeline reads, one cheap request per Zoho scope it needs: (path, params, the scope Zoho documents).
 # Stages and currencies need more than one request each; see `_zoho_probes`.
 ZOHO_PROBES: tuple[tuple[str, dict[str, Any], str], ...] = (
@@ -183,6 +181,7 @@ def check_twilio(target: Target) -> list[Check]:
     """The recipients (and their Zoho users, when the warehouse has them), the sender in E.164, then the
     credentials with one authenticated read."""
     from insights.settings import TwilioSettings
+    from insights.recipients import E164
     from insights.whatsapp import check_credentials, twilio_client, whatsapp_address
 
     checks = check_recipients(target)

@@ -83,11 +83,6 @@ class Recipient:
         turns it into the user id."""
         return self.zoho_user
 
-    @property
-    def number(self) -> str:
-        """The E.164 number, without the `whatsapp:` prefix."""
-        return self.whatsapp.removeprefix("whatsapp:")
-
 
 @dataclass(frozen=True)
 class ZohoUser:

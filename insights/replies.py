@@ -171,7 +171,15 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
     DuckDB warehouse (it never opens the file itself), the database directly
     on PostgreSQL.
     """
-    from insights.whatsapp import Part, create_message, recipient_address, split_parts, twilio_client, whatsapp_address
+    from insights.whatsapp import (
+        Part,
+        create_message,
+        recipient_address,
+        split_parts,
+        status_callback_url,
+        twilio_client,
+        whatsapp_address,
+    )
 
     address = whatsapp_address(sender)
     if not any(recipient_address(r) == address for r in settings.recipients):
@@ -191,7 +199,7 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
     due = [(digest, kind, message) for day, digest, kind, status, message in rows if day == latest]
     client = twilio_client(settings)
     sender_address = whatsapp_address(settings.from_number)
-    callback = f"{settings.public_base_url}/twilio/status" if settings.public_base_url else None
+    callback = status_callback_url(settings)
     sent: list[str] = []
     report_date = as_date(latest)
     with _claimed(target, report_date, address):

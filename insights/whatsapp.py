@@ -61,6 +61,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
 
+from insights.recipients import E164
 from insights.ledger import TEAM, DeliveryBusy, DeliveryKind, DeliveryLedger, LedgerEntry
 from insights.settings import TwilioSettings
 from warehouse import ConfigError, Target
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies (21617) and does not split WhatsApp messages
 # A window closing within this many seconds counts as closed: the free-form parts must reach Twilio in time.
 WINDOW_MARGIN_SECONDS = 300
-_E164_ADDRESS = re.compile(r"^whatsapp:\+[1-9]\d{6,14}$")
 STATUS_CALLBACK_PATH = "/twilio/status"  # under PUBLIC_BASE_URL, served by insights.api
 INBOUND_PATH = "/twilio/inbound"
 DEFAULT_TIMEOUT_SECONDS = 15.0  # twilio-python's default is to wait forever
@@ -333,6 +333,11 @@ def whatsapp_address(number: str) -> str:
     return f"whatsapp:{raw}"
 
 
+def status_callback_url(settings: TwilioSettings) -> str | None:
+    """Where Twilio reports each message's status: the API under PUBLIC_BASE_URL, when there is one."""
+    return f"{settings.public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}" if settings.public_base_url else None
+
+
 def recipient_address(recipient: object) -> str:
     """A recipient of the settings (a `Recipient`, or a number as written) as a WhatsApp address."""
     return whatsapp_address(getattr(recipient, "whatsapp", None) or str(recipient))
@@ -398,9 +403,8 @@ class _Sending:
     def __init__(self, client: Client, ledger: DeliveryLedger, report_date: dt.date, sender: str,
                  settings: TwilioSettings) -> None:
         self.client, self.ledger, self.report_date, self.sender = client, ledger, report_date, sender
-        self.template_sid: str | None = getattr(settings, "template_sid", None)
-        base = getattr(settings, "public_base_url", None)
-        self.status_callback = f"{base.rstrip('/')}{STATUS_CALLBACK_PATH}" if base else None
+        self.template_sid = settings.template_sid
+        self.status_callback = status_callback_url(settings)
         self._windows: dict[str, bool | None] = {}
         self._template_body: str | None = None
 
@@ -425,7 +429,7 @@ class _Sending:
 
     def plan(self, outgoing: Outgoing, mode: DeliveryKind | None = None) -> _Plan | Delivery:
         """How the digest goes today: free-form parts in the window, the template outside; a Delivery if neither can."""
-        if mode is None and not _E164_ADDRESS.match(outgoing.recipient):
+        if mode is None and not E164.match(outgoing.recipient.removeprefix("whatsapp:")):
             mode = "session"  # not a phone number: Twilio refuses it at once (21211), which says what to fix
         if mode is None:
             open_ = self.window(outgoing.recipient)

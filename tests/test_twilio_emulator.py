@@ -84,12 +84,6 @@ class Receiver:
 
 
 @pytest.fixture
-def twilio() -> Iterator[TwilioEmulator]:
-    with TwilioEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
 def client(twilio: TwilioEmulator) -> Client:
     c = Client(twilio.account_sid, twilio.auth_token)
     c.api.base_url = twilio.url

@@ -174,39 +174,40 @@ def template_variables(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str]
                        what: str = "the sales briefing") -> tuple[dict[str, str], dict[str, str]]:
     """The template's variables for this briefing, and the same with names masked (what the audit checks).
 
-    {{1}} says what it is and for which day, {{2}} is the headline, {{3}} what needs attention (every such
-    fact that fits, most important first, "and more in the full briefing" when not all do, "nothing today"
-    when there is none). Each variable is a single line with no run of spaces, as WhatsApp requires.
+    {{1}} says what it is and for which day, {{2}} is the headline, {{3}} what needs attention: the lead
+    clause of each such fact that carries a figure (its count and amount, before the list of deals), most
+    important first, as many as fit, "and more in the full briefing" when not every such fact is there,
+    "nothing today" only when there is none. Each variable is a single line with no run of spaces, as WhatsApp requires.
     """
     from insights.whatsapp import TEMPLATE_BODY, fill_template
 
-    risks = [p.fact_id for p in plan.risks if p.fact_id != plan.headline.fact_id]
+    risks = [day.get(p.fact_id) for p in plan.risks if p.fact_id != plan.headline.fact_id]
 
-    def variables(name_of: Callable[[EntityRef], str], keep: int) -> dict[str, str]:
-        said = [_one_line(day.get(fid).render(name_of)) for fid in risks[:keep]]
-        attention = " ".join(said) if said else "nothing today."
-        if keep < len(risks):
-            attention += " And more in the full briefing."
-        return {
-            "1": f"{what} for {fmt_date(day.report_date)}",
-            "2": _one_line(day.get(plan.headline.fact_id).render(name_of)),
-            "3": attention,
-        }
+    def variables(name_of: Callable[[EntityRef], str]) -> dict[str, str]:
+        headline = _one_line(day.get(plan.headline.fact_id).render(name_of))
+        if whatsapp_length(headline) > TEMPLATE_VARIABLE_MAX:
+            headline = _cut_at_word(headline, TEMPLATE_VARIABLE_MAX - 1) + "\u2026"
+        shown = {"1": f"{what} for {fmt_date(day.report_date)}", "2": headline, "3": "nothing today."}
+        # A lead clause without a figure ("Biggest loss of the day") says nothing before its list: left to the
+        # full briefing, like the clauses that do not fit.
+        clauses = [c for c in (_lead_clause(_one_line(fact.render(name_of))) for fact in risks)
+                   if any(ch.isdigit() for ch in c)]
+        for keep in range(len(clauses), -1, -1):
+            said = "; ".join(clauses[:keep]) + "." if keep else "too much to list here."
+            shown["3"] = said + (" And more in the full briefing." if keep < len(risks) else "")
+            if (whatsapp_length(shown["3"]) <= TEMPLATE_VARIABLE_MAX
+                    and whatsapp_length(fill_template(TEMPLATE_BODY, shown)) <= TEMPLATE_MAX):
+                break
+        return shown
 
-    def named(ref: EntityRef) -> str:
-        return sanitize_name(names.get((ref.kind, ref.id)))
+    return variables(lambda ref: sanitize_name(names.get((ref.kind, ref.id)))), variables(lambda ref: MASK)
 
-    keep = len(risks)
-    while True:
-        shown = variables(named, keep)
-        fits = (whatsapp_length(fill_template(TEMPLATE_BODY, shown)) <= TEMPLATE_MAX
-                and all(whatsapp_length(v) <= TEMPLATE_VARIABLE_MAX for v in shown.values()))
-        if fits or keep == 0:
-            break
-        keep -= 1
-    if not fits:  # even the headline alone is too long: shorten it between words
-        shown["2"] = _cut_at_word(shown["2"], TEMPLATE_VARIABLE_MAX - 1) + "\u2026"
-    return shown, variables(lambda ref: MASK, keep)
+
+def _lead_clause(sentence: str) -> str:
+    """A fact's sentence up to its first colon or semicolon, without the final stop: what it says before
+    the deals it lists ("46 open deals of yours worth 769K need attention")."""
+    cut = min((i for i in (sentence.find(": "), sentence.find("; ")) if i > 0), default=len(sentence))
+    return sentence[:cut].rstrip(" .")
 
 
 def _one_line(text: str) -> str:

@@ -272,7 +272,7 @@ def gather(conn: Any, target: Target, report_date: dt.date, tz: Any,
                 quiet.extend((person, owner_digest_key(owner_id)) for person in people)
                 continue
             digests.append(Digest(owner_digest_key(owner_id), day, facts_mod.entity_names(conn, target, day.entities()),
-                                  tuple(people), title="Your deals", what="your deals"))
+                                  tuple(people), title="Your deals", what="the digest of your deals"))
     return digests, quiet
 
 

@@ -129,6 +129,9 @@ def test_a_dry_run_in_json_lists_every_message_and_nothing_else_on_stdout(team: 
         assert message["standard_summary"] and message["fallback_reason"].startswith("budget: ")
         assert message["session"]["parts"] and all(len(p) <= 1600 for p in message["session"]["parts"])
         assert all("\n" not in v and "\t" not in v and "     " not in v for v in message["template"]["variables"].values())
+        if "*Needs attention*" in message["session"]["text"]:  # the template says so too, with a figure
+            attention = message["template"]["variables"]["3"]
+            assert not attention.startswith("nothing") and any(ch.isdigit() for ch in attention), attention
     assert document["nothing_to_report"] == [{"recipient": f"whatsapp:{IDLE}", "name": "Cho Idle",
                                               "digest": f"owner:{idle}"}]
     assert "[facts]" in result.stderr and twilio.messages == []

@@ -9,15 +9,9 @@ calendar as (
 
 ),
 
-deal_history as (
+deal_activity as (
 
-    select * from {{ ref('int_deal_history') }}
-
-),
-
-closings as (
-
-    select * from {{ ref('int_deal_closings') }}
+    select * from {{ ref('int_deal_activity_by_owner_day') }}
 
 ),
 
@@ -57,31 +51,20 @@ leads_converted as (
 
 ),
 
--- Every deal ever seen, at what it was worth when first known.
-deals_created as (
+-- The deals created, won and lost that day, added up over their owners.
+deals_by_day as (
 
     select
-        created_date as kpi_date,
-        count(*) as deals_created,
-        sum(coalesce(amount, 0)) as deals_created_amount
+        activity_date as kpi_date,
+        sum(deals_created) as deals_created,
+        sum(deals_created_amount) as deals_created_amount,
+        sum(deals_won) as deals_won,
+        sum(deals_won_amount) as deals_won_amount,
+        sum(deals_lost) as deals_lost,
+        sum(deals_lost_amount) as deals_lost_amount
 
-    from deal_history
-    where change_number = 1
-    group by created_date
-
-),
-
-deals_closed as (
-
-    select
-        closed_date as kpi_date,
-        sum(case when outcome = 'won' then 1 else 0 end) as deals_won,
-        sum(case when outcome = 'won' then coalesce(amount, 0) else 0 end) as deals_won_amount,
-        sum(case when outcome = 'lost' then 1 else 0 end) as deals_lost,
-        sum(case when outcome = 'lost' then coalesce(amount, 0) else 0 end) as deals_lost_amount
-
-    from closings
-    group by closed_date
+    from deal_activity
+    group by activity_date
 
 ),
 
@@ -104,12 +87,12 @@ joined as (
         calendar.calendar_date as kpi_date,
         coalesce(leads_created.leads_created, 0) as leads_created,
         coalesce(leads_converted.leads_converted, 0) as leads_converted,
-        coalesce(deals_created.deals_created, 0) as deals_created,
-        coalesce(deals_created.deals_created_amount, 0) as deals_created_amount,
-        coalesce(deals_closed.deals_won, 0) as deals_won,
-        coalesce(deals_closed.deals_won_amount, 0) as deals_won_amount,
-        coalesce(deals_closed.deals_lost, 0) as deals_lost,
-        coalesce(deals_closed.deals_lost_amount, 0) as deals_lost_amount,
+        coalesce(deals_by_day.deals_created, 0) as deals_created,
+        coalesce(deals_by_day.deals_created_amount, 0) as deals_created_amount,
+        coalesce(deals_by_day.deals_won, 0) as deals_won,
+        coalesce(deals_by_day.deals_won_amount, 0) as deals_won_amount,
+        coalesce(deals_by_day.deals_lost, 0) as deals_lost,
+        coalesce(deals_by_day.deals_lost_amount, 0) as deals_lost_amount,
         coalesce(open_pipeline.open_pipeline_count, 0) as open_pipeline_count,
         coalesce(open_pipeline.open_pipeline_amount, 0) as open_pipeline_amount,
         coalesce(open_pipeline.open_pipeline_weighted_amount, 0) as open_pipeline_weighted_amount
@@ -119,10 +102,8 @@ joined as (
         on calendar.calendar_date = leads_created.kpi_date
     left join leads_converted
         on calendar.calendar_date = leads_converted.kpi_date
-    left join deals_created
-        on calendar.calendar_date = deals_created.kpi_date
-    left join deals_closed
-        on calendar.calendar_date = deals_closed.kpi_date
+    left join deals_by_day
+        on calendar.calendar_date = deals_by_day.kpi_date
     left join open_pipeline
         on calendar.calendar_date = open_pipeline.kpi_date
 

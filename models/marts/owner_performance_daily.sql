@@ -6,15 +6,9 @@ calendar as (
 
 ),
 
-history as (
+deal_activity as (
 
-    select * from {{ ref('int_deal_history') }}
-
-),
-
-closings as (
-
-    select * from {{ ref('int_deal_closings') }}
+    select * from {{ ref('int_deal_activity_by_owner_day') }}
 
 ),
 
@@ -37,36 +31,7 @@ context as (
 ),
 
 -- Every deal counts for the owner it had at the moment: created for its first owner, closed for its owner
--- at the close, open for its owner that evening.
-created as (
-
-    select
-        created_date as activity_date,
-        owner_id,
-        count(*) as deals_created,
-        sum(coalesce(amount, 0)) as deals_created_amount
-
-    from history
-    where change_number = 1
-    group by created_date, owner_id
-
-),
-
-closed as (
-
-    select
-        closed_date as activity_date,
-        owner_id,
-        sum(case when outcome = 'won' then 1 else 0 end) as deals_won,
-        sum(case when outcome = 'won' then coalesce(amount, 0) else 0 end) as deals_won_amount,
-        sum(case when outcome = 'lost' then 1 else 0 end) as deals_lost,
-        sum(case when outcome = 'lost' then coalesce(amount, 0) else 0 end) as deals_lost_amount
-
-    from closings
-    group by closed_date, owner_id
-
-),
-
+-- at the close (both already per owner and day in int_deal_activity_by_owner_day), open for its owner that evening.
 open_pipeline as (
 
     select
@@ -82,9 +47,7 @@ open_pipeline as (
 
 owners as (
 
-    select owner_id from created
-    union
-    select owner_id from closed
+    select owner_id from deal_activity
     union
     select owner_id from open_pipeline
 
@@ -109,13 +72,14 @@ final as (
         owner_days.activity_date,
         owner_days.owner_id,
         users.full_name as owner_name,
-        cast(coalesce(created.deals_created, 0) as {{ dbt.type_bigint() }}) as deals_created,
-        cast(coalesce(created.deals_created_amount, 0) as {{ dbt.type_numeric() }}) as deals_created_amount,
-        cast(coalesce(closed.deals_won, 0) as {{ dbt.type_bigint() }}) as deals_won,
-        cast(coalesce(closed.deals_won_amount, 0) as {{ dbt.type_numeric() }}) as deals_won_amount,
-        cast(coalesce(closed.deals_lost, 0) as {{ dbt.type_bigint() }}) as deals_lost,
-        cast(coalesce(closed.deals_lost_amount, 0) as {{ dbt.type_numeric() }}) as deals_lost_amount,
-        {{ divide('coalesce(closed.deals_won, 0)', 'coalesce(closed.deals_won, 0) + coalesce(closed.deals_lost, 0)') }}
+        cast(coalesce(deal_activity.deals_created, 0) as {{ dbt.type_bigint() }}) as deals_created,
+        cast(coalesce(deal_activity.deals_created_amount, 0) as {{ dbt.type_numeric() }}) as deals_created_amount,
+        cast(coalesce(deal_activity.deals_won, 0) as {{ dbt.type_bigint() }}) as deals_won,
+        cast(coalesce(deal_activity.deals_won_amount, 0) as {{ dbt.type_numeric() }}) as deals_won_amount,
+        cast(coalesce(deal_activity.deals_lost, 0) as {{ dbt.type_bigint() }}) as deals_lost,
+        cast(coalesce(deal_activity.deals_lost_amount, 0) as {{ dbt.type_numeric() }}) as deals_lost_amount,
+        {{ divide('coalesce(deal_activity.deals_won, 0)',
+                  'coalesce(deal_activity.deals_won, 0) + coalesce(deal_activity.deals_lost, 0)') }}
             as win_rate,
         cast(coalesce(open_pipeline.open_pipeline_count, 0) as {{ dbt.type_bigint() }}) as open_pipeline_count,
         cast(coalesce(open_pipeline.open_pipeline_amount, 0) as {{ dbt.type_numeric() }}) as open_pipeline_amount,
@@ -128,12 +92,9 @@ final as (
     cross join context
     left join users
         on owner_days.owner_id = users.user_id
-    left join created
-        on owner_days.activity_date = created.activity_date
-        and {{ null_safe_equals("owner_days.owner_id", "created.owner_id") }}
-    left join closed
-        on owner_days.activity_date = closed.activity_date
-        and {{ null_safe_equals("owner_days.owner_id", "closed.owner_id") }}
+    left join deal_activity
+        on owner_days.activity_date = deal_activity.activity_date
+        and {{ null_safe_equals("owner_days.owner_id", "deal_activity.owner_id") }}
     left join open_pipeline
         on owner_days.activity_date = open_pipeline.activity_date
         and {{ null_safe_equals("owner_days.owner_id", "open_pipeline.owner_id") }}

@@ -10,9 +10,9 @@ calendar as (
 
 ),
 
-closings as (
+deal_activity as (
 
-    select * from {{ ref('int_deal_closings') }}
+    select * from {{ ref('int_deal_activity_by_owner_day') }}
 
 ),
 
@@ -46,22 +46,22 @@ periods as (
 
 ),
 
+-- The closes of each period, added up over its days and owners.
 closes_by_period as (
 
     {% for grain in grains %}
     select
         cast('{{ grain }}' as {{ dbt.type_string() }}) as period_type,
-        cast({{ dbt.date_trunc(grain, 'closed_date') }} as date) as period_start,
-        sum(case when outcome = 'won' then 1 else 0 end) as deals_won,
-        sum(case when outcome = 'lost' then 1 else 0 end) as deals_lost,
-        sum(case when outcome = 'won' then amount end) as bookings_amount,
-        count(case when outcome = 'won' then amount end) as won_deals_with_amount,
-        max(case when outcome = 'won' then amount end) as largest_deal_amount,
-        sum(case when outcome = 'won' then {{ dbt.datediff('created_date', 'closed_date', 'day') }} end)
-            as won_days_to_close
+        cast({{ dbt.date_trunc(grain, 'activity_date') }} as date) as period_start,
+        sum(deals_won) as deals_won,
+        sum(deals_lost) as deals_lost,
+        sum(deals_won_amount) as bookings_amount,
+        sum(deals_won_with_amount) as won_deals_with_amount,
+        max(largest_deal_won_amount) as largest_deal_amount,
+        sum(deals_won_days_to_close) as won_days_to_close
 
-    from closings
-    group by cast({{ dbt.date_trunc(grain, 'closed_date') }} as date)
+    from deal_activity
+    group by cast({{ dbt.date_trunc(grain, 'activity_date') }} as date)
     {% if not loop.last %}
     union all
     {% endif %}

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import hmac
 import html
 import json
 import logging
-import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -61,14 +62,15 @@ from insights.settings import ApiSettings, TwilioSettings
 from insights.whatsapp import INBOUND_PATH, STATUS_CALLBACK_PATH
 from warehouse import (
     DEFAULT_DUCKDB_FILE,
+    DEMO_DUCKDB_FILE,
     MARTS_SCHEMA,
-    PROJECT_ROOT,
     RAW_SCHEMA,
     TARGETS,
     ConfigError,
     Target,
     duckdb_path,
     postgres_url,
+    use_the_demo_warehouse_if_it_is_the_only_one,
 )
 
 log = logging.getLogger(__name__)
@@ -700,10 +702,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.target == "postgres":
             postgres_url()  # fail now, naming the variable, rather than on every request
-        else:
-            _use_the_demo_warehouse_if_it_is_the_only_one()
+        elif use_the_demo_warehouse_if_it_is_the_only_one() is not None:
+            log.info("%s does not exist; serving the demo warehouse %s (set DUCKDB_PATH to choose)",
+                     DEFAULT_DUCKDB_FILE, DEMO_DUCKDB_FILE)
         org_timezone()
         settings = ApiSettings.from_env()
+        _check_port_is_free(args.host, args.port)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -718,13 +722,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _use_the_demo_warehouse_if_it_is_the_only_one() -> None:
-    """Right after `make demo` the only warehouse is the demo's: serve it rather than nothing."""
-    demo = PROJECT_ROOT / "demo.duckdb"
-    if not os.environ.get("DUCKDB_PATH") and not (PROJECT_ROOT / DEFAULT_DUCKDB_FILE).exists() and demo.exists():
-        os.environ["DUCKDB_PATH"] = str(demo)
-        log.info("%s does not exist; serving the demo warehouse demo.duckdb (set DUCKDB_PATH to choose)",
-                 DEFAULT_DUCKDB_FILE)
+def _check_port_is_free(host: str, port: int) -> None:
+    """Bind the address once, as uvicorn is about to, so a port in use is one line saying how to choose another.
+
+    Uvicorn's own report is its raw socket error, and the server it printed as starting a moment earlier.
+    """
+    if port == 0:
+        return  # the system picks a free one
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (another `make api`?): choose another with "
+                                  f"`make api PORT={port + 1}` or `python -m insights.api --port {port + 1}`") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port "
+                              "(make api PORT=...)") from None
 
 
 if __name__ == "__main__":

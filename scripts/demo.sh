@@ -72,12 +72,18 @@ t=$(now); "$BIN/python" -m insights.deliver --target duckdb --dry-run; took[brie
 
 step "Done"
 printf '  extract %ss | dbt build %ss | briefing %ss\n' "${took[extract]}" "${took[dbt]}" "${took[briefing]}"
+# make api, docs and mf read demo.duckdb by themselves while it is the only warehouse; otherwise name it.
+on=""
+if [ -e warehouse.duckdb ] || [ "$DUCKDB_PATH" != demo.duckdb ]; then on="DUCKDB_PATH=$DUCKDB_PATH "; fi
 cat <<EOT
 
 Query the marts:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('$DUCKDB_PATH', read_only=True).sql('select * from analytics.kpi_daily order by kpi_date desc limit 20'))"
   tables: analytics.deals, analytics.leads, analytics.pipeline_by_stage, analytics.kpi_daily, analytics.ai_summaries
 Start the metrics API on this warehouse (http://127.0.0.1:8000/docs):
-  make api
+  ${on}make api
+The marts' documentation, and the metrics at any grain (MetricFlow), on this warehouse:
+  ${on}make docs && .venv/bin/dbt docs serve
+  ${on}make mf ARGS="query --metrics win_rate --group-by metric_time__month"
 Run the day for your own org: see README.md, "Connect your Zoho org".
 EOT

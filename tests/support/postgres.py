@@ -14,8 +14,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
 
 
 class PostgresUnavailable(RuntimeError):
@@ -37,6 +38,58 @@ def _binary(name: str) -> str:
     return found
 
 
+@dataclass
+class LocalServer:
+    """A throwaway server's folder and port: it can be stopped and started again, as a host restarts one."""
+
+    base: str
+    port: int
+    run_as: list[str]
+
+    @property
+    def data(self) -> str:
+        return os.path.join(self.base, "data")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres:unused@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=off -c full_page_writes=off"
+        subprocess.run(
+            [*self.run_as, _binary("pg_ctl"), "-D", self.data, "-w", "-l", os.path.join(self.base, "log"), "-o", options,
+             "start"],
+            check=True, capture_output=True,
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` as a restart does (sessions closed cleanly), `immediate` as a crash."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            subprocess.run([*self.run_as, _binary("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"],
+                           capture_output=True)
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[LocalServer]:
+    """A fresh server from the stock binaries, running; stopped and its data deleted on exit."""
+    as_root = os.geteuid() == 0
+    base = tempfile.mkdtemp(prefix="crm-intel-pg-")
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+    server = LocalServer(base=base, port=_free_port(), run_as=["runuser", "-u", "postgres", "--"] if as_root else [])
+    try:
+        subprocess.run(
+            [*server.run_as, _binary("initdb"), "-D", server.data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True, capture_output=True,
+        )
+        server.start()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextmanager
 def local_postgres() -> Iterator[str]:
     """Yield the admin URL of a fresh server; stop it and delete its data on exit.
@@ -46,27 +99,8 @@ def local_postgres() -> Iterator[str]:
     if os.environ.get("TEST_DATABASE_URL"):
         yield os.environ["TEST_DATABASE_URL"]
         return
-    as_root = os.geteuid() == 0
-    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
-    base = tempfile.mkdtemp(prefix="crm-intel-pg-")
-    if as_root:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = os.path.join(base, "data"), _free_port()
-    try:
-        subprocess.run(
-            [*run_as, _binary("initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True, capture_output=True,
-        )
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
-        subprocess.run(
-            [*run_as, _binary("pg_ctl"), "-D", data, "-w", "-l", os.path.join(base, "log"), "-o", options, "start"],
-            check=True, capture_output=True,
-        )
-        yield f"postgresql://postgres:unused@127.0.0.1:{port}/postgres"
-    finally:
-        if os.path.exists(os.path.join(data, "postmaster.pid")):
-            subprocess.run([*run_as, _binary("pg_ctl"), "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with throwaway_postgres() as server:
+        yield server.url
 
 
 def create_database(admin_url: str, name: str, template: str | None = None) -> str:

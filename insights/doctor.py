@@ -5,10 +5,11 @@
 A mistake found by the daily job itself shows up a minute in, after the
 extraction, dbt and the model; most of them are a variable away from being
 caught at once. Each check makes the cheapest real call that proves the
-setting works (a Zoho token refresh and one read per scope the pipeline uses:
-Leads, Deals, users, layouts, deal stages, currencies or else the org; the CRM
-user's time zone, a write in a transaction that is rolled back, Twilio's
-account resource, Ollama's model list) and prints one line: what was checked, the result, and the fix.
+setting works (a Zoho token refresh, unless the access token an earlier run got
+is still good, and one read per scope the pipeline uses: Leads, Deals, users,
+layouts, deal stages, currencies or else the org; the CRM user's time zone, a
+write in a transaction that is rolled back, Twilio's account resource, Ollama's
+model list) and prints one line: what was checked, the result, and the fix.
 The recipients (`recipients.yml` and RECIPIENT_PHONE_NUMBER) are read and checked line by line, and each
 owner's zoho_user is looked up among the users the last extraction loaded into the warehouse.
 
@@ -38,7 +39,8 @@ from typing import Any, Callable, Literal
 
 import requests
 
-from warehouse import MARTS_SCHEMA, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path, postgres_url
+from warehouse import (MARTS_SCHEMA, PROJECT_ROOT, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path,
+                       postgres_url)
 
 Level = Literal["ok", "warn", "FAIL"]
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -48,6 +50,8 @@ ZOHO_PROBES: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("Leads", {"fields": "id", "per_page": 1}, "ZohoCRM.modules.leads.READ"),
     ("Deals", {"fields": "id", "per_page": 1}, "ZohoCRM.modules.deals.READ"),
     ("users", {"type": "AllUsers", "per_page": 1}, "ZohoCRM.users.READ"),
+    # The field list the extractor loads every field by, custom ones included.
+    ("settings/fields", {"module": "Deals"}, "ZohoCRM.settings.fields.READ"),
 )
 LAYOUTS_SCOPE = "ZohoCRM.settings.layouts.READ"
 PIPELINE_SCOPE = "ZohoCRM.settings.pipeline.READ"
@@ -80,29 +84,39 @@ def check_timezone_and_zoho() -> list[Check]:
         checks.append(Check("CRM_TIMEZONE", "FAIL", str(exc), "use an IANA name such as Asia/Kolkata or Europe/Berlin"))
         configured = None
 
+    from pipelines.zoho.helpers import TOKEN_THROTTLED
+
     try:
         client = _zoho_client()
         # The current user's time zone is the one Zoho writes datetimes in; users.READ is a scope the pipeline needs.
         me = ((client.get("users", params={"type": "CurrentUser"}) or {}).get("users") or [{}])[0]
     except ConfigError as exc:
-        zoho = Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables (see README)")
+        zoho = Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables, or dlt's SOURCES__ZOHO__* / "
+                     "[sources.zoho] in .dlt/secrets.toml (see README)")
     except Exception as exc:  # ZohoError carries Zoho's reason and the hint; never a secret
-        zoho = Check("Zoho token refresh", "FAIL", _one_line(exc),
-                     "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC")
+        if getattr(exc, "code", None) == TOKEN_THROTTLED:
+            # Zoho's limit of new access tokens per refresh token: it lifts by itself, and the refresh token is fine.
+            fix = "wait 10 minutes, then run again (do not generate a new ZOHO_REFRESH_TOKEN: this one is fine)"
+        else:
+            fix = "generate a new ZOHO_REFRESH_TOKEN for this ZOHO_CLIENT_ID in the right ZOHO_DC"
+        zoho = Check("Zoho token refresh", "FAIL", _one_line(exc), fix)
     else:
         zoho = None
     if zoho is not None:
         if configured is not None:
             checks.append(Check("CRM_TIMEZONE", "ok", f"{configured} (not compared: Zoho could not be asked)"))
         return [zoho, *checks]
-    checks.append(Check("Zoho token refresh", "ok", f"signed in as {me.get('full_name') or me.get('email') or '?'}"))
+    signed_in = f"signed in as {me.get('full_name') or me.get('email') or '?'}"
+    if getattr(client, "token_from_cache", False):
+        signed_in += " (with the access token an earlier run got; a new one is requested once it nears expiry)"
+    checks.append(Check("Zoho token refresh", "ok", signed_in))
 
     refused = _zoho_probes(client)
     if refused:
         checks.append(Check("Zoho scopes", "FAIL", "; ".join(refused),
                             "generate the refresh token with the scopes listed in the README (Connect your Zoho org)"))
     else:
-        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users, layouts, deal stages and currencies readable"))
+        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users, fields, layouts, deal stages and currencies readable"))
 
     org_zone = me.get("time_zone")
     if configured is not None:
@@ -290,12 +304,16 @@ def check_recipients(target: Target) -> list[Check]:
 def _check_owners(recipients: tuple[Any, ...], target: Target) -> Check:
     """Each owner's zoho_user against the users the last extraction loaded; not checked before the first one."""
     from insights.recipients import UsersNotLoaded, resolve_owners, users_in_warehouse
+    from warehouse import DEMO_DUCKDB_FILE, PROJECT_ROOT  # the demo's warehouse holds the sandbox org's users
 
     name = "owners' Zoho users"
     not_checked = f"not checked: load the CRM first (the users are read from {RAW_SCHEMA}.users)"
     try:
         if target == "duckdb" and not duckdb_path().exists():  # checking must not leave an empty warehouse behind
             return Check(name, "warn", not_checked, "run the daily job (or python -m pipelines.zoho) once")
+        if target == "duckdb" and duckdb_path() == PROJECT_ROOT / DEMO_DUCKDB_FILE:  # `make check` after the demo
+            return Check(name, "warn", f"not checked: {DEMO_DUCKDB_FILE} is the demo's warehouse",
+                         "run the daily job (or python -m pipelines.zoho) once")
         # Not read-only: the warehouse check holds a read-write connection to the same file meanwhile, and
         # DuckDB refuses a second connection of another kind in one process. Nothing is written.
         with connect(target) as conn:
@@ -384,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-send", action="store_true", help="skip Twilio and the recipients (dry runs)")
     parser.add_argument("--strict", action="store_true", help="fail on a time zone that differs from the org's")
     args = parser.parse_args(argv)
+    # dlt reads `.dlt/secrets.toml` and `.dlt/config.toml` under the working directory: pin it to the project,
+    # as the extraction does, so both read the same files wherever the command is run from.
+    os.environ.setdefault("DLT_PROJECT_DIR", str(PROJECT_ROOT))
     started = time.perf_counter()
     checks = run_checks(args.target, send=not args.no_send, strict=args.strict)
     print(render(checks))
@@ -402,20 +423,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _zoho_client() -> "object":
-    """A Zoho client from the same settings the pipeline reads, failing fast (one attempt per request)."""
-    from pipelines.zoho import _setting
-    from pipelines.zoho.helpers import ZohoClient, ZohoCredentials
-    from pipelines.zoho.settings import ACCOUNTS_URLS, API_DOMAINS, DEFAULT_DC
+    """A Zoho client resolved exactly as the extraction resolves its own, failing fast (one attempt per request).
 
-    secrets = {name: (_setting(name, None) or "").strip() for name in ("client_id", "client_secret", "refresh_token")}
-    missing = [f"ZOHO_{name.upper()}" for name, value in secrets.items() if not value]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} not set")
-    dc = (_setting("dc", None) or DEFAULT_DC).strip().lower()
-    if dc not in ACCOUNTS_URLS:
-        raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {dc!r})")
-    return ZohoClient(ZohoCredentials(**secrets), _setting("accounts_url", None) or ACCOUNTS_URLS[dc],
-                      fallback_api_domain=API_DOMAINS[dc], retry_attempts=1)
+    It takes the access token an earlier run left in the shared cache, and leaves its own there: the
+    extraction that follows the check in `make daily` then needs no token request of its own.
+    """
+    from pipelines.zoho.credentials import connect as connect_zoho, resolve_settings
+
+    return connect_zoho(resolve_settings(), retry_attempts=1)
 
 
 def _same_zone(configured: str, org_zone: str, zone_info: type) -> bool:

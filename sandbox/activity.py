@@ -2,14 +2,17 @@
 
 `simulate_day` moves the org to the next day and plays that day: new leads and deals, lead
 conversions (most create a deal), stage moves (some deals close, won or lost), edits of amounts,
-owners and statuses, and a few deletions. Volumes scale with the size the org was generated with
+owners and statuses, edits of custom fields (a deal moves to another product line, a lead gets a score),
+and a few deletions. Volumes scale with the size the org was generated with
 (5,000 leads / 2,000 deals give ~40 new leads, ~15 new deals, a few dozen updates and a few
 deletions per module on a weekday; weekends are quieter).
 
 Every event gets a timestamp inside the new day (office hours), strictly after everything the org
 issued before, and events are applied in time order. The day's randomness comes from
 `Random(f"{seed}:{date}")`, so the outcome depends only on the seed, the date and the org's state:
-two orgs with the same seed and `today`, advanced the same number of days, stay identical.
+two orgs with the same seed and `today`, advanced the same number of days, stay identical. The custom
+field edits draw from a stream of their own, so an org's standard fields live the same day with or
+without its custom fields.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
-from .generator import LOSS_REASONS, NEXT_STEPS, RecordFactory
-from .model import OPEN_STAGES, STAGE_BY_NAME, Deal, Lead, Record
+from .factory import LOSS_REASONS, NEXT_STEPS, RecordFactory
+from .model import OPEN_STAGES, STAGE_BY_NAME, STAGES, Deal, Lead, Record, field_value
 from .state import OrgState
 from .timeline import DAY
 
 T = TypeVar("T")
 DAY_SECONDS = 86_400
 RECENT_LEAD_DAYS = 60  # leads older than this rarely convert any more
+CLOSED_STAGES = frozenset(s.actual_value for s in STAGES if not s.is_open)
 DEAD_STATUSES = frozenset({"Junk Lead", "Lost Lead", "Not Qualified"})
 NEXT_STATUS = {
     "Not Contacted": ("Attempted to Contact", "Contacted"),
@@ -44,6 +48,7 @@ def simulate_day(state: OrgState) -> dict[str, dict[str, int]]:
     state.today += DAY
     day = _Day(state, random.Random(f"sandbox-day:{state.seed}:{state.today.isoformat()}"))
     day.plan()
+    day.plan_custom_edits(random.Random(f"sandbox-day-custom:{state.seed}:{state.today.isoformat()}"))
     day.run()
     return day.report()
 
@@ -105,6 +110,22 @@ class _Day:
         for module, doomed_records in (("Leads", doomed_leads), ("Deals", doomed_deals)):
             for record in doomed_records:
                 self.schedule(partial(self.delete, module, record))
+
+    def plan_custom_edits(self, rng: random.Random) -> None:
+        """Edits of one custom field each, on open deals and unconverted leads (scheduled after the rest of
+        the day's plan, from their own stream)."""
+        state, size = self.state, self.state.size
+        for module, per_weekday in (("Leads", size.leads / 1000), ("Deals", size.deals / 400)):
+            fields = list(state.custom_fields[module].values())
+            candidates = [r for r in state.tables[module].values()
+                          if (r.Stage not in CLOSED_STAGES if isinstance(r, Deal) else not r.Converted__s)]
+            if not fields or not candidates:
+                continue
+            count = min(len(candidates), _poisson(rng, per_weekday * self.activity))
+            for record in rng.sample(candidates, count):
+                ts = state.calendar.business_second(state.today, rng)
+                field = rng.choice(fields)
+                self.actions.append((ts, len(self.actions), partial(self.edit_custom, module, record, field.api_name)))
 
     def run(self) -> None:
         for ts, _, action in sorted(self.actions, key=lambda a: (a[0], a[1])):
@@ -168,6 +189,15 @@ class _Day:
             closing = max(deal.Closing_Date or self.state.today, self.state.today)
             changes = {"Closing_Date": closing + DAY * rng.randint(7, 30), "Next_Step": rng.choice(NEXT_STEPS)}
         self._change("Deals", deal, changes, when)
+
+    def edit_custom(self, module: str, record: Record, api_name: str, when: int) -> None:
+        """Set another value of a custom field, unless the record or the field is gone by now."""
+        field = self.state.custom_fields[module].get(api_name)
+        if field is None or record.id not in self.state.tables[module]:
+            return
+        value = self.factory.custom_value(module, field, record)
+        if value != field_value(record, api_name):
+            self._change(module, record, {api_name: value}, when)
 
     def delete(self, module: str, record: Record, when: int) -> None:
         self.state.remove(module, record.id, when, self.factory.editor(record.Owner, when))

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from . import coql, metadata
 from .auth import TokenAuthority
-from .model import MODULES, resolve_module
+from .model import CustomField, resolve_module
 from .org import DELETED_TYPES, USER_TYPES, SandboxOrg
 from .paging import MAX_PER_PAGE, PageTokens, choice, modified_since, parse_list_request, positive_int
 from .writes import MAX_RECORDS_PER_WRITE
@@ -88,7 +88,8 @@ class ZohoApi:
             Route.of("/crm/v8/users", {"GET": self.users}),
             Route.of("/crm/v8/settings/layouts", {"GET": self.layouts}),
             Route.of("/crm/v8/settings/pipeline", {"GET": self.pipeline}),
-            Route.of("/crm/v8/settings/fields", {"GET": self.fields}),
+            Route.of("/crm/v8/settings/fields", {"GET": self.fields, "POST": self.create_fields}),
+            Route.of("/crm/v8/settings/fields/{id}", {"PATCH": self.update_field, "DELETE": self.delete_field}),
             Route.of("/crm/v8/coql", {"POST": self.coql}),
             Route.of("/crm/v8/org", {"GET": self.organization}),
             Route.of("/crm/v8/org/currencies", {"GET": self.currencies, "POST": self.add_currencies}),
@@ -137,7 +138,7 @@ class ZohoApi:
                 unfiltered = query.modified_since is not None and not selection.keys and \
                     org.select(query.module, query.sort_by, query.converted).keys
                 return Response(304 if unfiltered else 204)
-            plan = org.renderer.plan(MODULES[query.module], query.fields)
+            plan = org.renderer.plan(org.spec(query.module), query.fields)
             data = [org.renderer.record(r, plan) for r in records]
             more = start + len(records) < len(selection.keys)
             next_token, expiry = None, None
@@ -168,7 +169,7 @@ class ZohoApi:
             raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
         org = self.org
         with org.lock:
-            plan = org.renderer.plan(MODULES[req.module], fields)
+            plan = org.renderer.plan(org.spec(req.module), fields)
             data = [org.renderer.record(r, plan) for i in ids if (r := org.record(req.module, i)) is not None]
         if not data:
             return Response(204)
@@ -181,7 +182,7 @@ class ZohoApi:
             record = org.record(req.module, req.path_params["id"])
             if record is None:
                 return Response(204)
-            return Response(200, {"data": [org.renderer.record(record, org.renderer.plan(MODULES[req.module]))]})
+            return Response(200, {"data": [org.renderer.record(record, org.renderer.plan(org.spec(req.module)))]})
 
     def insert_records(self, req: Request) -> Response:
         return _write_response(self.org.insert(req.module, _data_items(req), req.user_id), 201)
@@ -284,6 +285,60 @@ class ZohoApi:
             raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "module"})
         return Response(200, {"fields": metadata.module_fields(self.org, module)})
 
+    def create_fields(self, req: Request) -> Response:
+        """`POST /settings/fields?module=` (Create Custom Fields): one result per field, as record writes answer.
+
+        Each item names `field_label` and `data_type` (picklists their `pick_list_values`), optionally its
+        `api_name`; records created or edited from now on carry values for it."""
+        module = self._settings_module(req)
+        results = []
+        for item in _field_items(req):
+            try:
+                field = self.org.add_field(module, str(item.get("field_label") or ""), str(item.get("data_type") or ""),
+                                           _pick_list(item), api_name=item.get("api_name"))
+            except (ValueError, TypeError) as error:
+                results.append(_field_error(error))
+                continue
+            results.append({"code": "SUCCESS", "details": {"id": field.id}, "message": "field created",
+                            "status": "success"})
+        return _fields_response(results, 201)
+
+    def update_field(self, req: Request) -> Response:
+        """`PATCH /settings/fields/{id}?module=` (Update Custom Field): here, a change of its data type."""
+        module, field = self._custom_field(req)
+        item = _field_items(req)[0]
+        try:
+            self.org.retype_field(module, field.api_name, str(item.get("data_type") or field.data_type),
+                                  _pick_list(item))
+        except (ValueError, TypeError) as error:
+            return _fields_response([_field_error(error)], 200)
+        return _fields_response([{"code": "SUCCESS", "details": {"id": field.id}, "message": "field updated",
+                                  "status": "success"}], 200)
+
+    def delete_field(self, req: Request) -> Response:
+        """`DELETE /settings/fields/{id}?module=` (Delete Custom Field): the field and its values are gone."""
+        module, field = self._custom_field(req)
+        self.org.remove_field(module, field.api_name)
+        return _fields_response([{"code": "SUCCESS", "details": {"id": field.id}, "message": "field deleted",
+                                  "status": "success"}], 200)
+
+    def _settings_module(self, req: Request) -> str:
+        raw = req.params.get("module")
+        if not raw:
+            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "module"})
+        spec = resolve_module(raw)
+        if spec is None:
+            raise ZohoError("INVALID_MODULE", {"param_name": "module"})
+        return spec.api_name
+
+    def _custom_field(self, req: Request) -> tuple[str, CustomField]:
+        """The module and the custom field a `/settings/fields/{id}` path names (standard fields cannot change)."""
+        module = self._settings_module(req)
+        field = next((f for f in self.org.custom_fields(module) if f.id == req.path_params["id"]), None)
+        if field is None:
+            raise ZohoError("INVALID_DATA", {"param_name": "id"}, message="the id given seems to be invalid")
+        return module, field
+
     def organization(self, req: Request) -> Response:
         return Response(200, {"org": [metadata.organization(self.org)]})
 
@@ -296,6 +351,30 @@ def _data_items(req: Request) -> list[Any]:
     if len(items) > MAX_RECORDS_PER_WRITE:
         raise ZohoError("LIMIT_EXCEEDED", {"limit": MAX_RECORDS_PER_WRITE, "param_name": "data"})
     return items
+
+
+def _field_items(req: Request) -> list[dict[str, Any]]:
+    body = req.json_body()
+    items = body.get("fields") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
+    return items
+
+
+def _pick_list(item: Mapping[str, Any]) -> list[str]:
+    """The values of a field item's `pick_list_values` ([{"display_value", "actual_value"}, ...])."""
+    entries = item.get("pick_list_values") or []
+    values = [entry.get("actual_value") or entry.get("display_value") for entry in entries if isinstance(entry, dict)]
+    return [str(value) for value in values if value]
+
+
+def _field_error(error: Exception) -> dict[str, Any]:
+    return {"code": "INVALID_DATA", "details": {}, "message": str(error), "status": "error"}
+
+
+def _fields_response(results: list[dict[str, Any]], ok_status: int) -> Response:
+    saved = sum(r["status"] == "success" for r in results)
+    return Response(ok_status if saved == len(results) else 400 if saved == 0 else 207, {"fields": results})
 
 
 def _write_response(results: list[dict[str, Any]], ok_status: int) -> Response:

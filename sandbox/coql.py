@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Kind, ModuleSpec, resolve_module
+from .model import Kind, ModuleSpec, field_value, resolve_module
 from .org import SandboxOrg
 from .zoho_format import ZohoError, parse_datetime
 
@@ -91,7 +91,7 @@ class _Parser:
         module = resolve_module(self.take("word"))
         if module is None:
             raise ZohoError("INVALID_QUERY", {"clause": "from"}, message="invalid module")
-        self.module = module
+        self.module = module = self.org.spec(module.api_name)  # the org's custom fields are columns too
         for name in fields:
             self.kind(name)
         if self.peek() != ("kw", "where"):
@@ -153,7 +153,7 @@ class _Parser:
             return inner
         name = self.take("word")
         kind = self.kind(name)
-        get = _getter(name, kind)
+        get = _getter(name, kind, custom=name in self.module.custom)
         if self.accept("kw", "is"):
             negate = self.accept("kw", "not")
             self.take("kw", "null")
@@ -206,7 +206,9 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _getter(name: str, kind: Kind) -> Callable[[Any], Any]:
+def _getter(name: str, kind: Kind, *, custom: bool = False) -> Callable[[Any], Any]:
+    if custom:
+        return lambda r: field_value(r, name)
     if kind is Kind.ID:
         return lambda r: int(r.id)
     if kind is Kind.LOOKUP:
@@ -224,7 +226,7 @@ def run(org: SandboxOrg, select_query: Any) -> dict[str, Any] | None:
     with org.lock:
         matching = [r for r in org.select(query.module.api_name, "id").records if query.where(r)]
         for name, descending in reversed(query.order):
-            get = _getter(name, query.module.kinds[name])
+            get = _getter(name, query.module.kinds[name], custom=name in query.module.custom)
             matching.sort(key=lambda r: (get(r) is not None, get(r)), reverse=descending)
         window = matching[query.offset:query.offset + query.limit]
         if not window:
@@ -234,7 +236,7 @@ def run(org: SandboxOrg, select_query: Any) -> dict[str, Any] | None:
         for record in window:
             row: dict[str, Any] = {}
             for name in query.fields:
-                kind, value = query.module.kinds[name], getattr(record, name)
+                kind, value = query.module.kinds[name], field_value(record, name)
                 if kind is Kind.DATETIME:
                     value = render.datetime(value)
                 elif kind is Kind.DATE:

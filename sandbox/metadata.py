@@ -4,20 +4,21 @@ Zoho's own SDK reads these before it parses a single record: `/settings/fields` 
 `data_type` (how to turn the JSON value into a Python value) and, for a lookup, which module it points
 at, whose fields it then fetches too; `/org` gives it the `zgid` it files its tokens under. The
 field list is derived from the record dataclasses of `model.py`, so a field added there is described
-here at once. Accounts and Contacts exist in every Zoho org and are the targets of the Leads and Deals
-lookups; the sandbox does not serve their records, but describes their main fields so a client that
-follows the lookups finds them. Any other module is INVALID_MODULE, as on Zoho.
+here at once, followed by the org's custom fields (`custom_field: true`, in the order they were added;
+the Create Custom Fields API adds one). Accounts and Contacts exist in every Zoho org and are the
+targets of the Leads and Deals lookups; the sandbox does not serve their records, but describes their
+main fields so a client that follows the lookups finds them. Any other module is INVALID_MODULE, as on Zoho.
 
 Field types follow Zoho's Leads/Deals layouts: picklists, currency amounts, email, phone, textarea.
-Picklist values are the ones the generator uses.
+Picklist values are the ones the record factory uses.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import generator
-from .model import MODULES, STAGES, Kind
+from . import factory
+from .model import MODULES, STAGES, CustomField, Kind
 from .org import SandboxOrg
 from .zoho_format import ZohoError
 
@@ -26,7 +27,8 @@ _DATA_TYPES = {Kind.ID: "bigint", Kind.TEXT: "text", Kind.NUMBER: "double", Kind
                Kind.BOOLEAN: "boolean", Kind.DATE: "date", Kind.DATETIME: "datetime", Kind.USER: "ownerlookup",
                Kind.LOOKUP: "lookup"}
 _JSON_TYPES = {"bigint": "string", "text": "string", "textarea": "string", "email": "string", "phone": "string",
-               "picklist": "string", "double": "double", "currency": "double", "integer": "integer",
+               "picklist": "string", "website": "string", "double": "double", "currency": "double", "percent": "double",
+               "integer": "integer",
                "boolean": "boolean", "date": "string", "datetime": "string", "ownerlookup": "jsonobject",
                "lookup": "jsonobject"}
 
@@ -37,7 +39,7 @@ def _values(weighted: Any) -> tuple[str, ...]:
 
 def _lead_statuses() -> tuple[str, ...]:
     statuses: dict[str, None] = {}
-    for _, weighted in generator.STATUS_BY_AGE:
+    for _, weighted in factory.STATUS_BY_AGE:
         statuses.update(dict.fromkeys(_values(weighted)))
     return tuple(statuses)
 
@@ -46,17 +48,17 @@ def _lead_statuses() -> tuple[str, ...]:
 _SPECIFIC: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "Leads": {
         "Email": ("email", ()), "Phone": ("phone", ()), "Description": ("textarea", ()),
-        "Lead_Source": ("picklist", _values(generator.LEAD_SOURCES)),
+        "Lead_Source": ("picklist", _values(factory.LEAD_SOURCES)),
         "Lead_Status": ("picklist", _lead_statuses()),
-        "Industry": ("picklist", _values(generator.INDUSTRIES)),
-        "Rating": ("picklist", _values(generator.RATINGS)),
+        "Industry": ("picklist", _values(factory.INDUSTRIES)),
+        "Rating": ("picklist", _values(factory.RATINGS)),
         "Annual_Revenue": ("currency", ()),
     },
     "Deals": {
         "Stage": ("picklist", tuple(s.actual_value for s in STAGES)),
-        "Lead_Source": ("picklist", _values(generator.LEAD_SOURCES)),
+        "Lead_Source": ("picklist", _values(factory.LEAD_SOURCES)),
         "Type": ("picklist", ("New Business", "Existing Business")),
-        "Reason_For_Loss__s": ("picklist", _values(generator.LOSS_REASONS)),
+        "Reason_For_Loss__s": ("picklist", _values(factory.LOSS_REASONS)),
         "Amount": ("currency", ()), "Expected_Revenue": ("currency", ()), "Description": ("textarea", ()),
     },
 }
@@ -80,6 +82,7 @@ _SYSTEM_FIELDS = frozenset({"id", "Created_Time", "Modified_Time", "Created_By",
 def module_fields(org: SandboxOrg, module: str) -> list[dict[str, Any]]:
     """`GET /settings/fields?module=<module>`'s `fields` list (INVALID_MODULE for a module Zoho lacks)."""
     name = _module_name(module)
+    custom: list[CustomField] = []
     if name in MODULES:
         spec = MODULES[name]
         specific = _SPECIFIC.get(name, {})
@@ -88,10 +91,12 @@ def module_fields(org: SandboxOrg, module: str) -> list[dict[str, Any]]:
             data_type, values = specific.get(field_name, (_DATA_TYPES[kind], ()))
             described.append((field_name, data_type, field_name in spec.mandatory, field_name not in spec.writable,
                               values))
+        custom = org.custom_fields(name)
     else:
         described = [(f, t, mandatory, f in _SYSTEM_FIELDS, ()) for f, t, mandatory in _DESCRIBED_ONLY[name]]
     prefix = _id_prefix(org)
-    return [_field(prefix, name, index, *entry) for index, entry in enumerate(described)]
+    standard = [_field(prefix, name, index, *entry) for index, entry in enumerate(described)]
+    return standard + [_custom_field(prefix, name, len(standard) + index, field) for index, field in enumerate(custom)]
 
 
 def _module_name(module: str) -> str:
@@ -126,7 +131,8 @@ def _field(prefix: str, module: str, index: int, name: str, data_type: str, mand
         "read_only": read_only,
         "field_read_only": read_only,
         "visible": True,
-        "length": 120 if data_type in ("text", "picklist", "email", "phone") else 32000 if data_type == "textarea" else 16,
+        "length": 120 if data_type in ("text", "picklist", "email", "phone", "website") else 32000 if data_type == "textarea"
+        else 16,
         "decimal_place": 2 if data_type == "currency" else None,
         "lookup": lookup,
         "pick_list_values": [{"display_value": v, "actual_value": v, "sequence_number": i + 1, "type": "used",
@@ -134,6 +140,13 @@ def _field(prefix: str, module: str, index: int, name: str, data_type: str, mand
                              for i, v in enumerate(values)],
         "sequence_number": index + 1,
     }
+
+
+def _custom_field(prefix: str, module: str, index: int, field: CustomField) -> dict[str, Any]:
+    """A custom field as Zoho lists it: its own id and label, `custom_field: true`, created in the CRM."""
+    described = _field(prefix, module, index, field.api_name, field.data_type, False, False, field.values)
+    return {**described, "id": field.id, "field_label": field.label, "display_label": field.label,
+            "custom_field": True, "created_source": "crm"}
 
 
 def organization(org: SandboxOrg) -> dict[str, Any]:

@@ -8,13 +8,18 @@ declaration drives rendering, write validation and the list of writable fields.
 Internal values are kept in their cheapest form: datetimes as epoch seconds (rendered later with the
 user's UTC offset), user lookups as the user id (rendered as {name, id, email} from the user table,
 like Zoho which always shows the current name), record lookups as `Ref(name, id)`.
+
+Custom fields are the org's, not the dataclass's: an admin adds them at any time (`CustomField`), so
+their values live in each record's `custom` map, keyed by API name, and a module's `ModuleSpec` for an
+org is the standard one extended with the org's custom fields (`ModuleSpec.with_custom`).
+`field_value` and `apply_changes` read and write both kinds alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -77,6 +82,7 @@ class Lead:
     Converted_Account: Ref | None = _field(Kind.LOOKUP, writable=False)
     Converted_Contact: Ref | None = _field(Kind.LOOKUP, writable=False)
     Record_Status__s: str = _field(Kind.TEXT, writable=False)
+    custom: dict[str, Any] | None = None  # the custom fields' values by API name (`field_value`)
 
 
 @dataclass(slots=True)
@@ -107,9 +113,50 @@ class Deal:
     Modified_Time: int = _field(Kind.DATETIME, writable=False)
     Created_By: str = _field(Kind.USER, writable=False)
     Modified_By: str = _field(Kind.USER, writable=False)
+    custom: dict[str, Any] | None = None  # the custom fields' values by API name (`field_value`)
 
 
 Record = Lead | Deal
+# The standard fields of each record type: every other field name is a custom field's.
+STANDARD_FIELDS: dict[type, frozenset[str]] = {
+    record_type: frozenset(f.name for f in dataclasses.fields(record_type) if "kind" in f.metadata)
+    for record_type in (Lead, Deal)
+}
+
+
+class CustomField(NamedTuple):
+    """A field an admin added to a module (Zoho's Setup > Modules and Fields, or the Create Custom Fields
+    API), listed by `/settings/fields` with `custom_field: true`.
+
+    `data_type` is Zoho's (picklist, text, integer, double, ...; `CUSTOM_DATA_TYPES`), `values` a picklist's
+    options. Zoho derives the API name from the label (spaces become underscores) unless one is given.
+    """
+
+    api_name: str
+    label: str
+    data_type: str
+    values: tuple[str, ...]
+    id: str
+    created_time: int
+
+    @property
+    def kind(self) -> Kind:
+        return CUSTOM_DATA_TYPES[self.data_type]
+
+
+# The Zoho data types a custom field can have here, and how the sandbox stores, renders and validates them.
+CUSTOM_DATA_TYPES: dict[str, Kind] = {
+    "text": Kind.TEXT, "textarea": Kind.TEXT, "email": Kind.TEXT, "phone": Kind.TEXT, "website": Kind.TEXT,
+    "picklist": Kind.TEXT, "integer": Kind.INTEGER, "double": Kind.NUMBER, "currency": Kind.NUMBER,
+    "percent": Kind.NUMBER, "boolean": Kind.BOOLEAN, "date": Kind.DATE, "datetime": Kind.DATETIME,
+}
+
+
+def field_value(record: Record, name: str) -> Any:
+    """A field's value: a standard field's attribute, or a custom field's entry (None when unset)."""
+    if name in STANDARD_FIELDS[type(record)]:
+        return getattr(record, name)
+    return None if record.custom is None else record.custom.get(name)
 
 
 @dataclass(frozen=True)
@@ -122,10 +169,11 @@ class ModuleSpec:
     display_field: str
     kinds: Mapping[str, Kind]
     writable: frozenset[str]
+    custom: Mapping[str, CustomField] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, api_name: str, record_type: type, mandatory: tuple[str, ...], display_field: str) -> ModuleSpec:
-        fields = dataclasses.fields(record_type)
+        fields = [f for f in dataclasses.fields(record_type) if "kind" in f.metadata]
         return cls(
             api_name=api_name,
             record_type=record_type,
@@ -134,6 +182,13 @@ class ModuleSpec:
             kinds={f.name: f.metadata["kind"] for f in fields},
             writable=frozenset(f.name for f in fields if f.metadata["writable"]),
         )
+
+    def with_custom(self, fields: Iterable[CustomField]) -> ModuleSpec:
+        """This module as an org with these custom fields has it: they are read, written and queried like
+        the standard fields."""
+        custom = {field.api_name: field for field in fields}
+        return dataclasses.replace(self, kinds={**self.kinds, **{n: f.kind for n, f in custom.items()}},
+                                   writable=self.writable | custom.keys(), custom=custom)
 
 
 MODULES: dict[str, ModuleSpec] = {
@@ -275,8 +330,16 @@ def apply_changes(record: Record, changes: Mapping[str, Any], close_day: dt.date
       lost) the sandbox sets its Closing_Date to the day it closed, in the org timezone, as a tidy sales
       team would. Real orgs often leave it stale; the marts cap the close day at the last change.
     """
+    standard = STANDARD_FIELDS[type(record)]
     for name, value in changes.items():
-        setattr(record, name, value)
+        if name in standard:
+            setattr(record, name, value)
+        elif value is not None:
+            if record.custom is None:
+                record.custom = {}
+            record.custom[name] = value
+        elif record.custom is not None:
+            record.custom.pop(name, None)
     if isinstance(record, Lead):
         if "First_Name" in changes or "Last_Name" in changes:
             record.Full_Name = full_name(record.First_Name, record.Last_Name)
@@ -298,3 +361,43 @@ def expected_revenue(amount: float | None, probability: int) -> float | None:
         return None
     value = amount * probability / 100
     return int(value) if float(value).is_integer() else round(value, 2)
+
+
+class IdSequence:
+    """Zoho-shaped ids: 19-digit numeric strings, an org prefix followed by a 12-digit counter.
+
+    The counter only grows, so ids sort in creation order (as Zoho's do, roughly) and, having a fixed
+    width, compare the same as strings and as numbers. Metadata (layouts, stages, roles) uses small
+    reserved numbers below the first record id.
+    """
+
+    FIRST_RECORD = 1_000_000
+
+    def __init__(self, prefix: int) -> None:
+        if not 1_000_000 <= prefix <= 9_999_999:
+            raise ValueError("the id prefix must have 7 digits")
+        self.prefix = prefix
+        self._counter = self.FIRST_RECORD
+
+    def next(self) -> str:
+        self._counter += 1
+        return f"{self.prefix}{self._counter:012d}"
+
+    def reserved(self, number: int) -> str:
+        if not 0 < number < self.FIRST_RECORD:
+            raise ValueError("reserved ids are below the record range")
+        return f"{self.prefix}{number:012d}"
+
+
+def blank_record(module: str, record_id: str, when: int, user_id: str) -> Record:
+    """A new record with the system fields Zoho fills on creation."""
+    record = MODULES[module].record_type(
+        id=record_id, Owner=user_id, Created_Time=when, Modified_Time=when, Created_By=user_id,
+        Modified_By=user_id,
+    )
+    if isinstance(record, Lead):
+        record.Converted__s = False
+        record.Record_Status__s = "Available"
+    else:
+        record.Pipeline = PIPELINE_NAME
+    return record

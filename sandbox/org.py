@@ -17,7 +17,7 @@ from typing import Any
 
 from . import activity
 from .generator import generate_org
-from .model import MODULES, PIPELINE_NAME, STAGES, USD_RATES, Currency, DeletedEntry, Record
+from .model import MODULES, PIPELINE_NAME, STAGES, USD_RATES, Currency, CustomField, DeletedEntry, ModuleSpec, Record
 from .state import HOME_CURRENCY, OrgState
 from .timeline import OrgCalendar
 from .writes import RecordError, invalid_value, mandatory_missing, write_changes
@@ -131,7 +131,7 @@ class SandboxOrg:
     def records(self, module: str) -> list[dict[str, Any]]:
         """Every live record of `module` (converted leads included) with all fields, oldest id first."""
         with self.lock:
-            plan = self.renderer.plan(MODULES[module])
+            plan = self.renderer.plan(self._state.spec(module))
             return [self.renderer.record(r, plan) for r in self._state.tables[module].values()]
 
     def deleted_records(self, module: str, kind: str = "all",
@@ -251,6 +251,35 @@ class SandboxOrg:
             return {"code": "SUCCESS", "details": {"id": currency.id}, "message": "currency added successfully",
                     "status": "success"}
 
+    # -- custom fields (Zoho's Setup > Modules and Fields, or its Create Custom Fields API) ------
+
+    def spec(self, module: str) -> ModuleSpec:
+        """`module` as the org has it now: its standard fields and the custom fields added so far."""
+        with self.lock:
+            return self._state.spec(module)
+
+    def custom_fields(self, module: str) -> list[CustomField]:
+        """The custom fields of `module`, in the order they were added."""
+        with self.lock:
+            return list(self._state.custom_fields[module].values())
+
+    def add_field(self, module: str, label: str, data_type: str, values: Sequence[str] = (),
+                  api_name: str | None = None) -> CustomField:
+        """Add a custom field, as an admin does: empty on the records so far; records created or edited
+        from now on get values for it. Raises ValueError when the org refuses it (see `OrgState.add_field`)."""
+        with self.lock:
+            return self._state.add_field(module, label, data_type, values, api_name=api_name)
+
+    def retype_field(self, module: str, api_name: str, data_type: str, values: Sequence[str] = ()) -> CustomField:
+        """Change a custom field's data type; values that do not read as the new type are emptied."""
+        with self.lock:
+            return self._state.retype_field(module, api_name, data_type, values)
+
+    def remove_field(self, module: str, api_name: str) -> CustomField:
+        """Delete a custom field with its values."""
+        with self.lock:
+            return self._state.remove_field(module, api_name)
+
     def layout_module(self, layout_id: str) -> str | None:
         return next((m for m, lid in self._state.meta.layout_ids.items() if lid == layout_id), None)
 
@@ -325,7 +354,7 @@ class SandboxOrg:
             return results
 
     def _changes(self, module: str, item: Any, index: int, *, creating: bool) -> dict[str, Any]:
-        return write_changes(MODULES[module], item, index, self._state.users, self._state.ids.next,
+        return write_changes(self._state.spec(module), item, index, self._state.users, self._state.ids.next,
                              creating=creating, currencies=[c.iso_code for c in self._state.currencies])
 
     def _target(self, module: str, item: Any, index: int) -> Record:

@@ -3,63 +3,45 @@
 The API's writes, the history generator and the daily clock all create, change, convert and delete
 records with the methods below, so a record looks the same whoever touched it: Modified_Time and
 Modified_By are stamped, derived fields are re-derived and deletions land in the deletion log.
-`version` counts mutations; readers use it to know when a cached sort is stale.
+`version` counts mutations; readers use it to know when a cached sort is stale. The org's custom fields
+are state too: an admin adds, retypes or deletes them at any time (`add_field`, ...), and `spec(module)`
+is the module as the org has it now.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .factory import RecordFactory
 from .model import (
+    CUSTOM_DATA_TYPES,
     MODULES,
-    PIPELINE_NAME,
     STAGE_HISTORY_FIELDS,
+    STANDARD_FIELDS,
     Currency,
+    CustomField,
     Deal,
     DeletedEntry,
+    IdSequence,
+    Kind,
     Lead,
+    ModuleSpec,
     Record,
     Ref,
     StageHistoryEntry,
     User,
     apply_changes,
+    blank_record,
 )
 from .timeline import BUSINESS_HOURS, OrgCalendar
 
-if TYPE_CHECKING:
-    from .generator import RecordFactory
-
 HOME_CURRENCY = "USD"  # what a new org's home currency is unless told otherwise
-
-
-class IdSequence:
-    """Zoho-shaped ids: 19-digit numeric strings, an org prefix followed by a 12-digit counter.
-
-    The counter only grows, so ids sort in creation order (as Zoho's do, roughly) and, having a fixed
-    width, compare the same as strings and as numbers. Metadata (layouts, stages, roles) uses small
-    reserved numbers below the first record id.
-    """
-
-    FIRST_RECORD = 1_000_000
-
-    def __init__(self, prefix: int) -> None:
-        if not 1_000_000 <= prefix <= 9_999_999:
-            raise ValueError("the id prefix must have 7 digits")
-        self.prefix = prefix
-        self._counter = self.FIRST_RECORD
-
-    def next(self) -> str:
-        self._counter += 1
-        return f"{self.prefix}{self._counter:012d}"
-
-    def reserved(self, number: int) -> str:
-        if not 0 < number < self.FIRST_RECORD:
-            raise ValueError("reserved ids are below the record range")
-        return f"{self.prefix}{number:012d}"
+CUSTOM_FIELD_IDS = 600_000  # custom fields get reserved ids from 600,001 on, in the order they were added
 
 
 @dataclass(frozen=True)
@@ -85,7 +67,8 @@ class OrgSize:
 
 class OrgState:
     def __init__(self, *, seed: int, size: OrgSize, calendar: OrgCalendar, today: dt.date, users: list[User],
-                 ids: IdSequence, meta: OrgMeta, factory: RecordFactory, currencies: list[Currency]) -> None:
+                 ids: IdSequence, meta: OrgMeta, factory: RecordFactory, currencies: list[Currency],
+                 custom_fields: dict[str, dict[str, CustomField]]) -> None:
         self.seed = seed
         self.size = size
         self.calendar = calendar
@@ -105,6 +88,66 @@ class OrgState:
         # with the deal in the recycle bin).
         self.stage_history: dict[str, list[StageHistoryEntry]] = {}
         self._history_rows = 0
+        # Module -> API name -> field, in the order they were added (the factory fills new records from it).
+        self.custom_fields = custom_fields
+        self._fields_added = sum(len(fields) for fields in custom_fields.values())
+        self._specs: dict[str, ModuleSpec] = {}
+
+    # -- custom fields ------------------------------------------------------------------------
+
+    def spec(self, module: str) -> ModuleSpec:
+        """The module as the org has it now: its standard fields and its custom fields."""
+        if module not in self._specs:
+            self._specs[module] = MODULES[module].with_custom(self.custom_fields[module].values())
+        return self._specs[module]
+
+    def add_field(self, module: str, label: str, data_type: str, values: Iterable[str] = (), *,
+                  api_name: str | None = None, when: int | None = None) -> CustomField:
+        """Add a custom field to `module`, empty on every record so far (Zoho fills no existing record).
+
+        Zoho's API name is the label with underscores for what is not a letter or digit, unless one is given.
+        Raises ValueError naming what is wrong: an unknown data type, a picklist without values, a name the
+        module has already (its standard fields included, in any case).
+        """
+        name = api_name or re.sub(r"[^A-Za-z0-9]+", "_", label.strip()).strip("_")
+        options = _field_options(data_type, values)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,99}", name):
+            raise ValueError("the API name must start with a letter and hold letters, digits and underscores")
+        taken = {n.lower() for n in (*STANDARD_FIELDS[MODULES[module].record_type], *self.custom_fields[module])}
+        if name.lower() in taken:
+            raise ValueError(f"{module} already has a field named {name}")
+        self._fields_added += 1
+        field = CustomField(name, label.strip() or name, data_type, options,
+                            self.ids.reserved(CUSTOM_FIELD_IDS + self._fields_added),
+                            self.tick() if when is None else when)
+        self.custom_fields[module][name] = field
+        self._fields_changed(module)
+        return field
+
+    def retype_field(self, module: str, api_name: str, data_type: str, values: Iterable[str] = ()) -> CustomField:
+        """Change a custom field's data type (Zoho's Update Custom Field); each record's value is converted,
+        or emptied when it cannot be, and no record counts as modified (Zoho does not touch them)."""
+        old = self.custom_fields[module][api_name]
+        options = _field_options(data_type, values)
+        field = old._replace(data_type=data_type, values=options)
+        self.custom_fields[module][api_name] = field
+        for record in self.tables[module].values():
+            if record.custom and api_name in record.custom:
+                apply_changes(record, {api_name: _converted(record.custom[api_name], field.kind)})
+        self._fields_changed(module)
+        return field
+
+    def remove_field(self, module: str, api_name: str) -> CustomField:
+        """Delete a custom field and its values (Zoho's Delete Custom Field); no record counts as modified."""
+        field = self.custom_fields[module].pop(api_name)
+        for record in self.tables[module].values():
+            apply_changes(record, {api_name: None})
+        self._fields_changed(module)
+        return field
+
+    def _fields_changed(self, module: str) -> None:
+        self._specs.pop(module, None)
+        self.version += 1
 
     def currency(self, iso_code: str) -> Currency | None:
         return next((c for c in self.currencies if c.iso_code == iso_code), None)
@@ -211,15 +254,26 @@ class OrgState:
         return deal
 
 
-def blank_record(module: str, record_id: str, when: int, user_id: str) -> Record:
-    """A new record with the system fields Zoho fills on creation."""
-    record = MODULES[module].record_type(
-        id=record_id, Owner=user_id, Created_Time=when, Modified_Time=when, Created_By=user_id,
-        Modified_By=user_id,
-    )
-    if isinstance(record, Lead):
-        record.Converted__s = False
-        record.Record_Status__s = "Available"
-    else:
-        record.Pipeline = PIPELINE_NAME
-    return record
+def _field_options(data_type: str, values: Iterable[str]) -> tuple[str, ...]:
+    """The picklist values of a custom field of `data_type`; ValueError for a type the sandbox does not know,
+    a picklist without values, or values of a field that is not a picklist."""
+    if data_type not in CUSTOM_DATA_TYPES:
+        raise ValueError(f"data_type must be one of {', '.join(CUSTOM_DATA_TYPES)}")
+    options = tuple(dict.fromkeys(str(v) for v in values))
+    if (data_type == "picklist") != bool(options):
+        raise ValueError("a picklist needs its values, and only a picklist has values")
+    return options
+
+
+def _converted(value: Any, kind: Kind) -> Any:
+    """A custom field's value after a change of its type: kept when it reads as the new type, else None."""
+    try:
+        if kind is Kind.TEXT:
+            return value if isinstance(value, str) else str(value)
+        if kind is Kind.NUMBER:
+            return float(value)
+        if kind is Kind.INTEGER:
+            return int(value) if float(value).is_integer() else None
+    except (TypeError, ValueError):
+        return None
+    return None

@@ -90,7 +90,8 @@ def parse_datetime(text: str, tz: ZoneInfo) -> int:
     return int(parsed.timestamp())
 
 
-FieldPlan = list[tuple[str, Callable[[Any], Any] | None]]
+# (API name, converter or None, whether it is a custom field's), per field to render.
+FieldPlan = list[tuple[str, Callable[[Any], Any] | None, bool]]
 
 
 class Renderer:
@@ -124,15 +125,18 @@ class Renderer:
         return None if ref is None else {"name": ref.name, "id": ref.id}
 
     def plan(self, spec: ModuleSpec, fields: Iterable[str] | None = None) -> FieldPlan:
-        """Which attributes to render and how; `id` always comes first, unknown fields are dropped."""
+        """Which fields to render and how; `id` always comes first, unknown fields are dropped.
+
+        `spec` is the module as the org has it (`OrgState.spec`), so its custom fields render too."""
         names = spec.kinds if fields is None else ["id", *(f for f in fields if f in spec.kinds and f != "id")]
-        return [(name, self._converters.get(spec.kinds[name])) for name in names]
+        return [(name, self._converters.get(spec.kinds[name]), name in spec.custom) for name in names]
 
     @staticmethod
     def record(record: Record, plan: FieldPlan) -> dict[str, Any]:
         out = {}
-        for name, convert in plan:
-            value = getattr(record, name)
+        custom = record.custom or {}
+        for name, convert, is_custom in plan:
+            value = custom.get(name) if is_custom else getattr(record, name)
             out[name] = value if convert is None else convert(value)
         return out
 

@@ -33,30 +33,42 @@ Every column is declared with its type, so it exists even when Zoho sent no valu
 for it yet. Lookups are flattened (`Owner` -> `owner__id`, `owner__name`,
 `owner__email`); there are no child tables.
 
-Credentials and settings come from dlt (`SOURCES__ZOHO__CLIENT_ID`, ...,
-`.dlt/secrets.toml` / `.dlt/config.toml` under `[sources.zoho]`) or from the
-plain `ZOHO_CLIENT_ID`, `ZOHO_CLIENT_SECRET`, `ZOHO_REFRESH_TOKEN`, `ZOHO_DC`,
-`ZOHO_ACCOUNTS_URL`; environment variables win over the files.
+The fields of `leads`/`deals` (and their versions) are the org's own: each run reads the
+module's `/settings/fields` once and loads every field it lists (custom fields included)
+beside the standard ones of `settings.MODULE_FIELDS`, so a field the org adds becomes a
+column (dlt's snake_case: `Product_Line` -> `product_line`) with the next run that reads
+a record, which the overlap makes nearly every run; only the records changed since carry
+its values. Zoho takes 50 fields a request: a module with more is paged with the first 50
+and completed by id (see `_with_other_batches`). A field the org deletes keeps its column:
+a record read again after the deletion (changed since, or in the overlap) gets null in it,
+the others keep their last value, and the versions keep every value they saw. A field
+retyped in the org keeps its column and its type: dlt coerces the new values to it where it
+can ("12" into a bigint column, 12 into a text one) and puts the others in a variant column
+`<column>__v_<type>` (text in a bigint column: `seats__v_text`); declaring the new type would
+not change the column but make the load fail, so the extractor never does (`_org_field_hints`).
+
+Credentials and the data centre come from dlt's `SOURCES__ZOHO__CLIENT_ID`, ..., then
+the plain `ZOHO_CLIENT_ID`, `ZOHO_CLIENT_SECRET`, `ZOHO_REFRESH_TOKEN`, `ZOHO_DC`,
+`ZOHO_ACCOUNTS_URL`, `ZOHO_CREDIT_FLOOR`, then `[sources.zoho]` in `.dlt/secrets.toml` /
+`.dlt/config.toml`: the resolver of `credentials.py`, which the doctor uses too.
 
 API reference: https://www.zoho.com/crm/developer/docs/api/v8/
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Iterator, Optional, Protocol
 
 import dlt
 from dlt.sources import DltResource
 
-from warehouse import ConfigError
-
+from .credentials import connect, resolve_settings
 from .helpers import (
     CreditFloorReached,
     ZohoClient,
-    ZohoCredentials,
     ZohoError,
     column_hints,
     format_zoho_datetime,
@@ -66,15 +78,13 @@ from .helpers import (
     typed_record,
 )
 from .settings import (
-    ACCOUNTS_URLS,
-    API_DOMAINS,
     CURRENCIES_FIELDS,
     CURRENCIES_NOT_ENABLED,
-    CREDIT_FLOOR,
     DEAL_STAGES_FIELDS,
-    DEFAULT_DC,
     DELETED_FIELDS,
     DELETED_FLAG,
+    FIELDS_PER_REQUEST,
+    IDS_PER_REQUEST,
     METADATA_MAX_AGE_DAYS,
     MODULE_FIELDS,
     MODULES,
@@ -87,6 +97,8 @@ from .settings import (
     STAGE_HISTORY_FIELDS,
     STAGE_HISTORY_RELATED_LIST,
     USERS_FIELDS,
+    FieldKind,
+    field_kind,
 )
 
 __all__ = ["zoho_crm", "ExtractObserver", "ExtractSession", "CreditFloorReached", "ZohoError", "RESOURCES"]
@@ -105,7 +117,9 @@ class ExtractSession:
     reads of leads and deals, which the next load of the run continues where the last one stopped.
 
     `unfinished` names the record resources that stopped at `records_per_load` with more to read;
-    `credit_stop` is set when Zoho reported credits below the floor between two pages.
+    `credit_stop` is set when Zoho reported credits below the floor between two pages; `fields` holds
+    each module's field list, read from the org once a run, so that every load of the run (and the
+    read it continues) asks for the same fields.
     """
 
     client: Optional[ZohoClient] = None
@@ -113,6 +127,7 @@ class ExtractSession:
     unfinished: set[str] = field(default_factory=set)
     credit_stop: Optional[CreditFloorReached] = None
     decisions: dict[str, bool] = field(default_factory=dict)  # taken once per run (the stage-history backfill)
+    fields: dict[str, dict[str, FieldKind]] = field(default_factory=dict)  # each module's field list, read once
     metadata_due: set[str] = field(default_factory=set)  # deal_stages/currencies a deal of this run showed stale
     _reads: dict[str, Iterator[list[dict[str, Any]]]] = field(default_factory=dict)
 
@@ -121,6 +136,12 @@ class ExtractSession:
         if module not in self._reads:
             self._reads[module] = start()
         return self._reads[module]
+
+    def module_fields(self, module: str, client: ZohoClient) -> dict[str, FieldKind]:
+        """The fields of `module` this run reads (`_field_list`), read from the org on first use."""
+        if module not in self.fields:
+            self.fields[module] = _field_list(client, module)
+        return self.fields[module]
 
     def finished(self, module: str) -> None:
         self._reads.pop(module, None)
@@ -145,17 +166,11 @@ class _Silent:
 
 @dlt.source(name="zoho_crm", section="zoho", max_table_nesting=1)
 def zoho_crm(
-    client_id: Optional[str] = dlt.secrets.value,
-    client_secret: Optional[str] = dlt.secrets.value,
-    refresh_token: Optional[str] = dlt.secrets.value,
-    dc: Optional[str] = dlt.config.value,
-    accounts_url: Optional[str] = dlt.config.value,
     overlap_minutes: float = OVERLAP_MINUTES,
     page_size: int = PAGE_SIZE,
     page_token_limit: int = PAGE_TOKEN_LIMIT,
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
-    credit_floor: Optional[int] = dlt.config.value,
     records_per_load: int = RECORDS_PER_LOAD,
     records_file_format: Optional[str] = None,
     stage_history_backfill: bool = True,
@@ -165,15 +180,14 @@ def zoho_crm(
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
 
+    The credentials, the data centre (`dc`), its accounts server (`accounts_url`, which
+    reaches the local sandbox org) and `credit_floor` are not arguments: `credentials.py`
+    resolves them, for the doctor as for this source, so that both use the same ones.
+
     Args:
-        dc: Zoho data centre: com, eu, in, com.au, jp, ca, com.cn or sa.
-        accounts_url: Overrides the data centre's accounts server (the local sandbox
-            org is reached this way); the API host always comes from the token response.
         overlap_minutes: How far before the last cursor each incremental read starts.
         page_token_limit: Records one `page_token` chain reaches (Zoho: 100,000); a longer
             read restarts its query from the last Modified_Time before Zoho refuses the next page.
-        credit_floor: Stop reading (cleanly: the next run continues) once Zoho reports
-            fewer API credits left than this (ZOHO_CREDIT_FLOOR); 0 or unset: never.
         records_per_load: Most leads/deals one load of a run takes, when the run passes a
             `session` that continues the read in further loads (see `run.load`).
         reread_metadata: Read the pipeline stages and currencies even if no deal showed them
@@ -185,31 +199,18 @@ def zoho_crm(
             API call per deal); without it the past before the first sync is dated from
             the records' Closing_Date and last change only.
     """
-    secrets = {
-        name: (_setting(name, injected) or "").strip()
-        for name, injected in (("client_id", client_id), ("client_secret", client_secret), ("refresh_token", refresh_token))
-    }
-    missing = [name for name, value in secrets.items() if not value]
-    if missing:
-        raise ConfigError(_missing_message(missing))
-    credentials = ZohoCredentials(**secrets)
-    data_centre = (_setting("dc", dc) or DEFAULT_DC).strip().lower()
-    if data_centre not in ACCOUNTS_URLS:
-        raise ConfigError(f"ZOHO_DC must be one of {', '.join(ACCOUNTS_URLS)} (got {data_centre!r})")
-    floor = _credit_floor(credit_floor)
+    settings = resolve_settings()  # fails on a missing or malformed setting before any request
     observer = observer or _Silent()
     if session is None:
         session = ExtractSession()
     else:
         session.records_per_load = records_per_load
     if session.client is None:
-        session.client = ZohoClient(
-            credentials,
-            _setting("accounts_url", accounts_url) or ACCOUNTS_URLS[data_centre],
-            fallback_api_domain=API_DOMAINS[data_centre],
+        session.client = connect(
+            settings,
             retry_attempts=retry_attempts,
             retry_backoff_seconds=retry_backoff_seconds,
-            credit_floor=floor,
+            credit_floor=settings.credit_floor,
             on_request=observer.api_call,
         )
     client = session.client
@@ -221,7 +222,7 @@ def zoho_crm(
     }
     return [
         *records.values(),
-        *(_versions(records[module], module, records_file_format) for module in MODULES),
+        *(_versions(records[module], module, records_file_format, session) for module in MODULES),
         _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format,
                             session),
         _users(client, page_size, observer),
@@ -230,36 +231,6 @@ def zoho_crm(
         deleted_records,
         *(_tombstones(deleted_records, module, records_file_format) for module in MODULES),
     ]
-
-
-# ---------------------------------------------------------------------- configuration
-
-
-def _setting(name: str, injected: Optional[str]) -> Optional[str]:
-    """dlt's own `SOURCES__ZOHO__<NAME>` wins, then the plain `ZOHO_<NAME>`, then `.dlt/*.toml`."""
-    if os.environ.get(f"SOURCES__ZOHO__{name.upper()}"):
-        return injected
-    return os.environ.get(f"ZOHO_{name.upper()}") or injected
-
-
-def _credit_floor(injected: Optional[int]) -> int:
-    raw = _setting("credit_floor", None if injected is None else str(injected))
-    if raw is None or str(raw).strip() == "":
-        return CREDIT_FLOOR
-    try:
-        floor = int(str(raw).strip())
-    except ValueError:
-        floor = -1
-    if floor < 0:
-        raise ConfigError(f"ZOHO_CREDIT_FLOOR must be a whole number of API credits, 0 or more (got {raw!r})")
-    return floor
-
-
-def _missing_message(missing: list[str]) -> str:
-    plain = ", ".join(f"ZOHO_{name.upper()}" for name in missing)
-    dlt_names = ", ".join(f"SOURCES__ZOHO__{name.upper()}" for name in missing)
-    verb = "is" if len(missing) == 1 else "are"
-    return f"{plain} {verb} not set (or {dlt_names} / [sources.zoho] in .dlt/secrets.toml)"
 
 
 # ---------------------------------------------------------------------- resources
@@ -291,7 +262,6 @@ def _module_records(
     observer: ExtractObserver,
     session: ExtractSession,
 ) -> DltResource:
-    fields = MODULE_FIELDS[module]
     name = module.lower()
     hints = _module_table_hints(module, file_format)
     hints.pop("table_name")
@@ -305,6 +275,8 @@ def _module_records(
             "Modified_Time", lag=overlap.total_seconds()
         ),
     ) -> Iterator[list[dict[str, Any]]]:
+        fields = session.module_fields(module, client)
+        first, *others = _field_batches(fields)
         # A later load of the same run continues the read the previous load stopped, from the
         # exact record it stopped at (the incremental's start value only matters to the first).
         pages = session.read(
@@ -312,12 +284,13 @@ def _module_records(
             lambda: iter_record_pages(
                 client,
                 module,
-                list(fields),
+                first,
                 modified_since=modified_time.start_value,
                 page_size=page_size,
                 chain_limit=page_token_limit,
             ),
         )
+        declared = False
         taken = 0
         while True:
             if client.below_floor():
@@ -327,12 +300,18 @@ def _module_records(
             if page is None:
                 session.finished(module)
                 return
+            read = len(page)
+            page = _with_other_batches(client, module, page, others)
             observer.page(name, len(page))
             rows = [typed_record(record, fields) for record in page]
             if module == "Deals":
                 _watch_metadata(rows, session)
-            yield rows
-            taken += len(page)
+            if declared:
+                yield rows
+            else:  # the org's other fields, declared once per load with its first page
+                declared = True
+                yield dlt.mark.with_hints(rows, dlt.mark.make_hints(columns=_org_field_hints(module, fields, name)))
+            taken += read
             if session.records_per_load is not None and taken >= session.records_per_load:
                 session.unfinished.add(name)
                 return
@@ -340,7 +319,7 @@ def _module_records(
     return records
 
 
-def _versions(records: DltResource, module: str, file_format: Optional[str]) -> DltResource:
+def _versions(records: DltResource, module: str, file_format: Optional[str], session: ExtractSession) -> DltResource:
     """Every version of the module's records the extractor reads, kept: the warehouse's own history.
 
     The records table holds the latest version only; this one keeps each (id, Modified_Time) once (an
@@ -357,11 +336,111 @@ def _versions(records: DltResource, module: str, file_format: Optional[str]) -> 
     if file_format:
         hints["file_format"] = file_format
 
-    @dlt.transformer(data_from=records, name=f"{module.lower()[:-1]}_versions", **hints)
+    table = f"{module.lower()[:-1]}_versions"
+    declared: list[bool] = []
+
+    @dlt.transformer(data_from=records, name=table, **hints)
     def versions(page: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        yield [dict(record) for record in page]
+        rows = [dict(record) for record in page]
+        if declared:
+            yield rows
+        else:  # the org's other fields, as the records resource declares them (it read the field list)
+            declared.append(True)
+            org_fields = _org_field_hints(module, session.fields.get(module, {}), table)
+            yield dlt.mark.with_hints(rows, dlt.mark.make_hints(columns=org_fields))
 
     return versions
+
+
+# ---------------------------------------------------------------------- the org's field list
+
+
+def _field_list(client: ZohoClient, module: str) -> dict[str, FieldKind]:
+    """The fields of `module` to read, with the kind of each: the standard ones of `MODULE_FIELDS` (the
+    models rely on them, with their fixed types) first, then every other field the org's `/settings/fields`
+    lists (custom fields, and standard ones the models do not use), typed by `field_kind`.
+
+    Fields a record list cannot return (subforms, multi-select lookups, files) and hidden ones are left out.
+    Without an answer (204) the standard fields are read.
+    """
+    fields: dict[str, FieldKind] = dict(MODULE_FIELDS[module])
+    try:
+        body = client.get("settings/fields", params={"module": module}) or {}
+    except ZohoError as error:
+        if error.code in ("OAUTH_SCOPE_MISMATCH", "NO_PERMISSION"):
+            raise ZohoError(f"reading the {module} field list needs the scope ZohoCRM.settings.fields.READ: {error}",
+                            code=error.code) from None
+        raise
+    for described in body.get("fields") or []:
+        name = described.get("api_name")
+        if not isinstance(name, str) or not name or name == "id" or name in fields or described.get("visible") is False:
+            continue
+        kind = field_kind(str(described.get("data_type") or ""), str(described.get("json_type") or ""))
+        if kind is not None:
+            fields[name] = kind
+    return fields
+
+
+def _field_batches(fields: Mapping[str, FieldKind]) -> list[list[str]]:
+    """`fields` in the groups one request may ask for: the first, which the list read pages on, holds the
+    standard fields (Modified_Time among them); each further group leaves room for Modified_Time, which
+    `_with_other_batches` asks for with it."""
+    names = list(fields)
+    first, rest = names[:FIELDS_PER_REQUEST], names[FIELDS_PER_REQUEST:]
+    if "Modified_Time" not in first:
+        raise ValueError("the records are paged on Modified_Time: it must be among the first fields")
+    size = FIELDS_PER_REQUEST - 1
+    return [first, *(rest[start:start + size] for start in range(0, len(rest), size))]
+
+
+def _with_other_batches(
+    client: ZohoClient, module: str, page: list[dict[str, Any]], batches: list[list[str]]
+) -> list[dict[str, Any]]:
+    """The page's records completed with the fields of the other `batches`, read by id (100 ids a call).
+
+    Zoho serves 50 fields a request and binds a page token to its field list, so a module with more
+    fields is paged with the first batch and each page completed by id, never by reusing a token with
+    other fields. A record that changed (or went) between the page and its completion is left out: the
+    rest of it would be of another version; its new version is past the cursor, so the next run reads it.
+    """
+    if not batches or not page:
+        return page
+    records = {str(record["id"]): dict(record) for record in page}
+    complete = set(records)
+    ids = list(records)
+    for batch in batches:
+        answered: set[str] = set()
+        for start in range(0, len(ids), IDS_PER_REQUEST):
+            params = {"fields": ",".join(["Modified_Time", *batch]),
+                      "ids": ",".join(ids[start:start + IDS_PER_REQUEST])}
+            if module == "Leads":
+                params["converted"] = "both"  # as the list read: converted leads too
+            for extra in (client.get(module, params=params) or {}).get("data") or []:
+                record = records.get(str(extra.get("id")))
+                if record is not None and extra.get("Modified_Time") == record.get("Modified_Time"):
+                    record.update(extra)
+                    answered.add(str(extra["id"]))
+        complete &= answered
+    return [records[record_id] for record_id in ids if record_id in complete]
+
+
+def _org_field_hints(module: str, fields: Mapping[str, FieldKind], table: str) -> dict[str, dict[str, Any]]:
+    """Column hints of the org's fields beyond the standard ones, for `table`.
+
+    A column the table already has with another type is left as it is: the field was retyped in Zoho,
+    and a hint with the new type would not change the column (dlt does not alter it) but make the load
+    fail on a value the old type cannot hold. Undeclared, dlt coerces what it can and puts the rest in a
+    variant column (`<name>__v_<type>`).
+    """
+    schema = dlt.current.source_schema()
+    existing = schema.tables.get(table, {}).get("columns", {})
+    others = {name: kind for name, kind in fields.items() if name not in MODULE_FIELDS[module]}
+    hints = {}
+    for name, hint in column_hints(others).items():
+        column = existing.get(schema.naming.normalize_path(name))
+        if name != "id" and (column is None or column.get("data_type") in (None, hint["data_type"])):
+            hints[name] = hint
+    return hints
 
 
 def _deal_stage_history(

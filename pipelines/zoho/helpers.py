@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import requests
 
@@ -36,9 +36,14 @@ from .settings import (
     FieldKind,
 )
 
+if TYPE_CHECKING:
+    from .credentials import TokenCache
+
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# The token endpoint's answer once a refresh token minted 10 access tokens in 10 minutes (HTTP 200).
+TOKEN_THROTTLED = "Access Denied"
 EXPIRED_TOKEN_CODES = frozenset({"INVALID_TOKEN", "AUTHENTICATION_FAILURE"})
 # A page token Zoho no longer honours: the query starts again from where the read got to.
 RESTARTABLE_PAGE_CODES = frozenset({"PAGINATION_LIMIT_EXCEEDED", "EXPIRED_VALUE", "TOKEN_BOUND_DATA_MISMATCH"})
@@ -92,10 +97,12 @@ class ZohoCredentials:
 class ZohoClient:
     """A session against one Zoho org: mints access tokens and GETs CRM API paths.
 
-    The access token lives in memory only. It is renewed shortly before it
-    expires and, once per request, when Zoho answers 401 anyway (tokens can be
-    revoked, and an org allows only 15 live tokens per refresh token). Refreshes
-    are single-flight so parallel resources never mint tokens that evict each other.
+    The access token is renewed shortly before it expires and, once per request,
+    when Zoho answers 401 anyway (tokens can be revoked, and an org allows only 15
+    live tokens per refresh token). Refreshes are single-flight so parallel
+    resources never mint tokens that evict each other. With a `token_cache` the
+    client starts from the token an earlier process minted, and leaves its own
+    there for the next: Zoho allows a refresh token 10 new tokens per 10 minutes.
     """
 
     def __init__(
@@ -108,8 +115,10 @@ class ZohoClient:
         retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
         credit_floor: int = 0,
         on_request: Optional[Callable[[str], None]] = None,
+        token_cache: Optional["TokenCache"] = None,
     ) -> None:
         self._credentials = credentials
+        self._token_cache = token_cache
         self._token_url = accounts_url.rstrip("/") + TOKEN_PATH
         self._fallback_api_domain = fallback_api_domain
         self._retry_attempts = max(1, retry_attempts)
@@ -120,6 +129,7 @@ class ZohoClient:
         self._access_token: Optional[str] = None
         self._token_expires_at = 0.0
         self._api_base: Optional[str] = None
+        self.token_from_cache = False  # the token in use was minted by an earlier process
         self.credit_floor = credit_floor
         self.credits_remaining: Optional[int] = None  # from X-API-CREDITS-REMAINING (sent once half is used)
 
@@ -128,11 +138,25 @@ class ZohoClient:
     def _token(self, *, stale: Optional[str] = None) -> str:
         """A valid access token; `stale` is one Zoho just rejected and must be replaced."""
         with self._lock:
+            if stale is not None and self._token_cache is not None:
+                self._token_cache.drop(stale)
+            elif self._access_token is None:
+                self._take_cached()
             fresh = self._access_token is not None and time.monotonic() < self._token_expires_at
             if not fresh or self._access_token == stale:
                 self._refresh()
             assert self._access_token is not None
             return self._access_token
+
+    def _take_cached(self) -> None:
+        cached = self._token_cache.load() if self._token_cache is not None else None
+        if cached is None:
+            return
+        self._access_token = cached.access_token
+        self._token_expires_at = time.monotonic() + cached.seconds_left() - TOKEN_REFRESH_MARGIN_SECONDS
+        self._api_base = cached.api_domain.rstrip("/") + API_PATH
+        self.token_from_cache = True
+        logger.info("reusing the cached Zoho access token (valid %ds more)", int(cached.seconds_left()))
 
     def _refresh(self) -> None:
         # Form body, not query string: the secrets then never appear in a URL or an access log.
@@ -147,15 +171,21 @@ class ZohoClient:
             raise ZohoError(f"token request failed: HTTP {response.status_code}, not JSON")
         if "access_token" not in body:
             # Zoho reports token errors with HTTP 200 and e.g. {"error": "invalid_code"}.
-            error = body.get("error") or f"HTTP {response.status_code}"
+            error = str(body.get("error") or f"HTTP {response.status_code}")
             raise ZohoError(
-                f"token request failed: {error}{_TOKEN_HINTS.get(str(error), '')}", retry_later=error == "Access Denied"
+                f"token request failed: {error}{_TOKEN_HINTS.get(error, '')}",
+                code=error,
+                retry_later=error == TOKEN_THROTTLED,
             )
         expires_in = float(body.get("expires_in") or 3600)
+        api_domain = str(body.get("api_domain") or self._fallback_api_domain)
         self._access_token = body["access_token"]
         self._token_expires_at = time.monotonic() + max(expires_in - TOKEN_REFRESH_MARGIN_SECONDS, expires_in / 2)
-        self._api_base = (body.get("api_domain") or self._fallback_api_domain).rstrip("/") + API_PATH
+        self._api_base = api_domain.rstrip("/") + API_PATH
+        self.token_from_cache = False
         logger.info("obtained a Zoho access token (valid %ss)", int(expires_in))
+        if self._token_cache is not None:
+            self._token_cache.save(body["access_token"], api_domain, expires_in)
 
     # ------------------------------------------------------------------ requests
 
@@ -260,7 +290,8 @@ class ZohoClient:
 _TOKEN_HINTS = {
     "invalid_client": " (check ZOHO_CLIENT_ID / ZOHO_CLIENT_SECRET, and ZOHO_DC: the client belongs to one data centre)",
     "invalid_code": " (the refresh token is invalid or revoked: generate a new ZOHO_REFRESH_TOKEN)",
-    "Access Denied": " (Zoho throttles token requests: at most 10 per refresh token per 10 minutes; try again later)",
+    TOKEN_THROTTLED: " (Zoho allows 10 new access tokens per refresh token per 10 minutes: wait 10 minutes and run"
+    " again; the refresh token is fine, do not generate a new one)",
 }
 
 

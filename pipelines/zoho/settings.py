@@ -1,9 +1,10 @@
 """Constants of the Zoho CRM source: data centres, endpoints, fields and the raw column types.
 
-The module field lists are the single description of what we extract: the
-`fields=` parameter sent to Zoho and the column hints given to dlt are both
-derived from them, so a field added here appears in the API request and as a
-typed column in `zoho_raw` at once.
+The module field lists are the standard fields the models rely on, with the types their
+columns always have: they are requested from every org and declared to dlt whether or
+not the org's metadata lists them. Every other field the org's `/settings/fields` lists
+(its custom fields above all) is requested and loaded too, typed by `field_kind` from
+its Zoho data type: a field the org adds needs no change here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ API_DOMAINS = {dc: f"https://www.zohoapis.{dc}" for dc in ACCOUNTS_URLS}
 DEFAULT_DC = "com"
 
 PAGE_SIZE = 200  # Zoho's maximum per request
+FIELDS_PER_REQUEST = 50  # API names one `fields=` parameter may carry (more: 400 LIMIT_EXCEEDED)
 # One page_token chain reaches this many records; the page after them is 400 PAGINATION_LIMIT_EXCEEDED.
 PAGE_TOKEN_LIMIT = 100_000
 COQL_LIMIT = 2_000  # records one COQL call returns at most
@@ -52,9 +54,39 @@ CREDIT_FLOOR = 0
 MODULES = ("Leads", "Deals")
 
 # How a Zoho field lands in the warehouse. Lookups are objects that dlt flattens into
-# `<field>__id`, `<field>__name` (and `__email` for users).
-FieldKind = Literal["text", "double", "bigint", "bool", "date", "timestamp", "user", "record"]
+# `<field>__id`, `<field>__name` (and `__email` for users); lists (a multi-select picklist) and
+# other objects stay whole in one JSON column rather than becoming child tables.
+FieldKind = Literal["text", "double", "bigint", "bool", "date", "timestamp", "user", "record", "json"]
 LOOKUP_PARTS: dict[FieldKind, tuple[str, ...]] = {"user": ("id", "name", "email"), "record": ("id", "name")}
+
+# `/settings/fields` data types the Records API does not return in a list (Zoho sends subforms and
+# multi-select lookups with a single record's GET only, and files as attachments).
+UNLISTED_DATA_TYPES = frozenset({"subform", "multiselectlookup", "multiuserlookup", "fileupload", "imageupload"})
+# A field's kind by its `json_type`, when its `data_type` does not say more (see `field_kind`).
+JSON_TYPE_KINDS: dict[str, FieldKind] = {
+    "string": "text", "double": "double", "integer": "bigint", "boolean": "bool", "jsonobject": "json",
+    "jsonarray": "json",
+}
+
+
+def field_kind(data_type: str, json_type: str) -> FieldKind | None:
+    """The column kind of a field `/settings/fields` describes; None for one a record list cannot return.
+
+    Dates and datetimes are text in JSON, lookups objects: their `data_type` tells; every other field
+    follows its `json_type` (a picklist is a string, a currency or percent a double, a number an
+    integer), and a type unknown here is kept as text.
+    """
+    if data_type in UNLISTED_DATA_TYPES:
+        return None
+    if data_type in ("ownerlookup", "userlookup"):
+        return "user"
+    if data_type == "lookup":
+        return "record"
+    if data_type == "datetime":
+        return "timestamp"
+    if data_type == "date":
+        return "date"
+    return JSON_TYPE_KINDS.get(json_type, "text")
 
 LEADS_FIELDS: dict[str, FieldKind] = {
     "Owner": "user",

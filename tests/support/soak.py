@@ -30,7 +30,7 @@ from warehouse import PROJECT_ROOT
 
 PAGE = 200
 OVERLAP = dt.timedelta(minutes=10)
-METADATA_CHECKS = 1  # users (If-Modified-Since); stages and currencies only when a deal names a new one
+METADATA_CHECKS = 3  # users (If-Modified-Since) and each module's field list; stages and currencies only when a deal names a new one
 MAX_RUNS = 8
 
 

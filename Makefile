@@ -1,6 +1,6 @@
 # CRM Intelligence — the commands a user runs.
 #   make demo    the whole day against the local sandbox org, on an embedded DuckDB file
-#   make test    the full test suite (starts its own PostgreSQL server)
+#   make test    the linters (make lint), then the full test suite (starts its own PostgreSQL server)
 #   make check   check every setting and connection in seconds (TARGET=duckdb|postgres)
 #   make daily   check -> extract -> dbt build -> briefing, against your own Zoho org (TARGET=duckdb|postgres)
 #   make eval    the briefing written by a real small model (llama.cpp) for 14 days of the demo warehouse
@@ -9,9 +9,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TARGET ?= duckdb
+PORT   ?= 8000
+# .env (ZOHO_..., DATABASE_URL=..., DUCKDB_PATH=...) is read when present.
+DOTENV := if [ -f .env ]; then set -a; . ./.env; set +a; fi;
+# Commands that only read the warehouse run on the one `python -m warehouse exec` resolves: right after
+# `make demo` that is demo.duckdb, and a DuckDB file that does not exist is refused rather than created empty.
+READER  = $(BIN)/python -m warehouse exec --target $(TARGET)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test check daily api bench eval clean
+.PHONY: help install demo test lint check daily api docs mf bench eval clean
 
 help:  ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,18 +34,43 @@ profiles.yml:
 demo: install profiles.yml  ## run the whole day on DuckDB against the sandbox org (no accounts needed)
 	@scripts/demo.sh
 
-test: install  ## run the whole test suite, PostgreSQL included
+test: install lint  ## the linters, then the whole test suite, PostgreSQL included
 	@scripts/ensure-postgres.sh
 	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10  # two workers: most tests wait on one dbt or Postgres process at a time; an idle one takes tests not yet started from the other
 
+# sqlfluff's dbt templater compiles the models as dbt does, which opens the profile's warehouse: an empty DuckDB
+# file of its own, so linting needs no built warehouse and never touches one.
+lint: install profiles.yml  ## ruff (lint and format check) on the Python, sqlfluff (dbt templater) on the models
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(BIN)/python -c 'import duckdb, sys; duckdb.connect(sys.argv[1]).close()' "$$scratch/lint.duckdb"; \
+	echo "sqlfluff lint models (dbt templater)"; \
+	DUCKDB_PATH="$$scratch/lint.duckdb" DBT_TARGET=duckdb $(BIN)/sqlfluff lint models --processes 2 --disable-progress-bar
+
 check: install  ## check the settings and connections of the daily job (exit 2 names what to fix)
-	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; $(BIN)/python -m insights.doctor --target $(TARGET)
+	@$(DOTENV) $(READER) --no-check -- $(BIN)/python -m insights.doctor --target $(TARGET)
 
+# make exits 2 whenever a recipe fails, so its own status cannot tell a setting to fix from a run to retry: the
+# recipe's last line says which status the job returned. A scheduler runs scripts/daily.sh, whose status is the job's.
 daily: install profiles.yml  ## check, extract, dbt build and deliver for your own org (TARGET=duckdb|postgres)
-	@scripts/daily.sh $(TARGET)
+	@status=0; scripts/daily.sh $(TARGET) || status=$$?; \
+	case $$status in \
+		0) ;; \
+		2) echo "make daily: the job exited 2: a setting is missing or wrong; fix what the line above names (make check lists them all)" >&2 ;; \
+		*) echo "make daily: the job exited $$status: the run failed (the line above says why); run it again, nothing already sent is sent twice" >&2 ;; \
+	esac; \
+	exit $$status
 
-api: install  ## serve the metrics API on http://127.0.0.1:8000 (the demo's warehouse if it is the only one)
-	$(BIN)/python -m insights.api --target $(TARGET)
+api: install  ## serve the metrics API on http://127.0.0.1:8000, or PORT=... (the demo's warehouse if it is the only one)
+	$(BIN)/python -m insights.api --target $(TARGET) --port $(PORT)
+
+docs: install profiles.yml  ## write dbt's documentation of the marts into target/ (then: .venv/bin/dbt docs serve)
+	@$(DOTENV) $(READER) -- $(BIN)/dbt docs generate --target $(TARGET)
+
+# mf reads target/semantic_manifest.json, which names the database it was parsed for: parse it for this one first.
+mf: install profiles.yml  ## a MetricFlow command: make mf ARGS="query --metrics win_rate --group-by metric_time__month"
+	@$(DOTENV) $(READER) -- sh -c '$(BIN)/dbt parse --quiet --target $(TARGET) && exec $(BIN)/mf "$$@"' mf $(ARGS)
 
 # benchmarks.silence runs `make demo` and times its silences, so it rebuilds demo.duckdb as the demo does.
 bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor and demo-silence figures

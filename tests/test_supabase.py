@@ -9,6 +9,9 @@ run the same way, as `anon` and `authenticated` after `SET ROLE`.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import threading
+import time
 from typing import Any, Iterator
 
 import psycopg2
@@ -16,6 +19,7 @@ import pytest
 
 from insights import store
 from insights.ledger import DeliveryLedger
+from warehouse import PROJECT_ROOT
 
 pytestmark = pytest.mark.postgres
 
@@ -170,6 +174,95 @@ def test_without_the_exposure_grants_the_api_roles_cannot_even_see_the_schemas(s
 
     assert as_role(url, "anon", "select count(*) from analytics.deals") == ("refused", "42501")
     assert as_role(url, "authenticated", "select count(*) from zoho_raw.leads") == ("refused", "42501")
+
+
+LOCKDOWNS = 10
+
+
+def test_every_lockdown_passes_while_postgres_analyses_the_tables(supabase: Any) -> None:
+    """GIVEN a maintenance job running a database-wide ANALYZE over and over (autovacuum analyses the tables
+    the same way after each load)
+    WHEN the lockdown runs 10 times meanwhile
+    THEN every lockdown succeeds at its first attempt and so does every ANALYZE (before the lockdown took its
+    locks first, 8 of 10 lockdowns ended "deadlock detected": ANALYZE waited on the lockdown's change to a
+    table's pg_class row while holding the table's lock, and the lockdown waited on that lock)."""
+    url = supabase.env["DATABASE_URL"]
+    stop, analyses, analyse_errors = threading.Event(), [], []
+
+    def analyse_over_and_over() -> None:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                try:
+                    cur.execute("analyze")
+                    analyses.append(time.monotonic())
+                except psycopg2.Error as exc:
+                    analyse_errors.append(str(exc).splitlines()[0])
+        conn.close()
+
+    maintenance = threading.Thread(target=analyse_over_and_over)
+    maintenance.start()
+    try:
+        results = [supabase.run("python", "-m", "warehouse.supabase", "lockdown", check=False, timeout=120)
+                   for _ in range(LOCKDOWNS)]
+    finally:
+        stop.set()
+        maintenance.join()
+
+    failed = [r.stderr.strip().splitlines()[-1] for r in results if r.returncode != 0]
+    assert failed == [], f"{len(failed)} of {LOCKDOWNS} lockdowns failed: {failed[:3]}"
+    assert not any("note: lockdown attempt" in r.stderr for r in results)
+    assert analyse_errors == []
+    assert len(analyses) >= 2  # the ANALYZE ran beside the lockdowns, not once before them
+
+
+def test_a_lockdown_that_meets_a_deadlock_with_a_reader_tries_again_and_passes(supabase: Any) -> None:
+    """GIVEN a reader's transaction holding a raw table while the lockdown waits for it
+    WHEN the reader then asks for a mart the lockdown has locked (a deadlock, which PostgreSQL ends by
+    cancelling the lockdown's attempt)
+    THEN the reader gets its rows, and the lockdown says its attempt ended in a deadlock, tries again once the
+    reader is done, and passes (exit 0)."""
+    url = supabase.env["DATABASE_URL"]
+    reader = psycopg2.connect(url)
+    cur = reader.cursor()
+    cur.execute("set deadlock_timeout = '60s'")  # the deadlock is found on the lockdown's side, every time
+    cur.execute("select count(*) from zoho_raw.deals")
+    lockdown_run = subprocess.Popen(supabase.command("python", "-m", "warehouse.supabase", "lockdown"),
+                                    cwd=PROJECT_ROOT, env=supabase.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_waiting_for_a_lock(url, lockdown_run, reader.get_backend_pid())
+        cur.execute("select count(*) from analytics.deals")
+        assert cur.fetchone()[0] > 0
+        reader.commit()
+        out, err = lockdown_run.communicate(timeout=120)
+    finally:
+        lockdown_run.kill()
+        reader.close()
+
+    assert lockdown_run.returncode == 0, err
+    assert "note: lockdown attempt 1 of 5 ended: deadlock detected; trying again" in err, err
+    assert "relations)" in out
+    assert as_role(url, "anon", "select count(*) from analytics.deals") == ("refused", "42501")
+
+
+def _wait_until_waiting_for_a_lock(url: str, process: subprocess.Popen[str], reader: int) -> None:
+    """Until the lockdown's session waits for a lock (the reader's table)."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True  # each look a fresh snapshot of pg_stat_activity
+    deadline = time.monotonic() + 60
+    try:
+        with conn.cursor() as cur:
+            while process.poll() is None and time.monotonic() < deadline:
+                cur.execute("select count(*) from pg_stat_activity where datname = current_database() "
+                            "and wait_event_type = 'Lock' and pid <> %s", [reader])
+                if cur.fetchone()[0]:
+                    return
+                time.sleep(0.05)
+    finally:
+        conn.close()
+    raise AssertionError("the lockdown did not wait for the reader's table")
 
 
 def _nullable_column(url: str, name: str) -> str | None:

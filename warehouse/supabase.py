@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from warehouse import (
@@ -53,6 +54,12 @@ LOCKDOWN_FUNCTION = f"{MARTS_SCHEMA}.crm_intelligence_lock_new_relations"
 EVENT_TRIGGER = "crm_intelligence_lock_new_relations"
 TRUNCATE_TRIGGER = "crm_intelligence_refuse_truncate"
 ANALYST_POLICY = "crm_analyst_reads_marts"
+# An attempt that ends on one of these is rolled back and tried again: deadlock_detected, lock_not_available
+# (LOCK_TIMEOUT passed), undefined_table (a relation dropped between listing and locking it).
+RETRIED = ("40P01", "55P03", "42P01")
+ATTEMPTS = 5
+LOCK_TIMEOUT = "30s"
+RETRY_PAUSE_SECONDS = 1.0
 
 _SCHEMA_LIST = ", ".join(f"'{s}'" for s in PROJECT_SCHEMAS)
 _NOT_MARTS_LIST = ", ".join(f"'{t}'" for t in NOT_MARTS)
@@ -125,59 +132,94 @@ $$
 """
 
 
-def lockdown(*, analyst: bool = False) -> list[str]:
-    """Apply the lockdown to the PostgreSQL warehouse; returns one line per thing done, for the user."""
-    done: list[str] = []
-    with connect("postgres") as conn:
-        cur = conn.cursor()
-        api_roles = _existing_roles(cur, API_ROLES)
-        revokees = ", ".join(["public", *api_roles])
-        for schema in PROJECT_SCHEMAS:
-            cur.execute(f"create schema if not exists {schema}")
-        cur.execute(GUARD_SQL)
-        cur.execute(LOCK_RELATION_SQL)
-        cur.execute(EVENT_SQL)
-        if analyst and not _existing_roles(cur, (ANALYST_ROLE,)):
-            cur.execute(f"create role {ANALYST_ROLE} nologin")
-            done.append(f"created the role {ANALYST_ROLE} (NOLOGIN: grant it to a login role to use it)")
-        for schema in PROJECT_SCHEMAS:
-            cur.execute(f"revoke all on schema {schema} from {revokees}")
-            for kind in ("tables", "sequences", "routines"):
-                cur.execute(f"revoke all on all {kind} in schema {schema} from {revokees}")
-                plural = "functions" if kind == "routines" else kind
-                cur.execute(f"alter default privileges in schema {schema} revoke all on {plural} from {revokees}")
-        # The functions stay callable by the trigger machinery only.
-        for function in (GUARD_FUNCTION + "()", LOCKDOWN_FUNCTION + "()",
-                         f"{MARTS_SCHEMA}.crm_intelligence_lock_relation(regclass)"):
-            cur.execute(f"revoke all on function {function} from {revokees}")
-        cur.execute(
-            "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            f"where n.nspname in ({_SCHEMA_LIST}) and c.relkind in ('r', 'p', 'v', 'm') order by 1"
-        )
-        relations = [row[0] for row in cur.fetchall()]
-        for relation in relations:
-            cur.execute(f"select {MARTS_SCHEMA}.crm_intelligence_lock_relation(%s::regclass)", [relation])
-        done.append(f"revoked {', '.join(PROJECT_SCHEMAS)} from {revokees}; row level security and the TRUNCATE guard "
-                    f"on every table, security_invoker on every view ({len(relations)} relations)")
-        if _existing_roles(cur, (ANALYST_ROLE,)):
-            cur.execute(f"grant usage on schema {MARTS_SCHEMA} to {ANALYST_ROLE}")
-            done.append(f"{ANALYST_ROLE} may read the marts in {MARTS_SCHEMA} (not {', '.join(NOT_MARTS)}, not {RAW_SCHEMA})")
-        conn.commit()
+def lockdown(*, analyst: bool = False, attempts: int = ATTEMPTS) -> list[str]:
+    """Apply the lockdown to the PostgreSQL warehouse; returns one line per thing done, for the user.
 
-        try:  # separately: refused without superuser-like rights, and the rest must stand anyway
-            cur.execute(f"drop event trigger if exists {EVENT_TRIGGER}")
-            cur.execute(
-                f"create event trigger {EVENT_TRIGGER} on ddl_command_end "
-                "when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW') "
-                f"execute function {LOCKDOWN_FUNCTION}()"
-            )
-            conn.commit()
-            done.append("tables and views created later in these schemas are locked down as they are created")
-        except database_errors() as exc:
-            conn.rollback()
-            done.append(f"warning: no event trigger ({error_reason(exc)}); rerun this command after every dbt build "
-                        "(make daily does)")
+    One transaction changes the grants, row level security and triggers of every relation. PostgreSQL's own
+    ANALYZE (autovacuum after each load, or a maintenance job) holds a table's lock while it writes the
+    table's statistics into its `pg_class` row, and waits there for any transaction that changed the row:
+    the lockdown, once it had revoked the table's grants, then waited for the table's lock to enable row
+    level security, and most lockdowns beside an ANALYZE ended "deadlock detected". So the transaction
+    first locks every relation, in one order, before it changes any. An attempt that still meets a deadlock
+    (a reader holding one table while it asks for another) or a lock held past LOCK_TIMEOUT is rolled back
+    and tried again.
+    """
+    with connect("postgres") as conn:
+        for attempt in range(1, attempts + 1):
+            try:
+                done = _lock_down(conn, analyst=analyst)
+                break
+            except database_errors() as exc:
+                conn.rollback()
+                if getattr(exc, "pgcode", None) not in RETRIED or attempt == attempts:
+                    raise
+                print(f"note: lockdown attempt {attempt} of {attempts} ended: {error_reason(exc)}; trying again",
+                      file=sys.stderr)
+                time.sleep(RETRY_PAUSE_SECONDS * attempt)
+        done += _install_event_trigger(conn)
     return done
+
+
+def _lock_down(conn: Any, *, analyst: bool) -> list[str]:
+    """One attempt, committed on success."""
+    done: list[str] = []
+    cur = conn.cursor()
+    cur.execute(
+        "select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        f"where n.nspname in ({_SCHEMA_LIST}) and c.relkind in ('r', 'p', 'v', 'm') "
+        "order by c.relkind in ('v', 'm'), 1"  # tables first: locking a view locks the tables it reads too
+    )
+    relations = [row[0] for row in cur.fetchall()]
+    cur.execute(f"set local lock_timeout = '{LOCK_TIMEOUT}'")
+    if relations:  # every lock before the first change (see lockdown)
+        cur.execute(f"lock table {', '.join(relations)} in access exclusive mode")
+    api_roles = _existing_roles(cur, API_ROLES)
+    revokees = ", ".join(["public", *api_roles])
+    for schema in PROJECT_SCHEMAS:
+        cur.execute(f"create schema if not exists {schema}")
+    cur.execute(GUARD_SQL)
+    cur.execute(LOCK_RELATION_SQL)
+    cur.execute(EVENT_SQL)
+    if analyst and not _existing_roles(cur, (ANALYST_ROLE,)):
+        cur.execute(f"create role {ANALYST_ROLE} nologin")
+        done.append(f"created the role {ANALYST_ROLE} (NOLOGIN: grant it to a login role to use it)")
+    for schema in PROJECT_SCHEMAS:
+        cur.execute(f"revoke all on schema {schema} from {revokees}")
+        for kind in ("tables", "sequences", "routines"):
+            cur.execute(f"revoke all on all {kind} in schema {schema} from {revokees}")
+            plural = "functions" if kind == "routines" else kind
+            cur.execute(f"alter default privileges in schema {schema} revoke all on {plural} from {revokees}")
+    # The functions stay callable by the trigger machinery only.
+    for function in (GUARD_FUNCTION + "()", LOCKDOWN_FUNCTION + "()",
+                     f"{MARTS_SCHEMA}.crm_intelligence_lock_relation(regclass)"):
+        cur.execute(f"revoke all on function {function} from {revokees}")
+    for relation in relations:
+        cur.execute(f"select {MARTS_SCHEMA}.crm_intelligence_lock_relation(%s::regclass)", [relation])
+    done.append(f"revoked {', '.join(PROJECT_SCHEMAS)} from {revokees}; row level security and the TRUNCATE guard "
+                f"on every table, security_invoker on every view ({len(relations)} relations)")
+    if _existing_roles(cur, (ANALYST_ROLE,)):
+        cur.execute(f"grant usage on schema {MARTS_SCHEMA} to {ANALYST_ROLE}")
+        done.append(f"{ANALYST_ROLE} may read the marts in {MARTS_SCHEMA} (not {', '.join(NOT_MARTS)}, not {RAW_SCHEMA})")
+    conn.commit()
+    return done
+
+
+def _install_event_trigger(conn: Any) -> list[str]:
+    """Separately: refused without superuser-like rights, and the rest must stand anyway."""
+    cur = conn.cursor()
+    try:
+        cur.execute(f"drop event trigger if exists {EVENT_TRIGGER}")
+        cur.execute(
+            f"create event trigger {EVENT_TRIGGER} on ddl_command_end "
+            "when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW') "
+            f"execute function {LOCKDOWN_FUNCTION}()"
+        )
+        conn.commit()
+        return ["tables and views created later in these schemas are locked down as they are created"]
+    except database_errors() as exc:
+        conn.rollback()
+        return [f"warning: no event trigger ({error_reason(exc)}); rerun this command after every dbt build "
+                "(make daily does)"]
 
 
 def _existing_roles(cur: Any, names: tuple[str, ...]) -> list[str]:

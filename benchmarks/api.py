@@ -52,9 +52,23 @@ def bench_app() -> Any:
 def _serve(ws: Workspace, target: str) -> tuple[subprocess.Popen[str], str]:
     env = {**ws.env, "BENCH_TARGET": target, "API_TOKEN": TOKEN}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.api:bench_app", "--factory", "--port", "0", "--log-level", "info",
-         "--no-access-log"],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.api:bench_app",
+            "--factory",
+            "--port",
+            "0",
+            "--log-level",
+            "info",
+            "--no-access-log",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stderr is not None
     for line in process.stderr:
@@ -100,8 +114,11 @@ def main() -> None:
 
     org = SandboxOrg(seed=7, leads=1500, deals=600, timezone="Asia/Kolkata", today=datetime.date(2026, 11, 20))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="crm-bench-api-") as tmp, local_postgres() as admin_url, \
-            SandboxServer(org, port=0) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-bench-api-") as tmp,
+        local_postgres() as admin_url,
+        SandboxServer(org, port=0) as server,
+    ):
         for target in args.targets:
             ws = make_workspace(Path(tmp) / target)
             ws.env.update(server.env())
@@ -121,7 +138,9 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=10)
 
-    print(f"{'target':9} {'clients':>7} {'trivial req/s':>14} {'p50 ms':>7} {'metrics req/s':>14} {'p50 ms':>7} {'ratio':>6}")
+    print(
+        f"{'target':9} {'clients':>7} {'trivial req/s':>14} {'p50 ms':>7} {'metrics req/s':>14} {'p50 ms':>7} {'ratio':>6}"
+    )
     for target, clients, t_rps, t_p50, m_rps, m_p50, ratio in rows:
         print(f"{target:9} {clients:>7} {t_rps:>14.0f} {t_p50:>7.2f} {m_rps:>14.0f} {m_p50:>7.2f} {ratio:>6.2f}")
 

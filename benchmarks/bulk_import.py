@@ -29,8 +29,11 @@ def main() -> None:
     args = parser.parse_args()
 
     org = SandboxOrg(seed=3, leads=2000, deals=500, timezone="Asia/Kolkata", today=datetime.date(2026, 11, 20))
-    org.insert("Leads", [{"Last_Name": f"Imported {n}", "Company": "Import Co"} for n in range(args.imported)],
-               org.current_user_id)
+    org.insert(
+        "Leads",
+        [{"Last_Name": f"Imported {n}", "Company": "Import Co"} for n in range(args.imported)],
+        org.current_user_id,
+    )
     expected = {r["id"] for r in org.records("Leads")}
     with tempfile.TemporaryDirectory(prefix="crm-bulk-") as tmp, SandboxServer(org, port=0) as server:
         ws = make_workspace(Path(tmp) / "bulk")

@@ -37,8 +37,12 @@ def main() -> None:
     args = parser.parse_args()
 
     org = SandboxOrg(seed=args.seed, leads=args.leads, deals=args.deals, timezone="Asia/Kolkata")
-    with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp, SandboxServer(org, port=0) as server, \
-            OllamaEmulator() as ollama, TwilioEmulator() as twilio:
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp,
+        SandboxServer(org, port=0) as server,
+        OllamaEmulator() as ollama,
+        TwilioEmulator() as twilio,
+    ):
         ws = make_workspace(Path(tmp))
         ws.env.update({**server.env(), **twilio.env(*RECIPIENTS), "OLLAMA_BASE_URL": ollama.url})
         for number in RECIPIENTS:  # they wrote this morning: the briefing goes as full text (benchmarks.delivery_week
@@ -61,7 +65,11 @@ def main() -> None:
     print(f"\nThe whole day: {args.leads:,} leads + {args.deals:,} deals, DuckDB, sandbox + emulators")
     print(f"  extract    {extract.seconds:6.1f} s   peak {extract.peak_mb:,.0f} MB   {extract.stdout.strip()}")
     print(f"  dbt build  {build.seconds:6.1f} s   peak {build.peak_mb:,.0f} MB")
-    print(f"  briefing   {briefing:6.1f} s   (" + ", ".join(f"{k} {v:.2f}s" for k, v in stages.items() if k != "send") + ")")
+    print(
+        f"  briefing   {briefing:6.1f} s   ("
+        + ", ".join(f"{k} {v:.2f}s" for k, v in stages.items() if k != "send")
+        + ")"
+    )
     print(f"  send       {send:6.1f} s   {sent} WhatsApp message(s) accepted")
     print(f"  total      {total:6.1f} s")
     print(f"  prompt {prompt_tokens} tokens | message {len(message)} characters | fallback used: {used_fallback}")

@@ -65,9 +65,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from benchmarks.measure import Measured, measure
@@ -137,14 +138,21 @@ class Warehouse:
         return self.query(sql)[0][0]
 
     def tables(self, schema: str) -> list[str]:
-        return [t for (t,) in self.query(
-            f"select table_name from information_schema.tables where table_schema = '{schema}' order by table_name")]
+        return [
+            t
+            for (t,) in self.query(
+                f"select table_name from information_schema.tables where table_schema = '{schema}' order by table_name"
+            )
+        ]
 
     def columns(self, table: str, schema: str = RAW) -> dict[str, str]:
         """Column name -> data type, in table order."""
-        return dict(self.query(
-            "select column_name, data_type from information_schema.columns "
-            f"where table_schema = '{schema}' and table_name = '{table}' order by ordinal_position"))
+        return dict(
+            self.query(
+                "select column_name, data_type from information_schema.columns "
+                f"where table_schema = '{schema}' and table_name = '{table}' order by ordinal_position"
+            )
+        )
 
     def count(self, schema: str, table: str) -> int:
         return self.value(f'select count(*) from {schema}."{table}"')
@@ -198,8 +206,9 @@ def timestamp(moment: dt.datetime) -> str:
 # -- 1. the base warehouse: a sandbox org loaded by the extractor over a few days -------------------
 
 
-def build_base(targets: list[str], workspaces: dict[str, Workspace], leads: int, deals: int, days: int,
-               seed: int) -> dict[str, Any]:
+def build_base(
+    targets: list[str], workspaces: dict[str, Workspace], leads: int, deals: int, days: int, seed: int
+) -> dict[str, Any]:
     # The org's history ends the day before today, so the syncs (today) are the newest thing it knows.
     today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
     org = SandboxOrg(seed=seed, leads=leads, deals=deals, timezone=TIMEZONE, today=today - dt.timedelta(days=days + 1))
@@ -233,8 +242,10 @@ def id_columns(db: Warehouse, table: str) -> list[str]:
             found.append(name)
         elif name != "_dlt_load_id" and (name == "id" or name.endswith("_id")):
             # A user id stays: a copy of the org has the same sales team. Anything else names a record.
-            others = db.value(f"select count(*) from {RAW}.{table} where {quoted(name)} is not null "
-                              f"and {quoted(name)} not in (select id from {users})")
+            others = db.value(
+                f"select count(*) from {RAW}.{table} where {quoted(name)} is not null "
+                f"and {quoted(name)} not in (select id from {users})"
+            )
             if others:
                 found.append(name)
     return found
@@ -247,10 +258,13 @@ def scale(db: Warehouse, factor: int) -> dict[str, Any]:
         ids = id_columns(db, table)
         columns = list(db.columns(table))
         select = ", ".join(
-            f"{quoted(c)} || '-' || cast(copies.k as varchar)" if c in ids else quoted(c) for c in columns)
+            f"{quoted(c)} || '-' || cast(copies.k as varchar)" if c in ids else quoted(c) for c in columns
+        )
         if factor > 1:
-            db.execute(f"insert into {RAW}.{table} ({', '.join(map(quoted, columns))}) "
-                       f"select {select} from {RAW}.{table} cross join generate_series(1, {factor - 1}) as copies(k)")
+            db.execute(
+                f"insert into {RAW}.{table} ({', '.join(map(quoted, columns))}) "
+                f"select {select} from {RAW}.{table} cross join generate_series(1, {factor - 1}) as copies(k)"
+            )
         copied[table] = ids
     db.settle()
     return {"seconds": time.perf_counter() - started, "id_columns": copied}
@@ -270,15 +284,18 @@ class Day:
 def last_sync(db: Warehouse) -> dt.datetime:
     """The instant the marts are as of now (int_sync_context): the newest committed load, or a later change."""
     candidates = [db.value(f"select max(inserted_at) from {RAW}._dlt_loads where status = 0")]
-    for table, column in (("lead_versions", "modified_time"), ("deal_versions", "modified_time"),
-                          ("deleted_records", "deleted_time")):
+    for table, column in (
+        ("lead_versions", "modified_time"),
+        ("deal_versions", "modified_time"),
+        ("deleted_records", "deleted_time"),
+    ):
         candidates.append(db.value(f"select max({column}) from {RAW}.{table}"))
     return max(c for c in candidates if c is not None)
 
 
 def share_below(share: float) -> str:
     """The md5 prefix below which `share` of all ids fall (md5 is the same function on both targets)."""
-    return f"{min(int(share * 16 ** 8), 16 ** 8 - 1):08x}"
+    return f"{min(int(share * 16**8), 16**8 - 1):08x}"
 
 
 def overridden(columns: list[str], overrides: dict[str, str], alias: str) -> str:
@@ -304,7 +321,7 @@ def simulate_day(db: Warehouse, number: int) -> Day:
                 when md5(id || {salt}) < '{edited}' then 'edit'
                 when md5(id || {salt}) < '{deleted}' then 'delete'
                 else 'template' end
-            from {RAW}.{spec['table']}
+            from {RAW}.{spec["table"]}
             where md5(id || {salt}) < '{created}'""")
 
     # deals: an open deal moves to its pipeline's next stage (its probability with it); amount +10%
@@ -341,76 +358,112 @@ def simulate_day(db: Warehouse, number: int) -> Day:
         row = table  # the updated table's name qualifies its columns
         sets = {
             "modified_time": changed_at,
-            "modified_by__id": f"{row}.owner__id", "modified_by__name": f"{row}.owner__name",
+            "modified_by__id": f"{row}.owner__id",
+            "modified_by__name": f"{row}.owner__name",
             "modified_by__email": f"{row}.owner__email",
             "description": text(f"Edited on simulated day {number}"),
-            "_dlt_load_id": load, "_dlt_id": f"{text(f'day{number}-')} || {row}.id",
+            "_dlt_load_id": load,
+            "_dlt_id": f"{text(f'day{number}-')} || {row}.id",
         }
         if module == "Deals":
-            sets.update(stage="e.stage", probability="e.probability", amount="e.amount",
-                        expected_revenue="e.amount * e.probability / 100.0")
+            sets.update(
+                stage="e.stage",
+                probability="e.probability",
+                amount="e.amount",
+                expected_revenue="e.amount * e.probability / 100.0",
+            )
             assignments = ", ".join(f"{quoted(c)} = {v}" for c, v in sets.items() if c in columns)
             db.execute(f"update {RAW}.deals set {assignments} from bench_deal_edits as e where deals.id = e.id")
         else:
-            sets["lead_status"] = ("case leads.lead_status when 'Not Contacted' then 'Attempted to Contact' "
-                                   "when 'Attempted to Contact' then 'Contacted' "
-                                   "when 'Contact in Future' then 'Contacted' "
-                                   "when 'Contacted' then 'Pre-Qualified' else leads.lead_status end")
+            sets["lead_status"] = (
+                "case leads.lead_status when 'Not Contacted' then 'Attempted to Contact' "
+                "when 'Attempted to Contact' then 'Contacted' "
+                "when 'Contact in Future' then 'Contacted' "
+                "when 'Contacted' then 'Pre-Qualified' else leads.lead_status end"
+            )
             assignments = ", ".join(f"{quoted(c)} = {v}" for c, v in sets.items() if c in columns)
             db.execute(f"update {RAW}.leads set {assignments} where leads.id in ({picked} and role = 'edit')")
 
         # new records: a copy of a template record with a new id, created a minute before the sync
         overrides = {
-            "id": f"t.id || {new_suffix}", "_dlt_id": f"{text(f'day{number}-')} || t.id || {new_suffix}",
-            "created_time": changed_at, "modified_time": changed_at, "_dlt_load_id": load,
-            "created_by__id": "t.owner__id", "created_by__name": "t.owner__name",
+            "id": f"t.id || {new_suffix}",
+            "_dlt_id": f"{text(f'day{number}-')} || t.id || {new_suffix}",
+            "created_time": changed_at,
+            "modified_time": changed_at,
+            "_dlt_load_id": load,
+            "created_by__id": "t.owner__id",
+            "created_by__name": "t.owner__name",
             "created_by__email": "t.owner__email",
-            "modified_by__id": "t.owner__id", "modified_by__name": "t.owner__name",
+            "modified_by__id": "t.owner__id",
+            "modified_by__name": "t.owner__name",
             "modified_by__email": "t.owner__email",
         }
         if module == "Deals":
-            overrides.update(stage="f.stage", probability="f.probability",
-                             expected_revenue="t.amount * f.probability / 100.0",
-                             closing_date=f"cast({changed_at} as date) + 30", reason_for_loss__s="null",
-                             account_name__id=f"t.account_name__id || {new_suffix}",
-                             contact_name__id=f"t.contact_name__id || {new_suffix}")
+            overrides.update(
+                stage="f.stage",
+                probability="f.probability",
+                expected_revenue="t.amount * f.probability / 100.0",
+                closing_date=f"cast({changed_at} as date) + 30",
+                reason_for_loss__s="null",
+                account_name__id=f"t.account_name__id || {new_suffix}",
+                contact_name__id=f"t.contact_name__id || {new_suffix}",
+            )
             source = f"{RAW}.deals as t inner join bench_first_stage as f on f.pipeline = t.pipeline"
         else:
-            overrides.update(lead_status="'Not Contacted'", converted__s="false",
-                             **{c: "null" for c in columns if c.startswith("converted_") and c != "converted__s"})
+            overrides.update(
+                lead_status="'Not Contacted'",
+                converted__s="false",
+                **{c: "null" for c in columns if c.startswith("converted_") and c != "converted__s"},
+            )
             source = f"{RAW}.leads as t"
-        db.execute(f"insert into {RAW}.{table} ({', '.join(map(quoted, columns))}) "
-                   f"select {overridden(columns, overrides, 't')} from {source} "
-                   f"where t.id in ({picked} and role = 'template')")
+        db.execute(
+            f"insert into {RAW}.{table} ({', '.join(map(quoted, columns))}) "
+            f"select {overridden(columns, overrides, 't')} from {source} "
+            f"where t.id in ({picked} and role = 'template')"
+        )
 
         # every record the sync read is a new version
-        db.execute(f"insert into {RAW}.{versions} ({', '.join(map(quoted, version_columns))}) "
-                   f"select {', '.join(map(quoted, version_columns))} from {RAW}.{table} "
-                   f"where _dlt_load_id = {load}")
+        db.execute(
+            f"insert into {RAW}.{versions} ({', '.join(map(quoted, version_columns))}) "
+            f"select {', '.join(map(quoted, version_columns))} from {RAW}.{table} "
+            f"where _dlt_load_id = {load}"
+        )
 
         # deletions: the deletion log's entry, and the record leaves the current state
         deletion_columns = list(db.columns("deleted_records"))
         entry = {
-            "id": "t.id", "module": text(module), "type": "'recycle'", "display_name": f"t.{spec['name']}",
-            "deleted_time": changed_at, "deleted_by__id": "t.owner__id", "deleted_by__name": "t.owner__name",
-            "created_by__id": "t.created_by__id", "created_by__name": "t.created_by__name",
-            "_dlt_load_id": load, "_dlt_id": f"{text(f'day{number}-deleted-')} || t.id",
+            "id": "t.id",
+            "module": text(module),
+            "type": "'recycle'",
+            "display_name": f"t.{spec['name']}",
+            "deleted_time": changed_at,
+            "deleted_by__id": "t.owner__id",
+            "deleted_by__name": "t.owner__name",
+            "created_by__id": "t.created_by__id",
+            "created_by__name": "t.created_by__name",
+            "_dlt_load_id": load,
+            "_dlt_id": f"{text(f'day{number}-deleted-')} || t.id",
         }
-        db.execute(f"insert into {RAW}.deleted_records ({', '.join(map(quoted, deletion_columns))}) "
-                   f"select {', '.join(entry.get(c, 'null') for c in deletion_columns)} from {RAW}.{table} as t "
-                   f"where t.id in ({picked} and role = 'delete')")
+        db.execute(
+            f"insert into {RAW}.deleted_records ({', '.join(map(quoted, deletion_columns))}) "
+            f"select {', '.join(entry.get(c, 'null') for c in deletion_columns)} from {RAW}.{table} as t "
+            f"where t.id in ({picked} and role = 'delete')"
+        )
         db.execute(f"delete from {RAW}.{table} where id in ({picked} and role = 'delete')")
 
         counts = dict(db.query(f"select role, count(*) from bench_pick where module = {text(module)} group by role"))
-        day.changes[module] = {"edited": counts.get("edit", 0), "created": counts.get("template", 0),
-                               "deleted": counts.get("delete", 0)}
+        day.changes[module] = {
+            "edited": counts.get("edit", 0),
+            "created": counts.get("template", 0),
+            "deleted": counts.get("delete", 0),
+        }
 
     # the sync itself, as dlt records it
     db.execute(f"""
         insert into {RAW}._dlt_pipeline_state
             (version, engine_version, pipeline_name, state, created_at, version_hash, _dlt_load_id, _dlt_id)
         select version + 1, engine_version, pipeline_name, state, {timestamp(synced)}, version_hash, {load},
-            {text(f'day{number}-state')}
+            {text(f"day{number}-state")}
         from {RAW}._dlt_pipeline_state
         where version = (select max(version) from {RAW}._dlt_pipeline_state)""")
     if "currencies" in db.tables(RAW):
@@ -528,8 +581,9 @@ def dbt_build(ws: Workspace, target: str, *extra: str) -> Build:
     path = ws.root / "dbt" / f"target-{target}"
     server = ServerMemory(ws) if target == "postgres" else contextlib.nullcontext()
     with server:
-        run: Measured = measure(ws, "dbt", "build", "--target", target, "--target-path", str(path),
-                                *DAILY_JOB_OPTIONS, *extra)
+        run: Measured = measure(
+            ws, "dbt", "build", "--target", target, "--target-path", str(path), *DAILY_JOB_OPTIONS, *extra
+        )
     done = DONE.search(run.stdout)
     nodes = f"PASS={done[1]} WARN={done[2]} ERROR={done[3]} SKIP={done[4]}" if done else "?"
     slowest, warnings = [], []
@@ -537,10 +591,17 @@ def dbt_build(ws: Workspace, target: str, *extra: str) -> Build:
     if results.exists():
         ranked = sorted(json.loads(results.read_text())["results"], key=lambda r: -r["execution_time"])
         slowest = [f"{node_name(r['unique_id'])} {r['execution_time']:.1f}s" for r in ranked[:3]]
-        warnings = [f"{node_name(r['unique_id'])}: {r['message']}" for r in ranked
-                    if r["status"] not in ("pass", "success")]
-    return Build(seconds=run.seconds, peak_mb=run.peak_mb, nodes=nodes, slowest=slowest, warnings=warnings,
-                 server_mb=server.peak_mb if isinstance(server, ServerMemory) else None)
+        warnings = [
+            f"{node_name(r['unique_id'])}: {r['message']}" for r in ranked if r["status"] not in ("pass", "success")
+        ]
+    return Build(
+        seconds=run.seconds,
+        peak_mb=run.peak_mb,
+        nodes=nodes,
+        slowest=slowest,
+        warnings=warnings,
+        server_mb=server.peak_mb if isinstance(server, ServerMemory) else None,
+    )
 
 
 @dataclass
@@ -578,8 +639,16 @@ def bench_target(ws: Workspace, target: str, factor: int, days: int, say) -> Res
     with opened(ws, target) as db:
         before = history_sizes(db)
     say(f"[{target}] history measured in {time.perf_counter() - clock:.0f}s (after a checkpoint / VACUUM ANALYZE)")
-    result = Result(target, factor, counts, scaled["seconds"], scaled["id_columns"], full, before["database"][1],
-                    before["deal_daily_states"])
+    result = Result(
+        target,
+        factor,
+        counts,
+        scaled["seconds"],
+        scaled["id_columns"],
+        full,
+        before["database"][1],
+        before["deal_daily_states"],
+    )
 
     for number in range(1, days + 1):
         with opened(ws, target) as db:
@@ -621,47 +690,69 @@ def report(results: list[Result], base: dict[str, Any], args: argparse.Namespace
 
     row("scale factor K (copies of the base org)", lambda r: f"{r.factor}")
     row("leads / deals (current state)", lambda r: f"{r.counts.get('leads', 0):,} / {r.counts.get('deals', 0):,}")
-    row("lead_versions / deal_versions", lambda r: f"{r.counts.get('lead_versions', 0):,} / "
-                                                   f"{r.counts.get('deal_versions', 0):,}")
-    row("deal_stage_history / deleted_records", lambda r: f"{r.counts.get('deal_stage_history', 0):,} / "
-                                                          f"{r.counts.get('deleted_records', 0):,}")
+    row(
+        "lead_versions / deal_versions",
+        lambda r: f"{r.counts.get('lead_versions', 0):,} / {r.counts.get('deal_versions', 0):,}",
+    )
+    row(
+        "deal_stage_history / deleted_records",
+        lambda r: f"{r.counts.get('deal_stage_history', 0):,} / {r.counts.get('deleted_records', 0):,}",
+    )
     row("scaling the raw tables (SQL, not a load)", lambda r: f"{r.scale_seconds:,.0f} s")
     row("full `dbt build --full-refresh`", lambda r: f"{r.full.seconds:,.1f} s")
-    row("  peak memory of the dbt process", lambda r: f"{r.full.peak_mb:,.0f} MB" + (
-        " (server not counted)" if r.target == "postgres" else " (engine included)"))
+    row(
+        "  peak memory of the dbt process",
+        lambda r: (
+            f"{r.full.peak_mb:,.0f} MB" + (" (server not counted)" if r.target == "postgres" else " (engine included)")
+        ),
+    )
     row("  peak memory of the PostgreSQL server", lambda r: server(r.full))
     row("  nodes", lambda r: r.full.nodes)
     row("  slowest nodes", lambda r: ", ".join(r.full.slowest))
     row("  database size after it", lambda r: mb(r.database_after_full))
-    row("  deal_daily_states after it", lambda r: f"{r.daily_states_after_full[0]:,} rows, "
-                                                  f"{mb(r.daily_states_after_full[1])}")
+    row(
+        "  deal_daily_states after it",
+        lambda r: f"{r.daily_states_after_full[0]:,} rows, {mb(r.daily_states_after_full[1])}",
+    )
     for index in range(args.days):
         n = index + 1
 
-        def cell(r: Result, fn) -> str:
+        def cell(r: Result, fn, index: int = index) -> str:
             return fn(*r.days[index]) if index < len(r.days) else "-"
 
-        row(f"day {n}: leads edited / new / deleted", lambda r: cell(r, lambda d, b, g: (
-            "{edited:,} / {created:,} / {deleted:,}".format(**d.changes["Leads"]))))
-        row(f"day {n}: deals edited / new / deleted", lambda r: cell(r, lambda d, b, g: (
-            "{edited:,} / {created:,} / {deleted:,}".format(**d.changes["Deals"]))))
-        row(f"day {n}: daily `dbt build`", lambda r: cell(r, lambda d, b, g: (
-            f"{b.seconds:,.1f} s = {b.seconds / r.full.seconds:.2f} of the full build")))
+        row(
+            f"day {n}: leads edited / new / deleted",
+            lambda r: cell(r, lambda d, b, g: "{edited:,} / {created:,} / {deleted:,}".format(**d.changes["Leads"])),
+        )
+        row(
+            f"day {n}: deals edited / new / deleted",
+            lambda r: cell(r, lambda d, b, g: "{edited:,} / {created:,} / {deleted:,}".format(**d.changes["Deals"])),
+        )
+        row(
+            f"day {n}: daily `dbt build`",
+            lambda r: cell(
+                r, lambda d, b, g: f"{b.seconds:,.1f} s = {b.seconds / r.full.seconds:.2f} of the full build"
+            ),
+        )
         row("  peak memory of the dbt process", lambda r: cell(r, lambda d, b, g: f"{b.peak_mb:,.0f} MB"))
         row("  peak memory of the PostgreSQL server", lambda r: cell(r, lambda d, b, g: server(b)))
         row("  nodes", lambda r: cell(r, lambda d, b, g: b.nodes))
         row("  slowest nodes", lambda r: cell(r, lambda d, b, g: ", ".join(b.slowest)))
         for _, table in HISTORY:
-            row(f"  added to {table}", lambda r, table=table: cell(r, lambda d, b, g: (
-                f"{g[table][0]:+,} rows, {signed_mb(g[table][1])}")))
+            row(
+                f"  added to {table}",
+                lambda r, table=table: cell(r, lambda d, b, g: f"{g[table][0]:+,} rows, {signed_mb(g[table][1])}"),
+            )
         row("  added to the whole database", lambda r: cell(r, lambda d, b, g: signed_mb(g["database"][1])))
 
     heading = ["DuckDB" if r.target == "duckdb" else "PostgreSQL" for r in results]
     width = max(len(label) for label, _ in rows)
     widths = [max(len(h), *(len(cells[i]) for _, cells in rows)) for i, h in enumerate(heading)]
-    print(f"\ndbt at scale: sandbox org of {args.base_leads:,} leads + {args.base_deals:,} deals (seed {args.seed}, "
-          f"{args.base_days} simulated days, loaded over HTTP in {base['seconds']:.0f} s), copied K times in the "
-          f"warehouse; {args.days} simulated day(s) of 1% change")
+    print(
+        f"\ndbt at scale: sandbox org of {args.base_leads:,} leads + {args.base_deals:,} deals (seed {args.seed}, "
+        f"{args.base_days} simulated days, loaded over HTTP in {base['seconds']:.0f} s), copied K times in the "
+        f"warehouse; {args.days} simulated day(s) of 1% change"
+    )
     print("  " + " " * width + " | " + " | ".join(h.ljust(w) for h, w in zip(heading, widths)))
     print("  " + "-" * width + "-+-" + "-+-".join("-" * w for w in widths))
     for label, cells in rows:
@@ -673,16 +764,24 @@ def report(results: list[Result], base: dict[str, Any], args: argparse.Namespace
         for when, build in [("full build", r.full)] + [(f"day {i + 1}", b) for i, (_, b, _) in enumerate(r.days)]:
             for warning in build.warnings:
                 print(f"  {r.target} {when}, not passed: {warning}")
-    print("  DuckDB bytes: the table's 256 KiB blocks (small tables share blocks: coarse for small deltas); "
-          "PostgreSQL: pg_total_relation_size. deal_stage_history is read on the first sync only.")
+    print(
+        "  DuckDB bytes: the table's 256 KiB blocks (small tables share blocks: coarse for small deltas); "
+        "PostgreSQL: pg_total_relation_size. deal_stage_history is read on the first sync only."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="full: ~2,000,000 leads + 1,000,000 deals; small: ~20,000 + 10,000 (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="full",
+        help="full: ~2,000,000 leads + 1,000,000 deals; small: ~20,000 + 10,000 (default: %(default)s)",
+    )
     parser.add_argument("--targets", default="duckdb,postgres", help="default: %(default)s")
     parser.add_argument("--leads-target", type=int, help="leads wanted after scaling (default: from --size)")
     parser.add_argument("--deals-target", type=int, help="deals wanted after scaling (default: from --size)")
@@ -723,8 +822,10 @@ def main() -> None:
             workspaces["postgres"].use_postgres(create_database(admin_url, database))
             if not args.keep:
                 stack.callback(drop_database, admin_url, database)
-        say(f"base org {args.base_leads:,} leads + {args.base_deals:,} deals, {args.base_days} simulated days "
-            f"-> {', '.join(targets)}")
+        say(
+            f"base org {args.base_leads:,} leads + {args.base_deals:,} deals, {args.base_days} simulated days "
+            f"-> {', '.join(targets)}"
+        )
         base = build_base(targets, workspaces, args.base_leads, args.base_deals, args.base_days, args.seed)
         say(f"base loaded in {base['seconds']:.0f}s")
         factor = choose_factor(workspaces[targets[0]], targets[0], args.leads_target, args.deals_target, args.factor)

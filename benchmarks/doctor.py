@@ -28,10 +28,15 @@ def main() -> None:
     args = parser.parse_args()
 
     org = SandboxOrg(seed=7, leads=200, deals=80, timezone="Asia/Kolkata")
-    with tempfile.TemporaryDirectory(prefix="crm-bench-doctor-") as tmp, SandboxServer(org, port=0) as zoho, \
-            TwilioEmulator() as twilio:
+    with (
+        tempfile.TemporaryDirectory(prefix="crm-bench-doctor-") as tmp,
+        SandboxServer(org, port=0) as zoho,
+        TwilioEmulator() as twilio,
+    ):
         ws = make_workspace(Path(tmp) / "workspace")
-        ws.env.update({**zoho.env(), **twilio.env("+15550000001", "+15550000002"), "OLLAMA_BASE_URL": "http://127.0.0.1:9"})
+        ws.env.update(
+            {**zoho.env(), **twilio.env("+15550000001", "+15550000002"), "OLLAMA_BASE_URL": "http://127.0.0.1:9"}
+        )
         correct = [measure(ws, "python", "-m", "insights.doctor").seconds for _ in range(args.runs)]
         ws.env["TWILIO_AUTH_TOKEN"] = "0" * 32
         ws.env["RECIPIENT_PHONE_NUMBER"] = "+1555000000a"

@@ -79,8 +79,11 @@ def _change(org: SandboxOrg, share: float) -> dict[str, int]:
         ids = [r["id"] for r in org.records(module)]
         picked = ids[:: max(1, round(1 / share))]
         for start in range(0, len(picked), 100):
-            org.update(module, [{"id": i, "Description": "Edited for the benchmark"} for i in picked[start:start + 100]],
-                       org.current_user_id)
+            org.update(
+                module,
+                [{"id": i, "Description": "Edited for the benchmark"} for i in picked[start : start + 100]],
+                org.current_user_id,
+            )
         changed[module] = len(picked)
     return changed
 
@@ -98,8 +101,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="crm-bench-") as tmp_name, local_postgres() as admin_url:
         tmp = Path(tmp_name)
         for index, (leads, deals) in enumerate(sizes):
-            org = SandboxOrg(seed=args.seed, leads=leads, deals=deals, timezone="Asia/Kolkata",
-                             today=datetime.date(2026, 11, 20))
+            org = SandboxOrg(
+                seed=args.seed, leads=leads, deals=deals, timezone="Asia/Kolkata", today=datetime.date(2026, 11, 20)
+            )
             records = len(org.records("Leads")) + len(org.records("Deals"))
             replay = record(org, tmp / f"replay-{index}")
             with SandboxServer(org, port=0) as server:
@@ -108,21 +112,27 @@ def main() -> None:
                     ws.env.update(server.env())
                     server.reset_stats()
                     summary, seconds, peak = _load(ws, target)
-                    rows.append(f"full load {records:,} records -> {target} | {seconds:.1f} s | "
-                                f"{records / seconds:,.0f} rec/s | {peak:,.0f} MB peak | "
-                                f"{_api_calls(server.stats())} API calls | {summary['loads']} loads | "
-                                f"{_shares(summary['phases'])}")
+                    rows.append(
+                        f"full load {records:,} records -> {target} | {seconds:.1f} s | "
+                        f"{records / seconds:,.0f} rec/s | {peak:,.0f} MB peak | "
+                        f"{_api_calls(server.stats())} API calls | {summary['loads']} loads | "
+                        f"{_shares(summary['phases'])}"
+                    )
                     floor_ws = _fresh(tmp, f"floor-{index}-{target}", target, admin_url)
                     floor_ws.env.update(server.env())
                     summary, seconds, peak = _load(floor_ws, target, replay)
-                    rows.append(f"  same load, no fetch (JSONL replay) -> {target} | {seconds:.1f} s | "
-                                f"{records / seconds:,.0f} rec/s | {peak:,.0f} MB peak | {_shares(summary['phases'])}")
+                    rows.append(
+                        f"  same load, no fetch (JSONL replay) -> {target} | {seconds:.1f} s | "
+                        f"{records / seconds:,.0f} rec/s | {peak:,.0f} MB peak | {_shares(summary['phases'])}"
+                    )
                     if index == 0 and target == targets[0]:
                         rows.extend(_days(org, server, ws, target))
                     if target == "duckdb" and index == 0:
                         build = measure(ws, "dbt", "build", "--target", target)
-                        rows.append(f"dbt build on {target} ({records:,} records) | {build.seconds:.1f} s | "
-                                    f"{build.peak_mb:,.0f} MB peak")
+                        rows.append(
+                            f"dbt build on {target} ({records:,} records) | {build.seconds:.1f} s | "
+                            f"{build.peak_mb:,.0f} MB peak"
+                        )
 
     print(f"\nLoad benchmark (sandbox org over HTTP, seed {args.seed})")
     for row in rows:
@@ -135,14 +145,15 @@ def _days(org: SandboxOrg, server: SandboxServer, ws: Workspace, target: str) ->
     summary, seconds, _ = _load(ws, target)
     # One page of each module (the overlap), each deletion log, the users check, each module's field list.
     minimum = 2 + 2 + 1 + 2
-    rows.append(f"quiet day -> {target} | {_api_calls(server.stats())} API calls (minimum {minimum}) | "
-                f"{seconds:.1f} s")
+    rows.append(f"quiet day -> {target} | {_api_calls(server.stats())} API calls (minimum {minimum}) | {seconds:.1f} s")
     changed = _change(org, 0.01)
     server.reset_stats()
     summary, seconds, _ = _load(ws, target)
     minimum = sum(max(1, math.ceil(n / PAGE)) for n in changed.values()) + 2 + 1 + 2
-    rows.append(f"1% changed day ({sum(changed.values()):,} records) -> {target} | "
-                f"{_api_calls(server.stats())} API calls (minimum {minimum}) | {seconds:.1f} s")
+    rows.append(
+        f"1% changed day ({sum(changed.values()):,} records) -> {target} | "
+        f"{_api_calls(server.stats())} API calls (minimum {minimum}) | {seconds:.1f} s"
+    )
     return rows
 
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse import PROJECT_ROOT
 from tests.support.workspace import Workspace
+from warehouse import PROJECT_ROOT
 
 
 @dataclass

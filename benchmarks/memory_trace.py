@@ -38,9 +38,9 @@ def _resident_mb() -> int:
 
 def child(target: str, replay: Path, out: Path) -> None:
     """Run one replayed load in this process and write its memory trace to `out` as JSON."""
+    from benchmarks.replay import ReplayClient
     from pipelines.zoho import ExtractSession
     from pipelines.zoho.run import Progress, load
-    from benchmarks.replay import ReplayClient
 
     started = time.monotonic()
     samples: list[tuple[float, int]] = []
@@ -68,8 +68,10 @@ def describe(trace: dict) -> str:
     during = [p[2] for p in phases if p[0] <= peak_at][-1]
     resting = [mb for _, mb, message in phases if message.startswith("normalize")]
     shown = resting if len(resting) <= 8 else resting[:4] + ["..."] + resting[-3:]
-    return (f"{trace['seconds']:.0f} s | peak {peak} MB during '{during}' | "
-            f"between steps: {' '.join(str(mb) for mb in shown)} MB")
+    return (
+        f"{trace['seconds']:.0f} s | peak {peak} MB during '{during}' | "
+        f"between steps: {' '.join(str(mb) for mb in shown)} MB"
+    )
 
 
 def main() -> None:
@@ -87,21 +89,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="crm-memory-") as tmp_name, local_postgres() as admin_url:
         tmp = Path(tmp_name)
         for leads, deals in (tuple(int(n) for n in size.split(":")) for size in args.sizes.split(",")):
-            org = SandboxOrg(seed=args.seed, leads=leads, deals=deals, timezone="Asia/Kolkata",
-                             today=datetime.date(2026, 11, 20))
+            org = SandboxOrg(
+                seed=args.seed, leads=leads, deals=deals, timezone="Asia/Kolkata", today=datetime.date(2026, 11, 20)
+            )
             replay = record(org, tmp / f"replay-{leads}")
             del org
             for target in args.targets.split(","):
                 name = f"{target}-{leads}"
                 ws = make_workspace(tmp / name)
                 # the same load as benchmarks.load: no Stage History backfill, credentials the replay ignores
-                ws.env.update(SOURCES__ZOHO__STAGE_HISTORY_BACKFILL="false", ZOHO_CLIENT_ID="replay",
-                              ZOHO_CLIENT_SECRET="replay", ZOHO_REFRESH_TOKEN="replay")
+                ws.env.update(
+                    SOURCES__ZOHO__STAGE_HISTORY_BACKFILL="false",
+                    ZOHO_CLIENT_ID="replay",
+                    ZOHO_CLIENT_SECRET="replay",
+                    ZOHO_REFRESH_TOKEN="replay",
+                )
                 if target == "postgres":
                     ws.use_postgres(create_database(admin_url, name.replace("-", "_")))
                 out = tmp / f"{name}.json"
-                ws.run("python", "-m", "benchmarks.memory_trace", "--child", target, str(replay), str(out),
-                       timeout=7200)
+                ws.run(
+                    "python", "-m", "benchmarks.memory_trace", "--child", target, str(replay), str(out), timeout=7200
+                )
                 rows.append(f"{leads + deals:,} records -> {target} | {describe(json.loads(out.read_text()))}")
                 print(rows[-1], file=sys.stderr, flush=True)
 

@@ -9,8 +9,9 @@ time, so replaying holds one page in memory, as fetching does.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from sandbox import SandboxOrg
 
@@ -41,7 +42,7 @@ class ReplayClient:
     """Answers `get()` like `ZohoClient` from a folder written by `record()`."""
 
     credit_floor = 0
-    credits_remaining: Optional[int] = None
+    credits_remaining: int | None = None
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
@@ -54,8 +55,9 @@ class ReplayClient:
     def check_floor(self) -> None:
         return None
 
-    def get(self, path: str, params: Optional[Mapping[str, Any]] = None,
-            headers: Optional[Mapping[str, str]] = None) -> Optional[dict[str, Any]]:
+    def get(
+        self, path: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any] | None:
         if path not in MODULES:
             return self._small.get(path)
         per_page = int((params or {}).get("per_page", 200))
@@ -68,4 +70,8 @@ class ReplayClient:
             if len(data) == per_page:
                 break
         more = len(data) == per_page
-        return {"data": data, "info": {"more_records": more, "next_page_token": "replay" if more else None}} if data else None
+        return (
+            {"data": data, "info": {"more_records": more, "next_page_token": "replay" if more else None}}
+            if data
+            else None
+        )

@@ -26,8 +26,15 @@ def main() -> None:
     started = last = time.perf_counter()
     gaps: list[tuple[float, str]] = []
     previous = "(start)"
-    with subprocess.Popen(["make", "-s", args.target], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+    with subprocess.Popen(
+        ["make", "-s", args.target],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             now = time.perf_counter()

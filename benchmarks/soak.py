@@ -38,10 +38,21 @@ def main() -> None:
         def compare(org: SandboxOrg) -> None:
             assert_warehouse_equals_org(ws, "duckdb", org, log_fields=False)
 
-        print(f"Soak: {args.days} days, {args.leads:,} leads + {args.deals:,} deals, "
-              f"{args.fault_rate:.0%} of calls faulted, kill chance {args.kill_chance:.0%} per run", flush=True)
-        for day in soak(ws, args.days, seed=args.seed, leads=args.leads, deals=args.deals,
-                        fault_rate=args.fault_rate, kill_chance=args.kill_chance, compare=compare):
+        print(
+            f"Soak: {args.days} days, {args.leads:,} leads + {args.deals:,} deals, "
+            f"{args.fault_rate:.0%} of calls faulted, kill chance {args.kill_chance:.0%} per run",
+            flush=True,
+        )
+        for day in soak(
+            ws,
+            args.days,
+            seed=args.seed,
+            leads=args.leads,
+            deals=args.deals,
+            fault_rate=args.fault_rate,
+            kill_chance=args.kill_chance,
+            compare=compare,
+        ):
             equal_days += 1  # compare() raised otherwise
             budget = "within" if day.within_budget else "OVER"
             print(f"  {day.line()} | warehouse = org | calls {budget} budget", flush=True)

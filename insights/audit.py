@@ -52,7 +52,11 @@ class Verdict:
 def _odd_figure(text: str) -> str | None:
     """A numeral the regex cannot read (superscripts, fractions, other scripts): the facts never use one."""
     return next(
-        (ch for ch in text if not ch.isascii() and (unicodedata.category(ch)[0] == "N" or unicodedata.numeric(ch, None) is not None)),
+        (
+            ch
+            for ch in text
+            if not ch.isascii() and (unicodedata.category(ch)[0] == "N" or unicodedata.numeric(ch, None) is not None)
+        ),
         None,
     )
 

@@ -19,8 +19,8 @@ variable one line, the whole within the template's 1,024 characters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from insights.facts import DayFacts, EntityRef, fmt_date
 from insights.policy import ACTIONS, actions_for, needs_attention
@@ -101,8 +101,9 @@ def fallback_plan(day: DayFacts) -> Plan:
     )
 
 
-def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], footer: str,
-            title: str = "Sales briefing") -> Message:
+def compose(
+    day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], footer: str, title: str = "Sales briefing"
+) -> Message:
     """Render the plan as a WhatsApp message within MAX_LENGTH, trimming the least important lines first."""
     heading = title
     shown: set[str] = {plan.headline.fact_id}
@@ -170,8 +171,9 @@ def compose(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], foo
     return Message(text=text, masked=render(lambda ref: MASK), comments=comments)
 
 
-def template_variables(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str],
-                       what: str = "the sales briefing") -> tuple[dict[str, str], dict[str, str]]:
+def template_variables(
+    day: DayFacts, plan: Plan, names: Mapping[tuple[str, str], str], what: str = "the sales briefing"
+) -> tuple[dict[str, str], dict[str, str]]:
     """The template's variables for this briefing, and the same with names masked (what the audit checks).
 
     {{1}} says what it is and for which day, {{2}} is the headline, {{3}} what needs attention: the lead
@@ -190,13 +192,18 @@ def template_variables(day: DayFacts, plan: Plan, names: Mapping[tuple[str, str]
         shown = {"1": f"{what} for {fmt_date(day.report_date)}", "2": headline, "3": "nothing today."}
         # A lead clause without a figure ("Biggest loss of the day") says nothing before its list: left to the
         # full briefing, like the clauses that do not fit.
-        clauses = [c for c in (_lead_clause(_one_line(fact.render(name_of))) for fact in risks)
-                   if any(ch.isdigit() for ch in c)]
+        clauses = [
+            c
+            for c in (_lead_clause(_one_line(fact.render(name_of))) for fact in risks)
+            if any(ch.isdigit() for ch in c)
+        ]
         for keep in range(len(clauses), -1, -1):
             said = "; ".join(clauses[:keep]) + "." if keep else "too much to list here."
             shown["3"] = said + (" And more in the full briefing." if keep < len(risks) else "")
-            if (whatsapp_length(shown["3"]) <= TEMPLATE_VARIABLE_MAX
-                    and whatsapp_length(fill_template(TEMPLATE_BODY, shown)) <= TEMPLATE_MAX):
+            if (
+                whatsapp_length(shown["3"]) <= TEMPLATE_VARIABLE_MAX
+                and whatsapp_length(fill_template(TEMPLATE_BODY, shown)) <= TEMPLATE_MAX
+            ):
                 break
         return shown
 

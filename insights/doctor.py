@@ -32,15 +32,25 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import requests
 
-from warehouse import (MARTS_SCHEMA, PROJECT_ROOT, RAW_SCHEMA, TARGETS, ConfigError, Target, connect, duckdb_path,
-                       postgres_url)
+from warehouse import (
+    MARTS_SCHEMA,
+    PROJECT_ROOT,
+    RAW_SCHEMA,
+    TARGETS,
+    ConfigError,
+    Target,
+    connect,
+    duckdb_path,
+    postgres_url,
+)
 
 Level = Literal["ok", "warn", "FAIL"]
 HTTP_TIMEOUT_SECONDS = 10.0
@@ -91,8 +101,12 @@ def check_timezone_and_zoho() -> list[Check]:
         # The current user's time zone is the one Zoho writes datetimes in; users.READ is a scope the pipeline needs.
         me = ((client.get("users", params={"type": "CurrentUser"}) or {}).get("users") or [{}])[0]
     except ConfigError as exc:
-        zoho = Check("Zoho credentials", "FAIL", str(exc), "set the ZOHO_* variables, or dlt's SOURCES__ZOHO__* / "
-                     "[sources.zoho] in .dlt/secrets.toml (see README)")
+        zoho = Check(
+            "Zoho credentials",
+            "FAIL",
+            str(exc),
+            "set the ZOHO_* variables, or dlt's SOURCES__ZOHO__* / [sources.zoho] in .dlt/secrets.toml (see README)",
+        )
     except Exception as exc:  # ZohoError carries Zoho's reason and the hint; never a secret
         if getattr(exc, "code", None) == TOKEN_THROTTLED:
             # Zoho's limit of new access tokens per refresh token: it lifts by itself, and the refresh token is fine.
@@ -113,10 +127,18 @@ def check_timezone_and_zoho() -> list[Check]:
 
     refused = _zoho_probes(client)
     if refused:
-        checks.append(Check("Zoho scopes", "FAIL", "; ".join(refused),
-                            "generate the refresh token with the scopes listed in the README (Connect your Zoho org)"))
+        checks.append(
+            Check(
+                "Zoho scopes",
+                "FAIL",
+                "; ".join(refused),
+                "generate the refresh token with the scopes listed in the README (Connect your Zoho org)",
+            )
+        )
     else:
-        checks.append(Check("Zoho scopes", "ok", "Leads, Deals, users, fields, layouts, deal stages and currencies readable"))
+        checks.append(
+            Check("Zoho scopes", "ok", "Leads, Deals, users, fields, layouts, deal stages and currencies readable")
+        )
 
     org_zone = me.get("time_zone")
     if configured is not None:
@@ -125,8 +147,15 @@ def check_timezone_and_zoho() -> list[Check]:
         elif _same_zone(configured, org_zone, ZoneInfo):
             checks.append(Check("CRM_TIMEZONE", "ok", f"{configured}, as the org"))
         else:
-            checks.append(Check("CRM_TIMEZONE", "warn", f"{configured}, but the org is on {org_zone}: days would be cut "
-                                "at the wrong hour", f"set CRM_TIMEZONE={org_zone}", strict=True))
+            checks.append(
+                Check(
+                    "CRM_TIMEZONE",
+                    "warn",
+                    f"{configured}, but the org is on {org_zone}: days would be cut at the wrong hour",
+                    f"set CRM_TIMEZONE={org_zone}",
+                    strict=True,
+                )
+            )
     return checks
 
 
@@ -137,10 +166,18 @@ def check_warehouse(target: Target) -> list[Check]:
         if target == "duckdb":
             path = duckdb_path()
             if not path.parent.is_dir():
-                return [Check(name, "FAIL", f"the folder of DUCKDB_PATH does not exist ({path.parent.name}/)",
-                              "create the folder or fix DUCKDB_PATH")]
+                return [
+                    Check(
+                        name,
+                        "FAIL",
+                        f"the folder of DUCKDB_PATH does not exist ({path.parent.name}/)",
+                        "create the folder or fix DUCKDB_PATH",
+                    )
+                ]
             if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-                return [Check(name, "FAIL", f"{path.name} is not writable", "fix the file's permissions or DUCKDB_PATH")]
+                return [
+                    Check(name, "FAIL", f"{path.name} is not writable", "fix the file's permissions or DUCKDB_PATH")
+                ]
             if not path.exists():  # checking must not leave an empty warehouse behind
                 return [Check(name, "ok", f"{path.name} does not exist yet; the first extraction creates it")]
         else:
@@ -157,9 +194,13 @@ def check_warehouse(target: Target) -> list[Check]:
         return [Check(name, "FAIL", str(exc), "set DUCKDB_PATH or DATABASE_URL")]
     except Exception as exc:
         reason = _one_line(exc)
-        fix = ("another process is writing the file (a running job?); wait for it" if "lock" in reason.lower() else
-               "check DATABASE_URL (host, port, password, ?sslmode=require for Supabase)" if target == "postgres" else
-               "check DUCKDB_PATH")
+        fix = (
+            "another process is writing the file (a running job?); wait for it"
+            if "lock" in reason.lower()
+            else "check DATABASE_URL (host, port, password, ?sslmode=require for Supabase)"
+            if target == "postgres"
+            else "check DUCKDB_PATH"
+        )
         return [Check(name, "FAIL", reason, fix)]
     where = duckdb_path().name if target == "duckdb" else "PostgreSQL"
     return [Check(name, "ok", f"{where} reachable and writable")]
@@ -184,7 +225,9 @@ def check_ollama() -> list[Check]:
             m.get("model") for m in response.json().get("models", [])
         }
     except (requests.RequestException, ValueError) as exc:
-        return [Check("Ollama", "warn", f"not reachable ({type(exc).__name__}); the standard briefing will be sent", fix)]
+        return [
+            Check("Ollama", "warn", f"not reachable ({type(exc).__name__}); the standard briefing will be sent", fix)
+        ]
     wanted = {ollama.model, f"{ollama.model}:latest"}
     if not models & wanted:
         return [Check("Ollama", "warn", f"{ollama.model} is not pulled; the standard briefing will be sent", fix)]
@@ -194,8 +237,8 @@ def check_ollama() -> list[Check]:
 def check_twilio(target: Target) -> list[Check]:
     """The recipients (and their Zoho users, when the warehouse has them), the sender in E.164, then the
     credentials with one authenticated read."""
-    from insights.settings import TwilioSettings
     from insights.recipients import E164
+    from insights.settings import TwilioSettings
     from insights.whatsapp import check_credentials, twilio_client, whatsapp_address
 
     checks = check_recipients(target)
@@ -205,17 +248,31 @@ def check_twilio(target: Target) -> list[Check]:
         return [*checks, Check("Twilio settings", "FAIL", str(exc), "set it (see README, WhatsApp)")]
     sender = whatsapp_address(settings.from_number).removeprefix("whatsapp:")
     if not E164.match(sender):
-        checks.append(Check("TWILIO_FROM_NUMBER", "FAIL", f"not a phone number in E.164: {settings.from_number}",
-                            "use the WhatsApp sender of the account, e.g. +14155238886 (the sandbox)"))
+        checks.append(
+            Check(
+                "TWILIO_FROM_NUMBER",
+                "FAIL",
+                f"not a phone number in E.164: {settings.from_number}",
+                "use the WhatsApp sender of the account, e.g. +14155238886 (the sandbox)",
+            )
+        )
     else:
         checks.append(Check("TWILIO_FROM_NUMBER", "ok", sender))
     try:
         check_credentials(twilio_client(settings, HTTP_TIMEOUT_SECONDS), settings, strict=True)
     except ConfigError as exc:
-        checks.append(Check("Twilio credentials", "FAIL", str(exc), "copy the Account SID and Auth Token from the console"))
+        checks.append(
+            Check("Twilio credentials", "FAIL", str(exc), "copy the Account SID and Auth Token from the console")
+        )
     except Exception as exc:
-        checks.append(Check("Twilio credentials", "FAIL", f"Twilio could not be asked ({_one_line(exc)})",
-                            "check the network (or TWILIO_API_BASE, if set)"))
+        checks.append(
+            Check(
+                "Twilio credentials",
+                "FAIL",
+                f"Twilio could not be asked ({_one_line(exc)})",
+                "check the network (or TWILIO_API_BASE, if set)",
+            )
+        )
     else:
         checks.append(Check("Twilio credentials", "ok", "accepted by Twilio"))
         checks.append(_check_template(settings))
@@ -230,21 +287,35 @@ def _check_template(settings: Any) -> Check:
     name = "WhatsApp template"
     create = "run `python -m insights.whatsapp create-template` and set the TWILIO_TEMPLATE_SID it prints"
     if not settings.template_sid:
-        return Check(name, "warn", "TWILIO_TEMPLATE_SID is not set: only people who wrote to the sender in the last "
-                     "24 hours can get the briefing (WhatsApp refuses free-form text to anyone else, error 63016)",
-                     create)
+        return Check(
+            name,
+            "warn",
+            "TWILIO_TEMPLATE_SID is not set: only people who wrote to the sender in the last "
+            "24 hours can get the briefing (WhatsApp refuses free-form text to anyone else, error 63016)",
+            create,
+        )
     try:
         status, reason = template_status(twilio_client(settings, HTTP_TIMEOUT_SECONDS), settings.template_sid)
     except Exception as exc:
-        return Check(name, "FAIL", f"{settings.template_sid} could not be read ({_one_line(exc)})",
-                     f"check TWILIO_TEMPLATE_SID, or {create}")
+        return Check(
+            name,
+            "FAIL",
+            f"{settings.template_sid} could not be read ({_one_line(exc)})",
+            f"check TWILIO_TEMPLATE_SID, or {create}",
+        )
     if status == "approved":
         return Check(name, "ok", f"{settings.template_sid} approved by WhatsApp")
     if status == "rejected":
-        return Check(name, "FAIL", f"{settings.template_sid} rejected by WhatsApp ({reason or 'no reason given'})",
-                     create)
-    return Check(name, "warn", f"{settings.template_sid} is {status} at WhatsApp: until it is approved, only people "
-                 "who wrote in the last 24 hours get the briefing", "wait for WhatsApp's review (minutes to a day)")
+        return Check(
+            name, "FAIL", f"{settings.template_sid} rejected by WhatsApp ({reason or 'no reason given'})", create
+        )
+    return Check(
+        name,
+        "warn",
+        f"{settings.template_sid} is {status} at WhatsApp: until it is approved, only people "
+        "who wrote in the last 24 hours get the briefing",
+        "wait for WhatsApp's review (minutes to a day)",
+    )
 
 
 def _check_missed_days(target: Target) -> list[Check]:
@@ -262,10 +333,15 @@ def _check_missed_days(target: Target) -> list[Check]:
     if not missed:
         return [Check("missed briefings", "ok", "none in the last 14 days")]
     days = sorted({m.report_date for m in missed})
-    return [Check("missed briefings", "warn",
-                  f"{len(missed)} briefing(s) never went out, for {', '.join(d.isoformat() for d in days)}",
-                  f"send one on purpose with python -m insights.deliver --date {days[-1].isoformat()} "
-                  "(old news is not resent unasked)")]
+    return [
+        Check(
+            "missed briefings",
+            "warn",
+            f"{len(missed)} briefing(s) never went out, for {', '.join(d.isoformat() for d in days)}",
+            f"send one on purpose with python -m insights.deliver --date {days[-1].isoformat()} "
+            "(old news is not resent unasked)",
+        )
+    ]
 
 
 def check_recipients(target: Target) -> list[Check]:
@@ -277,12 +353,15 @@ def check_recipients(target: Target) -> list[Check]:
     from insights.recipients import NUMBERS_VARIABLE, RecipientsError, load_recipients, recipients_file
     from insights.settings import NO_RECIPIENTS
 
-    fix = "see recipients.example.yml: each person has whatsapp (+ country code and number, e.g. +14155550123) " \
-          "and role manager or owner; an owner has zoho_user"
+    fix = (
+        "see recipients.example.yml: each person has whatsapp (+ country code and number, e.g. +14155550123) "
+        "and role manager or owner; an owner has zoho_user"
+    )
     try:
         path, label = recipients_file()
         sources = ([label] if path is not None else []) + (
-            [NUMBERS_VARIABLE] if os.environ.get(NUMBERS_VARIABLE, "").strip() else [])
+            [NUMBERS_VARIABLE] if os.environ.get(NUMBERS_VARIABLE, "").strip() else []
+        )
     except RecipientsError:  # RECIPIENTS_FILE names a file that is not there: load_recipients says so
         sources = ["RECIPIENTS_FILE"]
     name = "recipients"
@@ -294,8 +373,14 @@ def check_recipients(target: Target) -> list[Check]:
         return [Check(name, "FAIL", NO_RECIPIENTS, "copy recipients.example.yml to recipients.yml and fill it in")]
     managers = sum(r.role == "manager" for r in recipients)
     owners = len(recipients) - managers
-    checks = [Check(name, "ok", f"{_count(len(recipients), 'recipient')}: {_count(managers, 'manager')}, "
-                                f"{_count(owners, 'owner')} ({', '.join(sources)})")]
+    checks = [
+        Check(
+            name,
+            "ok",
+            f"{_count(len(recipients), 'recipient')}: {_count(managers, 'manager')}, "
+            f"{_count(owners, 'owner')} ({', '.join(sources)})",
+        )
+    ]
     if owners:
         checks.append(_check_owners(recipients, target))
     return checks
@@ -312,8 +397,12 @@ def _check_owners(recipients: tuple[Any, ...], target: Target) -> Check:
         if target == "duckdb" and not duckdb_path().exists():  # checking must not leave an empty warehouse behind
             return Check(name, "warn", not_checked, "run the daily job (or python -m pipelines.zoho) once")
         if target == "duckdb" and duckdb_path() == PROJECT_ROOT / DEMO_DUCKDB_FILE:  # `make check` after the demo
-            return Check(name, "warn", f"not checked: {DEMO_DUCKDB_FILE} is the demo's warehouse",
-                         "run the daily job (or python -m pipelines.zoho) once")
+            return Check(
+                name,
+                "warn",
+                f"not checked: {DEMO_DUCKDB_FILE} is the demo's warehouse",
+                "run the daily job (or python -m pipelines.zoho) once",
+            )
         # Not read-only: the warehouse check holds a read-write connection to the same file meanwhile, and
         # DuckDB refuses a second connection of another kind in one process. Nothing is written.
         with connect(target) as conn:
@@ -321,13 +410,18 @@ def _check_owners(recipients: tuple[Any, ...], target: Target) -> Check:
     except UsersNotLoaded:
         return Check(name, "warn", not_checked, "run the daily job (or python -m pipelines.zoho) once")
     except Exception as exc:  # the warehouse check says why the warehouse cannot be reached
-        return Check(name, "warn", f"not checked: the warehouse could not be read ({_one_line(exc)})",
-                     "see the warehouse line")
+        return Check(
+            name, "warn", f"not checked: the warehouse could not be read ({_one_line(exc)})", "see the warehouse line"
+        )
     owners, problems = resolve_owners(recipients, users)
     failures = [p for p in problems if not getattr(p, "warning", False)]
     if failures:
-        return Check(name, "FAIL", "; ".join(problems),
-                     "set zoho_user to the id or email of a user of the org (Setup > Users in Zoho CRM)")
+        return Check(
+            name,
+            "FAIL",
+            "; ".join(problems),
+            "set zoho_user to the id or email of a user of the org (Setup > Users in Zoho CRM)",
+        )
     if problems:
         return Check(name, "warn", "; ".join(problems), "remove the entry, or give it to the user's successor")
     return Check(name, "ok", f"{_count(len(owners), 'owner')} found among the org's {_count(len(users), 'user')}")
@@ -410,11 +504,16 @@ def main(argv: list[str] | None = None) -> int:
     print(render(checks))
     failed = [c for c in checks if c.level == "FAIL"]
     warned = sum(c.level == "warn" for c in checks)
-    print(f"{len(checks)} checks in {time.perf_counter() - started:.1f}s: "
-          + (f"{len(failed)} failed, " if failed else "all passed, ") + f"{warned} warning(s)")
+    print(
+        f"{len(checks)} checks in {time.perf_counter() - started:.1f}s: "
+        + (f"{len(failed)} failed, " if failed else "all passed, ")
+        + f"{warned} warning(s)"
+    )
     if failed:
-        print(f"error: {failed[0].name}: {failed[0].result}" + (f" -> {failed[0].fix}" if failed[0].fix else ""),
-              file=sys.stderr)
+        print(
+            f"error: {failed[0].name}: {failed[0].result}" + (f" -> {failed[0].fix}" if failed[0].fix else ""),
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -422,13 +521,14 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def _zoho_client() -> "object":
+def _zoho_client() -> object:
     """A Zoho client resolved exactly as the extraction resolves its own, failing fast (one attempt per request).
 
     It takes the access token an earlier run left in the shared cache, and leaves its own there: the
     extraction that follows the check in `make daily` then needs no token request of its own.
     """
-    from pipelines.zoho.credentials import connect as connect_zoho, resolve_settings
+    from pipelines.zoho.credentials import connect as connect_zoho
+    from pipelines.zoho.credentials import resolve_settings
 
     return connect_zoho(resolve_settings(), retry_attempts=1)
 
@@ -437,9 +537,11 @@ def _same_zone(configured: str, org_zone: str, zone_info: type) -> bool:
     """Zoho names zones like IANA (Asia/Kolkata) but may use an alias (Asia/Calcutta): compare today's offsets too."""
     if configured == org_zone:
         return True
-    moment = dt.datetime.now(dt.timezone.utc)
+    moment = dt.datetime.now(dt.UTC)
     try:
-        return moment.astimezone(zone_info(configured)).utcoffset() == moment.astimezone(zone_info(org_zone)).utcoffset()
+        return (
+            moment.astimezone(zone_info(configured)).utcoffset() == moment.astimezone(zone_info(org_zone)).utcoffset()
+        )
     except (KeyError, ValueError):  # Zoho sent a name the zone database does not know
         return False
 

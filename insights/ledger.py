@@ -58,10 +58,11 @@ import datetime as dt
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from warehouse import MARTS_SCHEMA, Target, as_date, connect, duckdb_path, placeholder
 
@@ -213,8 +214,7 @@ class DeliveryLedger:
                 cur.execute("select pg_advisory_xact_lock(%s)", [_lock_key(report_date, recipient, digest)])
             except psycopg2.errors.LockNotAvailable:
                 raise DeliveryBusy(
-                    f"another delivery for {report_date} to {recipient} has been running for over "
-                    f"{CLAIM_WAIT_SECONDS}s"
+                    f"another delivery for {report_date} to {recipient} has been running for over {CLAIM_WAIT_SECONDS}s"
                 ) from None
             try:
                 yield
@@ -222,8 +222,10 @@ class DeliveryLedger:
                 conn.rollback()
 
     def get(self, report_date: dt.date, recipient: str, digest: str = TEAM) -> LedgerEntry | None:
-        rows = self._entries(f"report_date = {self._p} and recipient = {self._p} and digest = {self._p}",
-                             [report_date, recipient, digest])
+        rows = self._entries(
+            f"report_date = {self._p} and recipient = {self._p} and digest = {self._p}",
+            [report_date, recipient, digest],
+        )
         return rows[0] if rows else None
 
     def entries(self, since: dt.date) -> list[LedgerEntry]:
@@ -244,8 +246,15 @@ class DeliveryLedger:
             cur.execute(f"select {_COLUMNS} from {TABLE} where {where}", params)
             rows = cur.fetchall()
         return [
-            LedgerEntry(*row[:9], previous_sids=tuple((row[9] or "").split()), updated_at=float(row[10]),
-                        summary_id=row[11], digest=row[12], kind=row[13], part_sids=tuple((row[14] or "").split()))
+            LedgerEntry(
+                *row[:9],
+                previous_sids=tuple((row[9] or "").split()),
+                updated_at=float(row[10]),
+                summary_id=row[11],
+                digest=row[12],
+                kind=row[13],
+                part_sids=tuple((row[14] or "").split()),
+            )
             for row in rows
         ]
 
@@ -253,8 +262,9 @@ class DeliveryLedger:
         """Every message SID ever recorded for `recipient`, whatever the date: none of them is a new attempt."""
         with connect(self.target) as conn:
             cur = conn.cursor()
-            cur.execute(f"select message_sid, previous_sids, part_sids from {TABLE} where recipient = {self._p}",
-                        [recipient])
+            cur.execute(
+                f"select message_sid, previous_sids, part_sids from {TABLE} where recipient = {self._p}", [recipient]
+            )
             rows = cur.fetchall()
         return {sid for row in rows for field in row for sid in (field or "").split() if sid}
 
@@ -347,8 +357,18 @@ class DeliveryLedger:
                 updated_at = now()
             where report_date = {p} and recipient = {p} and digest = {p}
             """,
-            [status, message_sid, error_code, error_message, content_hash, twilio_status, kind, report_date, recipient,
-             digest],
+            [
+                status,
+                message_sid,
+                error_code,
+                error_message,
+                content_hash,
+                twilio_status,
+                kind,
+                report_date,
+                recipient,
+                digest,
+            ],
         )
 
     def note_twilio_status(self, report_date: dt.date, recipient: str, twilio_status: str, digest: str = TEAM) -> None:
@@ -360,8 +380,9 @@ class DeliveryLedger:
             [twilio_status, report_date, recipient, digest],
         )
 
-    def record_status(self, sid: str, status: str, error_code: int | None = None,
-                      error_message: str | None = None) -> LedgerEntry | None:
+    def record_status(
+        self, sid: str, status: str, error_code: int | None = None, error_message: str | None = None
+    ) -> LedgerEntry | None:
         """Apply what Twilio's status callback says of message `sid`; the row it belongs to, or None.
 
         Idempotent and order-proof: callbacks may come twice or out of order, so
@@ -373,8 +394,15 @@ class DeliveryLedger:
             return None
         if status in FINAL_FAILURES:
             if entry.status == "accepted":
-                self.finish(entry.report_date, entry.recipient, "failed", error_code=error_code,
-                            error_message=error_message, twilio_status=status, digest=entry.digest)
+                self.finish(
+                    entry.report_date,
+                    entry.recipient,
+                    "failed",
+                    error_code=error_code,
+                    error_message=error_message,
+                    twilio_status=status,
+                    digest=entry.digest,
+                )
             return entry
         current = entry.twilio_status
         if current in FINAL_FAILURES or STATUS_ORDER.get(status, -1) <= STATUS_ORDER.get(current or "", -1):
@@ -412,8 +440,9 @@ class DeliveryLedger:
             [" ".join(sids), sids[0], report_date, recipient, digest],
         )
 
-    def missed_days(self, until: dt.date, *, since: dt.date | None = None,
-                    expected: set[str] | None = None) -> list[MissedDay]:
+    def missed_days(
+        self, until: dt.date, *, since: dt.date | None = None, expected: set[str] | None = None
+    ) -> list[MissedDay]:
         """The report dates up to `until` whose digest never reached someone who gets it.
 
         Someone gets a digest from the first date the ledger has a row for them
@@ -434,8 +463,9 @@ class DeliveryLedger:
             conn.commit()
 
 
-def missed_in(rows: list[tuple[Any, str, str, str]], until: dt.date,
-              expected: set[str] | None = None) -> list[MissedDay]:
+def missed_in(
+    rows: list[tuple[Any, str, str, str]], until: dt.date, expected: set[str] | None = None
+) -> list[MissedDay]:
     """The missed days among ledger rows (report_date, recipient, digest, status): see `missed_days`."""
     by_key: dict[tuple[str, str], dict[dt.date, str]] = {}
     for day, recipient, digest, status in rows:
@@ -453,7 +483,6 @@ def missed_in(rows: list[tuple[Any, str, str, str]], until: dt.date,
                 missed.append(MissedDay(day, recipient, digest, status))
             day += dt.timedelta(days=1)
     return missed
-
 
 
 def _lock_key(report_date: dt.date, recipient: str, digest: str = TEAM) -> int:

@@ -50,7 +50,15 @@ RETRY_SEED = 43
 RETRY_TEMPERATURE = 0.3
 
 # Why the model's answer was not used; stored in ai_summaries.fallback_reason as "<code>: <detail>".
-RETRYABLE = {"empty_answer", "prose", "invalid_json", "unknown_fact_id", "schema_violation", "truncated", "context_overflow"}
+RETRYABLE = {
+    "empty_answer",
+    "prose",
+    "invalid_json",
+    "unknown_fact_id",
+    "schema_violation",
+    "truncated",
+    "context_overflow",
+}
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,11 @@ def context_for(prompt: prompts.Prompt, max_num_ctx: int, ratio: float = OTHER_T
 def _observed_ratio(attempt: Attempt) -> float:
     """How many tokens the serving model needs per Llama 3.2 token, from an answered attempt it did not
     truncate; the default margin when that is not known."""
-    if attempt.prompt_tokens and attempt.counted_tokens and attempt.prompt_tokens + attempt.num_predict <= attempt.num_ctx:
+    if (
+        attempt.prompt_tokens
+        and attempt.counted_tokens
+        and attempt.prompt_tokens + attempt.num_predict <= attempt.num_ctx
+    ):
         return max(1.0, attempt.prompt_tokens / attempt.counted_tokens)
     return OTHER_TOKENIZER
 
@@ -141,8 +153,11 @@ def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | 
     prompt = prompts.fit(day, settings.max_num_ctx, scale=OTHER_TOKENIZER, margin=CONTEXT_MARGIN)
     if prompt is None:
         needed = prompts.render(day)
-        failure = Failure("prompt_too_long", f"the facts take {needed.tokens} prompt tokens plus {needed.num_predict} for the "
-                                             f"answer, more than OLLAMA_NUM_CTX={settings.max_num_ctx}")
+        failure = Failure(
+            "prompt_too_long",
+            f"the facts take {needed.tokens} prompt tokens plus {needed.num_predict} for the "
+            f"answer, more than OLLAMA_NUM_CTX={settings.max_num_ctx}",
+        )
         return Outcome(None, failure=failure, seconds=time.perf_counter() - started)
     outcome = Outcome(prompt)
     client, problem = _client(settings, timeout)
@@ -174,8 +189,9 @@ def choose(day: DayFacts, settings: OllamaSettings, *, timeout: httpx.Timeout | 
     return outcome
 
 
-def _retry_prompt(day: DayFacts, prompt: prompts.Prompt, first: Attempt,
-                  settings: OllamaSettings) -> tuple[prompts.Prompt, int] | None:
+def _retry_prompt(
+    day: DayFacts, prompt: prompts.Prompt, first: Attempt, settings: OllamaSettings
+) -> tuple[prompts.Prompt, int] | None:
     """The second request: what it changes depends on what went wrong (None: nothing worth retrying)."""
     assert first.failure is not None
     ratio = _observed_ratio(first)
@@ -205,19 +221,28 @@ def _client(settings: OllamaSettings, timeout: httpx.Timeout | float | None) -> 
         return None, f"OLLAMA_BASE_URL {settings.base_url!r} is not a valid URL ({exc})"
 
 
-def _ask(client: ollama.Client, settings: OllamaSettings, prompt: prompts.Prompt, seed: int, temperature: float,
-         num_ctx: int) -> Attempt:
+def _ask(
+    client: ollama.Client, settings: OllamaSettings, prompt: prompts.Prompt, seed: int, temperature: float, num_ctx: int
+) -> Attempt:
     started = time.perf_counter()
     model = settings.model
-    sent = dict(seed=seed, temperature=temperature, num_ctx=num_ctx, num_predict=prompt.num_predict,
-                counted_tokens=prompt.tokens)
+    sent = dict(
+        seed=seed,
+        temperature=temperature,
+        num_ctx=num_ctx,
+        num_predict=prompt.num_predict,
+        counted_tokens=prompt.tokens,
+    )
 
     def failed(code: str, detail: str, content: str | None = None, **metrics: Any) -> Attempt:
         return Attempt(content, **sent, seconds=time.perf_counter() - started, failure=Failure(code, detail), **metrics)
 
     try:
         response = client.chat(
-            model=model, messages=prompt.messages, stream=False, format=prompt.schema,
+            model=model,
+            messages=prompt.messages,
+            stream=False,
+            format=prompt.schema,
             options=options(seed, temperature, num_ctx, prompt.num_predict),
         )
     except ollama.ResponseError as exc:
@@ -241,7 +266,8 @@ def _ask(client: ollama.Client, settings: OllamaSettings, prompt: prompts.Prompt
         return failed(
             "context_overflow",
             f"the prompt took {response.prompt_eval_count} of num_ctx={num_ctx} tokens; Ollama may have truncated it",
-            content, **metrics,
+            content,
+            **metrics,
         )
     plan, problem = _parse(content, prompt)
     # A complete, valid object followed by a run of whitespace also ends with "length"; only an
@@ -269,8 +295,13 @@ def _parse(content: str, prompt: prompts.Prompt) -> tuple[prompts.Plan | None, t
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         ids = set(prompt.day.ids)
-        unknown = sorted({repr(str(e.get("input"))[:40]) for e in errors
-                          if e["loc"] and e["loc"][-1] == "fact_id" and e.get("input") not in ids})
+        unknown = sorted(
+            {
+                repr(str(e.get("input"))[:40])
+                for e in errors
+                if e["loc"] and e["loc"][-1] == "fact_id" and e.get("input") not in ids
+            }
+        )
         lines = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:3])
         if unknown:
             return None, ("unknown_fact_id", f"it cites fact ids that do not exist ({', '.join(unknown)}); {lines}")

@@ -21,7 +21,7 @@ next step needs a quiet one, checking what slipped needs a push, a cut or a step
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from insights.facts import DayFacts, Fact, half_up
 
@@ -68,9 +68,13 @@ _ACTIONS_FOR: dict[str, Callable[[Fact], tuple[str, ...]]] = {
 }
 
 # The owner's action for each rule of insights.deal_flags that fired on at least one of their deals.
-_RULE_ACTIONS = (("overdue", "update_overdue_deals"), ("quiet", "confirm_quiet_deals"),
-                 ("pushed", "check_slipping_deals"), ("shrunk", "check_slipping_deals"),
-                 ("moved_back", "check_slipping_deals"))
+_RULE_ACTIONS = (
+    ("overdue", "update_overdue_deals"),
+    ("quiet", "confirm_quiet_deals"),
+    ("pushed", "check_slipping_deals"),
+    ("shrunk", "check_slipping_deals"),
+    ("moved_back", "check_slipping_deals"),
+)
 
 
 def _owner_risk_actions(fact: Fact) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ class Plan:
         return [self.headline, *self.highlights, *self.risks, *self.actions]
 
     @classmethod
-    def from_answer(cls, answer: BaseModel) -> "Plan":
+    def from_answer(cls, answer: BaseModel) -> Plan:
         data = answer.model_dump()
         return cls(
             headline=Pick(**data["headline"]),
@@ -122,8 +122,13 @@ def answer_model(day: DayFacts, ask: Ask = Ask()) -> type[BaseModel]:
     AttentionId = Literal[tuple(attention or day.ids)]  # type: ignore[valid-type]  # unused when there is none
     AnyId = Literal[tuple(day.ids)]  # type: ignore[valid-type]
     ActionId = Literal[tuple(ACTIONS)]  # type: ignore[valid-type]
-    Comment = Annotated[str, Field(json_schema_extra={"pattern": comment_pattern(ask.comment_max)},
-                                   description="a short remark in plain words, no figures")]
+    Comment = Annotated[
+        str,
+        Field(
+            json_schema_extra={"pattern": comment_pattern(ask.comment_max)},
+            description="a short remark in plain words, no figures",
+        ),
+    ]
     fits = {f.id: actions_for(f) for f in day.facts}
     pairs = {a: [fid for fid, acts in fits.items() if a in acts] for a in ACTIONS}
     strict = ConfigDict(extra="forbid")
@@ -131,9 +136,16 @@ def answer_model(day: DayFacts, ask: Ask = Ask()) -> type[BaseModel]:
     def one_branch_per_action(schema: dict[str, Any]) -> None:
         """{fact_id, action} as one alternative per action, each with the facts it fits."""
         branches = [
-            {**schema, "properties": {**schema["properties"], "fact_id": {"type": "string", "enum": ids},
-                                      "action": {"type": "string", "enum": [action]}}}
-            for action, ids in pairs.items() if ids
+            {
+                **schema,
+                "properties": {
+                    **schema["properties"],
+                    "fact_id": {"type": "string", "enum": ids},
+                    "action": {"type": "string", "enum": [action]},
+                },
+            }
+            for action, ids in pairs.items()
+            if ids
         ]
         if branches:
             schema.clear()
@@ -156,7 +168,7 @@ def answer_model(day: DayFacts, ask: Ask = Ask()) -> type[BaseModel]:
         comment: Comment
 
         @model_validator(mode="after")
-        def _fits_its_fact(self) -> "StepAnswer":
+        def _fits_its_fact(self) -> StepAnswer:
             allowed = fits[self.fact_id]
             if self.action not in allowed:
                 hint = f"choose {' or '.join(allowed)}" if allowed else "it calls for no action"
@@ -238,13 +250,18 @@ class Prompt:
         payload = json.dumps({"version": VERSION, "messages": self.messages, "format": self.schema}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def with_note(self, problem: str) -> "Prompt":
+    def with_note(self, problem: str) -> Prompt:
         """The same request with one short line on what was wrong with the last answer (never the answer
         itself: a small model shown its own answer tends to repeat it)."""
         note = _templates.get_template("retry.prompt.j2").render(problem=problem[:200])
         system, user = self.messages
-        return Prompt(self.day, [system, {"role": "user", "content": f"{user['content']}\n\n{note}"}],
-                      self.schema, self.answer, self.ask)
+        return Prompt(
+            self.day,
+            [system, {"role": "user", "content": f"{user['content']}\n\n{note}"}],
+            self.schema,
+            self.answer,
+            self.ask,
+        )
 
 
 def render(day: DayFacts, ask: Ask = Ask()) -> Prompt:
@@ -254,8 +271,10 @@ def render(day: DayFacts, ask: Ask = Ask()) -> Prompt:
     # otherwise carry the team's whole list (and the team's the owners') in every prompt.
     fitting = {a for f in day.facts for a in actions_for(f)}
     system = _templates.get_template("system.prompt.j2").render(
-        actions={a: sentence for a, sentence in ACTIONS.items() if a in fitting}, comment_max=ask.comment_max,
-        max_highlights=ask.max_highlights, max_actions=ask.max_actions,
+        actions={a: sentence for a, sentence in ACTIONS.items() if a in fitting},
+        comment_max=ask.comment_max,
+        max_highlights=ask.max_highlights,
+        max_actions=ask.max_actions,
     )
     user = _templates.get_template("briefing.prompt.j2").render(
         report_date=fmt_date(day.report_date),
@@ -267,8 +286,9 @@ def render(day: DayFacts, ask: Ask = Ask()) -> Prompt:
     return Prompt(day, messages, schema, answer, ask)
 
 
-def fit(day: DayFacts, max_ctx: int, ask: Ask = Ask(), scale: float = 1.0, margin: int = 0,
-        minimum_others: int = 2) -> Prompt | None:
+def fit(
+    day: DayFacts, max_ctx: int, ask: Ask = Ask(), scale: float = 1.0, margin: int = 0, minimum_others: int = 2
+) -> Prompt | None:
     """The prompt with as many facts as fit: prompt tokens (times `scale`, for a model whose tokenizer
     needs more) + the answer's budget + `margin` <= `max_ctx`.
 

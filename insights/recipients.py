@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
 
@@ -100,7 +101,7 @@ class Problem(str):
 
     warning: bool
 
-    def __new__(cls, text: str, *, warning: bool = False) -> "Problem":
+    def __new__(cls, text: str, *, warning: bool = False) -> Problem:
         problem = super().__new__(cls, text)
         problem.warning = warning
         return problem
@@ -259,15 +260,22 @@ def _person(entry: yaml.Node, label: str, problems: _Problems) -> _Listed | None
     if role == "owner" and "zoho_user" in missing:
         add(None, "an owner needs zoho_user (the Zoho user id or email whose deals are theirs)")
     if role == "manager" and zoho_user is not None:
-        add("zoho_user", "zoho_user is only for owners; a manager gets the team briefing "
-                         "(set role: owner for their own deals)")
+        add(
+            "zoho_user",
+            "zoho_user is only for owners; a manager gets the team briefing (set role: owner for their own deals)",
+        )
 
     if whatsapp is None:
         return None
     recipient = None
     if problems.count() == found and role in ROLES:
-        recipient = Recipient(name=values.get("name"), whatsapp=whatsapp, role=role,  # type: ignore[arg-type]
-                              zoho_user=zoho_user, source=where)
+        recipient = Recipient(
+            name=values.get("name"),
+            whatsapp=whatsapp,
+            role=role,  # type: ignore[arg-type]
+            zoho_user=zoho_user,
+            source=where,
+        )
     return _Listed(whatsapp, where, line, recipient)
 
 
@@ -278,8 +286,10 @@ def _read_numbers(raw: str, problems: _Problems) -> list[_Listed]:
         which = f" (number {position} of {len(numbers)})" if len(numbers) > 1 else ""
         whatsapp = normalise(number)
         if whatsapp is None:
-            problems.add(_AFTER_THE_FILE,
-                         f"{NUMBERS_VARIABLE}{which}: not a phone number in E.164 ({E164_HINT}, comma-separated)")
+            problems.add(
+                _AFTER_THE_FILE,
+                f"{NUMBERS_VARIABLE}{which}: not a phone number in E.164 ({E164_HINT}, comma-separated)",
+            )
             continue
         recipient = Recipient(name=None, whatsapp=whatsapp, role="manager", zoho_user=None, source=NUMBERS_VARIABLE)
         listed.append(_Listed(whatsapp, f"{NUMBERS_VARIABLE}{which}", _AFTER_THE_FILE, recipient))
@@ -295,8 +305,9 @@ def normalise(number: str) -> str | None:
     return address if E164.match(address.removeprefix("whatsapp:")) else None
 
 
-def _keys(node: yaml.MappingNode, label: str, allowed: tuple[str, ...],
-          problems: _Problems) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+def _keys(
+    node: yaml.MappingNode, label: str, allowed: tuple[str, ...], problems: _Problems
+) -> dict[str, tuple[yaml.Node, yaml.Node]]:
     """The mapping's known keys with their (key, value) nodes; unknown and repeated keys are problems."""
     found: dict[str, tuple[yaml.Node, yaml.Node]] = {}
     for key_node, value_node in node.value:
@@ -328,20 +339,28 @@ def users_in_warehouse(conn: Any) -> list[ZohoUser]:
     (DuckDB or PostgreSQL). Raises `UsersNotLoaded` when the table is not there yet (no extraction so far)."""
     cur = conn.cursor()  # a DuckDB cursor is a connection of its own; closing it leaves `conn` open
     try:
-        cur.execute("select column_name from information_schema.columns "
-                    f"where table_schema = '{RAW_SCHEMA}' and table_name = '{USERS_TABLE}'")
+        cur.execute(
+            "select column_name from information_schema.columns "
+            f"where table_schema = '{RAW_SCHEMA}' and table_name = '{USERS_TABLE}'"
+        )
         columns = {str(row[0]).lower() for row in cur.fetchall()}
         if "id" not in columns:
             raise UsersNotLoaded(f"{RAW_SCHEMA}.{USERS_TABLE} is not in the warehouse yet")
         # dlt adds a column only once a value has been seen in it: a column no user has is read as null.
         wanted = ("id", "email", "full_name", "status")
-        cur.execute(f"select {', '.join(c if c in columns else 'null' for c in wanted)} from {RAW_SCHEMA}.{USERS_TABLE}")
+        cur.execute(
+            f"select {', '.join(c if c in columns else 'null' for c in wanted)} from {RAW_SCHEMA}.{USERS_TABLE}"
+        )
         rows = cur.fetchall()
     finally:
         cur.close()
     return [
-        ZohoUser(user_id=str(user_id), email=email, full_name=full_name,
-                 is_active=status is None or str(status).strip().lower() == "active")
+        ZohoUser(
+            user_id=str(user_id),
+            email=email,
+            full_name=full_name,
+            is_active=status is None or str(status).strip().lower() == "active",
+        )
         for user_id, email, full_name, status in rows
         if user_id is not None
     ]
@@ -372,8 +391,12 @@ def resolve_owners(recipients: Iterable[Recipient], users: Iterable[ZohoUser]) -
             if len(matches) > 1:  # Zoho keeps emails unique, but a deleted user may share one: prefer the active
                 matches = [u for u in matches if u.is_active] or matches
             if len(matches) > 1:
-                problems.append(Problem(f"{recipient.source}: zoho_user {key} is the email of {len(matches)} Zoho "
-                                        "users; use the user id instead"))
+                problems.append(
+                    Problem(
+                        f"{recipient.source}: zoho_user {key} is the email of {len(matches)} Zoho "
+                        "users; use the user id instead"
+                    )
+                )
                 continue
             user = matches[0] if matches else None
         if user is None:
@@ -382,6 +405,11 @@ def resolve_owners(recipients: Iterable[Recipient], users: Iterable[ZohoUser]) -
         owners[recipient.whatsapp] = user.user_id
         if not user.is_active:
             who = f" ({user.full_name})" if user.full_name else ""
-            problems.append(Problem(f"{recipient.source}: zoho_user {key}{who} is not active in Zoho; their briefing "
-                                    "covers the deals they still own", warning=True))
+            problems.append(
+                Problem(
+                    f"{recipient.source}: zoho_user {key}{who} is not active in Zoho; their briefing "
+                    "covers the deals they still own",
+                    warning=True,
+                )
+            )
     return owners, problems

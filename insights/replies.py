@@ -34,9 +34,10 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from twilio.request_validator import RequestValidator
 
@@ -53,8 +54,9 @@ JOURNAL_SUFFIX = ".twilio-events.jsonl"
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
-def signature_ok(auth_token: str, public_base_url: str, path: str, query: str, params: Mapping[str, str],
-                 signature: str) -> bool:
+def signature_ok(
+    auth_token: str, public_base_url: str, path: str, query: str, params: Mapping[str, str], signature: str
+) -> bool:
     """Whether Twilio signed this request: twilio-python's own validator, over the URL Twilio was given.
 
     Behind a proxy or a tunnel the server sees another host and scheme than
@@ -133,8 +135,9 @@ def _apply(ledger: DeliveryLedger, event: Mapping[str, Any]) -> None:
     if event.get("event") == "status":
         ledger.record_status(event["sid"], event["status"], event.get("error_code"), event.get("error_message"))
     elif event.get("event") == "reply":
-        ledger.record_session(dt.date.fromisoformat(event["report_date"]), event["recipient"], event["digest"],
-                              event["sids"])
+        ledger.record_session(
+            dt.date.fromisoformat(event["report_date"]), event["recipient"], event["digest"], event["sids"]
+        )
 
 
 # --------------------------------------------------------------------------- status callbacks
@@ -147,9 +150,13 @@ def record_status(target: Target, params: Mapping[str, str]) -> None:
     if not sid or not status:
         return
     code = params.get("ErrorCode")
-    event = {"event": "status", "sid": sid, "status": status,
-             "error_code": int(code) if code and code.isdigit() else None,
-             "error_message": params.get("ErrorMessage") or None}
+    event = {
+        "event": "status",
+        "sid": sid,
+        "status": status,
+        "error_code": int(code) if code and code.isdigit() else None,
+        "error_message": params.get("ErrorMessage") or None,
+    }
     if target == "duckdb":
         journal = Journal(duckdb_path())
         with journal.locked():
@@ -213,8 +220,13 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
                 sids.append(sid)
             _record_reply(target, report_date, address, digest, sids)
             sent.extend(sids)
-            log.info("answered a reply from %s with the %s briefing for %s (%d part(s))", address, digest,
-                     report_date, len(sids))
+            log.info(
+                "answered a reply from %s with the %s briefing for %s (%d part(s))",
+                address,
+                digest,
+                report_date,
+                len(sids),
+            )
     return sent
 
 
@@ -232,18 +244,28 @@ def _claimed(target: Target, report_date: dt.date, address: str) -> Iterator[Non
 def _answered(target: Target, report_date: dt.date, address: str) -> set[str]:
     """The digests of that day a reply was already answered with, as the ledger (and the journal) say now."""
     if target == "duckdb":
-        answered = {e["digest"] for e in Journal(duckdb_path()).events()
-                    if e.get("event") == "reply" and e["recipient"] == address
-                    and e["report_date"] == report_date.isoformat()}
+        answered = {
+            e["digest"]
+            for e in Journal(duckdb_path()).events()
+            if e.get("event") == "reply" and e["recipient"] == address and e["report_date"] == report_date.isoformat()
+        }
         return answered  # the copy the API read from may predate them; the journal does not
     ledger = DeliveryLedger(target)
-    return {e.digest for e in ledger.entries(report_date)
-            if e.recipient == address and e.report_date == report_date and e.kind == "session"}
+    return {
+        e.digest
+        for e in ledger.entries(report_date)
+        if e.recipient == address and e.report_date == report_date and e.kind == "session"
+    }
 
 
 def _record_reply(target: Target, report_date: dt.date, address: str, digest: str, sids: list[str]) -> None:
-    event = {"event": "reply", "report_date": report_date.isoformat(), "recipient": address, "digest": digest,
-             "sids": sids}
+    event = {
+        "event": "reply",
+        "report_date": report_date.isoformat(),
+        "recipient": address,
+        "digest": digest,
+        "sids": sids,
+    }
     if target == "duckdb":
         Journal(duckdb_path()).append(event)  # the caller holds the journal's lock
     else:
@@ -256,4 +278,5 @@ def _direct_query(target: Target) -> Query:
             cur = conn.cursor()
             cur.execute(sql, list(params))
             return list(cur.fetchall())
+
     return read

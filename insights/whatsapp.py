@@ -52,8 +52,9 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Collection, Literal, Mapping, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -61,8 +62,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageInstance
 
-from insights.recipients import E164
 from insights.ledger import TEAM, DeliveryBusy, DeliveryKind, DeliveryLedger, LedgerEntry
+from insights.recipients import E164
 from insights.settings import TwilioSettings
 from warehouse import ConfigError, Target
 
@@ -254,9 +255,13 @@ def send_digests(
                 log.warning("the 24-hour window of %s closed during the run; sending the template instead", o.recipient)
                 retried = sending.claimed(o, force=False, mode="template")
                 [deliveries[i]] = _await_statuses(client, ledger, report_date, [retried], status_wait)
-                deliveries[i] = replace(deliveries[i], explanation=(
-                    "the 24-hour window closed during the run (63016); the template went instead"
-                    + (f". {deliveries[i].explanation}" if deliveries[i].explanation else "")))
+                deliveries[i] = replace(
+                    deliveries[i],
+                    explanation=(
+                        "the 24-hour window closed during the run (63016); the template went instead"
+                        + (f". {deliveries[i].explanation}" if deliveries[i].explanation else "")
+                    ),
+                )
     for delivery in deliveries:
         _log_delivery(delivery, report_date)
     return deliveries
@@ -270,8 +275,13 @@ def outcome(deliveries: Sequence[Delivery]) -> tuple[int, str]:
     counts: dict[str, int] = {}
     for d in deliveries:
         counts[d.status] = counts.get(d.status, 0) + 1
-    words = {"sent": "sent to {}", "already_sent": "already sent to {}", "failed": "FAILED for {}",
-             "unknown": "outcome UNKNOWN for {}", "busy": "left to another running delivery for {}"}
+    words = {
+        "sent": "sent to {}",
+        "already_sent": "already sent to {}",
+        "failed": "FAILED for {}",
+        "unknown": "outcome UNKNOWN for {}",
+        "busy": "left to another running delivery for {}",
+    }
     parts = [words[s].format(n) for s, n in counts.items()]
     noun = "message" if any(d.digest != TEAM for d in deliveries) else "recipient"
     text = ", ".join(parts) + f" of {len(deliveries)} {noun}{'s' if len(deliveries) != 1 else ''}"
@@ -379,16 +389,18 @@ def window_open(client: Client, recipient: str, sender: str, now: dt.datetime | 
     messages of the last 24 hours), not from a record of ours that could drift
     from it. None when Twilio cannot be asked.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     opened_after = now - dt.timedelta(hours=24) + dt.timedelta(seconds=WINDOW_MARGIN_SECONDS)
     try:
-        messages = client.messages.list(from_=recipient, to=sender, date_sent_after=now - dt.timedelta(hours=24),
-                                        limit=20)
+        messages = client.messages.list(
+            from_=recipient, to=sender, date_sent_after=now - dt.timedelta(hours=24), limit=20
+        )
     except (TwilioException, requests.exceptions.RequestException) as exc:
         log.info("could not read the 24-hour window of %s from Twilio: %s", recipient, type(exc).__name__)
         return None
     return any(
-        (m.direction or "").startswith("inbound") and (m.date_sent or m.date_created) is not None
+        (m.direction or "").startswith("inbound")
+        and (m.date_sent or m.date_created) is not None
         and (m.date_sent or m.date_created) >= opened_after  # type: ignore[operator]
         for m in messages
     )
@@ -400,8 +412,9 @@ def window_open(client: Client, recipient: str, sender: str, now: dt.datetime | 
 class _Sending:
     """What one delivery run knows while it sends: the client, the ledger, the windows it read, the template."""
 
-    def __init__(self, client: Client, ledger: DeliveryLedger, report_date: dt.date, sender: str,
-                 settings: TwilioSettings) -> None:
+    def __init__(
+        self, client: Client, ledger: DeliveryLedger, report_date: dt.date, sender: str, settings: TwilioSettings
+    ) -> None:
         self.client, self.ledger, self.report_date, self.sender = client, ledger, report_date, sender
         self.template_sid = settings.template_sid
         self.status_callback = status_callback_url(settings)
@@ -435,10 +448,17 @@ class _Sending:
             open_ = self.window(outgoing.recipient)
             mode = "session" if open_ or (open_ is None and not self.template_ready(outgoing)) else "template"
         if mode == "template" and not self.template_ready(outgoing):
-            return Delivery(outgoing.recipient, "failed", digest=outgoing.digest, error_code=63016, explanation=(
-                "outside WhatsApp's 24-hour window (the person has not written in the last 24 hours) and no approved "
-                "template is configured: run `python -m insights.whatsapp create-template` and set the "
-                "TWILIO_TEMPLATE_SID it prints; nothing was sent"))
+            return Delivery(
+                outgoing.recipient,
+                "failed",
+                digest=outgoing.digest,
+                error_code=63016,
+                explanation=(
+                    "outside WhatsApp's 24-hour window (the person has not written in the last 24 hours) and no approved "
+                    "template is configured: run `python -m insights.whatsapp create-template` and set the "
+                    "TWILIO_TEMPLATE_SID it prints; nothing was sent"
+                ),
+            )
         if mode == "session":
             parts = tuple(Part(text) for text in split_parts(outgoing.text))
             return _Plan("session", parts, body_hash(outgoing.text.strip()))
@@ -456,8 +476,11 @@ class _Sending:
         except DeliveryBusy as busy:
             if self.ledger.target == "duckdb":
                 raise
-            return _Outcome(Delivery(outgoing.recipient, "busy", digest=outgoing.digest,
-                                     explanation=f"{busy}; this run left it alone"))
+            return _Outcome(
+                Delivery(
+                    outgoing.recipient, "busy", digest=outgoing.digest, explanation=f"{busy}; this run left it alone"
+                )
+            )
 
     def deliver(self, outgoing: Outgoing, *, force: bool, mode: DeliveryKind | None = None) -> _Outcome:
         ledger, day, recipient, digest = self.ledger, self.report_date, outgoing.recipient, outgoing.digest
@@ -473,11 +496,24 @@ class _Sending:
                     # It may have failed after the last run stopped looking (63016 comes after the 201).
                     status, failure = _look_at(self.client, ledger, day, recipient, sids[-1], digest)
                 if failure is None:
-                    return _Outcome(Delivery(recipient, "already_sent", entry.message_sid, digest=digest,
-                                             kind=entry.kind, parts=sids,
-                                             explanation="already sent for this date; --force sends it again"), status)
-                log.warning("Twilio failed the briefing already sent to %s (%s, error %s); sending it again",
-                            recipient, failure.message_sid, failure.error_code)
+                    return _Outcome(
+                        Delivery(
+                            recipient,
+                            "already_sent",
+                            entry.message_sid,
+                            digest=digest,
+                            kind=entry.kind,
+                            parts=sids,
+                            explanation="already sent for this date; --force sends it again",
+                        ),
+                        status,
+                    )
+                log.warning(
+                    "Twilio failed the briefing already sent to %s (%s, error %s); sending it again",
+                    recipient,
+                    failure.message_sid,
+                    failure.error_code,
+                )
                 resent_because = f"Twilio failed the earlier message {failure.message_sid} (error {failure.error_code})"
                 if failure.error_code == 63016 and mode is None and self.template_ready(outgoing):
                     mode = "template"
@@ -497,8 +533,9 @@ class _Sending:
         if isinstance(plan, Delivery):
             if entry is None or entry.status != "accepted":
                 ledger.start_attempt(day, recipient, "", outgoing.summary_id, digest=digest, kind="template")
-                ledger.finish(day, recipient, "failed", error_code=plan.error_code, error_message=plan.explanation,
-                              digest=digest)
+                ledger.finish(
+                    day, recipient, "failed", error_code=plan.error_code, error_message=plan.explanation, digest=digest
+                )
             return _Outcome(plan)
         if not sent:
             # Any SID the row held moves to its previous_sids: reconciliation never mistakes it for this attempt's.
@@ -508,14 +545,25 @@ class _Sending:
     def _send(self, outgoing: Outgoing, plan: _Plan, sent: list[str], resent_because: str | None) -> _Outcome:
         ledger, day, recipient, digest = self.ledger, self.report_date, outgoing.recipient, outgoing.digest
         status: str | None = None
-        for part in plan.parts[len(sent):]:
+        for part in plan.parts[len(sent) :]:
             try:
                 sid, status = create_message(self.client, self.sender, recipient, part, self.status_callback)
             except _Refused as refused:
-                ledger.finish(day, recipient, "failed", error_code=refused.code, error_message=refused.explanation,
-                              digest=digest)
-                return _Outcome(Delivery(recipient, "failed", sent[0] if sent else None, refused.code,
-                                         refused.explanation, digest=digest, kind=plan.kind, parts=tuple(sent)))
+                ledger.finish(
+                    day, recipient, "failed", error_code=refused.code, error_message=refused.explanation, digest=digest
+                )
+                return _Outcome(
+                    Delivery(
+                        recipient,
+                        "failed",
+                        sent[0] if sent else None,
+                        refused.code,
+                        refused.explanation,
+                        digest=digest,
+                        kind=plan.kind,
+                        parts=tuple(sent),
+                    )
+                )
             except _Ambiguous as ambiguous:
                 ledger.finish(day, recipient, "unknown", error_message=str(ambiguous), digest=digest)
                 entry = ledger.get(day, recipient, digest)
@@ -524,17 +572,31 @@ class _Sending:
                 if isinstance(found, _Outcome):
                     return found
                 if found is None:
-                    return _Outcome(Delivery(recipient, "unknown", digest=digest, kind=plan.kind, parts=tuple(sent),
-                                             explanation=(
-                        f"{ambiguous}. Twilio may have accepted the message; the next run looks for it in "
-                        "Twilio's message list and sends only if it is not there.")))
+                    return _Outcome(
+                        Delivery(
+                            recipient,
+                            "unknown",
+                            digest=digest,
+                            kind=plan.kind,
+                            parts=tuple(sent),
+                            explanation=(
+                                f"{ambiguous}. Twilio may have accepted the message; the next run looks for it in "
+                                "Twilio's message list and sends only if it is not there."
+                            ),
+                        )
+                    )
                 sid, status = found.sid, found.status  # this very attempt went through
             ledger.add_part(day, recipient, sid, digest)
             sent.append(sid)
-        ledger.finish(day, recipient, "accepted", message_sid=sent[0], twilio_status=status, digest=digest,
-                      kind=plan.kind)
-        return _Outcome(Delivery(recipient, "sent", sent[0], explanation=resent_because, digest=digest,
-                                 kind=plan.kind, parts=tuple(sent)), status)
+        ledger.finish(
+            day, recipient, "accepted", message_sid=sent[0], twilio_status=status, digest=digest, kind=plan.kind
+        )
+        return _Outcome(
+            Delivery(
+                recipient, "sent", sent[0], explanation=resent_because, digest=digest, kind=plan.kind, parts=tuple(sent)
+            ),
+            status,
+        )
 
     def _reconcile(self, entry: LedgerEntry, plan: _Plan, sent: list[str]) -> _Outcome | None:
         """Settle an interrupted attempt from Twilio's message list.
@@ -568,11 +630,26 @@ class _Sending:
         return None
 
     def _settled(self, entry: LedgerEntry, sent: list[str], status: str | None) -> _Outcome:
-        self.ledger.finish(entry.report_date, entry.recipient, "accepted", message_sid=sent[0], twilio_status=status,
-                           digest=entry.digest)
-        return _Outcome(Delivery(entry.recipient, "already_sent", sent[0], digest=entry.digest, kind=entry.kind,
-                                 parts=tuple(sent),
-                                 explanation="an earlier attempt had reached Twilio; not sent again"), status)
+        self.ledger.finish(
+            entry.report_date,
+            entry.recipient,
+            "accepted",
+            message_sid=sent[0],
+            twilio_status=status,
+            digest=entry.digest,
+        )
+        return _Outcome(
+            Delivery(
+                entry.recipient,
+                "already_sent",
+                sent[0],
+                digest=entry.digest,
+                kind=entry.kind,
+                parts=tuple(sent),
+                explanation="an earlier attempt had reached Twilio; not sent again",
+            ),
+            status,
+        )
 
     def _find_part(self, entry: LedgerEntry, part: Part) -> MessageInstance | _Outcome | None:
         found = self._find(entry, {part.hash})
@@ -584,17 +661,31 @@ class _Sending:
 
     def _find(self, entry: LedgerEntry, hashes: set[str]) -> MessageInstance | _Outcome | None:
         try:
-            return _find_message(self.client, entry.recipient, self.sender, entry.updated_at - RECONCILE_MARGIN_SECONDS,
-                                 hashes, self.ledger.known_sids(entry.recipient))
+            return _find_message(
+                self.client,
+                entry.recipient,
+                self.sender,
+                entry.updated_at - RECONCILE_MARGIN_SECONDS,
+                hashes,
+                self.ledger.known_sids(entry.recipient),
+            )
         except (TwilioException, requests.exceptions.RequestException) as exc:
-            return _Outcome(Delivery(entry.recipient, "unknown", digest=entry.digest, explanation=(
-                f"An attempt may have reached Twilio and its message list could not be checked "
-                f"({type(exc).__name__}); nothing more was sent. The next run checks again."
-            )))
+            return _Outcome(
+                Delivery(
+                    entry.recipient,
+                    "unknown",
+                    digest=entry.digest,
+                    explanation=(
+                        f"An attempt may have reached Twilio and its message list could not be checked "
+                        f"({type(exc).__name__}); nothing more was sent. The next run checks again."
+                    ),
+                )
+            )
 
 
-def create_message(client: Client, sender: str, recipient: str, part: Part,
-            status_callback: str | None = None) -> tuple[str, str | None]:
+def create_message(
+    client: Client, sender: str, recipient: str, part: Part, status_callback: str | None = None
+) -> tuple[str, str | None]:
     """POST one message: its SID and status. Retry only answers Twilio guarantees were not processed (429).
 
     A 503 is not one of them: Twilio may have created the message before
@@ -602,7 +693,8 @@ def create_message(client: Client, sender: str, recipient: str, part: Part,
     """
     what: dict[str, object] = (
         {"content_sid": part.content_sid, "content_variables": json.dumps(dict(part.variables or {}))}
-        if part.content_sid else {"body": part.expected}
+        if part.content_sid
+        else {"body": part.expected}
     )
     if status_callback:
         what["status_callback"] = status_callback
@@ -623,8 +715,9 @@ def create_message(client: Client, sender: str, recipient: str, part: Part,
             raise _Refused(exc.code, explain(exc.code, exc.msg)) from exc
         except requests.exceptions.RequestException as exc:
             if _never_reached(exc):
-                raise _Refused(None, f"Could not connect to Twilio ({type(exc).__name__}); nothing was sent, "
-                               "the next run retries.") from exc
+                raise _Refused(
+                    None, f"Could not connect to Twilio ({type(exc).__name__}); nothing was sent, the next run retries."
+                ) from exc
             raise _Ambiguous(f"No answer from Twilio ({type(exc).__name__})") from exc
         except TwilioException as exc:  # e.g. an unreadable 2xx body: the message may exist
             raise _Ambiguous(f"Unreadable answer from Twilio ({exc})") from exc
@@ -651,7 +744,7 @@ def _find_message(
     Twilio's DateSent filter then misses it: the most recent page without a date
     filter first, then everything sent since the day of `since`.
     """
-    since_day = dt.datetime.fromtimestamp(since, dt.timezone.utc).date()
+    since_day = dt.datetime.fromtimestamp(since, dt.UTC).date()
     lists = (
         lambda: client.messages.list(to=recipient, from_=sender, limit=RECONCILE_PAGE),
         lambda: client.messages.list(to=recipient, from_=sender, date_sent_after=since_day, limit=RECONCILE_PAGE * 4),
@@ -709,10 +802,13 @@ def _await_statuses(
         time.sleep(min(pause, remaining))
         pause = min(pause * 2, 2.0)
     for i in {i for i, _ in waiting}:
-        deliveries[i] = replace(deliveries[i], explanation=(
-            f"Twilio accepted the message but had not passed it on to WhatsApp after {wait:g}s; "
-            "the next run checks it again and resends if it failed."
-        ))
+        deliveries[i] = replace(
+            deliveries[i],
+            explanation=(
+                f"Twilio accepted the message but had not passed it on to WhatsApp after {wait:g}s; "
+                "the next run checks it again and resends if it failed."
+            ),
+        )
     return deliveries
 
 
@@ -741,17 +837,30 @@ def _look_at(
     return message.status, failure  # type: ignore[return-value]
 
 
-def _settle(ledger: DeliveryLedger, report_date: dt.date, recipient: str, message: MessageInstance,
-            digest: str = TEAM) -> Delivery | None:
+def _settle(
+    ledger: DeliveryLedger, report_date: dt.date, recipient: str, message: MessageInstance, digest: str = TEAM
+) -> Delivery | None:
     """If Twilio failed `message`, record the failure (the next run retries) and return the failed delivery."""
     if message.status not in FAILED_STATUSES:
         return None
     code = message.error_code
-    explanation = explain(code, message.error_message) if code else (
-        f"Twilio reports the message {message.status}{': ' + message.error_message if message.error_message else ''}."
+    explanation = (
+        explain(code, message.error_message)
+        if code
+        else (
+            f"Twilio reports the message {message.status}{': ' + message.error_message if message.error_message else ''}."
+        )
     )
-    ledger.finish(report_date, recipient, "failed", message_sid=message.sid, error_code=code,
-                  error_message=explanation, twilio_status=message.status, digest=digest)
+    ledger.finish(
+        report_date,
+        recipient,
+        "failed",
+        message_sid=message.sid,
+        error_code=code,
+        error_message=explanation,
+        twilio_status=message.status,
+        digest=digest,
+    )
     return Delivery(recipient, "failed", message.sid, code, explanation, digest=digest)
 
 
@@ -781,11 +890,23 @@ def _utf16_len(text: str) -> int:
 
 def _log_delivery(delivery: Delivery, report_date: dt.date) -> None:
     if delivery.status in ("sent", "already_sent"):
-        log.info("briefing for %s to %s (%s): %s as %s (%s)", report_date, delivery.recipient, delivery.digest,
-                 delivery.status, delivery.kind, " ".join(delivery.parts) or delivery.message_sid)
+        log.info(
+            "briefing for %s to %s (%s): %s as %s (%s)",
+            report_date,
+            delivery.recipient,
+            delivery.digest,
+            delivery.status,
+            delivery.kind,
+            " ".join(delivery.parts) or delivery.message_sid,
+        )
     elif delivery.status == "failed":
-        log.error("briefing for %s to %s failed (Twilio error %s): %s",
-                  report_date, delivery.recipient, delivery.error_code, delivery.explanation)
+        log.error(
+            "briefing for %s to %s failed (Twilio error %s): %s",
+            report_date,
+            delivery.recipient,
+            delivery.error_code,
+            delivery.explanation,
+        )
     else:
         log.warning("briefing for %s to %s: outcome unknown: %s", report_date, delivery.recipient, delivery.explanation)
 
@@ -795,10 +916,7 @@ def _log_delivery(delivery: Delivery, report_date: dt.date) -> None:
 TEMPLATE_NAME = "crm_daily_briefing"
 # A utility template (an internal report, nothing promotional): text before the first placeholder and after the
 # last, text between any two, numbered in order: what WhatsApp's review asks of a template's body.
-TEMPLATE_BODY = (
-    "Good morning. Here is {{1}}.\n\n{{2}}\n\nNeeds attention: {{3}}\n\n"
-    "Reply to get the full briefing."
-)
+TEMPLATE_BODY = "Good morning. Here is {{1}}.\n\n{{2}}\n\nNeeds attention: {{3}}\n\nReply to get the full briefing."
 TEMPLATE_SAMPLES = {
     "1": "the sales briefing for Mon 7 Dec 2026",
     "2": "Open pipeline is 1.24M across 42 deals (weighted 512K).",
@@ -813,12 +931,14 @@ def create_template(client: Client, name: str = TEMPLATE_NAME) -> tuple[str, str
     """
     from twilio.rest.content.v1.content import ContentList
 
-    request = ContentList.ContentCreateRequest({
-        "friendly_name": name,
-        "language": "en",
-        "variables": TEMPLATE_SAMPLES,
-        "types": {"twilio/text": {"body": TEMPLATE_BODY}},
-    })
+    request = ContentList.ContentCreateRequest(
+        {
+            "friendly_name": name,
+            "language": "en",
+            "variables": TEMPLATE_SAMPLES,
+            "types": {"twilio/text": {"body": TEMPLATE_BODY}},
+        }
+    )
     content = client.content.v1.contents.create(request)
     from twilio.rest.content.v1.content.approval_create import ApprovalCreateList
 
@@ -836,9 +956,13 @@ def template_status(client: Client, sid: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m insights.whatsapp", description=(
-        "The WhatsApp template the briefing uses outside the 24-hour window: create it (Content API), submit it "
-        "for WhatsApp approval as a utility template, and see its approval status."))
+    parser = argparse.ArgumentParser(
+        prog="python -m insights.whatsapp",
+        description=(
+            "The WhatsApp template the briefing uses outside the 24-hour window: create it (Content API), submit it "
+            "for WhatsApp approval as a utility template, and see its approval status."
+        ),
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create-template", help="create the template and submit it for approval")
     create.add_argument("--name", default=TEMPLATE_NAME, help=f"the template's name (default {TEMPLATE_NAME})")
@@ -864,8 +988,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (TwilioException, requests.exceptions.RequestException) as exc:
-        print(f"error: Twilio could not be asked: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-              file=sys.stderr)
+        print(
+            f"error: Twilio could not be asked: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", file=sys.stderr
+        )
         return 1
 
 

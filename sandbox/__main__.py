@@ -60,33 +60,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
         description="A local Zoho CRM v8 org speaking Zoho's wire format (OAuth token endpoint, "
-                    "/crm/v8 records, deleted records, users, layouts, pipeline), for trying the "
-                    "project without a Zoho account.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "/crm/v8 records, deleted records, users, layouts, pipeline), for trying the "
+        "project without a Zoho account.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="generate a seeded org and serve it over HTTP",
-                                description="Generate a deterministic org and serve it until Ctrl-C/SIGTERM.")
+    serve = commands.add_parser(
+        "serve",
+        help="generate a seeded org and serve it over HTTP",
+        description="Generate a deterministic org and serve it until Ctrl-C/SIGTERM.",
+    )
     serve.add_argument("--seed", type=int, default=7, help="random seed of the org (default: 7)")
     serve.add_argument("--leads", type=int, default=5000, help="live leads to generate (default: 5000)")
     serve.add_argument("--deals", type=int, default=2000, help="live deals to generate (default: 2000)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default: 8765)")
-    serve.add_argument("--timezone", type=_timezone, default="UTC",
-                       help="org timezone, IANA name; datetimes carry its offset (default: UTC)")
-    serve.add_argument("--today", type=_date, default=None,
-                       help="the org's current day, YYYY-MM-DD (default: today in --timezone)")
+    serve.add_argument(
+        "--timezone",
+        type=_timezone,
+        default="UTC",
+        help="org timezone, IANA name; datetimes carry its offset (default: UTC)",
+    )
+    serve.add_argument(
+        "--today", type=_date, default=None, help="the org's current day, YYYY-MM-DD (default: today in --timezone)"
+    )
     serve.add_argument("--token-ttl", type=int, default=3600, help="access token lifetime in seconds (default: 3600)")
-    serve.add_argument("--faults", type=_faults, default=None, metavar="SPEC",
-                       help="seeded random faults: rate=FRACTION,kinds=K1+K2,...,seed=N[,slow=SECONDS]; kinds: "
-                            f"{', '.join(FAULT_KINDS)} (default: none; POST /_sandbox/faults changes it)")
-    serve.add_argument("--credits", type=int, default=None, metavar="N",
-                       help="API credits for the day, one per call; 429 when spent (default: unlimited; "
-                            "POST /_sandbox/credits changes it)")
-    serve.add_argument("--mint-limit", type=int, default=10, metavar="N",
-                       help=f"access tokens one refresh token may mint per {MINT_WINDOW_SECONDS // 60} minutes, "
-                            "as on Zoho (default: 10; 0: no limit)")
+    serve.add_argument(
+        "--faults",
+        type=_faults,
+        default=None,
+        metavar="SPEC",
+        help="seeded random faults: rate=FRACTION,kinds=K1+K2,...,seed=N[,slow=SECONDS]; kinds: "
+        f"{', '.join(FAULT_KINDS)} (default: none; POST /_sandbox/faults changes it)",
+    )
+    serve.add_argument(
+        "--credits",
+        type=int,
+        default=None,
+        metavar="N",
+        help="API credits for the day, one per call; 429 when spent (default: unlimited; "
+        "POST /_sandbox/credits changes it)",
+    )
+    serve.add_argument(
+        "--mint-limit",
+        type=int,
+        default=10,
+        metavar="N",
+        help=f"access tokens one refresh token may mint per {MINT_WINDOW_SECONDS // 60} minutes, "
+        "as on Zoho (default: 10; 0: no limit)",
+    )
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
     serve.set_defaults(run=serve_command)
 
@@ -103,9 +127,16 @@ def serve_command(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     started = time.perf_counter()
     org = SandboxOrg(seed=args.seed, leads=args.leads, deals=args.deals, timezone=args.timezone, today=args.today)
-    server = SandboxServer(org, host=args.host, port=args.port, token_ttl=args.token_ttl,
-                           log=None if args.quiet else sys.stderr, faults=args.faults, credits=args.credits,
-                           mint_limit=args.mint_limit or None)
+    server = SandboxServer(
+        org,
+        host=args.host,
+        port=args.port,
+        token_ttl=args.token_ttl,
+        log=None if args.quiet else sys.stderr,
+        faults=args.faults,
+        credits=args.credits,
+        mint_limit=args.mint_limit or None,
+    )
     try:
         server.start()
     except OSError as error:
@@ -114,9 +145,12 @@ def serve_command(args: argparse.Namespace) -> int:
     for name, value in server.env().items():
         print(f"export {name}={shlex.quote(value)}")
     sys.stdout.flush()
-    print(f"Zoho CRM sandbox on {server.url}: {args.leads} leads, {args.deals} deals, today {org.today} "
-          f"({org.timezone}), ready in {time.perf_counter() - started:.1f} s. Ctrl-C stops it.",
-          file=sys.stderr, flush=True)
+    print(
+        f"Zoho CRM sandbox on {server.url}: {args.leads} leads, {args.deals} deals, today {org.today} "
+        f"({org.timezone}), ready in {time.perf_counter() - started:.1f} s. Ctrl-C stops it.",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             pass
@@ -127,9 +161,12 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def advance_command(args: argparse.Namespace) -> int:
-    request = urllib.request.Request(f"{args.url.rstrip('/')}/_sandbox/advance", method="POST",
-                                     data=json.dumps({"days": args.days}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/_sandbox/advance",
+        method="POST",
+        data=json.dumps({"days": args.days}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             print(json.dumps(json.load(response), indent=2))

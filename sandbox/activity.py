@@ -85,8 +85,10 @@ class _Day:
 
         recent = state.now - RECENT_LEAD_DAYS * DAY_SECONDS
         open_leads = [lead for lead in leads if not lead.Converted__s and lead.id not in doomed]
-        converting = self.sample([lead for lead in open_leads if lead.Created_Time >= recent
-                                  and lead.Lead_Status not in DEAD_STATUSES], size.leads / 120 * 0.2)
+        converting = self.sample(
+            [lead for lead in open_leads if lead.Created_Time >= recent and lead.Lead_Status not in DEAD_STATUSES],
+            size.leads / 120 * 0.2,
+        )
         busy = {lead.id for lead in converting}
         edited_leads = self.sample([lead for lead in open_leads if lead.id not in busy], size.leads / 150)
 
@@ -117,8 +119,11 @@ class _Day:
         state, size = self.state, self.state.size
         for module, per_weekday in (("Leads", size.leads / 1000), ("Deals", size.deals / 400)):
             fields = list(state.custom_fields[module].values())
-            candidates = [r for r in state.tables[module].values()
-                          if (r.Stage not in CLOSED_STAGES if isinstance(r, Deal) else not r.Converted__s)]
+            candidates = [
+                r
+                for r in state.tables[module].values()
+                if (r.Stage not in CLOSED_STAGES if isinstance(r, Deal) else not r.Converted__s)
+            ]
             if not fields or not candidates:
                 continue
             count = min(len(candidates), _poisson(rng, per_weekday * self.activity))
@@ -132,8 +137,14 @@ class _Day:
             action(self.state.stamp(ts))
 
     def report(self) -> dict[str, dict[str, int]]:
-        return {module: {"created": self.created[module], "updated": len(self.updated[module]),
-                         "deleted": self.deleted[module]} for module in self.state.tables}
+        return {
+            module: {
+                "created": self.created[module],
+                "updated": len(self.updated[module]),
+                "deleted": self.deleted[module],
+            }
+            for module in self.state.tables
+        }
 
     # -- actions; each receives its timestamp -------------------------------------------------
 
@@ -158,8 +169,10 @@ class _Day:
         elif roll < 0.85:
             changes = {"Owner": self.factory.owner(rng, when)}
         else:
-            changes = {"Phone": f"+1 {rng.randrange(201, 990)}-555-01{rng.randrange(100):02d}",
-                       "Rating": rng.choice(("Active", "Acquired", "Project Cancelled"))}
+            changes = {
+                "Phone": f"+1 {rng.randrange(201, 990)}-555-01{rng.randrange(100):02d}",
+                "Rating": rng.choice(("Active", "Acquired", "Project Cancelled")),
+            }
         self._change("Leads", lead, changes, when)
 
     def move_deal(self, deal: Deal, when: int) -> None:
@@ -168,9 +181,15 @@ class _Day:
         last_open = OPEN_STAGES[-1].sequence_number
         if stage.sequence_number == last_open or rng.random() < 0.1 + 0.12 * stage.sequence_number:
             won = rng.random() < 0.3 + 0.05 * stage.sequence_number
-            changes = {"Stage": "Closed Won", "Next_Step": None} if won else {
-                "Stage": "Closed Lost" if rng.random() < 0.75 else "Closed Lost to Competition",
-                "Reason_For_Loss__s": LOSS_REASONS.pick(rng), "Next_Step": None}
+            changes = (
+                {"Stage": "Closed Won", "Next_Step": None}
+                if won
+                else {
+                    "Stage": "Closed Lost" if rng.random() < 0.75 else "Closed Lost to Competition",
+                    "Reason_For_Loss__s": LOSS_REASONS.pick(rng),
+                    "Next_Step": None,
+                }
+            )
         else:
             step = 2 if rng.random() < 0.2 else 1
             target = OPEN_STAGES[min(last_open, stage.sequence_number + step) - 1]
@@ -180,8 +199,11 @@ class _Day:
     def edit_deal(self, deal: Deal, when: int) -> None:
         rng, roll = self.rng, self.rng.random()
         if roll < 0.5:
-            amount = self.factory.amount(rng) if deal.Amount is None else \
-                max(500, round(deal.Amount * rng.uniform(0.8, 1.25) / 50) * 50)
+            amount = (
+                self.factory.amount(rng)
+                if deal.Amount is None
+                else max(500, round(deal.Amount * rng.uniform(0.8, 1.25) / 50) * 50)
+            )
             changes = {"Amount": amount}
         elif roll < 0.65:
             changes = {"Owner": self.factory.owner(rng, when)}

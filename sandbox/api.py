@@ -39,8 +39,9 @@ class Request:
         try:
             return json.loads(self.body.decode("utf-8") or "null")
         except (UnicodeDecodeError, ValueError):
-            raise ZohoError("INVALID_DATA", {"expected_data_type": "jsonobject"},
-                            message="body is not valid JSON") from None
+            raise ZohoError(
+                "INVALID_DATA", {"expected_data_type": "jsonobject"}, message="body is not valid JSON"
+            ) from None
 
 
 @dataclass
@@ -68,8 +69,9 @@ class Route:
 
     @classmethod
     def of(cls, template: str, handlers: Mapping[str, Handler], **flags: bool) -> Route:
-        regex = (re.escape(template).replace(r"\{module\}", r"(?P<module>[A-Za-z0-9_]+)")
-                 .replace(r"\{id\}", r"(?P<id>\d+)"))
+        regex = (
+            re.escape(template).replace(r"\{module\}", r"(?P<module>[A-Za-z0-9_]+)").replace(r"\{id\}", r"(?P<id>\d+)")
+        )
         return cls(template, re.compile(f"^{regex}$"), handlers, **flags)
 
     def stats_path(self, module: str | None) -> str:
@@ -95,10 +97,19 @@ class ZohoApi:
             Route.of("/crm/v8/org/currencies", {"GET": self.currencies, "POST": self.add_currencies}),
             Route.of("/crm/v8/{module}/deleted", {"GET": self.deleted}),
             Route.of("/crm/v8/{module}/{id}/Stage_History", {"GET": self.stage_history}),
-            Route.of("/crm/v8/{module}/{id}", {"GET": self.get_record, "PUT": self.update_record,
-                                               "DELETE": self.delete_record}),
-            Route.of("/crm/v8/{module}", {"GET": self.list_records, "POST": self.insert_records,
-                                          "PUT": self.update_records, "DELETE": self.delete_records}),
+            Route.of(
+                "/crm/v8/{module}/{id}",
+                {"GET": self.get_record, "PUT": self.update_record, "DELETE": self.delete_record},
+            ),
+            Route.of(
+                "/crm/v8/{module}",
+                {
+                    "GET": self.list_records,
+                    "POST": self.insert_records,
+                    "PUT": self.update_records,
+                    "DELETE": self.delete_records,
+                },
+            ),
         ]
 
     # -- accounts ---------------------------------------------------------------------------
@@ -119,8 +130,7 @@ class ZohoApi:
         if req.params.get("ids"):
             return self.records_by_id(req)
         org = self.org
-        request = parse_list_request(req.module, req.params, req.headers.get("If-Modified-Since"),
-                                     org.renderer.tz)
+        request = parse_list_request(req.module, req.params, req.headers.get("If-Modified-Since"), org.renderer.tz)
         query = request.query
         with org.lock:
             selection = org.select(query.module, query.sort_by, query.converted, query.modified_since)
@@ -135,8 +145,11 @@ class ZohoApi:
                 count = query.per_page
             records = selection.window(start, count, query.descending)
             if not records:
-                unfiltered = query.modified_since is not None and not selection.keys and \
-                    org.select(query.module, query.sort_by, query.converted).keys
+                unfiltered = (
+                    query.modified_since is not None
+                    and not selection.keys
+                    and org.select(query.module, query.sort_by, query.converted).keys
+                )
                 return Response(304 if unfiltered else 204)
             plan = org.renderer.plan(org.spec(query.module), query.fields)
             data = [org.renderer.record(r, plan) for r in records]
@@ -144,15 +157,29 @@ class ZohoApi:
             next_token, expiry = None, None
             if more:
                 last_key = selection.key_at(start + len(records) - 1, query.descending)
-                next_token, expires_at = self.page_tokens.issue(req.user_id, query, last_key, page + 1,
-                                                                served + len(records))
+                next_token, expires_at = self.page_tokens.issue(
+                    req.user_id, query, last_key, page + 1, served + len(records)
+                )
                 expiry = org.renderer.datetime(expires_at)
-        return Response(200, {"data": data, "info": {
-            "call": False, "per_page": query.per_page, "next_page_token": next_token, "count": len(data),
-            "sort_by": query.sort_by, "page": page, "previous_page_token": None,
-            "page_token_expiry": expiry, "sort_order": query.sort_order, "email": False,
-            "more_records": more,
-        }})
+        return Response(
+            200,
+            {
+                "data": data,
+                "info": {
+                    "call": False,
+                    "per_page": query.per_page,
+                    "next_page_token": next_token,
+                    "count": len(data),
+                    "sort_by": query.sort_by,
+                    "page": page,
+                    "previous_page_token": None,
+                    "page_token_expiry": expiry,
+                    "sort_order": query.sort_order,
+                    "email": False,
+                    "more_records": more,
+                },
+            },
+        )
 
     def coql(self, req: Request) -> Response:
         body = req.json_body()
@@ -173,8 +200,9 @@ class ZohoApi:
             data = [org.renderer.record(r, plan) for i in ids if (r := org.record(req.module, i)) is not None]
         if not data:
             return Response(204)
-        return Response(200, {"data": data, "info": {"per_page": len(data), "count": len(data), "page": 1,
-                                                     "more_records": False}})
+        return Response(
+            200, {"data": data, "info": {"per_page": len(data), "count": len(data), "page": 1, "more_records": False}}
+        )
 
     def get_record(self, req: Request) -> Response:
         org = self.org
@@ -294,13 +322,19 @@ class ZohoApi:
         results = []
         for item in _field_items(req):
             try:
-                field = self.org.add_field(module, str(item.get("field_label") or ""), str(item.get("data_type") or ""),
-                                           _pick_list(item), api_name=item.get("api_name"))
+                field = self.org.add_field(
+                    module,
+                    str(item.get("field_label") or ""),
+                    str(item.get("data_type") or ""),
+                    _pick_list(item),
+                    api_name=item.get("api_name"),
+                )
             except (ValueError, TypeError) as error:
                 results.append(_field_error(error))
                 continue
-            results.append({"code": "SUCCESS", "details": {"id": field.id}, "message": "field created",
-                            "status": "success"})
+            results.append(
+                {"code": "SUCCESS", "details": {"id": field.id}, "message": "field created", "status": "success"}
+            )
         return _fields_response(results, 201)
 
     def update_field(self, req: Request) -> Response:
@@ -308,19 +342,22 @@ class ZohoApi:
         module, field = self._custom_field(req)
         item = _field_items(req)[0]
         try:
-            self.org.retype_field(module, field.api_name, str(item.get("data_type") or field.data_type),
-                                  _pick_list(item))
+            self.org.retype_field(
+                module, field.api_name, str(item.get("data_type") or field.data_type), _pick_list(item)
+            )
         except (ValueError, TypeError) as error:
             return _fields_response([_field_error(error)], 200)
-        return _fields_response([{"code": "SUCCESS", "details": {"id": field.id}, "message": "field updated",
-                                  "status": "success"}], 200)
+        return _fields_response(
+            [{"code": "SUCCESS", "details": {"id": field.id}, "message": "field updated", "status": "success"}], 200
+        )
 
     def delete_field(self, req: Request) -> Response:
         """`DELETE /settings/fields/{id}?module=` (Delete Custom Field): the field and its values are gone."""
         module, field = self._custom_field(req)
         self.org.remove_field(module, field.api_name)
-        return _fields_response([{"code": "SUCCESS", "details": {"id": field.id}, "message": "field deleted",
-                                  "status": "success"}], 200)
+        return _fields_response(
+            [{"code": "SUCCESS", "details": {"id": field.id}, "message": "field deleted", "status": "success"}], 200
+        )
 
     def _settings_module(self, req: Request) -> str:
         raw = req.params.get("module")
@@ -388,8 +425,18 @@ def _paged(req: Request, key: str, items: list[dict[str, Any]]) -> Response:
     """Plain `page`/`per_page` paging with the short `info` of the users and deleted-records APIs."""
     per_page = min(positive_int(req.params, "per_page", MAX_PER_PAGE), MAX_PER_PAGE)
     page = positive_int(req.params, "page", 1)
-    chunk = items[(page - 1) * per_page:page * per_page]
+    chunk = items[(page - 1) * per_page : page * per_page]
     if not chunk:
         return Response(204)
-    return Response(200, {key: chunk, "info": {"per_page": per_page, "count": len(chunk), "page": page,
-                                               "more_records": page * per_page < len(items)}})
+    return Response(
+        200,
+        {
+            key: chunk,
+            "info": {
+                "per_page": per_page,
+                "count": len(chunk),
+                "page": page,
+                "more_records": page * per_page < len(items),
+            },
+        },
+    )

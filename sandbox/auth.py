@@ -47,9 +47,17 @@ class _AccessToken:
 
 
 class TokenAuthority:
-    def __init__(self, *, user_id: str, ttl: int = 3600, client_id: str = DEFAULT_CLIENT_ID,
-                 client_secret: str = DEFAULT_CLIENT_SECRET, refresh_token: str = DEFAULT_REFRESH_TOKEN,
-                 mint_limit: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        ttl: int = 3600,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        refresh_token: str = DEFAULT_REFRESH_TOKEN,
+        mint_limit: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
         self.client_id = client_id
         self.client_secret = client_secret
@@ -81,8 +89,13 @@ class TokenAuthority:
             if not self._may_mint(refresh_token):
                 return dict(THROTTLED)
             token = self._mint(refresh_token)
-        return {"access_token": token, "scope": SCOPE, "api_domain": api_domain, "token_type": "Bearer",
-                "expires_in": self.ttl}
+        return {
+            "access_token": token,
+            "scope": SCOPE,
+            "api_domain": api_domain,
+            "token_type": "Bearer",
+            "expires_in": self.ttl,
+        }
 
     def _may_mint(self, refresh_token: str) -> bool:
         if self.mint_limit is None:
@@ -123,8 +136,11 @@ class TokenAuthority:
             self._live.clear()
 
     def credentials(self) -> dict[str, str]:
-        return {"ZOHO_CLIENT_ID": self.client_id, "ZOHO_CLIENT_SECRET": self.client_secret,
-                "ZOHO_REFRESH_TOKEN": next(iter(self.refresh_tokens))}
+        return {
+            "ZOHO_CLIENT_ID": self.client_id,
+            "ZOHO_CLIENT_SECRET": self.client_secret,
+            "ZOHO_REFRESH_TOKEN": next(iter(self.refresh_tokens)),
+        }
 
 
 def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:

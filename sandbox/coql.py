@@ -25,10 +25,32 @@ from .zoho_format import ZohoError, parse_datetime
 
 MAX_LIMIT = 2_000
 MAX_OFFSET_REACH = 100_000
-_TOKEN = re.compile(r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)|(?P<op>>=|<=|!=|=|>|<|\(|\)|,)"
-                    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.$]*))")
-_KEYWORDS = frozenset({"select", "from", "where", "order", "by", "limit", "offset", "and", "or", "asc", "desc",
-                       "between", "in", "not", "is", "null", "true", "false"})
+_TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<number>-?\d+(?:\.\d+)?)|(?P<op>>=|<=|!=|=|>|<|\(|\)|,)"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.$]*))"
+)
+_KEYWORDS = frozenset(
+    {
+        "select",
+        "from",
+        "where",
+        "order",
+        "by",
+        "limit",
+        "offset",
+        "and",
+        "or",
+        "asc",
+        "desc",
+        "between",
+        "in",
+        "not",
+        "is",
+        "null",
+        "true",
+        "false",
+    }
+)
 
 Predicate = Callable[[Any], bool]
 
@@ -56,7 +78,7 @@ class _Parser:
         while position < len(text):
             match = _TOKEN.match(text, position)
             if match is None or match.end() == position:
-                raise _syntax(text[position:position + 20])
+                raise _syntax(text[position : position + 20])
             kind = match.lastgroup or ""
             value = match.group(kind)
             if kind == "word" and value.lower() in _KEYWORDS:
@@ -95,8 +117,11 @@ class _Parser:
         for name in fields:
             self.kind(name)
         if self.peek() != ("kw", "where"):
-            raise ZohoError("SYNTAX_ERROR", {"clause": "where"},
-                            message="The query does not contain either proper criteria, base table, or the where clause")
+            raise ZohoError(
+                "SYNTAX_ERROR",
+                {"clause": "where"},
+                message="The query does not contain either proper criteria, base table, or the where clause",
+            )
         self.take("kw", "where")
         where = self.expression()
         order: list[tuple[str, bool]] = []
@@ -123,8 +148,9 @@ class _Parser:
         if self.peek()[0] != "end":
             raise _syntax(self.peek()[1])
         if limit < 1 or limit > MAX_LIMIT or offset + limit > MAX_OFFSET_REACH:
-            raise ZohoError("LIMIT_EXCEEDED", {"limit": MAX_LIMIT, "offset_reach": MAX_OFFSET_REACH},
-                            message="limit exceeded")
+            raise ZohoError(
+                "LIMIT_EXCEEDED", {"limit": MAX_LIMIT, "offset_reach": MAX_OFFSET_REACH}, message="limit exceeded"
+            )
         return Query(module, fields, where, order or [("id", False)], offset, limit)
 
     def kind(self, name: str) -> Kind:
@@ -201,8 +227,12 @@ class _Parser:
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
 }
 
 
@@ -228,7 +258,7 @@ def run(org: SandboxOrg, select_query: Any) -> dict[str, Any] | None:
         for name, descending in reversed(query.order):
             get = _getter(name, query.module.kinds[name], custom=name in query.module.custom)
             matching.sort(key=lambda r: (get(r) is not None, get(r)), reverse=descending)
-        window = matching[query.offset:query.offset + query.limit]
+        window = matching[query.offset : query.offset + query.limit]
         if not window:
             return None
         render = org.renderer
@@ -249,4 +279,3 @@ def run(org: SandboxOrg, select_query: Any) -> dict[str, Any] | None:
             row.setdefault("id", record.id)
             rows.append(row)
     return {"data": rows, "info": {"count": len(rows), "more_records": query.offset + len(window) < len(matching)}}
-

@@ -43,18 +43,51 @@ class Weighted:
         return self.values[bisect.bisect_right(self.cumulative, rng.random() * self.cumulative[-1])]
 
 
-LEAD_SOURCES = Weighted({"Web": 28, "Referral": 13, "Trade Show": 9, "Cold Call": 14, "Partner": 10,
-                         "Advertisement": 11, "Chat": 8, "Seminar": 7})
-INDUSTRIES = Weighted({None: 25, "Small/Medium Enterprise": 14, "Large Enterprise": 8, "Service Provider": 9,
-                       "Systems Integrator": 7, "ERP (Enterprise Resource Planning)": 5,
-                       "ASP (Application Service Provider)": 5, "Government/Military": 3,
-                       "Data/Telecom OEM": 4, "Non-management ISV": 6, "Wireless Industry": 4,
-                       "Storage Service Provider": 3})
-RATINGS = Weighted({None: 70, "Active": 12, "Acquired": 6, "Market Failed": 4, "Project Cancelled": 5,
-                    "Shut Down": 3})
-COUNTRIES = Weighted({"United States": 38, "India": 14, "United Kingdom": 10, "Germany": 7, "Canada": 7,
-                      "Australia": 6, "France": 5, "Brazil": 4, "Singapore": 3, "Netherlands": 3,
-                      "South Africa": 2, None: 1})
+LEAD_SOURCES = Weighted(
+    {
+        "Web": 28,
+        "Referral": 13,
+        "Trade Show": 9,
+        "Cold Call": 14,
+        "Partner": 10,
+        "Advertisement": 11,
+        "Chat": 8,
+        "Seminar": 7,
+    }
+)
+INDUSTRIES = Weighted(
+    {
+        None: 25,
+        "Small/Medium Enterprise": 14,
+        "Large Enterprise": 8,
+        "Service Provider": 9,
+        "Systems Integrator": 7,
+        "ERP (Enterprise Resource Planning)": 5,
+        "ASP (Application Service Provider)": 5,
+        "Government/Military": 3,
+        "Data/Telecom OEM": 4,
+        "Non-management ISV": 6,
+        "Wireless Industry": 4,
+        "Storage Service Provider": 3,
+    }
+)
+RATINGS = Weighted({None: 70, "Active": 12, "Acquired": 6, "Market Failed": 4, "Project Cancelled": 5, "Shut Down": 3})
+COUNTRIES = Weighted(
+    {
+        "United States": 38,
+        "India": 14,
+        "United Kingdom": 10,
+        "Germany": 7,
+        "Canada": 7,
+        "Australia": 6,
+        "France": 5,
+        "Brazil": 4,
+        "Singapore": 3,
+        "Netherlands": 3,
+        "South Africa": 2,
+        None: 1,
+    }
+)
 DESCRIPTIONS = (
     "Asked for a demo of the reporting module.",
     "Met at the booth; interested in the annual plan.",
@@ -69,16 +102,47 @@ DESCRIPTIONS = (
 STATUS_BY_AGE = (
     (3, Weighted({"Not Contacted": 60, "Attempted to Contact": 40})),
     (14, Weighted({"Not Contacted": 15, "Attempted to Contact": 30, "Contacted": 35, "Contact in Future": 20})),
-    (10_000, Weighted({"Attempted to Contact": 12, "Contacted": 22, "Contact in Future": 14, "Pre-Qualified": 10,
-                       "Not Qualified": 16, "Junk Lead": 10, "Lost Lead": 16})),
+    (
+        10_000,
+        Weighted(
+            {
+                "Attempted to Contact": 12,
+                "Contacted": 22,
+                "Contact in Future": 14,
+                "Pre-Qualified": 10,
+                "Not Qualified": 16,
+                "Junk Lead": 10,
+                "Lost Lead": 16,
+            }
+        ),
+    ),
 )
 CONVERTED_STATUS = Weighted({"Pre-Qualified": 60, "Contacted": 40})
-PRODUCTS = ("Annual Subscription", "Enterprise License", "Onboarding Package", "Support Renewal", "Pilot",
-            "Expansion", "Consulting Retainer", "Data Migration", "Team Plan", "Premium Upgrade")
-LOSS_REASONS = Weighted({"Price": 30, "Lost to Competitor": 25, "No Budget": 15, "No Decision / Non-Responsive": 20,
-                         "Timing": 10})
-NEXT_STEPS = ("Send proposal", "Schedule demo", "Call with decision maker", "Security review",
-              "Send revised quote", "Legal review", "Follow up next week", None)
+PRODUCTS = (
+    "Annual Subscription",
+    "Enterprise License",
+    "Onboarding Package",
+    "Support Renewal",
+    "Pilot",
+    "Expansion",
+    "Consulting Retainer",
+    "Data Migration",
+    "Team Plan",
+    "Premium Upgrade",
+)
+LOSS_REASONS = Weighted(
+    {"Price": 30, "Lost to Competitor": 25, "No Budget": 15, "No Decision / Non-Responsive": 20, "Timing": 10}
+)
+NEXT_STEPS = (
+    "Send proposal",
+    "Schedule demo",
+    "Call with decision maker",
+    "Security review",
+    "Send revised quote",
+    "Legal review",
+    "Follow up next week",
+    None,
+)
 
 
 # The custom fields a new sandbox org has, as an admin of a real org adds them (Setup > Modules and
@@ -96,15 +160,33 @@ DEFAULT_CUSTOM_FIELDS: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = 
     ("Deals", "Seats", "Seats", "integer", ()),
     ("Deals", "Discount", "Discount", "percent", ()),
 )
-COUNTRY_REGIONS = {"United States": "North America", "Canada": "North America", "Brazil": "LATAM",
-                   "India": "APAC", "Australia": "APAC", "Singapore": "APAC", "United Kingdom": "EMEA",
-                   "Germany": "EMEA", "France": "EMEA", "Netherlands": "EMEA", "South Africa": "EMEA"}
+COUNTRY_REGIONS = {
+    "United States": "North America",
+    "Canada": "North America",
+    "Brazil": "LATAM",
+    "India": "APAC",
+    "Australia": "APAC",
+    "Singapore": "APAC",
+    "United Kingdom": "EMEA",
+    "Germany": "EMEA",
+    "France": "EMEA",
+    "Netherlands": "EMEA",
+    "South Africa": "EMEA",
+}
 DEAL_REGIONS = Weighted({"North America": 45, "EMEA": 30, "APAC": 18, "LATAM": 7})
 PRODUCT_INTEREST = Weighted({None: 20, "Subscriptions": 45, "Licenses": 20, "Services": 15})
-PRODUCT_LINE_OF = {"Annual Subscription": "Subscriptions", "Team Plan": "Subscriptions",
-                   "Premium Upgrade": "Subscriptions", "Expansion": "Subscriptions", "Enterprise License": "Licenses",
-                   "Pilot": "Licenses", "Support Renewal": "Services", "Onboarding Package": "Services",
-                   "Consulting Retainer": "Services", "Data Migration": "Services"}
+PRODUCT_LINE_OF = {
+    "Annual Subscription": "Subscriptions",
+    "Team Plan": "Subscriptions",
+    "Premium Upgrade": "Subscriptions",
+    "Expansion": "Subscriptions",
+    "Enterprise License": "Licenses",
+    "Pilot": "Licenses",
+    "Support Renewal": "Services",
+    "Onboarding Package": "Services",
+    "Consulting Retainer": "Services",
+    "Data Migration": "Services",
+}
 COMPETITORS = Weighted({None: 55, "Salesforce": 15, "HubSpot": 12, "Pipedrive": 8, "Microsoft Dynamics": 10})
 
 
@@ -116,8 +198,16 @@ def slug(text: str) -> str:
 class RecordFactory:
     """Makes new leads and deals with realistic attributes (used by the history and the daily clock)."""
 
-    def __init__(self, faker: Faker, ids: IdSequence, users: list[User], inactive: tuple[str, int] | None, *,
-                 custom_fields: Mapping[str, MutableMapping[str, CustomField]], custom_rng: random.Random) -> None:
+    def __init__(
+        self,
+        faker: Faker,
+        ids: IdSequence,
+        users: list[User],
+        inactive: tuple[str, int] | None,
+        *,
+        custom_fields: Mapping[str, MutableMapping[str, CustomField]],
+        custom_rng: random.Random,
+    ) -> None:
         self.ids = ids
         # The org's custom fields (shared with its state, which adds to them) and the stream of their values.
         self.custom_fields = custom_fields
@@ -132,8 +222,9 @@ class RecordFactory:
         self._owners_before = Weighted(weights)
         self._owners_after = Weighted({uid: w for uid, w in weights.items() if not inactive or uid != inactive[0]})
         # Existing customers that independent ("existing business") deals are sold to.
-        self.customers = [(Ref(name, ids.next()), Ref(self._person_name(faker), ids.next()))
-                          for name, _ in self.companies[:150]]
+        self.customers = [
+            (Ref(name, ids.next()), Ref(self._person_name(faker), ids.next())) for name, _ in self.companies[:150]
+        ]
 
     @staticmethod
     def _person_name(faker: Faker) -> str:
@@ -154,45 +245,66 @@ class RecordFactory:
         owner = self.owner(rng, when)
         creator = owner if rng.random() < 0.7 else self.admin_id  # web forms and imports run as the admin
         lead = blank_record("Leads", self.ids.next(), when, creator)
-        apply_changes(lead, {
-            "Owner": owner,
-            "First_Name": first,
-            "Last_Name": last,
-            "Company": company,
-            "Email": None if rng.random() < 0.04 else f"{slug(first)}.{slug(last)}@{domain}",
-            "Phone": None if rng.random() < 0.1 else f"+1 {rng.randrange(201, 990)}-555-01{rng.randrange(100):02d}",
-            "Lead_Source": source or LEAD_SOURCES.pick(rng),
-            "Lead_Status": "Not Contacted",
-            "Industry": INDUSTRIES.pick(rng),
-            "Annual_Revenue": None if rng.random() < 0.5 else round(rng.lognormvariate(math.log(2e6), 1.2), -3),
-            "No_of_Employees": None if rng.random() < 0.5 else int(rng.lognormvariate(math.log(80), 1.3)) + 1,
-            "Rating": RATINGS.pick(rng),
-            "Country": COUNTRIES.pick(rng),
-            "Description": None if rng.random() < 0.85 else rng.choice(DESCRIPTIONS),
-        })
+        apply_changes(
+            lead,
+            {
+                "Owner": owner,
+                "First_Name": first,
+                "Last_Name": last,
+                "Company": company,
+                "Email": None if rng.random() < 0.04 else f"{slug(first)}.{slug(last)}@{domain}",
+                "Phone": None if rng.random() < 0.1 else f"+1 {rng.randrange(201, 990)}-555-01{rng.randrange(100):02d}",
+                "Lead_Source": source or LEAD_SOURCES.pick(rng),
+                "Lead_Status": "Not Contacted",
+                "Industry": INDUSTRIES.pick(rng),
+                "Annual_Revenue": None if rng.random() < 0.5 else round(rng.lognormvariate(math.log(2e6), 1.2), -3),
+                "No_of_Employees": None if rng.random() < 0.5 else int(rng.lognormvariate(math.log(80), 1.3)) + 1,
+                "Rating": RATINGS.pick(rng),
+                "Country": COUNTRIES.pick(rng),
+                "Description": None if rng.random() < 0.85 else rng.choice(DESCRIPTIONS),
+            },
+        )
         return self.with_custom_values("Leads", lead)
 
-    def deal(self, rng: random.Random, when: int, *, owner: str, account: Ref, contact: Ref | None,
-             source: str | None, deal_type: str) -> Deal:
+    def deal(
+        self,
+        rng: random.Random,
+        when: int,
+        *,
+        owner: str,
+        account: Ref,
+        contact: Ref | None,
+        source: str | None,
+        deal_type: str,
+    ) -> Deal:
         deal = blank_record("Deals", self.ids.next(), when, owner)
-        apply_changes(deal, {
-            "Deal_Name": f"{account.name} - {rng.choice(PRODUCTS)}",
-            "Account_Name": account,
-            "Contact_Name": contact,
-            "Amount": self.amount(rng),
-            "Stage": OPEN_STAGES[0].actual_value,
-            "Lead_Source": source,
-            "Type": deal_type,
-            "Next_Step": rng.choice(NEXT_STEPS),
-        })
+        apply_changes(
+            deal,
+            {
+                "Deal_Name": f"{account.name} - {rng.choice(PRODUCTS)}",
+                "Account_Name": account,
+                "Contact_Name": contact,
+                "Amount": self.amount(rng),
+                "Stage": OPEN_STAGES[0].actual_value,
+                "Lead_Source": source,
+                "Type": deal_type,
+                "Next_Step": rng.choice(NEXT_STEPS),
+            },
+        )
         return self.with_custom_values("Deals", deal)
 
     def existing_business_deal(self, rng: random.Random, when: int) -> Deal:
         account, contact = rng.choice(self.customers)
         new_logo = rng.random() < 0.4
-        return self.deal(rng, when, owner=self.owner(rng, when), account=account, contact=contact,
-                         source=LEAD_SOURCES.pick(rng) if new_logo else None,
-                         deal_type="New Business" if new_logo else "Existing Business")
+        return self.deal(
+            rng,
+            when,
+            owner=self.owner(rng, when),
+            account=account,
+            contact=contact,
+            source=LEAD_SOURCES.pick(rng) if new_logo else None,
+            deal_type="New Business" if new_logo else "Existing Business",
+        )
 
     @staticmethod
     def amount(rng: random.Random) -> int | None:
@@ -205,8 +317,10 @@ class RecordFactory:
 
     def with_custom_values(self, module: str, record: Record) -> Record:
         """`record` with a value for each custom field the org has (some left empty, as people leave them)."""
-        apply_changes(record, {field.api_name: self.custom_value(module, field, record)
-                               for field in self.custom_fields[module].values()})
+        apply_changes(
+            record,
+            {field.api_name: self.custom_value(module, field, record) for field in self.custom_fields[module].values()},
+        )
         return record
 
     def custom_value(self, module: str, field: CustomField, record: Record) -> Any:

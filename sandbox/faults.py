@@ -27,8 +27,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "502", "503", "drop", "slow", "truncated", "html", "invalid_token",
-               "page_token_expiry", "mutate")
+FAULT_KINDS = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "drop",
+    "slow",
+    "truncated",
+    "html",
+    "invalid_token",
+    "page_token_expiry",
+    "mutate",
+)
 GARBLED_KINDS = ("truncated", "html")
 CREDITS_HEADER = "X-API-CREDITS-REMAINING"
 RETRY_AFTER_SECONDS = 1

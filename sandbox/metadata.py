@@ -23,14 +23,35 @@ from .org import SandboxOrg
 from .zoho_format import ZohoError
 
 # Zoho data types by kind, when the field has no more specific type below.
-_DATA_TYPES = {Kind.ID: "bigint", Kind.TEXT: "text", Kind.NUMBER: "double", Kind.INTEGER: "integer",
-               Kind.BOOLEAN: "boolean", Kind.DATE: "date", Kind.DATETIME: "datetime", Kind.USER: "ownerlookup",
-               Kind.LOOKUP: "lookup"}
-_JSON_TYPES = {"bigint": "string", "text": "string", "textarea": "string", "email": "string", "phone": "string",
-               "picklist": "string", "website": "string", "double": "double", "currency": "double", "percent": "double",
-               "integer": "integer",
-               "boolean": "boolean", "date": "string", "datetime": "string", "ownerlookup": "jsonobject",
-               "lookup": "jsonobject"}
+_DATA_TYPES = {
+    Kind.ID: "bigint",
+    Kind.TEXT: "text",
+    Kind.NUMBER: "double",
+    Kind.INTEGER: "integer",
+    Kind.BOOLEAN: "boolean",
+    Kind.DATE: "date",
+    Kind.DATETIME: "datetime",
+    Kind.USER: "ownerlookup",
+    Kind.LOOKUP: "lookup",
+}
+_JSON_TYPES = {
+    "bigint": "string",
+    "text": "string",
+    "textarea": "string",
+    "email": "string",
+    "phone": "string",
+    "picklist": "string",
+    "website": "string",
+    "double": "double",
+    "currency": "double",
+    "percent": "double",
+    "integer": "integer",
+    "boolean": "boolean",
+    "date": "string",
+    "datetime": "string",
+    "ownerlookup": "jsonobject",
+    "lookup": "jsonobject",
+}
 
 
 def _values(weighted: Any) -> tuple[str, ...]:
@@ -47,7 +68,9 @@ def _lead_statuses() -> tuple[str, ...]:
 # Per module: field -> (Zoho data type, picklist values) where it differs from the kind's default.
 _SPECIFIC: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
     "Leads": {
-        "Email": ("email", ()), "Phone": ("phone", ()), "Description": ("textarea", ()),
+        "Email": ("email", ()),
+        "Phone": ("phone", ()),
+        "Description": ("textarea", ()),
         "Lead_Source": ("picklist", _values(factory.LEAD_SOURCES)),
         "Lead_Status": ("picklist", _lead_statuses()),
         "Industry": ("picklist", _values(factory.INDUSTRIES)),
@@ -59,21 +82,39 @@ _SPECIFIC: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
         "Lead_Source": ("picklist", _values(factory.LEAD_SOURCES)),
         "Type": ("picklist", ("New Business", "Existing Business")),
         "Reason_For_Loss__s": ("picklist", _values(factory.LOSS_REASONS)),
-        "Amount": ("currency", ()), "Expected_Revenue": ("currency", ()), "Description": ("textarea", ()),
+        "Amount": ("currency", ()),
+        "Expected_Revenue": ("currency", ()),
+        "Description": ("textarea", ()),
     },
 }
 # Lookup fields and the module they point at.
-_LOOKUP_TARGETS = {"Converted_Deal": "Deals", "Converted_Account": "Accounts", "Converted_Contact": "Contacts",
-                   "Account_Name": "Accounts", "Contact_Name": "Contacts"}
+_LOOKUP_TARGETS = {
+    "Converted_Deal": "Deals",
+    "Converted_Account": "Accounts",
+    "Converted_Contact": "Contacts",
+    "Account_Name": "Accounts",
+    "Contact_Name": "Contacts",
+}
 # Modules every org has that the sandbox describes but does not serve records of.
 _DESCRIBED_ONLY: dict[str, tuple[tuple[str, str, bool], ...]] = {
-    "Accounts": (("Owner", "ownerlookup", False), ("Account_Name", "text", True), ("Phone", "phone", False),
-                 ("Website", "website", False), ("Created_Time", "datetime", False),
-                 ("Modified_Time", "datetime", False)),
-    "Contacts": (("Owner", "ownerlookup", False), ("First_Name", "text", False), ("Last_Name", "text", True),
-                 ("Full_Name", "text", False), ("Email", "email", False),
-                 ("Account_Name", "lookup", False), ("Created_Time", "datetime", False),
-                 ("Modified_Time", "datetime", False)),
+    "Accounts": (
+        ("Owner", "ownerlookup", False),
+        ("Account_Name", "text", True),
+        ("Phone", "phone", False),
+        ("Website", "website", False),
+        ("Created_Time", "datetime", False),
+        ("Modified_Time", "datetime", False),
+    ),
+    "Contacts": (
+        ("Owner", "ownerlookup", False),
+        ("First_Name", "text", False),
+        ("Last_Name", "text", True),
+        ("Full_Name", "text", False),
+        ("Email", "email", False),
+        ("Account_Name", "lookup", False),
+        ("Created_Time", "datetime", False),
+        ("Modified_Time", "datetime", False),
+    ),
 }
 _MODULE_NUMBERS = {"Leads": 2_175, "Deals": 2_181, "Accounts": 2_177, "Contacts": 2_179}
 _SYSTEM_FIELDS = frozenset({"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", "Full_Name"})
@@ -89,8 +130,9 @@ def module_fields(org: SandboxOrg, module: str) -> list[dict[str, Any]]:
         described = []
         for field_name, kind in spec.kinds.items():
             data_type, values = specific.get(field_name, (_DATA_TYPES[kind], ()))
-            described.append((field_name, data_type, field_name in spec.mandatory, field_name not in spec.writable,
-                              values))
+            described.append(
+                (field_name, data_type, field_name in spec.mandatory, field_name not in spec.writable, values)
+            )
         custom = org.custom_fields(name)
     else:
         described = [(f, t, mandatory, f in _SYSTEM_FIELDS, ()) for f, t, mandatory in _DESCRIBED_ONLY[name]]
@@ -110,14 +152,26 @@ def _id_prefix(org: SandboxOrg) -> str:
     return org.organization()["id"][:-12]
 
 
-def _field(prefix: str, module: str, index: int, name: str, data_type: str, mandatory: bool, read_only: bool,
-           values: tuple[str, ...]) -> dict[str, Any]:
+def _field(
+    prefix: str,
+    module: str,
+    index: int,
+    name: str,
+    data_type: str,
+    mandatory: bool,
+    read_only: bool,
+    values: tuple[str, ...],
+) -> dict[str, Any]:
     label = name.replace("__s", "").replace("_", " ")
     lookup: dict[str, Any] = {}
     if data_type == "lookup":
         target = _LOOKUP_TARGETS.get(name, "Accounts")
-        lookup = {"display_label": target, "api_name": target[:-1], "module": {
-            "api_name": target, "id": f"{prefix}{_MODULE_NUMBERS[target]:012d}"}, "id": None}
+        lookup = {
+            "display_label": target,
+            "api_name": target[:-1],
+            "module": {"api_name": target, "id": f"{prefix}{_MODULE_NUMBERS[target]:012d}"},
+            "id": None,
+        }
     return {
         "api_name": name,
         "id": f"{prefix}{_MODULE_NUMBERS[module] * 1_000 + index:012d}",
@@ -131,13 +185,23 @@ def _field(prefix: str, module: str, index: int, name: str, data_type: str, mand
         "read_only": read_only,
         "field_read_only": read_only,
         "visible": True,
-        "length": 120 if data_type in ("text", "picklist", "email", "phone", "website") else 32000 if data_type == "textarea"
+        "length": 120
+        if data_type in ("text", "picklist", "email", "phone", "website")
+        else 32000
+        if data_type == "textarea"
         else 16,
         "decimal_place": 2 if data_type == "currency" else None,
         "lookup": lookup,
-        "pick_list_values": [{"display_value": v, "actual_value": v, "sequence_number": i + 1, "type": "used",
-                              "id": f"{prefix}{_MODULE_NUMBERS[module] * 1_000_000 + index * 100 + i:012d}"}
-                             for i, v in enumerate(values)],
+        "pick_list_values": [
+            {
+                "display_value": v,
+                "actual_value": v,
+                "sequence_number": i + 1,
+                "type": "used",
+                "id": f"{prefix}{_MODULE_NUMBERS[module] * 1_000_000 + index * 100 + i:012d}",
+            }
+            for i, v in enumerate(values)
+        ],
         "sequence_number": index + 1,
     }
 
@@ -145,8 +209,14 @@ def _field(prefix: str, module: str, index: int, name: str, data_type: str, mand
 def _custom_field(prefix: str, module: str, index: int, field: CustomField) -> dict[str, Any]:
     """A custom field as Zoho lists it: its own id and label, `custom_field: true`, created in the CRM."""
     described = _field(prefix, module, index, field.api_name, field.data_type, False, False, field.values)
-    return {**described, "id": field.id, "field_label": field.label, "display_label": field.label,
-            "custom_field": True, "created_source": "crm"}
+    return {
+        **described,
+        "id": field.id,
+        "field_label": field.label,
+        "display_label": field.label,
+        "custom_field": True,
+        "created_source": "crm",
+    }
 
 
 def organization(org: SandboxOrg) -> dict[str, Any]:
@@ -157,8 +227,12 @@ def organization(org: SandboxOrg) -> dict[str, Any]:
     """
     base = org.organization()
     currency = getattr(org, "home_currency", "USD")
-    names = {"USD": ("US Dollar", "$", "en_US"), "EUR": ("Euro", "€", "de_DE"), "INR": ("Indian Rupee", "₹", "en_IN"),
-             "GBP": ("Pound Sterling", "£", "en_GB")}
+    names = {
+        "USD": ("US Dollar", "$", "en_US"),
+        "EUR": ("Euro", "€", "de_DE"),
+        "INR": ("Indian Rupee", "₹", "en_IN"),
+        "GBP": ("Pound Sterling", "£", "en_GB"),
+    }
     label, symbol, locale = names.get(currency, (currency, currency, "en_US"))
     return {
         **base,
@@ -190,6 +264,13 @@ def organization(org: SandboxOrg) -> dict[str, Any]:
         "zip": None,
         "employee_count": None,
         "zia_portal_id": None,
-        "license_details": {"paid_expiry": None, "users_license_purchased": 10, "trial_type": None,
-                            "trial_expiry": None, "paid": True, "paid_type": "enterprise", "trial_action": None},
+        "license_details": {
+            "paid_expiry": None,
+            "users_license_purchased": 10,
+            "trial_type": None,
+            "trial_expiry": None,
+            "paid": True,
+            "paid_type": "enterprise",
+            "trial_action": None,
+        },
     }

@@ -146,9 +146,19 @@ class CustomField(NamedTuple):
 
 # The Zoho data types a custom field can have here, and how the sandbox stores, renders and validates them.
 CUSTOM_DATA_TYPES: dict[str, Kind] = {
-    "text": Kind.TEXT, "textarea": Kind.TEXT, "email": Kind.TEXT, "phone": Kind.TEXT, "website": Kind.TEXT,
-    "picklist": Kind.TEXT, "integer": Kind.INTEGER, "double": Kind.NUMBER, "currency": Kind.NUMBER,
-    "percent": Kind.NUMBER, "boolean": Kind.BOOLEAN, "date": Kind.DATE, "datetime": Kind.DATETIME,
+    "text": Kind.TEXT,
+    "textarea": Kind.TEXT,
+    "email": Kind.TEXT,
+    "phone": Kind.TEXT,
+    "website": Kind.TEXT,
+    "picklist": Kind.TEXT,
+    "integer": Kind.INTEGER,
+    "double": Kind.NUMBER,
+    "currency": Kind.NUMBER,
+    "percent": Kind.NUMBER,
+    "boolean": Kind.BOOLEAN,
+    "date": Kind.DATE,
+    "datetime": Kind.DATETIME,
 }
 
 
@@ -187,8 +197,12 @@ class ModuleSpec:
         """This module as an org with these custom fields has it: they are read, written and queried like
         the standard fields."""
         custom = {field.api_name: field for field in fields}
-        return dataclasses.replace(self, kinds={**self.kinds, **{n: f.kind for n, f in custom.items()}},
-                                   writable=self.writable | custom.keys(), custom=custom)
+        return dataclasses.replace(
+            self,
+            kinds={**self.kinds, **{n: f.kind for n, f in custom.items()}},
+            writable=self.writable | custom.keys(),
+            custom=custom,
+        )
 
 
 MODULES: dict[str, ModuleSpec] = {
@@ -392,7 +406,11 @@ class IdSequence:
 def blank_record(module: str, record_id: str, when: int, user_id: str) -> Record:
     """A new record with the system fields Zoho fills on creation."""
     record = MODULES[module].record_type(
-        id=record_id, Owner=user_id, Created_Time=when, Modified_Time=when, Created_By=user_id,
+        id=record_id,
+        Owner=user_id,
+        Created_Time=when,
+        Modified_Time=when,
+        Created_By=user_id,
         Modified_By=user_id,
     )
     if isinstance(record, Lead):

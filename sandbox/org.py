@@ -51,9 +51,9 @@ class Selection:
     def window(self, start: int, count: int, descending: bool) -> list[Record]:
         """Records at ranks [start, start + count) of the requested order."""
         if not descending:
-            return self.records[start:start + count]
+            return self.records[start : start + count]
         stop = len(self.records) - start
-        return self.records[max(0, stop - count):max(0, stop)][::-1]
+        return self.records[max(0, stop - count) : max(0, stop)][::-1]
 
     def key_at(self, rank: int, descending: bool) -> tuple[Any, str]:
         return self.keys[len(self.keys) - 1 - rank if descending else rank]
@@ -70,13 +70,22 @@ class SandboxOrg:
     many owners' digests).
     """
 
-    def __init__(self, seed: int = 7, leads: int = 5000, deals: int = 2000, timezone: str = "UTC",
-                 today: dt.date | None = None, home_currency: str = HOME_CURRENCY,
-                 currencies: Sequence[str] | None = None, reps: int = 6) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        leads: int = 5000,
+        deals: int = 2000,
+        timezone: str = "UTC",
+        today: dt.date | None = None,
+        home_currency: str = HOME_CURRENCY,
+        currencies: Sequence[str] | None = None,
+        reps: int = 6,
+    ) -> None:
         calendar = OrgCalendar(timezone)
         self.lock = threading.RLock()
-        self._state: OrgState = generate_org(seed, leads, deals, calendar, today or calendar.current_date(),
-                                             home_currency, currencies, reps)
+        self._state: OrgState = generate_org(
+            seed, leads, deals, calendar, today or calendar.current_date(), home_currency, currencies, reps
+        )
         self.renderer = Renderer(calendar.tz, self._state.users)
         self._selections: OrderedDict[tuple, tuple[int, Selection]] = OrderedDict()
 
@@ -134,16 +143,20 @@ class SandboxOrg:
             plan = self.renderer.plan(self._state.spec(module))
             return [self.renderer.record(r, plan) for r in self._state.tables[module].values()]
 
-    def deleted_records(self, module: str, kind: str = "all",
-                        modified_since: int | None = None) -> list[dict[str, Any]]:
+    def deleted_records(
+        self, module: str, kind: str = "all", modified_since: int | None = None
+    ) -> list[dict[str, Any]]:
         """The deletion log as `/{module}/deleted` renders it, most recent deletion first.
 
         An entry's type follows its age: in the recycle bin for 60 days, then permanent (Zoho then
         hides who deleted it and its name) until it drops out of the log after 120 days.
         """
         with self.lock:
-            rendered = (self._render_deleted(e) for e in self._state.deleted[MODULES[module].api_name].values()
-                        if modified_since is None or e.deleted_time >= modified_since)
+            rendered = (
+                self._render_deleted(e)
+                for e in self._state.deleted[MODULES[module].api_name].values()
+                if modified_since is None or e.deleted_time >= modified_since
+            )
             entries = [e for e in rendered if e is not None and kind in ("all", e["type"])]
         entries.sort(key=lambda e: (e["_ts"], e["id"]), reverse=True)
         for entry in entries:
@@ -179,30 +192,62 @@ class SandboxOrg:
     def layouts(self, module: str) -> list[dict[str, Any]]:
         meta, render = self._state.meta, self.renderer
         created = render.datetime(meta.created_time)
-        return [{"id": meta.layout_ids[module], "name": "Standard", "api_name": "Standard",
-                 "display_label": "Standard", "status": "active", "visible": True, "source": "crm",
-                 "generated_type": "default", "created_time": created, "modified_time": created}]
+        return [
+            {
+                "id": meta.layout_ids[module],
+                "name": "Standard",
+                "api_name": "Standard",
+                "display_label": "Standard",
+                "status": "active",
+                "visible": True,
+                "source": "crm",
+                "generated_type": "default",
+                "created_time": created,
+                "modified_time": created,
+            }
+        ]
 
     def pipelines(self) -> list[dict[str, Any]]:
         """The Deals pipeline as `/settings/pipeline` renders it (each stage with its probability)."""
         meta = self._state.meta
-        return [{
-            "display_value": PIPELINE_NAME, "default": True, "actual_value": PIPELINE_NAME,
-            "id": meta.pipeline_id, "child_available": False, "parent": None,
-            "maps": [{
-                "display_value": s.display_value, "sequence_number": s.sequence_number,
-                "forecast_category": {"name": s.forecast_category,
-                                      "id": meta.forecast_category_ids[s.forecast_category]},
-                "actual_value": s.actual_value, "id": meta.stage_ids[s.actual_value],
-                "forecast_type": s.forecast_type, "probability": s.probability,
-            } for s in STAGES],
-        }]
+        return [
+            {
+                "display_value": PIPELINE_NAME,
+                "default": True,
+                "actual_value": PIPELINE_NAME,
+                "id": meta.pipeline_id,
+                "child_available": False,
+                "parent": None,
+                "maps": [
+                    {
+                        "display_value": s.display_value,
+                        "sequence_number": s.sequence_number,
+                        "forecast_category": {
+                            "name": s.forecast_category,
+                            "id": meta.forecast_category_ids[s.forecast_category],
+                        },
+                        "actual_value": s.actual_value,
+                        "id": meta.stage_ids[s.actual_value],
+                        "forecast_type": s.forecast_type,
+                        "probability": s.probability,
+                    }
+                    for s in STAGES
+                ],
+            }
+        ]
 
     def organization(self) -> dict[str, Any]:
         meta, admin = self._state.meta, self._state.users[self.current_user_id]
-        return {"id": meta.org_id, "company_name": meta.company_name, "time_zone": self.timezone,
-                "iso_code": "USD", "currency_symbol": "$", "primary_email": admin.email,
-                "country": "United States", "domain_name": "zylker-sandbox"}
+        return {
+            "id": meta.org_id,
+            "company_name": meta.company_name,
+            "time_zone": self.timezone,
+            "iso_code": "USD",
+            "currency_symbol": "$",
+            "primary_email": admin.email,
+            "country": "United States",
+            "domain_name": "zylker-sandbox",
+        }
 
     def stage_history(self, deal_id: str) -> list[dict[str, Any]] | None:
         """A deal's Stage History as the related list renders it, newest first; None for an unknown deal."""
@@ -211,25 +256,45 @@ class SandboxOrg:
                 return None
             rows = list(self._state.stage_history.get(deal_id, []))
         render = self.renderer
-        return [{
-            "id": row.id, "Stage": row.Stage, "Amount": row.Amount, "Probability": row.Probability,
-            "Expected_Revenue": row.Expected_Revenue,
-            "Closing_Date": None if row.Closing_Date is None else row.Closing_Date.isoformat(),
-            "Modified_Time": render.datetime(row.Modified_Time), "Modified_By": render.user(row.Modified_By, email=False),
-        } for row in reversed(rows)]
+        return [
+            {
+                "id": row.id,
+                "Stage": row.Stage,
+                "Amount": row.Amount,
+                "Probability": row.Probability,
+                "Expected_Revenue": row.Expected_Revenue,
+                "Closing_Date": None if row.Closing_Date is None else row.Closing_Date.isoformat(),
+                "Modified_Time": render.datetime(row.Modified_Time),
+                "Modified_By": render.user(row.Modified_By, email=False),
+            }
+            for row in reversed(rows)
+        ]
 
     def currencies_payload(self) -> list[dict[str, Any]]:
         """The currencies as `/org/currencies` renders them (Zoho sends the rate as a decimal string)."""
         admin = self.renderer.user(self.current_user_id, email=False)
-        return [{
-            "symbol": c.symbol, "created_time": self.renderer.datetime(c.created_time), "is_active": True,
-            "exchange_rate": f"{c.exchange_rate:.9f}",
-            "format": {"decimal_separator": "Period", "thousand_separator": "Comma",
-                       "decimal_places": "0" if c.iso_code == "JPY" else "2"},
-            "created_by": admin, "prefix_symbol": True, "is_base": c.is_base,
-            "modified_time": self.renderer.datetime(c.created_time), "name": c.name, "modified_by": admin,
-            "id": c.id, "iso_code": c.iso_code,
-        } for c in self._state.currencies]
+        return [
+            {
+                "symbol": c.symbol,
+                "created_time": self.renderer.datetime(c.created_time),
+                "is_active": True,
+                "exchange_rate": f"{c.exchange_rate:.9f}",
+                "format": {
+                    "decimal_separator": "Period",
+                    "thousand_separator": "Comma",
+                    "decimal_places": "0" if c.iso_code == "JPY" else "2",
+                },
+                "created_by": admin,
+                "prefix_symbol": True,
+                "is_base": c.is_base,
+                "modified_time": self.renderer.datetime(c.created_time),
+                "name": c.name,
+                "modified_by": admin,
+                "id": c.id,
+                "iso_code": c.iso_code,
+            }
+            for c in self._state.currencies
+        ]
 
     def add_currency(self, item: Any, user_id: str) -> dict[str, Any]:
         """Zoho's Add Currencies: a currency the sandbox knows, at the rate given (or its usual one)."""
@@ -237,19 +302,38 @@ class SandboxOrg:
             state = self._state
             code = item.get("iso_code") if isinstance(item, dict) else None
             if code not in USD_RATES:
-                return {"code": "INVALID_DATA", "details": {"api_name": "iso_code"},
-                        "message": "invalid data", "status": "error"}
+                return {
+                    "code": "INVALID_DATA",
+                    "details": {"api_name": "iso_code"},
+                    "message": "invalid data",
+                    "status": "error",
+                }
             if any(c.iso_code == code for c in state.currencies):
-                return {"code": "DUPLICATE_DATA", "details": {"api_name": "iso_code"},
-                        "message": "duplicate data", "status": "error"}
+                return {
+                    "code": "DUPLICATE_DATA",
+                    "details": {"api_name": "iso_code"},
+                    "message": "duplicate data",
+                    "status": "error",
+                }
             name, symbol, per_usd = USD_RATES[code]
             home_per_usd = USD_RATES[self.home_currency][2]
             rate = float(item.get("exchange_rate") or round(per_usd / home_per_usd, 9))
-            currency = Currency(id=state.ids.next(), iso_code=code, name=name, symbol=item.get("symbol") or symbol,
-                                exchange_rate=rate, is_base=False, created_time=state.tick())
+            currency = Currency(
+                id=state.ids.next(),
+                iso_code=code,
+                name=name,
+                symbol=item.get("symbol") or symbol,
+                exchange_rate=rate,
+                is_base=False,
+                created_time=state.tick(),
+            )
             state.currencies.append(currency)
-            return {"code": "SUCCESS", "details": {"id": currency.id}, "message": "currency added successfully",
-                    "status": "success"}
+            return {
+                "code": "SUCCESS",
+                "details": {"id": currency.id},
+                "message": "currency added successfully",
+                "status": "success",
+            }
 
     # -- custom fields (Zoho's Setup > Modules and Fields, or its Create Custom Fields API) ------
 
@@ -263,8 +347,9 @@ class SandboxOrg:
         with self.lock:
             return list(self._state.custom_fields[module].values())
 
-    def add_field(self, module: str, label: str, data_type: str, values: Sequence[str] = (),
-                  api_name: str | None = None) -> CustomField:
+    def add_field(
+        self, module: str, label: str, data_type: str, values: Sequence[str] = (), api_name: str | None = None
+    ) -> CustomField:
         """Add a custom field, as an admin does: empty on the records so far; records created or edited
         from now on get values for it. Raises ValueError when the org refuses it (see `OrgState.add_field`)."""
         with self.lock:
@@ -285,8 +370,9 @@ class SandboxOrg:
 
     # -- list queries (callers hold `lock`) ------------------------------------------------------
 
-    def select(self, module: str, sort_by: str, converted: str = "both",
-               modified_since: int | None = None) -> Selection:
+    def select(
+        self, module: str, sort_by: str, converted: str = "both", modified_since: int | None = None
+    ) -> Selection:
         """Live records for a list query, sorted; cached until the org next changes."""
         if module != "Leads":
             converted = "both"
@@ -346,16 +432,35 @@ class SandboxOrg:
             for record_id in ids:
                 if record_id in state.tables[module]:
                     state.remove(module, record_id, when, user_id)
-                    results.append({"code": "SUCCESS", "details": {"id": record_id}, "message": "record deleted",
-                                    "status": "success"})
+                    results.append(
+                        {
+                            "code": "SUCCESS",
+                            "details": {"id": record_id},
+                            "message": "record deleted",
+                            "status": "success",
+                        }
+                    )
                 else:
-                    results.append({"code": "INVALID_DATA", "details": {"id": record_id},
-                                    "message": "the id given seems to be invalid", "status": "error"})
+                    results.append(
+                        {
+                            "code": "INVALID_DATA",
+                            "details": {"id": record_id},
+                            "message": "the id given seems to be invalid",
+                            "status": "error",
+                        }
+                    )
             return results
 
     def _changes(self, module: str, item: Any, index: int, *, creating: bool) -> dict[str, Any]:
-        return write_changes(self._state.spec(module), item, index, self._state.users, self._state.ids.next,
-                             creating=creating, currencies=[c.iso_code for c in self._state.currencies])
+        return write_changes(
+            self._state.spec(module),
+            item,
+            index,
+            self._state.users,
+            self._state.ids.next,
+            creating=creating,
+            currencies=[c.iso_code for c in self._state.currencies],
+        )
 
     def _target(self, module: str, item: Any, index: int) -> Record:
         if not isinstance(item, dict) or item.get("id") in (None, ""):
@@ -367,11 +472,15 @@ class SandboxOrg:
 
     def _success(self, record: Record, message: str) -> dict[str, Any]:
         render = self.renderer
-        return {"code": "SUCCESS", "details": {
-            "Modified_Time": render.datetime(record.Modified_Time),
-            "Modified_By": render.user(record.Modified_By, email=False),
-            "Created_Time": render.datetime(record.Created_Time),
-            "id": record.id,
-            "Created_By": render.user(record.Created_By, email=False),
-        }, "message": message, "status": "success"}
-
+        return {
+            "code": "SUCCESS",
+            "details": {
+                "Modified_Time": render.datetime(record.Modified_Time),
+                "Modified_By": render.user(record.Modified_By, email=False),
+                "Created_Time": render.datetime(record.Created_Time),
+                "id": record.id,
+                "Created_By": render.user(record.Created_By, email=False),
+            },
+            "message": message,
+            "status": "success",
+        }

@@ -63,8 +63,17 @@ class ListQuery:
 
     def binding(self) -> str:
         """A digest of the parameters a page token is bound to."""
-        text = json.dumps([self.module, sorted(self.fields), self.per_page, self.sort_by, self.sort_order,
-                           self.converted, self.modified_since])
+        text = json.dumps(
+            [
+                self.module,
+                sorted(self.fields),
+                self.per_page,
+                self.sort_by,
+                self.sort_order,
+                self.converted,
+                self.modified_since,
+            ]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -75,8 +84,9 @@ class ListRequest:
     page_token: str | None
 
 
-def parse_list_request(module: str, params: Mapping[str, str], if_modified_since: str | None,
-                       tz: ZoneInfo) -> ListRequest:
+def parse_list_request(
+    module: str, params: Mapping[str, str], if_modified_since: str | None, tz: ZoneInfo
+) -> ListRequest:
     fields = tuple(dict.fromkeys(f.strip() for f in params.get("fields", "").split(",") if f.strip()))
     if not fields:
         raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "fields"})
@@ -87,8 +97,7 @@ def parse_list_request(module: str, params: Mapping[str, str], if_modified_since
     sort_by = choice(params, "sort_by", SORT_FIELDS, "id")
     sort_order = choice(params, "sort_order", SORT_ORDERS, "desc")
     converted = choice(params, "converted", CONVERTED_VALUES, "false") if module == "Leads" else "both"
-    query = ListQuery(module, fields, per_page, sort_by, sort_order, converted,
-                      modified_since(if_modified_since, tz))
+    query = ListQuery(module, fields, per_page, sort_by, sort_order, converted, modified_since(if_modified_since, tz))
 
     page_token = params.get("page_token") or None
     if page_token is not None:
@@ -142,8 +151,9 @@ class Cursor:
 class PageTokens:
     """Issues and checks signed keyset page tokens (see the module docstring)."""
 
-    def __init__(self, ttl: int = PAGE_TOKEN_TTL, clock: Callable[[], float] = time.time, *,
-                 limit: int = TOKEN_LIMIT) -> None:
+    def __init__(
+        self, ttl: int = PAGE_TOKEN_TTL, clock: Callable[[], float] = time.time, *, limit: int = TOKEN_LIMIT
+    ) -> None:
         if limit < 1:
             raise ValueError("the page token limit must be at least 1 record")
         self.ttl = ttl
@@ -151,8 +161,9 @@ class PageTokens:
         self.limit = limit  # records one chain of tokens reaches (Zoho: 100,000)
         self._secret = secrets.token_bytes(32)
 
-    def issue(self, user_id: str, query: ListQuery, last_key: tuple[Any, ...], page: int,
-              served: int) -> tuple[str, int]:
+    def issue(
+        self, user_id: str, query: ListQuery, last_key: tuple[Any, ...], page: int, served: int
+    ) -> tuple[str, int]:
         """A token for the page after `last_key`; returns it and its expiry (epoch seconds)."""
         issued = int(self.clock())
         body = json.dumps([user_id, query.binding(), list(last_key), page, served, issued], separators=(",", ":"))
@@ -165,7 +176,8 @@ class PageTokens:
             if not hmac.compare_digest(signature, self._sign(encoded)):
                 raise ValueError("bad signature")
             owner, binding, last_key, page, served, issued = json.loads(
-                base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+                base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            )
         except (ValueError, TypeError, binascii.Error):
             raise ZohoError("INVALID_DATA", {"param_name": "page_token"}) from None
         if owner != user_id:
@@ -175,8 +187,11 @@ class PageTokens:
         if self.clock() > issued + self.ttl:
             raise ZohoError("EXPIRED_VALUE", {"param_name": "page_token"})
         if served >= self.limit:
-            raise ZohoError("PAGINATION_LIMIT_EXCEEDED", {"limit": self.limit},
-                            message=f"You can only get the first {self.limit} records using page_token param")
+            raise ZohoError(
+                "PAGINATION_LIMIT_EXCEEDED",
+                {"limit": self.limit},
+                message=f"You can only get the first {self.limit} records using page_token param",
+            )
         return Cursor(tuple(last_key), page, served, issued + self.ttl)
 
     def remaining(self, served: int) -> int:

@@ -53,10 +53,20 @@ class SandboxServer:
     Use it as a context manager, or `start()` / `stop()`.
     """
 
-    def __init__(self, org: SandboxOrg, host: str = "127.0.0.1", port: int = 0, token_ttl: int = 3600, *,
-                 mint_limit: int | None = None, page_token_ttl: int = PAGE_TOKEN_TTL,
-                 page_token_limit: int = TOKEN_LIMIT, log: TextIO | None = None,
-                 faults: FaultPlan | None = None, credits: int | None = None) -> None:
+    def __init__(
+        self,
+        org: SandboxOrg,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_ttl: int = 3600,
+        *,
+        mint_limit: int | None = None,
+        page_token_ttl: int = PAGE_TOKEN_TTL,
+        page_token_limit: int = TOKEN_LIMIT,
+        log: TextIO | None = None,
+        faults: FaultPlan | None = None,
+        credits: int | None = None,
+    ) -> None:
         self.org = org
         self.host = host
         self.port = port
@@ -64,12 +74,21 @@ class SandboxServer:
         self.api = ZohoApi(org, self.auth, PageTokens(ttl=page_token_ttl, limit=page_token_limit))
         self.routes: list[Route] = self.api.routes() + [
             Route.of("/_sandbox/advance", {"POST": self._advance}, authenticated=False, counted=False),
-            Route.of("/_sandbox/stats", {"GET": lambda req: Response(200, self.stats())},
-                     authenticated=False, counted=False),
-            Route.of("/_sandbox/faults", {"GET": lambda req: Response(200, self.faults.report()),
-                                          "POST": self._set_faults}, authenticated=False, counted=False),
-            Route.of("/_sandbox/credits", {"GET": lambda req: Response(200, self.credits.report()),
-                                           "POST": self._set_credits}, authenticated=False, counted=False),
+            Route.of(
+                "/_sandbox/stats", {"GET": lambda req: Response(200, self.stats())}, authenticated=False, counted=False
+            ),
+            Route.of(
+                "/_sandbox/faults",
+                {"GET": lambda req: Response(200, self.faults.report()), "POST": self._set_faults},
+                authenticated=False,
+                counted=False,
+            ),
+            Route.of(
+                "/_sandbox/credits",
+                {"GET": lambda req: Response(200, self.credits.report()), "POST": self._set_credits},
+                authenticated=False,
+                counted=False,
+            ),
         ]
         self.faults = faults or FaultPlan()
         self.credits = Credits(credits)
@@ -87,8 +106,9 @@ class SandboxServer:
         httpd = _HTTPServer((self.host, self.port), _Handler)
         httpd.sandbox = self
         self._httpd, self.port = httpd, httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="zoho-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="zoho-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -173,9 +193,16 @@ class SandboxServer:
         if route.counted:
             self._count(f"{method} {route.stats_path(module.api_name if module else raw_module)}")
         host = headers.get("Host")
-        request = Request(method=method, path=path, params=dict(parse_qsl(split.query, keep_blank_values=True)),
-                          headers=headers, body=body, base_url=f"http://{host}" if host else self.url,
-                          path_params=match, module=module.api_name if module else "")
+        request = Request(
+            method=method,
+            path=path,
+            params=dict(parse_qsl(split.query, keep_blank_values=True)),
+            headers=headers,
+            body=body,
+            base_url=f"http://{host}" if host else self.url,
+            path_params=match,
+            module=module.api_name if module else "",
+        )
         fault = self.faults.draw(path, "page_token" in request.params) if route.authenticated else None
         credit_headers: dict[str, str] = {}
         try:
@@ -265,8 +292,9 @@ class SandboxServer:
             ids = [key[0] for key in org.select(module, "id").keys]
             edited, deleted = self.faults.pick(ids), self.faults.pick(ids)
             if edited is not None:
-                org.update(module, [{"id": edited, "Description": "Edited while a client was paging"}],
-                           org.current_user_id)
+                org.update(
+                    module, [{"id": edited, "Description": "Edited while a client was paging"}], org.current_user_id
+                )
             if deleted is not None and deleted != edited:
                 org.delete(module, [deleted], org.current_user_id)
 
@@ -321,10 +349,14 @@ def _garble(response: Response, fault: str) -> Response:
     if response.status != 200 or response.payload is None:
         return response
     if fault == "html":
-        return Response(200, raw=html_page(200, "Temporarily unavailable"), content_type="text/html;charset=UTF-8",
-                        headers=response.headers)
+        return Response(
+            200,
+            raw=html_page(200, "Temporarily unavailable"),
+            content_type="text/html;charset=UTF-8",
+            headers=response.headers,
+        )
     body = encode_json(response.payload)
-    return Response(200, raw=body[:len(body) // 2], content_type=CONTENT_TYPE, headers=response.headers)
+    return Response(200, raw=body[: len(body) // 2], content_type=CONTENT_TYPE, headers=response.headers)
 
 
 def redact(target: str) -> str:
@@ -332,8 +364,10 @@ def redact(target: str) -> str:
     split = urlsplit(target)
     if not split.query:
         return split.path
-    params = [(k, "***" if k in SECRET_PARAMS else v[:8] + "..." if k == "page_token" else v)
-              for k, v in parse_qsl(split.query, keep_blank_values=True)]
+    params = [
+        (k, "***" if k in SECRET_PARAMS else v[:8] + "..." if k == "page_token" else v)
+        for k, v in parse_qsl(split.query, keep_blank_values=True)
+    ]
     return f"{split.path}?{urlencode(params, safe=',*.')}"
 
 
@@ -408,4 +442,3 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         """Silenced: `SandboxServer.log_request` writes one concise, secret-free line per request."""
-

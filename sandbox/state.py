@@ -66,9 +66,20 @@ class OrgSize:
 
 
 class OrgState:
-    def __init__(self, *, seed: int, size: OrgSize, calendar: OrgCalendar, today: dt.date, users: list[User],
-                 ids: IdSequence, meta: OrgMeta, factory: RecordFactory, currencies: list[Currency],
-                 custom_fields: dict[str, dict[str, CustomField]]) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        size: OrgSize,
+        calendar: OrgCalendar,
+        today: dt.date,
+        users: list[User],
+        ids: IdSequence,
+        meta: OrgMeta,
+        factory: RecordFactory,
+        currencies: list[Currency],
+        custom_fields: dict[str, dict[str, CustomField]],
+    ) -> None:
         self.seed = seed
         self.size = size
         self.calendar = calendar
@@ -101,8 +112,16 @@ class OrgState:
             self._specs[module] = MODULES[module].with_custom(self.custom_fields[module].values())
         return self._specs[module]
 
-    def add_field(self, module: str, label: str, data_type: str, values: Iterable[str] = (), *,
-                  api_name: str | None = None, when: int | None = None) -> CustomField:
+    def add_field(
+        self,
+        module: str,
+        label: str,
+        data_type: str,
+        values: Iterable[str] = (),
+        *,
+        api_name: str | None = None,
+        when: int | None = None,
+    ) -> CustomField:
         """Add a custom field to `module`, empty on every record so far (Zoho fills no existing record).
 
         Zoho's API name is the label with underscores for what is not a letter or digit, unless one is given.
@@ -117,9 +136,14 @@ class OrgState:
         if name.lower() in taken:
             raise ValueError(f"{module} already has a field named {name}")
         self._fields_added += 1
-        field = CustomField(name, label.strip() or name, data_type, options,
-                            self.ids.reserved(CUSTOM_FIELD_IDS + self._fields_added),
-                            self.tick() if when is None else when)
+        field = CustomField(
+            name,
+            label.strip() or name,
+            data_type,
+            options,
+            self.ids.reserved(CUSTOM_FIELD_IDS + self._fields_added),
+            self.tick() if when is None else when,
+        )
         self.custom_fields[module][name] = field
         self._fields_changed(module)
         return field
@@ -215,11 +239,19 @@ class OrgState:
         if history and history[-1].Modified_Time == when:
             history.pop()  # one write, one row: the creation row already holds the values set with it
         self._history_rows += 1
-        history.append(StageHistoryEntry(
-            # Own number range (a 9 after the org prefix), so record ids stay as they were without history.
-            id=f"{self.ids.prefix}9{self._history_rows:011d}", Stage=deal.Stage, Amount=deal.Amount, Probability=deal.Probability,
-            Expected_Revenue=deal.Expected_Revenue, Closing_Date=deal.Closing_Date, Modified_Time=when,
-            Modified_By=user_id))
+        history.append(
+            StageHistoryEntry(
+                # Own number range (a 9 after the org prefix), so record ids stay as they were without history.
+                id=f"{self.ids.prefix}9{self._history_rows:011d}",
+                Stage=deal.Stage,
+                Amount=deal.Amount,
+                Probability=deal.Probability,
+                Expected_Revenue=deal.Expected_Revenue,
+                Closing_Date=deal.Closing_Date,
+                Modified_Time=when,
+                Modified_By=user_id,
+            )
+        )
 
     def remove(self, module: str, record_id: str, when: int, user_id: str) -> DeletedEntry:
         """Delete a record: it leaves the live table and enters the deletion log (recycle bin)."""
@@ -241,16 +273,29 @@ class OrgState:
         contact = Ref(lead.Full_Name, self.ids.next())
         deal = None
         if with_deal:
-            deal = self.factory.deal(rng, when, owner=converter, account=account, contact=contact,
-                                     source=lead.Lead_Source, deal_type="New Business")
+            deal = self.factory.deal(
+                rng,
+                when,
+                owner=converter,
+                account=account,
+                contact=contact,
+                source=lead.Lead_Source,
+                deal_type="New Business",
+            )
             self.add("Deals", deal)
-        self.change("Leads", lead, {
-            "Converted__s": True,
-            "Converted_Date_Time": when,
-            "Converted_Account": account,
-            "Converted_Contact": contact,
-            "Converted_Deal": None if deal is None else Ref(deal.Deal_Name, deal.id),
-        }, when, converter)
+        self.change(
+            "Leads",
+            lead,
+            {
+                "Converted__s": True,
+                "Converted_Date_Time": when,
+                "Converted_Account": account,
+                "Converted_Contact": contact,
+                "Converted_Deal": None if deal is None else Ref(deal.Deal_Name, deal.id),
+            },
+            when,
+            converter,
+        )
         return deal
 
 

@@ -26,8 +26,11 @@ class RecordError(Exception):
 
 
 def mandatory_missing(api_name: str, index: int) -> RecordError:
-    return RecordError("MANDATORY_NOT_FOUND", "required field not found",
-                       {"api_name": api_name, "json_path": f"$.data[{index}].{api_name}"})
+    return RecordError(
+        "MANDATORY_NOT_FOUND",
+        "required field not found",
+        {"api_name": api_name, "json_path": f"$.data[{index}].{api_name}"},
+    )
 
 
 def invalid_value(api_name: str, index: int, kind: Kind | None = None, message: str = "invalid data") -> RecordError:
@@ -37,14 +40,26 @@ def invalid_value(api_name: str, index: int, kind: Kind | None = None, message: 
     return RecordError("INVALID_DATA", message, details)
 
 
-def write_changes(spec: ModuleSpec, item: Any, index: int, users: Mapping[str, User],
-                  mint_id: Callable[[], str], *, creating: bool, currencies: Collection[str] = ()) -> dict[str, Any]:
+def write_changes(
+    spec: ModuleSpec,
+    item: Any,
+    index: int,
+    users: Mapping[str, User],
+    mint_id: Callable[[], str],
+    *,
+    creating: bool,
+    currencies: Collection[str] = (),
+) -> dict[str, Any]:
     """The internal values to set for one `data` item, or RecordError."""
     if not isinstance(item, dict):
-        raise RecordError("INVALID_DATA", "invalid data",
-                          {"expected_data_type": "jsonobject", "json_path": f"$.data[{index}]"})
-    changes = {name: _coerce(spec.kinds[name], name, value, index, users, mint_id)
-               for name, value in item.items() if name in spec.writable}
+        raise RecordError(
+            "INVALID_DATA", "invalid data", {"expected_data_type": "jsonobject", "json_path": f"$.data[{index}]"}
+        )
+    changes = {
+        name: _coerce(spec.kinds[name], name, value, index, users, mint_id)
+        for name, value in item.items()
+        if name in spec.writable
+    }
     for name in spec.mandatory:
         if (creating or name in changes) and changes.get(name) in (None, ""):
             raise mandatory_missing(name, index)
@@ -57,8 +72,9 @@ def write_changes(spec: ModuleSpec, item: Any, index: int, users: Mapping[str, U
     return changes
 
 
-def _coerce(kind: Kind, name: str, value: Any, index: int, users: Mapping[str, User],
-            mint_id: Callable[[], str]) -> Any:
+def _coerce(
+    kind: Kind, name: str, value: Any, index: int, users: Mapping[str, User], mint_id: Callable[[], str]
+) -> Any:
     if value is None:
         if kind is Kind.USER:
             raise invalid_value(name, index, kind)

@@ -51,8 +51,14 @@ ERRORS: dict[str, tuple[int, str]] = {
 class ZohoError(Exception):
     """An API error; `payload` is the JSON body Zoho sends for it."""
 
-    def __init__(self, code: str, details: Mapping[str, Any] | None = None, *, message: str | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        message: str | None = None,
+        status: int | None = None,
+    ) -> None:
         default_status, default_message = ERRORS[code]
         self.code = code
         self.status = status or default_status

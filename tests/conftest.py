@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -123,7 +123,9 @@ def warehouse(built_warehouse: BuiltWarehouse, postgres_server: str, tmp_path: P
     one, so tests that store briefings or deliveries never see each other's rows.
     """
     ws = make_workspace(tmp_path / "workspace")
-    ws.env.update({k: v for k, v in built_warehouse.workspace.env.items() if k.startswith("ZOHO_") or k == "CRM_TIMEZONE"})
+    ws.env.update(
+        {k: v for k, v in built_warehouse.workspace.env.items() if k.startswith("ZOHO_") or k == "CRM_TIMEZONE"}
+    )
     shutil.copy(built_warehouse.workspace.duckdb_path, ws.duckdb_path)
     name = f"w_{uuid.uuid4().hex[:12]}"
     ws.use_postgres(create_database(postgres_server, name, template=built_warehouse.postgres_template))

@@ -37,7 +37,6 @@ is recorded in `requests`.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import importlib.util
 import json
@@ -94,7 +93,7 @@ def tokens(text: str) -> list[str]:
         if i:
             out.append("<|special|>")
         for piece in _PIECES.findall(part):
-            out += [piece[j:j + PIECE_CHARS] for j in range(0, len(piece), PIECE_CHARS)]
+            out += [piece[j : j + PIECE_CHARS] for j in range(0, len(piece), PIECE_CHARS)]
     return out
 
 
@@ -110,23 +109,23 @@ class Reply:
     cut: float | None = None  # keep this fraction of the default answer (a truncated answer)
 
     @classmethod
-    def json(cls, value: Any) -> "Reply":
+    def json(cls, value: Any) -> Reply:
         return cls(content=json.dumps(value))
 
     @classmethod
-    def text(cls, text: str) -> "Reply":
+    def text(cls, text: str) -> Reply:
         return cls(content=text)
 
     @classmethod
-    def truncated(cls, fraction: float = 0.5) -> "Reply":
+    def truncated(cls, fraction: float = 0.5) -> Reply:
         return cls(done_reason="length", cut=fraction)
 
     @classmethod
-    def failure(cls, status: int, error: str) -> "Reply":
+    def failure(cls, status: int, error: str) -> Reply:
         return cls(status=status, error=error)
 
     @classmethod
-    def slow(cls, seconds: float) -> "Reply":
+    def slow(cls, seconds: float) -> Reply:
         return cls(delay=seconds)
 
 
@@ -204,10 +203,14 @@ def llama3_template(messages: list[dict[str, Any]]) -> str:
     """Ollama's llama3.2 template: the system turn always opens with the knowledge cut-off (the tokenizer
     adds <|begin_of_text|>)."""
     system = "".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
-    parts = [f"<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{system}<|eot_id|>"]
+    parts = [
+        f"<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\n{system}<|eot_id|>"
+    ]
     for message in messages:
         if message.get("role") != "system":
-            parts.append(f"<|start_header_id|>{message.get('role', 'user')}<|end_header_id|>\n\n{message.get('content', '')}<|eot_id|>")
+            parts.append(
+                f"<|start_header_id|>{message.get('role', 'user')}<|end_header_id|>\n\n{message.get('content', '')}<|eot_id|>"
+            )
     parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
     return "".join(parts)
 
@@ -215,8 +218,15 @@ def llama3_template(messages: list[dict[str, Any]]) -> str:
 class OllamaEmulator(OllamaHttp):
     name = "ollama-emulator"
 
-    def __init__(self, models: tuple[str, ...] = (DEFAULT_MODEL,), version: str = "0.6.8", host: str = "127.0.0.1",
-                 port: int = 0, token_factor: int = 1, remark: str = REMARK):
+    def __init__(
+        self,
+        models: tuple[str, ...] = (DEFAULT_MODEL,),
+        version: str = "0.6.8",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_factor: int = 1,
+        remark: str = REMARK,
+    ):
         super().__init__(host, port)
         self.models = list(models)
         self.version = version
@@ -288,7 +298,9 @@ class OllamaEmulator(OllamaHttp):
             raise OllamaError(404, f'model "{model}" not found, try pulling it first')
         fmt = body.get("format")
         if fmt not in (None, "", "json") and not isinstance(fmt, dict):
-            raise OllamaError(500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object')
+            raise OllamaError(
+                500, f'invalid format: "{json.dumps(fmt)}"; expected "json" or a valid JSON Schema object'
+            )
         options = body.get("options") or {}
         for name in ("num_ctx", "num_predict", "seed"):
             if name in options and not isinstance(options[name], int):
@@ -297,8 +309,15 @@ class OllamaEmulator(OllamaHttp):
         messages = body.get("messages") or []
         if chat and not messages:
             reason = "unload" if body.get("keep_alive") in (0, "0") else "load"
-            return h.send_json({"model": model, "created_at": now(), "message": {"role": "assistant", "content": ""},
-                                "done": True, "done_reason": reason})
+            return h.send_json(
+                {
+                    "model": model,
+                    "created_at": now(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": reason,
+                }
+            )
         prompt = llama3_template(messages) if chat else str(body.get("prompt", ""))
         prompt_tokens = count_tokens(prompt) * self.token_factor
         record.prompt, record.prompt_tokens, record.num_ctx = prompt, prompt_tokens, num_ctx
@@ -342,7 +361,9 @@ class OllamaEmulator(OllamaHttp):
         if body.get("stream", True) is False:
             return h.send_json(final)
         step = max(1, len(content) // 3)
-        chunks = [{**head, field_name: piece(content[i:i + step]), "done": False} for i in range(0, len(content), step)]
+        chunks = [
+            {**head, field_name: piece(content[i : i + step]), "done": False} for i in range(0, len(content), step)
+        ]
         chunks.append({**final, field_name: piece("")})
         h.start_stream()
         for chunk in chunks:
@@ -352,19 +373,35 @@ class OllamaEmulator(OllamaHttp):
     @staticmethod
     def _tag(model: str) -> dict[str, Any]:
         return {
-            "name": model, "model": model, "modified_at": "2025-05-03T10:00:00.000000Z", "size": 1321098329,
+            "name": model,
+            "model": model,
+            "modified_at": "2025-05-03T10:00:00.000000Z",
+            "size": 1321098329,
             "digest": hashlib.sha256(model.encode()).hexdigest(),
-            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-                        "parameter_size": "1.2B", "quantization_level": "Q8_0"},
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "1.2B",
+                "quantization_level": "Q8_0",
+            },
         }
 
     @staticmethod
     def _show(model: str) -> dict[str, Any]:
         return {
-            "modelfile": f"FROM {model}\n", "parameters": 'stop "<|eot_id|>"', "template": "{{ .Prompt }}",
+            "modelfile": f"FROM {model}\n",
+            "parameters": 'stop "<|eot_id|>"',
+            "template": "{{ .Prompt }}",
             "details": OllamaEmulator._tag(model)["details"],
-            "model_info": {"general.architecture": "llama", "general.parameter_count": 1235814432, "llama.context_length": 131072},
-            "capabilities": ["completion", "tools"], "modified_at": "2025-05-03T10:00:00.000000Z",
+            "model_info": {
+                "general.architecture": "llama",
+                "general.parameter_count": 1235814432,
+                "llama.context_length": 131072,
+            },
+            "capabilities": ["completion", "tools"],
+            "modified_at": "2025-05-03T10:00:00.000000Z",
         }
 
 

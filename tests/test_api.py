@@ -47,15 +47,28 @@ def summary(
     report_date: dt.date, target: Target, message: str, created_at: dt.datetime, dry_run: bool = False
 ) -> store.Summary:
     return store.Summary(
-        report_date=report_date, target=target, model="llama3.2:1b", prompt_hash="abc", prompt_tokens=900,
-        completion_tokens=300, llm_seconds=12.5, total_seconds=13.0, facts={"facts": [{"id": "F1"}]},
-        model_json='{"picks": ["F1"]}', message=message, used_fallback=False, fallback_reason=None,
-        created_at=created_at, dry_run=dry_run,
+        report_date=report_date,
+        target=target,
+        model="llama3.2:1b",
+        prompt_hash="abc",
+        prompt_tokens=900,
+        completion_tokens=300,
+        llm_seconds=12.5,
+        total_seconds=13.0,
+        facts={"facts": [{"id": "F1"}]},
+        model_json='{"picks": ["F1"]}',
+        message=message,
+        used_fallback=False,
+        fallback_reason=None,
+        created_at=created_at,
+        dry_run=dry_run,
     )
 
 
 @BOTH_TARGETS
-def test_metrics_default_to_the_last_complete_day_like_the_briefing(warehouse_env: dict[str, str], target: Target) -> None:
+def test_metrics_default_to_the_last_complete_day_like_the_briefing(
+    warehouse_env: dict[str, str], target: Target
+) -> None:
     """GIVEN a warehouse built from the sandbox CRM, where dbt has also started on today (a partial day)
     WHEN a client asks for the metrics without a date
     THEN it gets every metric of the last complete day (the one the morning briefing reports),
@@ -64,7 +77,9 @@ def test_metrics_default_to_the_last_complete_day_like_the_briefing(warehouse_en
     [(latest,)] = sql(target, f"select max(kpi_date) from analytics.kpi_daily where kpi_date < '{today}'")
     expected = dict(
         (metric, (value, unit))
-        for metric, value, unit in sql(target, f"select metric, value, unit from analytics.kpi_daily where kpi_date = '{latest}'")
+        for metric, value, unit in sql(
+            target, f"select metric, value, unit from analytics.kpi_daily where kpi_date = '{latest}'"
+        )
     )
     if not sql(target, f"select 1 from analytics.kpi_daily where kpi_date = '{today}'"):
         with connect(target) as conn:  # what a dbt run in the middle of the day leaves behind
@@ -148,7 +163,11 @@ def test_head_is_answered_wherever_get_is(warehouse_env: dict[str, str]) -> None
         anonymous = httpx.head(api.url + "/api/metrics", timeout=30)
 
     assert {path: a.status_code for path, a in answers.items()} == {
-        "/api/metrics": 200, "/api/summaries/latest": 404, "/api/health": 200, "/docs": 200, "/openapi.json": 200,
+        "/api/metrics": 200,
+        "/api/summaries/latest": 404,
+        "/api/health": 200,
+        "/docs": 200,
+        "/openapi.json": 200,
     }
     assert all(a.content == b"" for a in answers.values())
     assert anonymous.status_code == 401
@@ -169,7 +188,7 @@ def test_the_latest_briefing_is_served_once_there_is_one(warehouse_env: dict[str
     THEN it first gets a 404 saying how to generate one, then the most recent briefing with its facts."""
     with serve(warehouse_env, target) as api:
         before = api.get("/api/summaries/latest")
-        morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
+        morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
         store.save(target, summary(dt.date(2026, 11, 19), target, "*Thursday* briefing", morning))
         store.save(target, summary(dt.date(2026, 11, 20), target, "*Friday* briefing", morning + dt.timedelta(days=1)))
         time.sleep(RELOAD_INTERVAL_SECONDS)
@@ -188,13 +207,19 @@ def test_a_later_dry_run_does_not_hide_the_briefing_that_was_sent(warehouse_env:
     """GIVEN a briefing that was sent, and a later dry run (printed, never sent)
     WHEN a client asks for the latest summary
     THEN it gets the one that was sent; with only dry runs stored it gets the newest dry run, marked as such."""
-    morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.timezone.utc)
+    morning = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
     with serve(warehouse_env, "duckdb") as api:
-        store.save("duckdb", summary(dt.date(2026, 11, 18), "duckdb", "rehearsal", morning - dt.timedelta(days=2), dry_run=True))
+        store.save(
+            "duckdb",
+            summary(dt.date(2026, 11, 18), "duckdb", "rehearsal", morning - dt.timedelta(days=2), dry_run=True),
+        )
         time.sleep(RELOAD_INTERVAL_SECONDS)
         only_dry = api.get("/api/summaries/latest").json()
         store.save("duckdb", summary(dt.date(2026, 11, 19), "duckdb", "sent", morning))
-        store.save("duckdb", summary(dt.date(2026, 11, 20), "duckdb", "rehearsal", morning + dt.timedelta(hours=1), dry_run=True))
+        store.save(
+            "duckdb",
+            summary(dt.date(2026, 11, 20), "duckdb", "rehearsal", morning + dt.timedelta(hours=1), dry_run=True),
+        )
         time.sleep(RELOAD_INTERVAL_SECONDS)
         latest = api.get("/api/summaries/latest").json()
 
@@ -250,10 +275,14 @@ def test_data_written_between_requests_is_served_by_the_next_request(warehouse_e
     "target, broken",
     [
         ("duckdb", {"DUCKDB_PATH": "no-such-dir/warehouse.duckdb"}),
-        pytest.param("postgres", {"DATABASE_URL": "postgresql://postgres:unused@127.0.0.1:9/none"}, marks=pytest.mark.postgres),
+        pytest.param(
+            "postgres", {"DATABASE_URL": "postgresql://postgres:unused@127.0.0.1:9/none"}, marks=pytest.mark.postgres
+        ),
     ],
 )
-def test_health_is_503_when_the_warehouse_is_unreachable(workspace: Any, target: Target, broken: dict[str, str]) -> None:
+def test_health_is_503_when_the_warehouse_is_unreachable(
+    workspace: Any, target: Target, broken: dict[str, str]
+) -> None:
     """GIVEN the API pointed at a warehouse that is not there (no DuckDB file, no Postgres server)
     WHEN health and metrics are asked
     THEN both answer 503 with what to check, and the server keeps running; without the token health names
@@ -284,7 +313,9 @@ def test_after_make_demo_the_api_serves_the_demo_warehouse(warehouse_env: dict[s
     import duckdb
 
     with duckdb.connect(str(demo)) as conn:  # a day only this file has, to tell it from any other warehouse
-        conn.execute("insert into analytics.kpi_daily (kpi_date, metric, value, unit) values ('2099-01-01', 'deals_won', 7, 'count')")
+        conn.execute(
+            "insert into analytics.kpi_daily (kpi_date, metric, value, unit) values ('2099-01-01', 'deals_won', 7, 'count')"
+        )
     env = {k: v for k, v in warehouse_env.items() if k != "DUCKDB_PATH"}
 
     with serve(env, "duckdb", cwd=project) as api:

@@ -22,6 +22,8 @@ def test_a_port_in_use_is_one_line_saying_how_to_choose_another(workspace: Works
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert result.returncode == 2, result.stderr
     assert len(errors) == 1, result.stderr
-    assert errors[0].endswith(f"port {port} on 127.0.0.1 is in use (another `make api`?): choose another with "
-                              f"`make api PORT={port + 1}` or `python -m insights.api --port {port + 1}`")
+    assert errors[0].endswith(
+        f"port {port} on 127.0.0.1 is in use (another `make api`?): choose another with "
+        f"`make api PORT={port + 1}` or `python -m insights.api --port {port + 1}`"
+    )
     assert "Errno" not in result.stderr and "Uvicorn" not in result.stderr and "startup" not in result.stderr

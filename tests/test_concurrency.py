@@ -30,7 +30,10 @@ PAIRS = 10
 def start_delivery(ws: Any, target: Target, day: dt.date) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ws.command("python", "-m", "insights.deliver", "--target", target, "--date", day.isoformat()),
-        cwd=PROJECT_ROOT, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=PROJECT_ROOT,
+        env=ws.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -192,13 +195,17 @@ def test_the_api_under_load_never_makes_extraction_or_dbt_fail(warehouse: Any, m
     assert run.failures == []
     assert (run.extractions_ok, run.dbt_ok) == (ROUNDS, ROUNDS)
     assert len(run.answered) > ROUNDS * CLIENTS
-    [(latest_complete,)] = sql("duckdb", "select max(kpi_date) from analytics.kpi_daily where kpi_date < "
-                                         f"'{dt.datetime.now(ZoneInfo(org.timezone)).date()}'")
+    [(latest_complete,)] = sql(
+        "duckdb",
+        "select max(kpi_date) from analytics.kpi_daily where kpi_date < "
+        f"'{dt.datetime.now(ZoneInfo(org.timezone)).date()}'",
+    )
     assert run.final["as_of"] == latest_complete.isoformat()
 
 
 def test_a_delivery_killed_in_the_middle_of_a_briefing_in_parts_sends_only_the_rest_when_run_again(
-        deliveries: Any) -> None:
+    deliveries: Any,
+) -> None:
     """GIVEN a briefing long enough for two messages, and a delivery killed (kill -9) after Twilio created the
     first part but before its answer came back
     WHEN the delivery runs again

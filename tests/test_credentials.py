@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -45,8 +45,11 @@ def project(workspace: Workspace) -> Path:
 
 def dlt_names(server: SandboxServer) -> dict[str, str]:
     """The sandbox's credentials and accounts server under dlt's names (SOURCES__ZOHO__CLIENT_ID, ...)."""
-    return {f"SOURCES__ZOHO__{name.removeprefix('ZOHO_')}": value
-            for name, value in server.env().items() if name.startswith("ZOHO_")}
+    return {
+        f"SOURCES__ZOHO__{name.removeprefix('ZOHO_')}": value
+        for name, value in server.env().items()
+        if name.startswith("ZOHO_")
+    }
 
 
 def plain_names(server: SandboxServer) -> dict[str, str]:
@@ -56,8 +59,12 @@ def plain_names(server: SandboxServer) -> dict[str, str]:
 def check(ws: Workspace) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
     """`make check` without Twilio: its output, and the level (ok, warn, FAIL) of each Zoho line."""
     result = ws.run("python", "-m", "insights.doctor", "--no-send", check=False, timeout=120)
-    levels = {name: line.split()[0] for line in result.stdout.splitlines() for name in ZOHO_CHECKS
-              if line[6:].startswith(name)}
+    levels = {
+        name: line.split()[0]
+        for line in result.stdout.splitlines()
+        for name in ZOHO_CHECKS
+        if line[6:].startswith(name)
+    }
     return result, levels
 
 
@@ -77,8 +84,9 @@ def cached_tokens(ws: Workspace) -> list[Path]:
 # --------------------------------------------------------------------------- where the settings come from
 
 
-def test_dlts_environment_names_alone_pass_the_check_and_extract(workspace: Workspace, project: Path,
-                                                                 zoho: SandboxServer) -> None:
+def test_dlts_environment_names_alone_pass_the_check_and_extract(
+    workspace: Workspace, project: Path, zoho: SandboxServer
+) -> None:
     """GIVEN Zoho configured only with dlt's names (SOURCES__ZOHO__CLIENT_ID, SOURCES__ZOHO__CLIENT_SECRET,
     SOURCES__ZOHO__REFRESH_TOKEN, SOURCES__ZOHO__ACCOUNTS_URL), as the README's step 2 offers, and no ZOHO_*
     WHEN `make check` runs, then the extraction
@@ -92,14 +100,16 @@ def test_dlts_environment_names_alone_pass_the_check_and_extract(workspace: Work
     assert loaded_whole_org(extract(workspace), zoho.org)
 
 
-def test_a_dlt_secrets_file_alone_passes_the_check_and_extracts(workspace: Workspace, project: Path,
-                                                                zoho: SandboxServer) -> None:
+def test_a_dlt_secrets_file_alone_passes_the_check_and_extracts(
+    workspace: Workspace, project: Path, zoho: SandboxServer
+) -> None:
     """GIVEN Zoho configured only in the project's .dlt/secrets.toml under [sources.zoho] (no variable at all)
     WHEN `make check` runs, then the extraction
     THEN the Zoho token refresh and scopes pass against the org, and the extraction loads the whole org."""
     values = {name.removeprefix("ZOHO_").lower(): value for name, value in plain_names(zoho).items()}
     (project / ".dlt" / "secrets.toml").write_text(
-        "[sources.zoho]\n" + "".join(f'{name} = "{value}"\n' for name, value in values.items()))
+        "[sources.zoho]\n" + "".join(f'{name} = "{value}"\n' for name, value in values.items())
+    )
 
     result, levels = check(workspace)
 
@@ -108,8 +118,9 @@ def test_a_dlt_secrets_file_alone_passes_the_check_and_extracts(workspace: Works
     assert loaded_whole_org(extract(workspace), zoho.org)
 
 
-def test_dlts_variable_wins_over_the_plain_one_which_wins_over_the_file(workspace: Workspace, project: Path,
-                                                                        zoho: SandboxServer) -> None:
+def test_dlts_variable_wins_over_the_plain_one_which_wins_over_the_file(
+    workspace: Workspace, project: Path, zoho: SandboxServer
+) -> None:
     """GIVEN a refresh token Zoho does not know in .dlt/secrets.toml and the right one in ZOHO_REFRESH_TOKEN;
     then a wrong ZOHO_REFRESH_TOKEN and the right one in SOURCES__ZOHO__REFRESH_TOKEN
     WHEN `make check` runs in each case
@@ -120,8 +131,9 @@ def test_dlts_variable_wins_over_the_plain_one_which_wins_over_the_file(workspac
     env_over_file, levels = check(workspace)
     assert levels["Zoho token refresh"] == "ok", env_over_file.stdout
 
-    workspace.env.update(ZOHO_REFRESH_TOKEN="1000.not-a-token",
-                         SOURCES__ZOHO__REFRESH_TOKEN=plain_names(zoho)["ZOHO_REFRESH_TOKEN"])
+    workspace.env.update(
+        ZOHO_REFRESH_TOKEN="1000.not-a-token", SOURCES__ZOHO__REFRESH_TOKEN=plain_names(zoho)["ZOHO_REFRESH_TOKEN"]
+    )
     dlt_over_plain, levels = check(workspace)
     assert levels["Zoho token refresh"] == "ok", dlt_over_plain.stdout
 
@@ -129,8 +141,9 @@ def test_dlts_variable_wins_over_the_plain_one_which_wins_over_the_file(workspac
 # --------------------------------------------------------------------------- one access token per day
 
 
-def test_the_check_and_the_extraction_share_one_access_token(workspace: Workspace, project: Path,
-                                                             zoho: SandboxServer) -> None:
+def test_the_check_and_the_extraction_share_one_access_token(
+    workspace: Workspace, project: Path, zoho: SandboxServer
+) -> None:
     """GIVEN a correct setup and no access token yet
     WHEN `make check` runs and then the extraction, as `make daily` runs them
     THEN Zoho was asked for one access token in all; it is kept in a file only the user can read and appears
@@ -160,8 +173,9 @@ def test_the_check_and_the_extraction_share_one_access_token(workspace: Workspac
     assert json.loads(cache.read_text())["access_token"] != token
 
 
-def test_a_token_kept_for_one_refresh_token_is_not_used_with_another(workspace: Workspace, project: Path,
-                                                                     zoho: SandboxServer) -> None:
+def test_a_token_kept_for_one_refresh_token_is_not_used_with_another(
+    workspace: Workspace, project: Path, zoho: SandboxServer
+) -> None:
     """GIVEN a check that passed and left its access token behind
     WHEN ZOHO_REFRESH_TOKEN is changed to one Zoho does not know, and `make check` runs again
     THEN the check fails on the token refresh and names ZOHO_REFRESH_TOKEN: the token kept for the other
@@ -188,7 +202,8 @@ def limited_zoho() -> Iterator[SandboxServer]:
 
 
 def test_zohos_limit_on_new_tokens_says_to_wait_not_to_make_a_new_refresh_token(
-        workspace: Workspace, project: Path, limited_zoho: SandboxServer) -> None:
+    workspace: Workspace, project: Path, limited_zoho: SandboxServer
+) -> None:
     """GIVEN a refresh token that got 10 access tokens in the last minutes (another tool, earlier attempts),
     so Zoho answers the next request with "Access Denied"
     WHEN `make check` runs, and the extraction on its own
@@ -196,8 +211,12 @@ def test_zohos_limit_on_new_tokens_says_to_wait_not_to_make_a_new_refresh_token(
     a new refresh token; the extraction stops with the "try later" status (75) and the same advice."""
     credentials = plain_names(limited_zoho)
     workspace.env.update(credentials)
-    grant = {"grant_type": "refresh_token", "client_id": credentials["ZOHO_CLIENT_ID"],
-             "client_secret": credentials["ZOHO_CLIENT_SECRET"], "refresh_token": credentials["ZOHO_REFRESH_TOKEN"]}
+    grant = {
+        "grant_type": "refresh_token",
+        "client_id": credentials["ZOHO_CLIENT_ID"],
+        "client_secret": credentials["ZOHO_CLIENT_SECRET"],
+        "refresh_token": credentials["ZOHO_REFRESH_TOKEN"],
+    }
     for _ in range(10):
         assert "access_token" in requests.post(f"{limited_zoho.url}/oauth/v2/token", data=grant, timeout=10).json()
 

@@ -17,8 +17,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -42,7 +43,9 @@ def job(warehouse: Workspace) -> Iterator[tuple[Workspace, TwilioEmulator]]:
         warehouse.env.update(zoho.env())
         warehouse.env.update(twilio.env(ANA))
         warehouse.env["OLLAMA_BASE_URL"] = "http://127.0.0.1:9"
-        warehouse.env["TMPDIR"] = str(warehouse.root)  # this machine's temporary folder (the PostgreSQL job's lock file)
+        warehouse.env["TMPDIR"] = str(
+            warehouse.root
+        )  # this machine's temporary folder (the PostgreSQL job's lock file)
         twilio.inbound(ANA, "good morning")
         yield warehouse, twilio
 
@@ -54,8 +57,15 @@ class Run:
         self.log = ws.root / f"run-{time.monotonic_ns()}.log"
         self.started = time.monotonic()
         with self.log.open("w") as out:
-            self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**ws.env, **(env or {})}, stdout=out,
-                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                cwd=PROJECT_ROOT,
+                env={**ws.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
         self.ended: float | None = None
         self._waiter = threading.Thread(target=self._note_the_end, daemon=True)
         self._waiter.start()
@@ -122,8 +132,10 @@ def test_a_second_daily_run_stops_at_once_and_the_first_completes(job: Any, targ
     twilio.delay_next(10.0)
     (tmp_path / "other-machine").mkdir()
     runs = [daily(ws, target), daily(ws, target, TMPDIR=str(tmp_path / "other-machine"))]
-    wait_until(lambda: twilio.create_requests() > 0 or all(run.poll() is not None for run in runs),
-               "the briefing is being sent")
+    wait_until(
+        lambda: twilio.create_requests() > 0 or all(run.poll() is not None for run in runs),
+        "the briefing is being sent",
+    )
     by_hand = make_daily(ws, target)
     by_hand.finish(timeout=60)
 
@@ -131,9 +143,12 @@ def test_a_second_daily_run_stops_at_once_and_the_first_completes(job: Any, targ
     [(_, winner), (_, loser)] = codes
     assert runs[winner].poll() == 0, runs[winner].output[-5000:]
     assert [line.split(" (")[0] for line in runs[winner].output.splitlines() if line.startswith("==> ")] == [
-        "==> Checking the settings and connections", "==> Extracting Zoho CRM into zoho_raw",
-        "==> Building and testing the marts", *(["==> Locking the project's schemas down"] * (target == "postgres")),
-        "==> Writing and sending the briefing"]
+        "==> Checking the settings and connections",
+        "==> Extracting Zoho CRM into zoho_raw",
+        "==> Building and testing the marts",
+        *(["==> Locking the project's schemas down"] * (target == "postgres")),
+        "==> Writing and sending the briefing",
+    ]
     stopped_at_once(runs[loser])
     assert by_hand.poll() == 2  # make's status for any failed recipe
     lines = by_hand.output.strip().splitlines()
@@ -166,8 +181,11 @@ def test_a_run_whose_lock_holder_was_killed_does_not_block_the_next(job: Any, ta
     assert "warehouse.job_lock" in Path(f"/proc/{holder}/cmdline").read_text()
 
     os.kill(holder, signal.SIGKILL)
-    wait_until(lambda: first.poll() is not None and not _alive(first.process.pid),
-               "every process of the killed run has ended", timeout=120)
+    wait_until(
+        lambda: first.poll() is not None and not _alive(first.process.pid),
+        "every process of the killed run has ended",
+        timeout=120,
+    )
 
     assert "==> Extracting" not in first.output, first.output[-3000:]
     second = daily(ws, target, RECIPIENT_PHONE_NUMBER="+1555000000a")
@@ -197,7 +215,8 @@ WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "daily.yml"
 
 @pytest.mark.postgres
 def test_a_wrong_setting_reads_as_exit_2_in_make_daily_and_in_the_workflow(
-        workspace: Workspace, postgres_url: str, tmp_path: Path) -> None:
+    workspace: Workspace, postgres_url: str, tmp_path: Path
+) -> None:
     """GIVEN a recipient's number that is not E.164, everything else right, on PostgreSQL
     WHEN the job runs as `make daily`, and as the workflow's job step (its script, as GitHub runs it)
     THEN make's last line before its own says the job exited 2, a setting to fix (make itself exits 2 for
@@ -219,9 +238,14 @@ def test_a_wrong_setting_reads_as_exit_2_in_make_daily_and_in_the_workflow(
 
         steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["daily"]["steps"]
         [job_spec] = [step for step in steps if step.get("id") == "job"]
-        github = {"RUNNER_TEMP": str(tmp_path), "GITHUB_OUTPUT": str(tmp_path / "output"),
-                  "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"), "RECIPIENTS_YML": "", "REPORT_DATE": "",
-                  "DRY_RUN": "false"}
+        github = {
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_OUTPUT": str(tmp_path / "output"),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
+            "RECIPIENTS_YML": "",
+            "REPORT_DATE": "",
+            "DRY_RUN": "false",
+        }
         job_step = Run(workspace, "bash", "-e", "-c", job_spec["run"], env=github)
         assert job_step.finish(timeout=120) == 2, job_step.output[-3000:]
         assert job_step.last_line.startswith("error: recipients"), job_step.output[-3000:]

@@ -9,7 +9,8 @@ HEARTBEAT_SECONDS is set to one second so the story takes seconds; the default i
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,9 @@ def slow_model(warehouse: Any) -> Iterator[tuple[Any, OllamaEmulator]]:
         yield warehouse, ollama
 
 
-def test_a_delivery_waiting_on_a_slow_model_says_it_is_still_waiting(slow_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_delivery_waiting_on_a_slow_model_says_it_is_still_waiting(
+    slow_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GIVEN a model that takes 2.6 s to answer, and HEARTBEAT_SECONDS=1
     WHEN the briefing is written (a dry run)
     THEN while the model thinks the run prints "still waiting for llama3.2:1b (1s)", "(2s)", ... once a second,
@@ -37,8 +40,9 @@ def test_a_delivery_waiting_on_a_slow_model_says_it_is_still_waiting(slow_model:
     ollama.queue(Reply.slow(2.6))
     ws.env["HEARTBEAT_SECONDS"] = "1"
 
-    result = ws.run("python", "-m", "insights.deliver", "--target", "duckdb", "--dry-run", "--date", day.isoformat(),
-                    timeout=120)
+    result = ws.run(
+        "python", "-m", "insights.deliver", "--target", "duckdb", "--dry-run", "--date", day.isoformat(), timeout=120
+    )
 
     lines = result.stderr.splitlines()
     waiting = [i for i, line in enumerate(lines) if "still waiting for" in line]
@@ -66,22 +70,30 @@ def test_a_malformed_heartbeat_setting_is_named(slow_model: Any) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("where, status, says", [
-    ("a database that does not exist", 2, "check DATABASE_URL"),
-    ("a server that refuses the connection", 1, "run it again"),
-])
-def test_a_wrong_setting_exits_2_and_a_failing_server_exits_1(workspace: Workspace, postgres_server: str, where: str,
-                                                              status: int, says: str) -> None:
+@pytest.mark.parametrize(
+    "where, status, says",
+    [
+        ("a database that does not exist", 2, "check DATABASE_URL"),
+        ("a server that refuses the connection", 1, "run it again"),
+    ],
+)
+def test_a_wrong_setting_exits_2_and_a_failing_server_exits_1(
+    workspace: Workspace, postgres_server: str, where: str, status: int, says: str
+) -> None:
     """GIVEN DATABASE_URL naming a database the server does not have, or a port where no server answers
     (a server that is down or restarting, as a dropped connection looks to a run)
     WHEN the delivery runs
     THEN the first exits 2, a setting to fix; the second exits 1, a run that failed and may be run again."""
-    url = (postgres_server.rsplit("/", 1)[0] + "/no_such_database" if "does not exist" in where
-           else "postgresql://postgres:unused@127.0.0.1:9/postgres")
+    url = (
+        postgres_server.rsplit("/", 1)[0] + "/no_such_database"
+        if "does not exist" in where
+        else "postgresql://postgres:unused@127.0.0.1:9/postgres"
+    )
     workspace.env.update(DATABASE_URL=url, OLLAMA_BASE_URL="http://127.0.0.1:9")
 
-    result = workspace.run("python", "-m", "insights.deliver", "--target", "postgres", "--dry-run", check=False,
-                           timeout=60)
+    result = workspace.run(
+        "python", "-m", "insights.deliver", "--target", "postgres", "--dry-run", check=False, timeout=60
+    )
 
     assert result.returncode == status, result.stderr
     error, hint = result.stderr.strip().splitlines()[-2:]

@@ -46,8 +46,15 @@ def _run(clone: Path, env: dict[str, str], *command: str) -> subprocess.Complete
 def _get_from_make_api(clone: Path, env: dict[str, str], *paths: str) -> dict[str, httpx.Response]:
     """`make api PORT=...` until it listens, the answers to `paths`, then the server stopped."""
     port = free_port()
-    process = subprocess.Popen(["make", "api", f"PORT={port}"], cwd=clone, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        ["make", "api", f"PORT={port}"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log = []
         for line in process.stderr:  # type: ignore[union-attr]
@@ -77,8 +84,11 @@ def test_make_demo_runs_the_whole_day_and_the_commands_it_prints_read_its_wareho
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(PROJECT_ROOT), str(clone)], check=True)
     _overlay_venv(clone)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ZOHO_", "TWILIO_", "DATABASE_URL", "PG", "DUCKDB_PATH", "DLT_", "DBT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ZOHO_", "TWILIO_", "DATABASE_URL", "PG", "DUCKDB_PATH", "DLT_", "DBT_"))
+    }
     env["OLLAMA_BASE_URL"] = "http://127.0.0.1:9"  # nothing listens: the demo must say it falls back
 
     result = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
@@ -89,8 +99,11 @@ def test_make_demo_runs_the_whole_day_and_the_commands_it_prints_read_its_wareho
     assert "open_pipeline_amount" in output
     assert "using the standard briefing because ollama_unreachable" in output  # said plainly
     assert "DRY RUN: nothing was sent" in output
-    for printed in ("\n  make api\n", "\n  make docs && .venv/bin/dbt docs serve\n",
-                    '\n  make mf ARGS="query --metrics win_rate --group-by metric_time__month"\n'):
+    for printed in (
+        "\n  make api\n",
+        "\n  make docs && .venv/bin/dbt docs serve\n",
+        '\n  make mf ARGS="query --metrics win_rate --group-by metric_time__month"\n',
+    ):
         assert printed in output, output[-2000:]
     assert (clone / "demo.duckdb").exists()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,11 +39,15 @@ def busy_and_idle_owners(target: Target) -> tuple[dt.date, str, str, dt.date, st
             )
             select d, owner_id, email, open_deals, closed_deals from per_owner order by d desc, open_deals desc, owner_id
         """)
-        rows = [(r[0].date() if isinstance(r[0], dt.datetime) else r[0], str(r[1]), str(r[2]), r[3], r[4])
-                for r in cur.fetchall()]
+        rows = [
+            (r[0].date() if isinstance(r[0], dt.datetime) else r[0], str(r[1]), str(r[2]), r[3], r[4])
+            for r in cur.fetchall()
+        ]
     day, busy, email = rows[0][:3]
-    idle = next(((d, owner) for d, owner, _, open_deals, closed in rows
-                 if open_deals == 0 and closed == 0 and owner != busy), None)
+    idle = next(
+        ((d, owner) for d, owner, _, open_deals, closed in rows if open_deals == 0 and closed == 0 and owner != busy),
+        None,
+    )
     assert idle is not None, "the sandbox org has no day with an owner who had nothing"
     return day, busy, email, *idle
 
@@ -80,23 +85,35 @@ def test_each_owner_gets_only_their_own_deals_and_an_idle_owner_gets_nothing(tea
 
     first = ws.run(*deliver, check=False, timeout=300)
     again = ws.run(*deliver, check=False, timeout=300)
-    quiet_day = ws.run("python", "-m", "insights.deliver", "--target", target, "--date", idle_day.isoformat(),
-                       check=False, timeout=300)
+    quiet_day = ws.run(
+        "python", "-m", "insights.deliver", "--target", target, "--date", idle_day.isoformat(), check=False, timeout=300
+    )
 
     assert first.returncode == 0, first.stderr[-3000:]
     assert again.returncode == 0 and "nothing new was sent" in again.stderr.splitlines()[-1], again.stderr[-2000:]
-    assert twilio.messages_to(MANAGER)[0]["body"].split("\n")[0].endswith(f"*Sales briefing \u00b7 {day:%a} {day.day} {day:%b %Y}*")
+    assert (
+        twilio.messages_to(MANAGER)[0]["body"]
+        .split("\n")[0]
+        .endswith(f"*Sales briefing \u00b7 {day:%a} {day.day} {day:%b %Y}*")
+    )
     assert "*Your deals" in twilio.messages_to(BUSY)[0]["body"]
     assert quiet_day.returncode == 0, quiet_day.stderr[-3000:]
     assert f"[owner:{idle}]: nothing to report, no message" in quiet_day.stderr
     assert not any(f"{idle_day:%a} {idle_day.day} {idle_day:%b %Y}" in m["body"] for m in twilio.messages_to(IDLE))
     with connect(target, read_only=True) as conn:
         cur = conn.cursor()
-        cur.execute("select facts_json from analytics.ai_summaries where digest = %s order by created_at"
-                    % ("?" if target == "duckdb" else "%s"), [f"owner:{busy}"])
+        cur.execute(
+            "select facts_json from analytics.ai_summaries where digest = %s order by created_at"
+            % ("?" if target == "duckdb" else "%s"),
+            [f"owner:{busy}"],
+        )
         facts_json = cur.fetchall()[0][0]  # the first run's (each run stores the briefings it built)
-        deal_ids = {ref["id"] for fact in json.loads(facts_json)["facts"] for ref in fact["entities"].values()
-                    if ref["kind"] == "deal"}
+        deal_ids = {
+            ref["id"]
+            for fact in json.loads(facts_json)["facts"]
+            for ref in fact["entities"].values()
+            if ref["kind"] == "deal"
+        }
         cur.execute("select deal_id, owner_id from analytics.deals")
         owner_of = {str(deal): str(owner) for deal, owner in cur.fetchall()}
         cur.execute("select report_date, recipient, digest, status from analytics.briefing_deliveries")
@@ -117,21 +134,40 @@ def test_a_dry_run_in_json_lists_every_message_and_nothing_else_on_stdout(team: 
     ws, twilio, target, day, busy, idle_day, idle = team
     ws.env["BRIEFING_BUDGET_SECONDS"] = "0"
 
-    result = ws.run("python", "-m", "insights.deliver", "--target", target, "--date", idle_day.isoformat(),
-                    "--dry-run", "--json", timeout=300)
+    result = ws.run(
+        "python",
+        "-m",
+        "insights.deliver",
+        "--target",
+        target,
+        "--date",
+        idle_day.isoformat(),
+        "--dry-run",
+        "--json",
+        timeout=300,
+    )
 
     document = json.loads(result.stdout)
     by_recipient = {m["recipient"]: m for m in document["messages"]}
     assert set(by_recipient) == {f"whatsapp:{MANAGER}", f"whatsapp:{BUSY}"}  # the idle owner had nothing that day
-    assert (by_recipient[f"whatsapp:{MANAGER}"]["role"], by_recipient[f"whatsapp:{MANAGER}"]["digest"]) == ("manager", "team")
-    assert (by_recipient[f"whatsapp:{BUSY}"]["owner"], by_recipient[f"whatsapp:{BUSY}"]["digest"]) == (busy, f"owner:{busy}")
+    assert (by_recipient[f"whatsapp:{MANAGER}"]["role"], by_recipient[f"whatsapp:{MANAGER}"]["digest"]) == (
+        "manager",
+        "team",
+    )
+    assert (by_recipient[f"whatsapp:{BUSY}"]["owner"], by_recipient[f"whatsapp:{BUSY}"]["digest"]) == (
+        busy,
+        f"owner:{busy}",
+    )
     for message in document["messages"]:
         assert message["standard_summary"] and message["fallback_reason"].startswith("budget: ")
         assert message["session"]["parts"] and all(len(p) <= 1600 for p in message["session"]["parts"])
-        assert all("\n" not in v and "\t" not in v and "     " not in v for v in message["template"]["variables"].values())
+        assert all(
+            "\n" not in v and "\t" not in v and "     " not in v for v in message["template"]["variables"].values()
+        )
         if "*Needs attention*" in message["session"]["text"]:  # the template says so too, with a figure
             attention = message["template"]["variables"]["3"]
             assert not attention.startswith("nothing") and any(ch.isdigit() for ch in attention), attention
-    assert document["nothing_to_report"] == [{"recipient": f"whatsapp:{IDLE}", "name": "Cho Idle",
-                                              "digest": f"owner:{idle}"}]
+    assert document["nothing_to_report"] == [
+        {"recipient": f"whatsapp:{IDLE}", "name": "Cho Idle", "digest": f"owner:{idle}"}
+    ]
     assert "[facts]" in result.stderr and twilio.messages == []

@@ -21,15 +21,25 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from insights import deal_flags, facts, owner_facts
 from insights.deal_flags import (
-    AT_RISK_RULES, CHANGE_WINDOW_DAYS, DUE_SOON_DAYS, QUIET_CEILING_DAYS, QUIET_DEFAULT_DAYS, QUIET_FLOOR_DAYS, SHRINK_MIN_AMOUNT,
-    SHRINK_MIN_PCT, USUAL_HISTORY_DAYS, USUAL_MIN_VISITS, USUAL_PERCENTILE,
+    AT_RISK_RULES,
+    CHANGE_WINDOW_DAYS,
+    DUE_SOON_DAYS,
+    QUIET_CEILING_DAYS,
+    QUIET_DEFAULT_DAYS,
+    QUIET_FLOOR_DAYS,
+    SHRINK_MIN_AMOUNT,
+    SHRINK_MIN_PCT,
+    USUAL_HISTORY_DAYS,
+    USUAL_MIN_VISITS,
+    USUAL_PERCENTILE,
 )
 from insights.facts import fmt_amount
 from insights.policy import attention_ids
@@ -98,8 +108,12 @@ def edited(request: pytest.FixtureRequest, warehouse: Any) -> Iterator[tuple[War
         where s.calendar_date = {sql_date(DAY)} and s.amount >= 1000 and s.closing_date > {sql_date(DAY + dt.timedelta(days=DUE_SOON_DAYS))}
           and s.created_date < {sql_date(ago(40))}
         order by s.deal_id""")
-    stages = {(p, int(o)): s for p, s, o in wh.query(
-        "select distinct pipeline, stage, stage_order from analytics.deal_daily_states where stage_order is not null")}
+    stages = {
+        (p, int(o)): s
+        for p, s, o in wh.query(
+            "select distinct pipeline, stage, stage_order from analytics.deal_daily_states where stage_order is not null"
+        )
+    }
     pushed, shrunk, blip, bad_date = (row[0] for row in today[:4])
     back = next(r for r in today[4:] if (r[1], int(r[2]) + 1) in stages)
     amounts = {r[0]: float(r[3]) for r in today}
@@ -117,7 +131,9 @@ def edited(request: pytest.FixtureRequest, warehouse: Any) -> Iterator[tuple[War
     update(pushed, f"closing_date = {sql_date(c - dt.timedelta(days=50))}", None, ago(31))  # a push on D-30: too old
     update(pushed, f"closing_date = {sql_date(c - dt.timedelta(days=35))}", ago(30), ago(16))  # +15 on D-15
     update(pushed, f"closing_date = {sql_date(c - dt.timedelta(days=20))}", ago(15), ago(6))  # +20 on D-5
-    update(pushed, f"closing_date = {sql_date(c + dt.timedelta(days=100))}", DAY + dt.timedelta(days=1), None)  # after D
+    update(
+        pushed, f"closing_date = {sql_date(c + dt.timedelta(days=100))}", DAY + dt.timedelta(days=1), None
+    )  # after D
     a = amounts[shrunk]
     update(shrunk, f"amount = {a * 3}", None, ago(31))  # the cut on D-30 is too old to count
     update(shrunk, f"amount = {a * 1.5}", ago(20), ago(6))  # cut from 1.5a to a on D-5
@@ -192,8 +208,11 @@ def recompute(wh: Warehouse) -> Expected:
             out.quiet.add(deal)
         window = [r for r in history if r[1] >= ago(CHANGE_WINDOW_DAYS)]
         pairs = list(zip(window, window[1:]))
-        pushes = [(cur[8] - prev[8]).days for prev, cur in pairs
-                  if plausible(prev[8]) and plausible(cur[8]) and cur[8] > prev[8]]
+        pushes = [
+            (cur[8] - prev[8]).days
+            for prev, cur in pairs
+            if plausible(prev[8]) and plausible(cur[8]) and cur[8] > prev[8]
+        ]
         if pushes:
             out.pushed[deal] = (len(pushes), sum(pushes))
         highest = max((float(r[6]) for r in window if r[6] is not None), default=None)
@@ -201,8 +220,11 @@ def recompute(wh: Warehouse) -> Expected:
             drop = highest - float(amount)
             if drop >= SHRINK_MIN_AMOUNT and drop / highest * 100 >= SHRINK_MIN_PCT:
                 out.shrunk[deal] = (highest, float(amount))
-        backs = [(prev[4], cur[4], cur[1]) for prev, cur in pairs
-                 if prev[3] == cur[3] and prev[5] is not None and cur[5] is not None and cur[5] < prev[5]]
+        backs = [
+            (prev[4], cur[4], cur[1])
+            for prev, cur in pairs
+            if prev[3] == cur[3] and prev[5] is not None and cur[5] is not None and cur[5] < prev[5]
+        ]
         if backs:
             out.moved_back[deal] = backs[-1]
     return out
@@ -229,14 +251,25 @@ def test_the_flags_equal_a_recomputation_from_the_daily_states(edited: tuple[War
     assert rule_set(flags, "due_soon") == expected.due_soon
     assert rule_set(flags, "overdue") == expected.overdue
     assert rule_set(flags, "quiet") == expected.quiet
-    pushed = {d.deal_id: (d.flag("pushed").values["times"], d.flag("pushed").values["days"]) for d in flags.with_rule("pushed")}
+    pushed = {
+        d.deal_id: (d.flag("pushed").values["times"], d.flag("pushed").values["days"])
+        for d in flags.with_rule("pushed")
+    }
     assert pushed == expected.pushed
-    shrunk = {d.deal_id: (d.flag("shrunk").values["from_amount"], d.flag("shrunk").values["to_amount"])
-              for d in flags.with_rule("shrunk")}
+    shrunk = {
+        d.deal_id: (d.flag("shrunk").values["from_amount"], d.flag("shrunk").values["to_amount"])
+        for d in flags.with_rule("shrunk")
+    }
     assert shrunk.keys() == expected.shrunk.keys()
     assert all(shrunk[k] == pytest.approx(expected.shrunk[k]) for k in shrunk)
-    back = {d.deal_id: (d.flag("moved_back").values["from_stage"], d.flag("moved_back").values["to_stage"],
-                        d.flag("moved_back").values["date"]) for d in flags.with_rule("moved_back")}
+    back = {
+        d.deal_id: (
+            d.flag("moved_back").values["from_stage"],
+            d.flag("moved_back").values["to_stage"],
+            d.flag("moved_back").values["date"],
+        )
+        for d in flags.with_rule("moved_back")
+    }
     assert back == expected.moved_back
 
     # The cases written into the history fired as meant, and only those.
@@ -290,7 +323,10 @@ def test_the_team_briefing_says_overdue_and_quiet_as_one_set(edited: tuple[Wareh
     assert stale.values["amount"] == pytest.approx(worth(quiet - overdue))
     assert stale.values["overdue_or_quiet_count"] == len(overdue | quiet)
     assert stale.values["overdue_or_quiet_amount"] == pytest.approx(worth(overdue | quiet))
-    assert f"overdue, quiet or both: {len(overdue | quiet)} open deals worth {fmt_amount(worth(overdue | quiet))}" in stale.prompt_text()
+    assert (
+        f"overdue, quiet or both: {len(overdue | quiet)} open deals worth {fmt_amount(worth(overdue | quiet))}"
+        in stale.prompt_text()
+    )
     assert day.get("closing_soon").values["count"] == len(expected.due_soon)
 
     at_risk = overdue | quiet | set(expected.pushed) | set(expected.shrunk) | set(expected.moved_back)
@@ -308,7 +344,9 @@ def test_the_team_briefing_says_overdue_and_quiet_as_one_set(edited: tuple[Wareh
         assert row["at_risk_count"] == len(per_owner[row["owner_id"]])
         assert row["at_risk_amount"] == pytest.approx(worth(per_owner[row["owner_id"]]))
         assert row["open_count"] == sum(1 for o in expected.owner.values() if o == row["owner_id"])
-    shown = sum(r["at_risk_count"] for r in listed) + by_owner.values["more_count"] + by_owner.values["without_owner_count"]
+    shown = (
+        sum(r["at_risk_count"] for r in listed) + by_owner.values["more_count"] + by_owner.values["without_owner_count"]
+    )
     assert shown == by_owner.values["count"] == len(at_risk)
     assert [r["at_risk_amount"] for r in listed] == sorted((r["at_risk_amount"] for r in listed), reverse=True)
     assert {"overdue_deals", "stale_deals", "top_at_risk"} <= set(attention_ids(day))
@@ -344,7 +382,9 @@ def test_each_owner_digest_names_only_that_owners_deals_and_adds_up(edited: tupl
             if "deals" in fact.values and "more_amount" in fact.values:
                 listed = fact.values["deals"]
                 assert fact.values["count"] == len(listed) + fact.values["more_count"], fact.id
-                assert fact.values["amount"] == pytest.approx(sum(d["amount"] or 0 for d in listed) + fact.values["more_amount"])
+                assert fact.values["amount"] == pytest.approx(
+                    sum(d["amount"] or 0 for d in listed) + fact.values["more_amount"]
+                )
                 text = fact.prompt_text()
                 if fact.values["amount"]:  # a deal without an amount is said so, not "won for 0"
                     assert fmt_amount(fact.values["amount"]) in text.split(":")[0], text
@@ -353,13 +393,15 @@ def test_each_owner_digest_names_only_that_owners_deals_and_adds_up(edited: tupl
                     if len(listed) > 1 and record["amount"] is not None:
                         assert f"{{{slot}}} ({fmt_amount(record['amount'])}" in fact.text, (slot, fact.text)
                 if fact.values["more_count"]:
-                    assert text.endswith(f"and {fact.values['more_count']} more worth {fmt_amount(fact.values['more_amount'])}.")
+                    assert text.endswith(
+                        f"and {fact.values['more_count']} more worth {fmt_amount(fact.values['more_amount'])}."
+                    )
         risky = [d for d in mine if d.at_risk]
         if risky:
             fact = digest.get("my_at_risk")
             assert fact.values["count"] == len(risky) and fact.severity == "warn"
             listed = fact.values["deals"]
-            assert [d["deal_id"] for d in listed] == [d.deal_id for d in risky[:len(listed)]]
+            assert [d["deal_id"] for d in listed] == [d.deal_id for d in risky[: len(listed)]]
             assert len({d["deal_id"] for d in listed}) == len(listed)
             for record, deal in zip(listed, risky):
                 assert record["rules"] == [r for r in deal.rules if r in AT_RISK_RULES]
@@ -370,14 +412,19 @@ def test_each_owner_digest_names_only_that_owners_deals_and_adds_up(edited: tupl
 
     assert named, "the digests name deals"
     # The edited deals reached their owners' digests, each with its rule in words.
-    for deal, words in ((cases.pushed, "closing date pushed back 2 times (35 days in all)"),
-                        (cases.shrunk, "amount down from"), (cases.moved_back, "moved back from")):
+    for deal, words in (
+        (cases.pushed, "closing date pushed back 2 times (35 days in all)"),
+        (cases.shrunk, "amount down from"),
+        (cases.moved_back, "moved back from"),
+    ):
         owner_id = owners[deal]
         fact = digests[owner_id].get("my_at_risk")
         if deal in [d["deal_id"] for d in fact.values["deals"]]:
             assert words in fact.prompt_text(), fact.prompt_text()
     # Every owner's at-risk deals together are the team's.
-    assert sum(d.get("my_at_risk").values["count"] for d in digests.values() if "my_at_risk" in d.ids) == len(flags.at_risk())
+    assert sum(d.get("my_at_risk").values["count"] for d in digests.values() if "my_at_risk" in d.ids) == len(
+        flags.at_risk()
+    )
 
 
 def test_an_owner_with_nothing_to_report_gets_no_digest(edited: tuple[Warehouse, Cases]) -> None:
@@ -407,7 +454,7 @@ def test_an_owner_digest_shows_the_rules_in_words_and_fits_the_message(edited: t
     from insights.policy import ACTIONS, actions_for
 
     wh, _ = edited
-    for owner_id, digest in wh.run(owner_facts.owner_digests, DAY).items():
+    for digest in wh.run(owner_facts.owner_digests, DAY).values():
         names = wh.run(facts.entity_names, digest.entities())
         plan = fallback_plan(digest)
         message = compose(digest, plan, names, "Standard summary")

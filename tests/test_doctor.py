@@ -8,7 +8,8 @@ is run as `scripts/daily.sh`, the script the make target runs.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,10 +56,20 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any, z
     seconds = time.perf_counter() - started
 
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines() if line[:4].strip() in ("ok", "warn", "FAIL")}
+    lines = {
+        line.split()[1]: line.split()[0]
+        for line in result.stdout.splitlines()
+        if line[:4].strip() in ("ok", "warn", "FAIL")
+    }
     assert lines == {
-        "CRM_TIMEZONE": "ok", "Zoho": "ok", "warehouse": "ok", "Ollama": "warn", "recipients": "ok",
-        "TWILIO_FROM_NUMBER": "ok", "Twilio": "ok", "WhatsApp": "warn",
+        "CRM_TIMEZONE": "ok",
+        "Zoho": "ok",
+        "warehouse": "ok",
+        "Ollama": "warn",
+        "recipients": "ok",
+        "TWILIO_FROM_NUMBER": "ok",
+        "Twilio": "ok",
+        "WhatsApp": "warn",
     }
     assert "TWILIO_TEMPLATE_SID is not set" in result.stdout and "create-template" in result.stdout
     assert "fix: start Ollama" in result.stdout
@@ -90,14 +101,23 @@ MISTAKES = {
     "bad recipient": ({"RECIPIENT_PHONE_NUMBER": "+1555000000a"}, "recipients: RECIPIENT_PHONE_NUMBER", "E.164"),
     "wrong Twilio token": ({"TWILIO_AUTH_TOKEN": "0" * 32}, "Twilio credentials", "TWILIO_AUTH_TOKEN"),
     "wrong refresh token": ({"ZOHO_REFRESH_TOKEN": "1000.not-a-token"}, "Zoho token refresh", "ZOHO_REFRESH_TOKEN"),
-    "time zone differing from the org's": ({"CRM_TIMEZONE": "Europe/Berlin"}, "CRM_TIMEZONE", "CRM_TIMEZONE=Asia/Kolkata"),
-    "unreachable warehouse": ({"DATABASE_URL": "postgresql://postgres:unused@127.0.0.1:9/none"}, "warehouse (postgres)",
-                              "DATABASE_URL"),
+    "time zone differing from the org's": (
+        {"CRM_TIMEZONE": "Europe/Berlin"},
+        "CRM_TIMEZONE",
+        "CRM_TIMEZONE=Asia/Kolkata",
+    ),
+    "unreachable warehouse": (
+        {"DATABASE_URL": "postgresql://postgres:unused@127.0.0.1:9/none"},
+        "warehouse (postgres)",
+        "DATABASE_URL",
+    ),
 }
 
 
 @pytest.mark.parametrize("mistake", list(MISTAKES))
-def test_make_daily_stops_before_extracting_with_one_line_naming_the_fix(setup: Any, zoho: SandboxServer, mistake: str) -> None:
+def test_make_daily_stops_before_extracting_with_one_line_naming_the_fix(
+    setup: Any, zoho: SandboxServer, mistake: str
+) -> None:
     """GIVEN one misconfiguration: a malformed recipient, a wrong Twilio token, a wrong Zoho refresh token,
     a CRM_TIMEZONE that is not the org's, or a warehouse that cannot be reached
     WHEN the daily job runs

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from warehouse import PROJECT_ROOT
 from sandbox import SandboxOrg, SandboxServer
 from tests.support.crm import CrmUser
 from tests.support.workspace import Workspace
 from tests.test_marts import query
+from warehouse import PROJECT_ROOT
 
 TODAY = dt.date(2026, 11, 20)
 PAGE = 200  # records per Zoho page
@@ -75,7 +75,9 @@ def server(org: SandboxOrg, workspace: Workspace) -> Iterator[SandboxServer]:
         yield server
 
 
-def extract(workspace: Workspace, destination: str = "duckdb", *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def extract(
+    workspace: Workspace, destination: str = "duckdb", *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     return workspace.run("python", "-m", "pipelines.zoho", "--destination", destination, *args, check=check)
 
 
@@ -162,7 +164,9 @@ def differences(api_record: Mapping[str, Any], row: Mapping[str, Any]) -> list[s
     return found
 
 
-def assert_table_equals(api_records: list[dict[str, Any]], rows: list[dict[str, Any]], key: tuple[str, ...] = ("id",)) -> None:
+def assert_table_equals(
+    api_records: list[dict[str, Any]], rows: list[dict[str, Any]], key: tuple[str, ...] = ("id",)
+) -> None:
     stored = {tuple(row[k] for k in key): row for row in rows}
     assert len(stored) == len(rows), "duplicate keys in the warehouse"
     expected = {tuple(record[k] for k in key): record for record in api_records}
@@ -195,7 +199,9 @@ def deletion_log(org: SandboxOrg) -> list[dict[str, Any]]:
     return [{**entry, "module": module} for module in ("Leads", "Deals") for entry in org.deleted_records(module)]
 
 
-def assert_warehouse_equals_org(workspace: Workspace, destination: str, org: SandboxOrg, *, log_fields: bool = True) -> None:
+def assert_warehouse_equals_org(
+    workspace: Workspace, destination: str, org: SandboxOrg, *, log_fields: bool = True
+) -> None:
     """Every table equals the org; deletions are gone from leads and deals.
 
     The deletion log is compared on (module, id, deleted_time), and field by field
@@ -208,7 +214,9 @@ def assert_warehouse_equals_org(workspace: Workspace, destination: str, org: San
     for module, versions in (("Leads", "lead_versions"), ("Deals", "deal_versions")):
         # the history holds every record as it is now (and, besides, what it was at earlier syncs)
         kept = {(row["id"], row["modified_time"]) for row in rows(versions)}
-        missing = [r["id"] for r in org.records(module) if (r["id"], dt.datetime.fromisoformat(r["Modified_Time"])) not in kept]
+        missing = [
+            r["id"] for r in org.records(module) if (r["id"], dt.datetime.fromisoformat(r["Modified_Time"])) not in kept
+        ]
         assert not missing, f"{len(missing)} {module} have no version for their current state, e.g. {missing[:3]}"
     assert_table_equals(org.users(), rows("users"))
     assert_table_equals(deal_stage_rows(org), rows("deal_stages"))
@@ -222,7 +230,9 @@ def assert_warehouse_equals_org(workspace: Workspace, destination: str, org: San
 # --------------------------------------------------------------------------- 1. the full load
 
 
-def test_a_first_run_loads_the_whole_org(destination: str, org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
+def test_a_first_run_loads_the_whole_org(
+    destination: str, org: SandboxOrg, server: SandboxServer, workspace: Workspace
+) -> None:
     """GIVEN a Zoho org with leads (converted ones too), deals, users, a pipeline and deletions
     WHEN the user runs the extract for the first time
     THEN every zoho_raw table equals the org field by field, with the contract's column types,
@@ -237,7 +247,11 @@ def test_a_first_run_loads_the_whole_org(destination: str, org: SandboxOrg, serv
     leads, deals = column_types(workspace, destination, "leads"), column_types(workspace, destination, "deals")
     timestamptz = "timestamp with time zone"
     assert {leads[c] for c in ("created_time", "modified_time", "converted_date_time")} == {timestamptz}
-    assert leads["converted__s"] == "boolean" and leads["converted_deal__id"] in ("varchar", "character varying", "text")
+    assert leads["converted__s"] == "boolean" and leads["converted_deal__id"] in (
+        "varchar",
+        "character varying",
+        "text",
+    )
     assert deals["closing_date"] == "date" and deals["probability"] == "bigint"
     assert deals["amount"] in ("double", "double precision") and deals["modified_time"] == timestamptz
     assert column_types(workspace, destination, "deleted_records")["deleted_time"] == timestamptz
@@ -246,7 +260,9 @@ def test_a_first_run_loads_the_whole_org(destination: str, org: SandboxOrg, serv
 # --------------------------------------------------------------------------- 2. increments and deletions
 
 
-def test_a_later_run_reads_only_what_changed_and_removes_deleted_records(destination: str, workspace: Workspace) -> None:
+def test_a_later_run_reads_only_what_changed_and_removes_deleted_records(
+    destination: str, workspace: Workspace
+) -> None:
     """GIVEN a warehouse loaded three weeks ago
     WHEN the org lives on (records created, changed, converted, closed and deleted) and the extract runs again
     THEN it asks Zoho only for the records modified since the last run (from 10 minutes before it),
@@ -266,7 +282,9 @@ def test_a_later_run_reads_only_what_changed_and_removes_deleted_records(destina
         for module, count in changed.items():
             assert record_requests(server, module) == max(1, math.ceil(count / PAGE))
         assert (counts["leads"], counts["deals"]) == (changed["Leads"], changed["Deals"])
-        assert counts["api_calls"] == record_requests(server, "Leads") + record_requests(server, "Deals") + FIXED_REQUESTS, sorted(server.stats().items())
+        assert (
+            counts["api_calls"] == record_requests(server, "Leads") + record_requests(server, "Deals") + FIXED_REQUESTS
+        ), sorted(server.stats().items())
         assert server.stats().get("POST /oauth/v2/token") is None  # the first run's access token is reused
         assert_warehouse_equals_org(workspace, destination, org, log_fields=False)
         deleted = {(e["module"], e["id"]) for e in deletion_log(org)}
@@ -327,16 +345,27 @@ def test_stages_and_currencies_are_read_only_when_a_deal_shows_they_changed(work
 
         quiet = summary(extract(workspace))
 
-        metadata = {key: n for key, n in server.stats().items()
-                    if ("/settings/" in key or "/org" in key) and key != "GET /crm/v8/settings/fields"}
+        metadata = {
+            key: n
+            for key, n in server.stats().items()
+            if ("/settings/" in key or "/org" in key) and key != "GET /crm/v8/settings/fields"
+        }
         assert metadata == {} and quiet["api_calls"] == 2 + FIXED_REQUESTS
 
         crm = CrmUser(server)
-        added = crm.session.post(f"{crm.url}/org/currencies", timeout=30, json={"currencies": [
-            {"iso_code": "GBP", "name": "Pound Sterling - GBP", "symbol": "£", "exchange_rate": "0.8"}]})
+        added = crm.session.post(
+            f"{crm.url}/org/currencies",
+            timeout=30,
+            json={
+                "currencies": [
+                    {"iso_code": "GBP", "name": "Pound Sterling - GBP", "symbol": "£", "exchange_rate": "0.8"}
+                ]
+            },
+        )
         assert added.status_code == 201, added.text
-        deal = crm.create_deal(Deal_Name="London pilot", Stage="Qualification", Amount=8_000, Currency="GBP",
-                               Exchange_Rate=0.8)
+        deal = crm.create_deal(
+            Deal_Name="London pilot", Stage="Qualification", Amount=8_000, Currency="GBP", Exchange_Rate=0.8
+        )
         server.reset_stats()
 
         counts = summary(extract(workspace))
@@ -344,7 +373,9 @@ def test_stages_and_currencies_are_read_only_when_a_deal_shows_they_changed(work
         assert server.stats().get("GET /crm/v8/org/currencies") == 1
         assert not any("/settings/" in key for key in server.stats() if key != "GET /crm/v8/settings/fields")
         assert counts["currencies"] == 3 and counts["deals"] >= 1
-        currencies = {row["iso_code"]: row["exchange_rate"] for row in warehouse_rows(workspace, "duckdb", "currencies")}
+        currencies = {
+            row["iso_code"]: row["exchange_rate"] for row in warehouse_rows(workspace, "duckdb", "currencies")
+        }
         assert currencies == {"USD": 1.0, "EUR": pytest.approx(0.92), "GBP": 0.8}
         [stored] = [row for row in warehouse_rows(workspace, "duckdb", "deals") if row["id"] == deal]
         assert stored["currency"] == "GBP"
@@ -372,7 +403,9 @@ def test_more_than_2000_records_are_paged_with_page_tokens(workspace: Workspace)
 
 
 @pytest.mark.parametrize("told", [True, False], ids=["limit configured", "limit learned from zoho"])
-def test_more_records_than_one_page_token_chain_reaches_are_read_in_several_queries(told: bool, workspace: Workspace) -> None:
+def test_more_records_than_one_page_token_chain_reaches_are_read_in_several_queries(
+    told: bool, workspace: Workspace
+) -> None:
     """GIVEN an org with 2,500 leads and page_token chains that reach only 1,000 records (Zoho's reach
          100,000), the extract told that limit (SOURCES__ZOHO__PAGE_TOKEN_LIMIT) or not
     WHEN the extract runs
@@ -422,7 +455,9 @@ def record_requests_of(stats: Mapping[str, int], module: str) -> int:
 # --------------------------------------------------------------------------- 4. tokens
 
 
-def test_a_token_that_expires_mid_run_is_refreshed(org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
+def test_a_token_that_expires_mid_run_is_refreshed(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace
+) -> None:
     """GIVEN an access token that Zoho revokes after the third API request
     WHEN the extract runs
     THEN it gets a new token once, repeats the refused request and completes."""
@@ -452,18 +487,24 @@ def test_secrets_never_reach_the_output(org: SandboxOrg, server: SandboxServer, 
 # --------------------------------------------------------------------------- 5. interrupted runs
 
 
-def test_a_run_stopped_before_its_load_is_completed_by_the_next_run(org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
+def test_a_run_stopped_before_its_load_is_completed_by_the_next_run(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace
+) -> None:
     """GIVEN a run that extracted and normalized a day of changes but died before loading them
     WHEN another day passes and the extract runs again
     THEN it first loads what the dead run left, then extracts the new day:
          nothing is lost, nothing is duplicated."""
     extract(workspace)
     org.advance(days=1)
-    workspace.run("python", "-c", (
-        "from pipelines.zoho import zoho_crm; from pipelines.zoho.run import make_pipeline\n"
-        "pipeline = make_pipeline('duckdb'); pipeline.sync_destination()\n"
-        "pipeline.extract(zoho_crm(records_file_format='jsonl')); pipeline.normalize()"
-    ))
+    workspace.run(
+        "python",
+        "-c",
+        (
+            "from pipelines.zoho import zoho_crm; from pipelines.zoho.run import make_pipeline\n"
+            "pipeline = make_pipeline('duckdb'); pipeline.sync_destination()\n"
+            "pipeline.extract(zoho_crm(records_file_format='jsonl')); pipeline.normalize()"
+        ),
+    )
     org.advance(days=1)
 
     counts = summary(extract(workspace))
@@ -473,7 +514,9 @@ def test_a_run_stopped_before_its_load_is_completed_by_the_next_run(org: Sandbox
 
 
 @pytest.mark.postgres
-def test_a_run_killed_in_the_middle_of_its_load_is_completed_by_the_next_run(org: SandboxOrg, server: SandboxServer, workspace: Workspace, postgres_url: str) -> None:
+def test_a_run_killed_in_the_middle_of_its_load_is_completed_by_the_next_run(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace, postgres_url: str
+) -> None:
     """GIVEN a warehouse loaded yesterday and a run killed (SIGKILL) while it was merging today's changes
     WHEN the extract runs again
     THEN it finishes the interrupted load and the warehouse equals the org: nothing lost, nothing duplicated."""
@@ -489,7 +532,11 @@ def test_a_run_killed_in_the_middle_of_its_load_is_completed_by_the_next_run(org
             cursor.execute("lock table zoho_raw.leads in access exclusive mode")
         run = subprocess.Popen(
             workspace.command("python", "-m", "pipelines.zoho", "--destination", "postgres"),
-            cwd=PROJECT_ROOT, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=PROJECT_ROOT,
+            env=workspace.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         wait_for_lock_waiter(postgres_url, run)
         run.send_signal(signal.SIGKILL)
@@ -515,7 +562,11 @@ def test_a_run_killed_while_paging_loses_nothing(workspace: Workspace) -> None:
         server.reset_stats()
         run = subprocess.Popen(
             workspace.command("python", "-m", "pipelines.zoho"),
-            cwd=PROJECT_ROOT, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=PROJECT_ROOT,
+            env=workspace.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 60
         while record_requests(server, "Leads") < 1 and time.monotonic() < deadline:
@@ -529,7 +580,9 @@ def test_a_run_killed_while_paging_loses_nothing(workspace: Workspace) -> None:
         assert_warehouse_equals_org(workspace, "duckdb", org, log_fields=False)
 
 
-def test_a_run_that_zoho_fails_is_repeated_cleanly(org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
+def test_a_run_that_zoho_fails_is_repeated_cleanly(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace
+) -> None:
     """GIVEN a warehouse loaded yesterday, and Zoho failing every Deals request for a while today
     WHEN the extract runs, fails, and runs again once Zoho is back
     THEN the failed run says why in one line and changes nothing; the next run brings the warehouse level with the org.
@@ -551,7 +604,9 @@ def test_a_run_that_zoho_fails_is_repeated_cleanly(org: SandboxOrg, server: Sand
 # --------------------------------------------------------------------------- 6. where the state lives
 
 
-def test_a_new_machine_continues_from_the_state_in_the_warehouse(org: SandboxOrg, server: SandboxServer, workspace: Workspace, tmp_path) -> None:
+def test_a_new_machine_continues_from_the_state_in_the_warehouse(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace, tmp_path
+) -> None:
     """GIVEN a warehouse loaded from one machine
     WHEN the extract runs on another machine (no local dlt folder) after a day passed
     THEN it continues incrementally from the cursors stored in the warehouse."""
@@ -567,7 +622,9 @@ def test_a_new_machine_continues_from_the_state_in_the_warehouse(org: SandboxOrg
     assert_warehouse_equals_org(workspace, "duckdb", org, log_fields=False)
 
 
-def test_a_deleted_warehouse_is_loaded_again_in_full(org: SandboxOrg, server: SandboxServer, workspace: Workspace) -> None:
+def test_a_deleted_warehouse_is_loaded_again_in_full(
+    org: SandboxOrg, server: SandboxServer, workspace: Workspace
+) -> None:
     """GIVEN a loaded warehouse whose DuckDB file the user deletes (the dlt folder stays)
     WHEN the extract runs again
     THEN it loads the whole org again instead of an empty increment."""
@@ -590,8 +647,10 @@ def test_a_full_refresh_rebuilds_the_raw_tables_and_keeps_the_history(destinatio
         extract(workspace, destination)
         org.advance(days=1)
         extract(workspace, destination)
-        history = {table: data_of(warehouse_rows(workspace, destination, table))
-                   for table in ("lead_versions", "deal_versions")}
+        history = {
+            table: data_of(warehouse_rows(workspace, destination, table))
+            for table in ("lead_versions", "deal_versions")
+        }
         ghost = "insert into zoho_raw.deals (id, deal_name, _dlt_load_id, _dlt_id) values ('1', 'ghost', '0', 'x')"
         query(workspace, destination, ghost)
 
@@ -611,13 +670,18 @@ def test_a_full_refresh_rebuilds_the_raw_tables_and_keeps_the_history(destinatio
     "destination, settings, named",
     [
         ("duckdb", {"ZOHO_REFRESH_TOKEN": None}, "ZOHO_REFRESH_TOKEN is not set (or SOURCES__ZOHO__REFRESH_TOKEN / "),
-        ("duckdb", {"ZOHO_CLIENT_ID": None, "ZOHO_CLIENT_SECRET": None, "ZOHO_REFRESH_TOKEN": None},
-         "ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN are not set"),
+        (
+            "duckdb",
+            {"ZOHO_CLIENT_ID": None, "ZOHO_CLIENT_SECRET": None, "ZOHO_REFRESH_TOKEN": None},
+            "ZOHO_CLIENT_ID, ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN are not set",
+        ),
         ("duckdb", {"ZOHO_DC": "uk"}, "ZOHO_DC must be one of com, eu, in, com.au, jp, ca, com.cn, sa (got 'uk')"),
         ("postgres", {}, "DATABASE_URL is not set"),
     ],
 )
-def test_missing_settings_are_named_in_one_line(destination: str, settings: dict[str, str | None], named: str, workspace: Workspace) -> None:
+def test_missing_settings_are_named_in_one_line(
+    destination: str, settings: dict[str, str | None], named: str, workspace: Workspace
+) -> None:
     """GIVEN Zoho credentials or a warehouse address that are not set (or not valid)
     WHEN the user runs the extract
     THEN it exits with status 2 and one line naming the variable, without a traceback."""

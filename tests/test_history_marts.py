@@ -50,8 +50,9 @@ def synced_org(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -
         workspace.env.update(server.env())
         crm = CrmUser(server)
         # One deal goes back to a stage it had left, as salespeople do: it visits Qualification twice.
-        comes_back = next(r["id"] for r in sorted(org.records("Deals"), key=lambda r: r["id"])
-                          if r["Stage"] == "Qualification")
+        comes_back = next(
+            r["id"] for r in sorted(org.records("Deals"), key=lambda r: r["id"]) if r["Stage"] == "Qualification"
+        )
         for day in range(4):
             if day:
                 org.advance(1)
@@ -81,8 +82,11 @@ def number(value) -> float:
 
 def assert_rows_equal(expected: dict, actual: dict, what: str) -> None:
     missing, extra = expected.keys() - actual.keys(), actual.keys() - expected.keys()
-    wrong = {k: (expected[k], actual[k]) for k in expected.keys() & actual.keys()
-             if any(abs(a - b) > CENT for a, b in zip(expected[k], actual[k]))}
+    wrong = {
+        k: (expected[k], actual[k])
+        for k in expected.keys() & actual.keys()
+        if any(abs(a - b) > CENT for a, b in zip(expected[k], actual[k]))
+    }
     assert not (missing or extra or wrong), (
         f"{what}: {len(missing)} missing e.g. {sorted(missing)[:3]}, {len(extra)} unexpected e.g. {sorted(extra)[:3]}, "
         f"{len(wrong)} differ e.g. {sorted(wrong.items())[:3]}"
@@ -99,13 +103,21 @@ def test_deal_daily_states_are_the_states_the_syncs_saw(synced_org: Synced, targ
             while day <= last_day and (stop is None or day < stop):
                 expected[(day, deal.id)] = (state.amount, state.weighted_amount)
                 day += dt.timedelta(days=1)
-    actual = {(d, deal): (number(a), number(w)) for d, deal, a, w in query(
-        synced_org.workspace, target, "select calendar_date, deal_id, amount, weighted_amount from analytics.deal_daily_states")}
+    actual = {
+        (d, deal): (number(a), number(w))
+        for d, deal, a, w in query(
+            synced_org.workspace,
+            target,
+            "select calendar_date, deal_id, amount, weighted_amount from analytics.deal_daily_states",
+        )
+    }
     assert_rows_equal(expected, actual, "deal_daily_states")
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_monthly_sales_summary_and_owner_standings_are_the_closes_of_the_history(synced_org: Synced, target: str) -> None:
+def test_monthly_sales_summary_and_owner_standings_are_the_closes_of_the_history(
+    synced_org: Synced, target: str
+) -> None:
     deals = synced_org.history.deal_timelines(synced_org.tz)
     won, lost, bookings, largest, days_to_close = Counter(), Counter(), Counter(), {}, defaultdict(list)
     owner_won, owner_won_amount, owner_lost, owner_created = Counter(), Counter(), Counter(), Counter()
@@ -124,18 +136,33 @@ def test_monthly_sales_summary_and_owner_standings_are_the_closes_of_the_history
                 lost[key] += 1
                 owner_lost[(key, state.owner)] += 1
 
-    rows = query(synced_org.workspace, target, """
+    rows = query(
+        synced_org.workspace,
+        target,
+        """
         select period_start, deals_won, deals_lost, bookings_amount, largest_deal_amount, average_days_to_close
-        from analytics.sales_summary_by_period where period_type = 'month'""")
+        from analytics.sales_summary_by_period where period_type = 'month'""",
+    )
     actual = {r[0]: tuple(number(v) for v in r[1:]) for r in rows if r[1] or r[2]}
-    expected = {m: (won[m], lost[m], bookings[m], largest.get(m, 0.0),
-                    sum(days_to_close[m]) / len(days_to_close[m]) if days_to_close[m] else 0.0)
-                for m in won.keys() | lost.keys()}
+    expected = {
+        m: (
+            won[m],
+            lost[m],
+            bookings[m],
+            largest.get(m, 0.0),
+            sum(days_to_close[m]) / len(days_to_close[m]) if days_to_close[m] else 0.0,
+        )
+        for m in won.keys() | lost.keys()
+    }
     assert_rows_equal(expected, actual, "sales_summary_by_period")
 
-    rows = query(synced_org.workspace, target, """
+    rows = query(
+        synced_org.workspace,
+        target,
+        """
         select month_start, owner_id, deals_created, deals_won, deals_won_amount, deals_lost
-        from analytics.owner_performance_monthly""")
+        from analytics.owner_performance_monthly""",
+    )
     actual = {(r[0], r[1]): tuple(number(v) for v in r[2:]) for r in rows if r[2] or r[3] or r[5]}
     keys = owner_created.keys() | owner_won.keys() | owner_lost.keys()
     expected = {k: (owner_created[k], owner_won[k], owner_won_amount[k], owner_lost[k]) for k in keys}
@@ -151,8 +178,12 @@ def test_lead_source_cohorts_count_each_lead_in_the_month_it_arrived(synced_org:
         key = (latest.get("Lead_Source") or "(none)", month(arrived))
         created[key] += 1
         converted[key] += any(v.get("Converted_Date_Time") for v in versions)
-    rows = query(synced_org.workspace, target, """
-        select lead_source, cohort_month, leads_created, leads_converted_so_far from analytics.lead_source_cohorts""")
+    rows = query(
+        synced_org.workspace,
+        target,
+        """
+        select lead_source, cohort_month, leads_created, leads_converted_so_far from analytics.lead_source_cohorts""",
+    )
     actual = {(r[0], r[1]): (number(r[2]), number(r[3])) for r in rows}
     assert_rows_equal({k: (created[k], converted[k]) for k in created}, actual, "lead_source_cohorts")
 
@@ -162,9 +193,13 @@ def test_the_stage_funnel_counts_each_deal_once_per_stage_it_visited(synced_org:
     """GIVEN the deals' stage visits (deal_stage_durations), THEN each open stage of the funnel counts the deals
     that entered it, moved on from it (to a stage further down or won), were lost from it or are still in it,
     each deal once however often it came back to the stage, and averages the days of the visits that ended."""
-    visits = query(synced_org.workspace, target, """
+    visits = query(
+        synced_org.workspace,
+        target,
+        """
         select pipeline, stage, deal_id, stage_order, next_status, next_stage_order, left_date, days_in_stage
-        from analytics.deal_stage_durations where status = 'open'""")
+        from analytics.deal_stage_durations where status = 'open'""",
+    )
     entered, moved_on, lost, still_in = defaultdict(set), defaultdict(set), defaultdict(set), defaultdict(set)
     days = defaultdict(list)
     for pipeline, stage, deal, order, next_status, next_order, left, spent in visits:
@@ -179,13 +214,26 @@ def test_the_stage_funnel_counts_each_deal_once_per_stage_it_visited(synced_org:
         if spent is not None:
             days[key].append(spent)
     assert any(len(entered[k]) < sum(1 for v in visits if ((v[0] or ""), v[1]) == k) for k in entered), (
-        "no deal came back to a stage it had left (the fixture moves one back to Qualification)")
+        "no deal came back to a stage it had left (the fixture moves one back to Qualification)"
+    )
 
-    rows = query(synced_org.workspace, target, """
+    rows = query(
+        synced_org.workspace,
+        target,
+        """
         select coalesce(pipeline, ''), stage, deals_entered, deals_moved_on, deals_lost_from_stage,
             deals_still_in_stage, average_days_in_stage
-        from analytics.stage_funnel""")
+        from analytics.stage_funnel""",
+    )
     actual = {(r[0], r[1]): tuple(number(v) for v in r[2:]) for r in rows}
-    expected = {k: (len(entered[k]), len(moved_on[k]), len(lost[k]), len(still_in[k]),
-                    sum(days[k]) / len(days[k]) if days[k] else 0.0) for k in entered}
+    expected = {
+        k: (
+            len(entered[k]),
+            len(moved_on[k]),
+            len(lost[k]),
+            len(still_in[k]),
+            sum(days[k]) / len(days[k]) if days[k] else 0.0,
+        )
+        for k in entered
+    }
     assert_rows_equal(expected, actual, "stage_funnel")

@@ -109,7 +109,7 @@ class OrgHistory:
     deletions: dict[str, dt.datetime] = field(default_factory=dict)
 
     @classmethod
-    def first_sync(cls, org) -> "OrgHistory":
+    def first_sync(cls, org) -> OrgHistory:
         history = cls(org)
         history.sync()
         history.stage_history = {deal_id: org.stage_history(deal_id) for deal_id in history.deals}
@@ -125,10 +125,12 @@ class OrgHistory:
         for entry in self.org.deleted_records("Deals"):
             self.deletions[entry["id"]] = instant(entry["deleted_time"])
 
-    def deal_timelines(self, tz: ZoneInfo) -> list["Deal"]:
+    def deal_timelines(self, tz: ZoneInfo) -> list[Deal]:
         layout = Layout.of(self.org.pipelines())
-        return [deal_of(versions, self.stage_history.get(deal_id, []), self.deletions.get(deal_id), layout, tz)
-                for deal_id, versions in self.deals.items()]
+        return [
+            deal_of(versions, self.stage_history.get(deal_id, []), self.deletions.get(deal_id), layout, tz)
+            for deal_id, versions in self.deals.items()
+        ]
 
     def last_change(self) -> dt.datetime:
         times = [instant(v["Modified_Time"]) for kept in (self.leads, self.deals) for vs in kept.values() for v in vs]
@@ -161,17 +163,36 @@ def deal_states(versions: list[Mapping], stage_history: list[Mapping], layout: L
         weight = probability / 100 if probability is not None and 0 <= probability <= 100 else 0.0
         closing = dt.date.fromisoformat(row["Closing_Date"]) if row.get("Closing_Date") else None
         owner = (row.get("Owner") or first.get("Owner") or {}).get("id")  # Stage History has no owner
-        return State(instant(row["Modified_Time"]), layout.status(pipeline, row.get("Stage")), amount,
-                     amount * weight, source, closing, owner)
+        return State(
+            instant(row["Modified_Time"]),
+            layout.status(pipeline, row.get("Stage")),
+            amount,
+            amount * weight,
+            source,
+            closing,
+            owner,
+        )
 
-    before = sorted((h for h in stage_history if instant(h["Modified_Time"]) < instant(first["Modified_Time"])),
-                    key=lambda h: instant(h["Modified_Time"]))
+    before = sorted(
+        (h for h in stage_history if instant(h["Modified_Time"]) < instant(first["Modified_Time"])),
+        key=lambda h: instant(h["Modified_Time"]),
+    )
     states = [state(h, first.get("Pipeline"), rate, "stage_history") for h in before]
     states += [state(v, v.get("Pipeline"), v.get("Exchange_Rate") or 1, "sync") for v in versions]
     if not before and states[0].status != "open" and instant(first["Created_Time"]) < states[0].at:
         amount = home_amount(first)
-        states.insert(0, State(instant(first["Created_Time"]), "open", amount, 0.0, "reconstructed", None,
-                               (first.get("Owner") or {}).get("id")))
+        states.insert(
+            0,
+            State(
+                instant(first["Created_Time"]),
+                "open",
+                amount,
+                0.0,
+                "reconstructed",
+                None,
+                (first.get("Owner") or {}).get("id"),
+            ),
+        )
     return states
 
 
@@ -184,8 +205,9 @@ class Deal:
     spans: tuple[tuple[dt.date, dt.date | None, State], ...]  # open from day (incl.) to day (excl.; None = on)
 
 
-def deal_of(versions: list[Mapping], stage_history: list[Mapping], deleted: dt.datetime | None, layout: Layout,
-            tz: ZoneInfo) -> Deal:
+def deal_of(
+    versions: list[Mapping], stage_history: list[Mapping], deleted: dt.datetime | None, layout: Layout, tz: ZoneInfo
+) -> Deal:
     states = deal_states(versions, stage_history, layout)
     created = org_day(versions[0]["Created_Time"], tz)
     days = []  # the day each state took effect
@@ -196,12 +218,15 @@ def deal_of(versions: list[Mapping], stage_history: list[Mapping], deleted: dt.d
         days.append(day)
     starts = [created, *days[1:]]  # the oldest state also stands for the deal's life before it
     closings = tuple(
-        (days[i], s) for i, s in enumerate(states) if s.status != "open" and (i == 0 or states[i - 1].status != s.status)
+        (days[i], s)
+        for i, s in enumerate(states)
+        if s.status != "open" and (i == 0 or states[i - 1].status != s.status)
     )
     end = deleted.astimezone(tz).date() if deleted and deleted >= states[-1].at else None
     spans = tuple(
         (starts[i], starts[i + 1] if i + 1 < len(states) else end, s)
-        for i, s in enumerate(states) if s.status == "open"
+        for i, s in enumerate(states)
+        if s.status == "open"
     )
     return Deal(versions[0]["id"], created, states[0], closings, spans)
 
@@ -212,7 +237,8 @@ def expected_kpis(history: OrgHistory, tz: ZoneInfo, today: dt.date) -> Kpis:
     lead_created = Counter(org_day(versions[0]["Created_Time"], tz) for versions in history.leads.values())
     lead_converted = Counter(
         min(org_day(v["Converted_Date_Time"], tz) for v in versions if v.get("Converted_Date_Time"))
-        for versions in history.leads.values() if any(v.get("Converted_Date_Time") for v in versions)
+        for versions in history.leads.values()
+        if any(v.get("Converted_Date_Time") for v in versions)
     )
     created, created_amount = Counter(d.created for d in deals), Counter()
     won, won_amount, lost, lost_amount = Counter(), Counter(), Counter(), Counter()
@@ -232,8 +258,12 @@ def expected_kpis(history: OrgHistory, tz: ZoneInfo, today: dt.date) -> Kpis:
 
     kpis: Kpis = {}
     for day in days:
-        still_open = [state for deal in deals for start, stop, state in deal.spans
-                      if start <= day and (stop is None or day < stop)]
+        still_open = [
+            state
+            for deal in deals
+            for start, stop, state in deal.spans
+            if start <= day and (stop is None or day < stop)
+        ]
         window = [day - dt.timedelta(days=n) for n in range(30)]
         figures = {
             "leads_created": lead_created[day],
@@ -408,7 +438,9 @@ def test_a_deal_won_with_a_closing_date_still_in_the_future_counts_on_the_day_it
     # to touch when marking the deal won - still says mid next year
     org = built_warehouse.org
     tz = ZoneInfo(built_warehouse.workspace.env["CRM_TIMEZONE"])
-    [(deal_id,)] = query(warehouse, target, "select id from zoho_raw.deals where stage = 'Closed Won' order by id limit 1")
+    [(deal_id,)] = query(
+        warehouse, target, "select id from zoho_raw.deals where stage = 'Closed Won' order by id limit 1"
+    )
     for table in ("deals", "deal_versions"):
         query(warehouse, target, f"update zoho_raw.{table} set closing_date = date '2027-06-30' where id = '{deal_id}'")
     history = OrgHistory.first_sync(org)
@@ -422,7 +454,9 @@ def test_a_deal_won_with_a_closing_date_still_in_the_future_counts_on_the_day_it
     # won stage (Zoho's Stage History says when), so it has left the open pipeline since
     kpis = assert_kpi_daily_equals_the_kpis_of(warehouse, target, history, tz)
     assert max(day for day, _ in kpis) == sync_day(warehouse, target, tz, history)
-    assert query(warehouse, target, f"select closed_date from analytics.deals where deal_id = '{deal_id}'") == [(won_on,)]
+    assert query(warehouse, target, f"select closed_date from analytics.deals where deal_id = '{deal_id}'") == [
+        (won_on,)
+    ]
 
 
 def test_an_org_without_pipelines_still_sees_its_wins_and_losses(built_warehouse, warehouse):

@@ -53,8 +53,9 @@ class Built:
         return next(r for r in self.org.records("Deals") if r["id"] == self.deals[name])
 
 
-def load_and_build(org: SandboxOrg, root: Path, postgres_server: str, database: str,
-                   targets: tuple[str, ...] = ("duckdb", "postgres")) -> tuple[Workspace, dict[str, str]]:
+def load_and_build(
+    org: SandboxOrg, root: Path, postgres_server: str, database: str, targets: tuple[str, ...] = ("duckdb", "postgres")
+) -> tuple[Workspace, dict[str, str]]:
     """The org loaded by the pipeline CLI and built by `dbt build` (which must pass) on these warehouses."""
     workspace = make_workspace(root)
     if "postgres" in targets:
@@ -78,12 +79,15 @@ def messy_org(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) ->
     with SandboxServer(org, port=0) as server:
         crm = CrmUser(server)
         deals = {
-            "yen win": crm.create_deal(Deal_Name="Tokyo expansion", Stage="Closed Won", Amount=50_000_000,
-                                       Currency="JPY"),
-            "euro win": crm.create_deal(Deal_Name="Berlin pilot", Stage="Closed Won", Amount=1_000, Currency="EUR",
-                                        Exchange_Rate=0.8),
-            "euro pipeline": crm.create_deal(Deal_Name="Paris rollout", Stage="Needs Analysis", Amount=20_000,
-                                             Currency="EUR"),
+            "yen win": crm.create_deal(
+                Deal_Name="Tokyo expansion", Stage="Closed Won", Amount=50_000_000, Currency="JPY"
+            ),
+            "euro win": crm.create_deal(
+                Deal_Name="Berlin pilot", Stage="Closed Won", Amount=1_000, Currency="EUR", Exchange_Rate=0.8
+            ),
+            "euro pipeline": crm.create_deal(
+                Deal_Name="Paris rollout", Stage="Needs Analysis", Amount=20_000, Currency="EUR"
+            ),
             "negative amount": open_deals[0],
             "probability 150": open_deals[1],
             "closing 1900": won_deals[0],
@@ -109,8 +113,17 @@ def briefing_facts(workspace: Workspace, target: str) -> tuple[dict[str, dict[st
         ollama.down()
         env["OLLAMA_BASE_URL"] = ollama.url
         runner = Workspace(workspace.root, env)
-        runner.run("python", "-m", "insights.deliver", "--target", target, "--dry-run", "--date", REPORT_DATE.isoformat(),
-                   timeout=120)
+        runner.run(
+            "python",
+            "-m",
+            "insights.deliver",
+            "--target",
+            target,
+            "--dry-run",
+            "--date",
+            REPORT_DATE.isoformat(),
+            timeout=120,
+        )
     [(facts_json, message)] = query(
         workspace, target, "select facts_json, message from analytics.ai_summaries order by created_at desc limit 1"
     )
@@ -129,17 +142,25 @@ def test_deals_in_other_currencies_count_at_amount_divided_by_their_exchange_rat
     assert org.home_currency == "USD"
 
     # WHEN the marts are read
-    rows = query(messy_org.workspace, target, """
+    rows = query(
+        messy_org.workspace,
+        target,
+        """
         select deal_id, amount, amount_in_currency, currency_code, exchange_rate, home_currency_code
-        from analytics.deals""")
+        from analytics.deals""",
+    )
     by_id = {row[0]: row[1:] for row in rows}
 
     # THEN each deal is worth Amount / Exchange_Rate in USD, with the CRM's own figure, currency and rate beside it
     for name in ("yen win", "euro win", "euro pipeline"):
         record = messy_org.record(name)
         amount, original, currency, rate, home = by_id[record["id"]]
-        assert (float(original), currency, float(rate), home) == (record["Amount"], record["Currency"],
-                                                                  record["Exchange_Rate"], "USD"), name
+        assert (float(original), currency, float(rate), home) == (
+            record["Amount"],
+            record["Currency"],
+            record["Exchange_Rate"],
+            "USD",
+        ), name
         assert float(amount) == pytest.approx(record["Amount"] / record["Exchange_Rate"], abs=1e-6), name
     assert float(by_id[messy_org.deals["yen win"]][0]) == pytest.approx(333_333.33, abs=0.01)
     assert float(by_id[messy_org.deals["euro win"]][0]) == pytest.approx(1_250)
@@ -148,12 +169,21 @@ def test_deals_in_other_currencies_count_at_amount_divided_by_their_exchange_rat
     # with USD as the unit of every amount
     deals = org.records("Deals")
     kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, OrgHistory.first_sync(org), messy_org.tz)
-    units = dict(query(messy_org.workspace, target, "select distinct metric, unit from analytics.kpi_daily where metric like '%amount'"))
+    units = dict(
+        query(
+            messy_org.workspace,
+            target,
+            "select distinct metric, unit from analytics.kpi_daily where metric like '%amount'",
+        )
+    )
     assert set(units.values()) == {"USD"}
 
     # AND the pipeline by stage adds the euro deal in dollars
-    [(stage_amount,)] = query(messy_org.workspace, target,
-                              "select open_amount from analytics.pipeline_by_stage where stage = 'Needs Analysis'")
+    [(stage_amount,)] = query(
+        messy_org.workspace,
+        target,
+        "select open_amount from analytics.pipeline_by_stage where stage = 'Needs Analysis'",
+    )
     open_in_stage = [d for d in deals if d["Stage"] == "Needs Analysis"]
     assert float(stage_amount) == pytest.approx(sum(home_amount(d) for d in open_in_stage), abs=0.01)
 
@@ -162,8 +192,11 @@ def test_deals_in_other_currencies_count_at_amount_divided_by_their_exchange_rat
     won_today = kpis[(REPORT_DATE, "deals_won_amount")]
     assert facts["deals_won"]["values"]["amount"] == pytest.approx(won_today, abs=0.01)
     assert won_today >= 333_333.33 + 1_250
-    assert facts["currency"]["values"] == {"currency": "USD", "foreign_currency_deals": 3,
-                                           "foreign_currencies": ["EUR", "JPY"]}
+    assert facts["currency"]["values"] == {
+        "currency": "USD",
+        "foreign_currency_deals": 3,
+        "foreign_currencies": ["EUR", "JPY"],
+    }
     assert facts["top_deal_won"]["values"]["amount"] == pytest.approx(333_333.33, abs=0.01)
     assert "333K USD (50M JPY)" in facts["top_deal_won"]["prompt_text"]
     assert "USD" in message and "50.6M" not in message
@@ -179,7 +212,9 @@ def test_impossible_values_are_listed_kept_out_of_the_sums_and_counted_in_the_br
     deals = messy_org.deals
 
     # WHEN data_quality_issues is read
-    issues = set(query(messy_org.workspace, target, "select module, record_id, rule from analytics.data_quality_issues"))
+    issues = set(
+        query(messy_org.workspace, target, "select module, record_id, rule from analytics.data_quality_issues")
+    )
 
     # THEN it lists exactly those records, each with every rule it breaks
     assert issues == {
@@ -191,14 +226,24 @@ def test_impossible_values_are_listed_kept_out_of_the_sums_and_counted_in_the_br
     }
 
     # AND dbt build passed with a warning about them
-    assert "WARN" in messy_org.builds[target] and "assert_no_crm_record_breaks_a_sanity_rule" in messy_org.builds[target]
+    assert (
+        "WARN" in messy_org.builds[target] and "assert_no_crm_record_breaks_a_sanity_rule" in messy_org.builds[target]
+    )
 
     # AND the deals mart keeps the CRM's value visible but out of the sums
-    [(amount, original)] = query(messy_org.workspace, target, f"""
-        select amount, amount_in_currency from analytics.deals where deal_id = '{deals["negative amount"]}'""")
+    [(amount, original)] = query(
+        messy_org.workspace,
+        target,
+        f"""
+        select amount, amount_in_currency from analytics.deals where deal_id = '{deals["negative amount"]}'""",
+    )
     assert amount is None and float(original) == -934
-    [(probability, weighted)] = query(messy_org.workspace, target, f"""
-        select probability, weighted_amount from analytics.deals where deal_id = '{deals["probability 150"]}'""")
+    [(probability, weighted)] = query(
+        messy_org.workspace,
+        target,
+        f"""
+        select probability, weighted_amount from analytics.deals where deal_id = '{deals["probability 150"]}'""",
+    )
     assert probability is None and weighted is None
 
     # AND the two deals still closed on the day they were won (Zoho's Stage History says when), not in 1900
@@ -206,15 +251,21 @@ def test_impossible_values_are_listed_kept_out_of_the_sums_and_counted_in_the_br
     # the org's own, recomputed
     org = messy_org.org
     for name in ("closing 1900", "closing 2999"):
-        won_on = min(dt.datetime.fromisoformat(h["Modified_Time"]).astimezone(messy_org.tz).date()
-                     for h in org.stage_history(deals[name]) if h["Stage"] == "Closed Won")
-        assert query(messy_org.workspace, target,
-                     f"select closed_date from analytics.deals where deal_id = '{deals[name]}'") == [(won_on,)]
+        won_on = min(
+            dt.datetime.fromisoformat(h["Modified_Time"]).astimezone(messy_org.tz).date()
+            for h in org.stage_history(deals[name])
+            if h["Stage"] == "Closed Won"
+        )
+        assert query(
+            messy_org.workspace, target, f"select closed_date from analytics.deals where deal_id = '{deals[name]}'"
+        ) == [(won_on,)]
     history = OrgHistory.first_sync(org)
     kpis = assert_kpi_daily_equals_the_kpis_of(messy_org.workspace, target, history, messy_org.tz)
     days = sorted({day for day, _ in kpis})
-    first_created = min(dt.datetime.fromisoformat(r["Created_Time"]).astimezone(messy_org.tz).date()
-                        for r in [*org.records("Leads"), *org.records("Deals")])
+    first_created = min(
+        dt.datetime.fromisoformat(r["Created_Time"]).astimezone(messy_org.tz).date()
+        for r in [*org.records("Leads"), *org.records("Deals")]
+    )
     assert (days[0], days[-1]) == (first_created, sync_day(messy_org.workspace, target, messy_org.tz, history))
 
     # AND the briefing says how many records need fixing in the CRM
@@ -241,7 +292,9 @@ def test_an_org_whose_clock_runs_three_days_ahead_still_builds(postgres_server: 
 
         # THEN kpi_daily runs to the org's own today, which is the one day still running, and every figure
         # equals the org's own
-        rows = query(workspace, target, "select kpi_date, bool_and(is_complete) from analytics.kpi_daily group by kpi_date")
+        rows = query(
+            workspace, target, "select kpi_date, bool_and(is_complete) from analytics.kpi_daily group by kpi_date"
+        )
         incomplete = [day for day, complete in rows if not complete]
         assert incomplete == [org_today] == [max(day for day, _ in rows)]
         assert_kpi_daily_equals_the_kpis_of(workspace, target, OrgHistory.first_sync(org), tz)

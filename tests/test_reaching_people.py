@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +25,12 @@ from insights.recipients import Recipient
 from insights.replies import JOURNAL_SUFFIX, apply_journal
 from insights.settings import TwilioSettings
 from insights.whatsapp import (
+    TEMPLATE_BODY,
     Outgoing,
     create_template,
     fill_template,
     send_briefing,
     send_digests,
-    TEMPLATE_BODY,
     twilio_client,
 )
 from tests.support.api import free_port, serve
@@ -38,10 +39,15 @@ from warehouse import Target, connect, duckdb_path
 
 REPORT_DATE = dt.date(2026, 11, 20)
 ANA, BEN = "+15550000001", "+15550000002"
-BRIEFING = "*Sales briefing \u00b7 Fri 20 Nov 2026*\n\n*Open pipeline is 1.24M across 42 deals.*\n\n" \
-           "*Needs attention*\n\u2022 3 open deals worth 85K are past the closing date."
-VARIABLES = {"1": "the sales briefing for Fri 20 Nov 2026", "2": "Open pipeline is 1.24M across 42 deals.",
-             "3": "3 open deals worth 85K are past the closing date."}
+BRIEFING = (
+    "*Sales briefing \u00b7 Fri 20 Nov 2026*\n\n*Open pipeline is 1.24M across 42 deals.*\n\n"
+    "*Needs attention*\n\u2022 3 open deals worth 85K are past the closing date."
+)
+VARIABLES = {
+    "1": "the sales briefing for Fri 20 Nov 2026",
+    "2": "Open pipeline is 1.24M across 42 deals.",
+    "3": "3 open deals worth 85K are past the closing date.",
+}
 
 
 @pytest.fixture
@@ -54,11 +60,16 @@ def manager(number: str) -> Recipient:
     return Recipient(None, f"whatsapp:{number}", "manager", None, "test")
 
 
-def settings(twilio: TwilioEmulator, *recipients: str, template_sid: str | None = None,
-             public_base_url: str | None = None) -> TwilioSettings:
+def settings(
+    twilio: TwilioEmulator, *recipients: str, template_sid: str | None = None, public_base_url: str | None = None
+) -> TwilioSettings:
     return TwilioSettings(
-        account_sid=twilio.account_sid, auth_token=twilio.auth_token, from_number="+14155238886",
-        recipients=tuple(manager(n) for n in recipients), api_base=twilio.url, template_sid=template_sid,
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        from_number="+14155238886",
+        recipients=tuple(manager(n) for n in recipients),
+        api_base=twilio.url,
+        template_sid=template_sid,
         public_base_url=public_base_url,
     )
 
@@ -72,24 +83,25 @@ def approved_template(twilio: TwilioEmulator) -> str:
     return sid
 
 
-
 def ledger_rows(target: Target) -> dict[str, dict[str, Any]]:
     with connect(target) as conn:
         cur = conn.cursor()
-        cur.execute("select recipient, status, kind, twilio_status, error_code, part_sids "
-                    "from analytics.briefing_deliveries")
+        cur.execute(
+            "select recipient, status, kind, twilio_status, error_code, part_sids from analytics.briefing_deliveries"
+        )
         names = ("recipient", "status", "kind", "twilio_status", "error_code", "part_sids")
         return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
 
 
-def test_the_template_goes_outside_the_window_and_the_full_briefing_inside(target: Target,
-                                                                           twilio: TwilioEmulator) -> None:
+def test_the_template_goes_outside_the_window_and_the_full_briefing_inside(
+    target: Target, twilio: TwilioEmulator
+) -> None:
     """GIVEN a manager who never wrote to the sender and one who wrote an hour ago, and an approved template
     WHEN the day is delivered
     THEN the first gets the template with the day's headline and what needs attention, the second the full
     briefing, and no message fails at WhatsApp."""
     sid = approved_template(twilio)
-    twilio.inbound(BEN, "thanks for yesterday's", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    twilio.inbound(BEN, "thanks for yesterday's", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     config = settings(twilio, ANA, BEN, template_sid=sid)
     outgoing = [Outgoing(f"whatsapp:{n}", BRIEFING, TEAM, VARIABLES) for n in (ANA, BEN)]
 
@@ -107,16 +119,18 @@ def test_the_template_goes_outside_the_window_and_the_full_briefing_inside(targe
     assert (rows[f"whatsapp:{ANA}"]["kind"], rows[f"whatsapp:{BEN}"]["kind"]) == ("template", "session")
 
 
-def test_without_a_template_nobody_outside_the_window_is_sent_text_that_would_fail(target: Target,
-                                                                                  twilio: TwilioEmulator) -> None:
+def test_without_a_template_nobody_outside_the_window_is_sent_text_that_would_fail(
+    target: Target, twilio: TwilioEmulator
+) -> None:
     """GIVEN no template configured and a manager who wrote 25 hours ago (the window has closed)
     WHEN the day is delivered
     THEN nothing is sent to them (WhatsApp would fail it with 63016), the run says why and how to fix it,
     and the next run tries again."""
-    twilio.inbound(ANA, "hello", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=25))
+    twilio.inbound(ANA, "hello", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=25))
 
-    [ana] = send_digests([Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES)], REPORT_DATE, target,
-                         settings(twilio, ANA))
+    [ana] = send_digests(
+        [Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES)], REPORT_DATE, target, settings(twilio, ANA)
+    )
 
     assert ana.status == "failed" and "create-template" in (ana.explanation or "")
     assert twilio.messages_to(ANA) == []
@@ -156,8 +170,9 @@ def api(target: Target, twilio: TwilioEmulator, tmp_path: Any, monkeypatch: pyte
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "RECIPIENT", "PUBLIC_BASE"))}
-    env.update(twilio.env(ANA, BEN), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
-               RECIPIENTS_FILE=str(tmp_path / "none.yml"))
+    env.update(
+        twilio.env(ANA, BEN), PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", RECIPIENTS_FILE=str(tmp_path / "none.yml")
+    )
     (tmp_path / "none.yml").write_text("people: []\n")
     with serve(env, target, port=port) as running:
         twilio.set_inbound_webhook(f"{running.url}/twilio/inbound")
@@ -173,8 +188,9 @@ def test_a_reply_gets_the_full_briefing_once(target: Target, twilio: TwilioEmula
     config = settings(twilio, ANA, template_sid=sid, public_base_url=api.url)
     summary = store.Summary(REPORT_DATE, target, None, None, None, None, None, 0.1, {}, None, BRIEFING, True, "test")
     store.save(target, summary)
-    [ana] = send_digests([Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES, summary.summary_id)], REPORT_DATE,
-                         target, config)
+    [ana] = send_digests(
+        [Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES, summary.summary_id)], REPORT_DATE, target, config
+    )
     assert ana.kind == "template"
 
     answered = twilio.inbound(ANA, "send it please")
@@ -193,8 +209,9 @@ def test_a_reply_gets_the_full_briefing_once(target: Target, twilio: TwilioEmula
     assert (row["status"], row["kind"], row["part_sids"]) == ("accepted", "session", full["sid"])
 
 
-def test_status_callbacks_reach_the_ledger_and_a_forged_one_changes_nothing(target: Target, twilio: TwilioEmulator,
-                                                                           api: Any) -> None:
+def test_status_callbacks_reach_the_ledger_and_a_forged_one_changes_nothing(
+    target: Target, twilio: TwilioEmulator, api: Any
+) -> None:
     """GIVEN a briefing sent with PUBLIC_BASE_URL set, so Twilio calls back with each status
     WHEN Twilio reports it sent, delivered and then read, and someone posts a forged `failed`
     THEN the ledger shows read, and the forged request gets 403 and changes nothing."""
@@ -203,8 +220,11 @@ def test_status_callbacks_reach_the_ledger_and_a_forged_one_changes_nothing(targ
     twilio.wait_callbacks(3)  # the inbound webhook, sent, delivered
     twilio.set_status(ana.message_sid, "read")
     callbacks = twilio.wait_callbacks(4)
-    forged = httpx.post(f"{api.url}/twilio/status", data={"MessageSid": ana.message_sid, "MessageStatus": "failed",
-                        "ErrorCode": "30008"}, headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
+    forged = httpx.post(
+        f"{api.url}/twilio/status",
+        data={"MessageSid": ana.message_sid, "MessageStatus": "failed", "ErrorCode": "30008"},
+        headers={"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"},
+    )
 
     status_calls = [c for c in callbacks if c["url"].endswith("/twilio/status")]
     assert [c["params"]["MessageStatus"] for c in status_calls] == ["sent", "delivered", "read"]
@@ -215,8 +235,9 @@ def test_status_callbacks_reach_the_ledger_and_a_forged_one_changes_nothing(targ
     assert (row["status"], row["twilio_status"], row["error_code"]) == ("accepted", "read", None)
 
 
-def test_behind_a_proxy_the_signature_is_checked_against_public_base_url(target: Target, twilio: TwilioEmulator,
-                                                                          tmp_path: Any) -> None:
+def test_behind_a_proxy_the_signature_is_checked_against_public_base_url(
+    target: Target, twilio: TwilioEmulator, tmp_path: Any
+) -> None:
     """GIVEN the API behind a proxy: Twilio calls https://crm.example.com, the server sees 127.0.0.1
     WHEN a status callback signed for the public URL arrives
     THEN it is accepted and recorded; one signed for the address the server sees is refused."""
@@ -232,11 +253,20 @@ def test_behind_a_proxy_the_signature_is_checked_against_public_base_url(target:
     validator = RequestValidator(twilio.auth_token)
 
     with serve(env, target) as running:
-        local = httpx.post(f"{running.url}/twilio/status", data=params, headers={
-            "X-Twilio-Signature": validator.compute_signature(f"{running.url}/twilio/status", params)})
-        proxied = httpx.post(f"{running.url}/twilio/status", data=params, headers={
-            "X-Twilio-Signature": validator.compute_signature(f"{public}/twilio/status", params),
-            "X-Forwarded-Host": "crm.example.com", "X-Forwarded-Proto": "https"})
+        local = httpx.post(
+            f"{running.url}/twilio/status",
+            data=params,
+            headers={"X-Twilio-Signature": validator.compute_signature(f"{running.url}/twilio/status", params)},
+        )
+        proxied = httpx.post(
+            f"{running.url}/twilio/status",
+            data=params,
+            headers={
+                "X-Twilio-Signature": validator.compute_signature(f"{public}/twilio/status", params),
+                "X-Forwarded-Host": "crm.example.com",
+                "X-Forwarded-Proto": "https",
+            },
+        )
 
     assert (local.status_code, proxied.status_code) == (403, 204)
     apply_journal(target)
@@ -255,13 +285,15 @@ def test_a_day_that_never_went_out_is_named_and_not_resent(target: Target, twili
     send_briefing(BRIEFING, REPORT_DATE + dt.timedelta(days=1), target, config)
 
     assert [(m.report_date, m.recipient, m.status) for m in missed] == [
-        (REPORT_DATE - dt.timedelta(days=1), f"whatsapp:{ANA}", None)]
+        (REPORT_DATE - dt.timedelta(days=1), f"whatsapp:{ANA}", None)
+    ]
     assert len(twilio.messages_to(ANA)) == 3
     assert not (target == "duckdb" and duckdb_path().with_name(duckdb_path().name + JOURNAL_SUFFIX).exists())
 
 
 def test_a_window_that_closes_during_the_run_gets_the_template_in_the_same_run(
-        target: Target, twilio: TwilioEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    target: Target, twilio: TwilioEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GIVEN a manager who is also an owner, whose window closes seconds after the run looked at it (they wrote
     23 hours, 59 minutes and 57 seconds ago), and Twilio slow to answer the first message
     WHEN both digests are delivered
@@ -271,10 +303,12 @@ def test_a_window_that_closes_during_the_run_gets_the_template_in_the_same_run(
 
     monkeypatch.setattr(insights.whatsapp, "WINDOW_MARGIN_SECONDS", 0)  # look as late as the window allows
     sid = approved_template(twilio)
-    twilio.inbound(ANA, "hi", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24) + dt.timedelta(seconds=3))
+    twilio.inbound(ANA, "hi", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=24) + dt.timedelta(seconds=3))
     twilio.delay_next(4.0)  # the first message is created at once, and answered after the window closed
-    outgoing = [Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES),
-                Outgoing(f"whatsapp:{ANA}", BRIEFING.replace("Sales briefing", "Your deals"), "owner:42", VARIABLES)]
+    outgoing = [
+        Outgoing(f"whatsapp:{ANA}", BRIEFING, TEAM, VARIABLES),
+        Outgoing(f"whatsapp:{ANA}", BRIEFING.replace("Sales briefing", "Your deals"), "owner:42", VARIABLES),
+    ]
 
     team, own = send_digests(outgoing, REPORT_DATE, target, settings(twilio, ANA, template_sid=sid))
 
@@ -282,11 +316,17 @@ def test_a_window_that_closes_during_the_run_gets_the_template_in_the_same_run(
     assert (own.status, own.kind) == ("sent", "template") and "63016" in (own.explanation or "")
     first, failed, template = twilio.settled()
     assert (first["status"], failed["status"], failed["error_code"], template["status"]) == (
-        "delivered", "failed", 63016, "delivered")
+        "delivered",
+        "failed",
+        63016,
+        "delivered",
+    )
     assert template["body"] == fill_template(TEMPLATE_BODY, VARIABLES)
 
 
-def test_health_names_a_day_whose_briefing_never_went_out(target: Target, twilio: TwilioEmulator, tmp_path: Any) -> None:
+def test_health_names_a_day_whose_briefing_never_went_out(
+    target: Target, twilio: TwilioEmulator, tmp_path: Any
+) -> None:
     """GIVEN briefings delivered three days ago and yesterday, and nothing for the day in between (a crashed run)
     WHEN /api/health is asked, without a token
     THEN it names that day as missed, and no recipient's number."""
@@ -308,8 +348,9 @@ def test_health_names_a_day_whose_briefing_never_went_out(target: Target, twilio
     assert ANA not in json.dumps(health)
 
 
-def test_the_template_is_created_submitted_and_its_approval_shown_from_the_command_line(twilio: TwilioEmulator,
-                                                                                       workspace: Any) -> None:
+def test_the_template_is_created_submitted_and_its_approval_shown_from_the_command_line(
+    twilio: TwilioEmulator, workspace: Any
+) -> None:
     """GIVEN a Twilio account and no template yet
     WHEN `python -m insights.whatsapp create-template` runs, then `template-status` before and after WhatsApp's review
     THEN the first prints the one setting to add (TWILIO_TEMPLATE_SID=HX...) and submits it as a utility template;
@@ -341,8 +382,10 @@ def test_a_ledger_from_the_release_before_digests_keeps_its_rows(target: Target,
             message_sid text, error_code integer, error_message text, attempts integer not null,
             updated_at timestamptz not null, twilio_status text, previous_sids text, summary_id text,
             primary key (report_date, recipient))""")
-        cur.execute("insert into analytics.briefing_deliveries values ('2026-11-20', 'whatsapp:+15550000001', 'h', "
-                    "'accepted', 'SM" + "0" * 32 + "', null, null, 1, now(), 'delivered', null, null)")
+        cur.execute(
+            "insert into analytics.briefing_deliveries values ('2026-11-20', 'whatsapp:+15550000001', 'h', "
+            "'accepted', 'SM" + "0" * 32 + "', null, null, 1, now(), 'delivered', null, null)"
+        )
         conn.commit()
     twilio.inbound(ANA, "hi")
 

@@ -11,7 +11,8 @@ tests run wherever it is importable and are skipped, saying why, elsewhere.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,10 @@ from evals import server as model_server
 from insights import prompt
 from tests.ollama_emulator import grammar_string
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(model_server.available() is not None,
-                                                   reason=model_server.available() or "")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(model_server.available() is not None, reason=model_server.available() or ""),
+]
 DATES = ["2026-11-18", "2026-11-19", "2026-11-20"]
 
 
@@ -38,8 +41,11 @@ def test_llama_cpps_converter_bounds_the_comment_only_through_the_pattern() -> N
     rule is bounded at the comment limit inside the grammar itself."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    loose = {"type": "object", "properties": {"c": {"type": "string", "maxLength": 20, "pattern": "^[A-Za-z ]*$"}},
-             "required": ["c"]}
+    loose = {
+        "type": "object",
+        "properties": {"c": {"type": "string", "maxLength": 20, "pattern": "^[A-Za-z ]*$"}},
+        "required": ["c"],
+    }
     loose_grammar = json_schema_to_gbnf(json.dumps(loose))
     assert '"\\"" [A-Za-z ]* "\\""' in loose_grammar  # maxLength ignored next to a pattern
     assert len(grammar_string(loose["properties"]["c"], "x" * 50)) == 50  # and the emulator lets it through too
@@ -65,18 +71,24 @@ def test_the_real_model_words_most_briefings_and_every_answer_it_gives_validates
     warehouse.env.update(OLLAMA_BASE_URL=real_model.url, OLLAMA_MODEL=model_server.DEFAULT_MODEL, OLLAMA_TIMEOUT="900")
 
     for date in DATES:
-        warehouse.run("python", "-m", "insights.deliver", "--target", "duckdb", "--dry-run", "--date", date, timeout=1800)
+        warehouse.run(
+            "python", "-m", "insights.deliver", "--target", "duckdb", "--dry-run", "--date", date, timeout=1800
+        )
 
     import duckdb
 
     with duckdb.connect(str(warehouse.duckdb_path), read_only=True) as conn:
-        rows = conn.execute("select report_date, used_fallback, fallback_reason, attempts_json, message "
-                            "from analytics.ai_summaries order by report_date").fetchall()
+        rows = conn.execute(
+            "select report_date, used_fallback, fallback_reason, attempts_json, message "
+            "from analytics.ai_summaries order by report_date"
+        ).fetchall()
     assert len(rows) == 3
     worded = [r for r in rows if not r[1]]
     assert len(worded) >= 2, [r[2] for r in rows]
-    for _, _, _, attempts, message in rows:
+    for _, _, _, attempts, _message in rows:
         for attempt in json.loads(attempts):
-            assert not (attempt["failure"] or "").startswith(("schema_violation", "unknown_fact_id", "invalid_json")), attempt
+            assert not (attempt["failure"] or "").startswith(("schema_violation", "unknown_fact_id", "invalid_json")), (
+                attempt
+            )
     for *_, message in worded:
         assert "picked and annotated by the AI assistant" in message

@@ -9,8 +9,9 @@ PostgreSQL database; and the doctor, run as a user runs it, says the same.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -93,24 +94,37 @@ def test_a_manager_an_owner_and_the_numbers_of_the_variable_are_all_recipients(t
         (None, "whatsapp:+15550000002", "manager", None),
     ]
     assert [r.source.rsplit("/", 1)[-1] for r in loaded] == [
-        "recipients.yml:3", "recipients.yml:7", "RECIPIENT_PHONE_NUMBER", "RECIPIENT_PHONE_NUMBER"]
+        "recipients.yml:3",
+        "recipients.yml:7",
+        "RECIPIENT_PHONE_NUMBER",
+        "RECIPIENT_PHONE_NUMBER",
+    ]
     assert [(r.digest, r.owner_key) for r in loaded[:2]] == [("team", None), ("owner", "ben@example.com")]
     assert "+1415" not in repr(loaded[0])  # reprs reach logs; numbers stay out of them
 
 
 MISTAKES = {
-    "a number that is not E.164": ("""\
+    "a number that is not E.164": (
+        """\
         people:
           - name: Ana
             whatsapp: "+1415555010a"
             role: manager
-        """, {}, "recipients.yml:3: whatsapp is not a phone number in E.164"),
-    "a number starting with 0": ("""\
+        """,
+        {},
+        "recipients.yml:3: whatsapp is not a phone number in E.164",
+    ),
+    "a number starting with 0": (
+        """\
         people:
           - whatsapp: "+04155550101"
             role: manager
-        """, {}, "recipients.yml:2: whatsapp is not a phone number in E.164"),
-    "the same number twice in the file": ("""\
+        """,
+        {},
+        "recipients.yml:2: whatsapp is not a phone number in E.164",
+    ),
+    "the same number twice in the file": (
+        """\
         people:
           - name: Ana
             whatsapp: "+14155550101"
@@ -118,43 +132,69 @@ MISTAKES = {
           - name: Ana again
             whatsapp: "+1 (415) 555-0101"
             role: manager
-        """, {}, "recipients.yml:5: the same number as {file}:2"),
-    "a number in the file and in RECIPIENT_PHONE_NUMBER": ("""\
+        """,
+        {},
+        "recipients.yml:5: the same number as {file}:2",
+    ),
+    "a number in the file and in RECIPIENT_PHONE_NUMBER": (
+        """\
         people:
           - name: Ana
             whatsapp: "+14155550101"
             role: manager
-        """, {"RECIPIENT_PHONE_NUMBER": "+15550000009,+14155550101"},
-        "RECIPIENT_PHONE_NUMBER (number 2 of 2): the same number as {file}:2"),
-    "an owner without zoho_user": ("""\
+        """,
+        {"RECIPIENT_PHONE_NUMBER": "+15550000009,+14155550101"},
+        "RECIPIENT_PHONE_NUMBER (number 2 of 2): the same number as {file}:2",
+    ),
+    "an owner without zoho_user": (
+        """\
         people:
           - name: Ben
             whatsapp: "+14155550102"
             role: owner
-        """, {}, "recipients.yml:2: an owner needs zoho_user"),
-    "an unknown role": ("""\
+        """,
+        {},
+        "recipients.yml:2: an owner needs zoho_user",
+    ),
+    "an unknown role": (
+        """\
         people:
           - name: Ben
             whatsapp: "+14155550102"
             role: boss
-        """, {}, "recipients.yml:4: role 'boss' is not manager"),
-    "a manager with zoho_user": ("""\
+        """,
+        {},
+        "recipients.yml:4: role 'boss' is not manager",
+    ),
+    "a manager with zoho_user": (
+        """\
         people:
           - name: Ana
             whatsapp: "+14155550101"
             role: manager
             zoho_user: ana@example.com
-        """, {}, "recipients.yml:5: zoho_user is only for owners"),
-    "an unknown key": ("""\
+        """,
+        {},
+        "recipients.yml:5: zoho_user is only for owners",
+    ),
+    "an unknown key": (
+        """\
         people:
           - name: Ana
             phone: "+14155550101"
             role: manager
-        """, {}, "recipients.yml:3: unknown key 'phone'"),
-    "no people list": ("""\
+        """,
+        {},
+        "recipients.yml:3: unknown key 'phone'",
+    ),
+    "no people list": (
+        """\
         recipients:
           - name: Ana
-        """, {}, "recipients.yml:1: unknown key 'recipients' (expected people)"),
+        """,
+        {},
+        "recipients.yml:1: unknown key 'recipients' (expected people)",
+    ),
 }
 
 
@@ -178,7 +218,9 @@ def test_every_mistake_is_told_at_once_in_the_order_of_the_lines(tmp_path: Path)
     """GIVEN a file with four mistakes on different people
     WHEN the recipients are loaded
     THEN one error lists all four, line by line, so one edit fixes them all."""
-    file = write(tmp_path, """\
+    file = write(
+        tmp_path,
+        """\
         people:
           - name: Ana
             whatsapp: "+1415555010a"
@@ -189,7 +231,8 @@ def test_every_mistake_is_told_at_once_in_the_order_of_the_lines(tmp_path: Path)
           - name: Cy
             role: boss
             whatsapp: "+14155550102"
-        """)
+        """,
+    )
 
     with pytest.raises(RecipientsError) as raised:
         load_recipients({"RECIPIENTS_FILE": file})
@@ -208,7 +251,9 @@ def test_a_missing_file_is_an_error_only_when_recipients_file_names_it(tmp_path:
     WHEN the recipients are loaded
     THEN the first is fine (RECIPIENT_PHONE_NUMBER's numbers are the recipients); the second is an error
     naming RECIPIENTS_FILE and the path."""
-    assert [r.whatsapp for r in load_recipients({"RECIPIENT_PHONE_NUMBER": "+15550000001"})] == ["whatsapp:+15550000001"]
+    assert [r.whatsapp for r in load_recipients({"RECIPIENT_PHONE_NUMBER": "+15550000001"})] == [
+        "whatsapp:+15550000001"
+    ]
 
     message = problems_of({"RECIPIENTS_FILE": str(tmp_path / "people.yml"), "RECIPIENT_PHONE_NUMBER": "+15550000001"})
 
@@ -235,19 +280,24 @@ def test_the_twilio_settings_carry_the_recipients_and_say_when_there_are_none(
     assert settings.public_base_url is None and "secret-token" not in repr(settings)
 
     monkeypatch.delenv("RECIPIENTS_FILE")
-    with pytest.raises(ConfigError, match="^no recipients: set RECIPIENTS_FILE \\(or write recipients.yml\\) or "
-                                          "RECIPIENT_PHONE_NUMBER$"):
+    with pytest.raises(
+        ConfigError,
+        match="^no recipients: set RECIPIENTS_FILE \\(or write recipients.yml\\) or RECIPIENT_PHONE_NUMBER$",
+    ):
         TwilioSettings.from_env()
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("https://crm.example.com/", "https://crm.example.com"),
-    ("http://10.0.0.5:8000/briefings/", "http://10.0.0.5:8000/briefings"),
-    ("ftp://crm.example.com", None),
-    ("https:///no-host", None),
-    ("https://crm.example.com/?token=1", None),
-    ("crm.example.com", None),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://crm.example.com/", "https://crm.example.com"),
+        ("http://10.0.0.5:8000/briefings/", "http://10.0.0.5:8000/briefings"),
+        ("ftp://crm.example.com", None),
+        ("https:///no-host", None),
+        ("https://crm.example.com/?token=1", None),
+        ("crm.example.com", None),
+    ],
+)
 def test_public_base_url_is_checked_and_kept_without_its_trailing_slash(
     url: str, expected: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,9 +305,13 @@ def test_public_base_url_is_checked_and_kept_without_its_trailing_slash(
     WHEN the sending settings are read
     THEN an http(s) URL with a host and no query is kept without its trailing slash; anything else is an
     error naming PUBLIC_BASE_URL."""
-    for name, value in {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t",
-                        "TWILIO_FROM_NUMBER": "+14155238886", "RECIPIENT_PHONE_NUMBER": "+15550000001",
-                        "PUBLIC_BASE_URL": url}.items():
+    for name, value in {
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "t",
+        "TWILIO_FROM_NUMBER": "+14155238886",
+        "RECIPIENT_PHONE_NUMBER": "+15550000001",
+        "PUBLIC_BASE_URL": url,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("RECIPIENTS_FILE", raising=False)
 
@@ -282,12 +336,15 @@ def load_users(target: Target, users: list[tuple[str, str, str, str]]) -> None:
     with connect(target) as conn:
         cur = conn.cursor()
         cur.execute("create schema if not exists zoho_raw")
-        cur.execute("create table zoho_raw.users (id text, email text, full_name text, status text, "
-                    "time_zone text, _dlt_id text)")
+        cur.execute(
+            "create table zoho_raw.users (id text, email text, full_name text, status text, "
+            "time_zone text, _dlt_id text)"
+        )
         marker = "?" if target == "duckdb" else "%s"
         for row in users:
-            cur.execute(f"insert into zoho_raw.users (id, email, full_name, status) values ({', '.join([marker] * 4)})",
-                        row)
+            cur.execute(
+                f"insert into zoho_raw.users (id, email, full_name, status) values ({', '.join([marker] * 4)})", row
+            )
         conn.commit()
 
 
@@ -298,7 +355,10 @@ def test_owners_are_found_by_user_id_or_by_email_whatever_its_case(tmp_path: Pat
     THEN the first two map to their user ids; the unknown one is a problem naming its line and zoho_user;
     the disabled one still maps (their deals are theirs) with a warning naming its line."""
     load_users(target, USERS)
-    file = write(tmp_path, TEAM_AND_BEN + more_people("""\
+    file = write(
+        tmp_path,
+        TEAM_AND_BEN
+        + more_people("""\
           - name: Cy Young
             whatsapp: "+14155550103"
             role: owner
@@ -311,7 +371,8 @@ def test_owners_are_found_by_user_id_or_by_email_whatever_its_case(tmp_path: Pat
             whatsapp: "+14155550105"
             role: owner
             zoho_user: DEE@example.com
-        """))
+        """),
+    )
     recipients = load_recipients({"RECIPIENTS_FILE": file})
 
     with connect(target) as conn:
@@ -329,7 +390,7 @@ def test_owners_are_found_by_user_id_or_by_email_whatever_its_case(tmp_path: Pat
         ":19: zoho_user DEE@example.com (Dee Left) is not active in Zoho; their briefing covers the deals they "
         "still own",
     ]
-    assert [getattr(p, "warning") for p in problems] == [False, True]
+    assert [p.warning for p in problems] == [False, True]
 
 
 def test_a_warehouse_without_users_says_so(target: Target) -> None:
@@ -366,7 +427,11 @@ def doctor(ws: Workspace) -> Any:
 
 def lines_of(stdout: str) -> dict[str, str]:
     """The doctor's table by check name (a name is the words before the result)."""
-    return {line[6:].split("  ")[0].strip(): line for line in stdout.splitlines() if line[:4].strip() in ("ok", "warn", "FAIL")}
+    return {
+        line[6:].split("  ")[0].strip(): line
+        for line in stdout.splitlines()
+        if line[:4].strip() in ("ok", "warn", "FAIL")
+    }
 
 
 def test_the_doctor_names_the_line_of_a_bad_number_and_stops_the_day(setup: Workspace) -> None:
@@ -375,7 +440,9 @@ def test_the_doctor_names_the_line_of_a_bad_number_and_stops_the_day(setup: Work
     THEN the recipients line fails naming recipients.yml and the line, the rest of Twilio is still checked,
     and the doctor exits 2 with that line as its last word."""
     ws = setup
-    ws.env["RECIPIENTS_FILE"] = write(ws.root, """\
+    ws.env["RECIPIENTS_FILE"] = write(
+        ws.root,
+        """\
         people:
           - name: Ana Silva
             whatsapp: "+14155550101"
@@ -384,7 +451,8 @@ def test_the_doctor_names_the_line_of_a_bad_number_and_stops_the_day(setup: Work
             whatsapp: "+1415555O102"
             role: owner
             zoho_user: ben@example.com
-        """)
+        """,
+    )
 
     result = doctor(ws)
 
@@ -402,19 +470,29 @@ def test_the_doctor_checks_owners_against_the_loaded_users_once_there_are_some(s
     THEN the recipients line counts them; the first run only warns that the owners are not checked until the
     CRM is loaded (exit 0); the second fails naming the unknown owner's line (exit 2)."""
     ws = setup
-    ws.env["RECIPIENTS_FILE"] = write(ws.root, TEAM_AND_BEN + more_people("""\
+    ws.env["RECIPIENTS_FILE"] = write(
+        ws.root,
+        TEAM_AND_BEN
+        + more_people("""\
           - name: Nobody
             whatsapp: "+14155550104"
             role: owner
             zoho_user: nobody@example.com
-        """))
+        """),
+    )
 
     before = doctor(ws)
 
     assert before.returncode == 0, before.stdout + before.stderr
     lines = lines_of(before.stdout)
-    assert lines["recipients"].split(None, 2)[2].strip() == "3 recipients: 1 manager, 2 owners (" + ws.env["RECIPIENTS_FILE"] + ")"
-    assert lines["owners' Zoho users"].startswith("warn") and "not checked: load the CRM first" in lines["owners' Zoho users"]
+    assert (
+        lines["recipients"].split(None, 2)[2].strip()
+        == "3 recipients: 1 manager, 2 owners (" + ws.env["RECIPIENTS_FILE"] + ")"
+    )
+    assert (
+        lines["owners' Zoho users"].startswith("warn")
+        and "not checked: load the CRM first" in lines["owners' Zoho users"]
+    )
     assert not ws.duckdb_path.exists()  # checking leaves no empty warehouse behind
 
     import duckdb
@@ -428,5 +506,8 @@ def test_the_doctor_checks_owners_against_the_loaded_users_once_there_are_some(s
 
     assert after.returncode == 2, after.stdout + after.stderr
     owners = lines_of(after.stdout)["owners' Zoho users"]
-    assert owners.startswith("FAIL") and "recipients.yml:11: zoho_user nobody@example.com is not a user of the Zoho org" in owners
+    assert (
+        owners.startswith("FAIL")
+        and "recipients.yml:11: zoho_user nobody@example.com is not a user of the Zoho org" in owners
+    )
     assert "ben@example.com" not in owners  # Ben is a user (by email, whatever its case)

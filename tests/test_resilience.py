@@ -77,8 +77,11 @@ def test_a_body_that_stays_unreadable_is_reported_as_such(workspace: Workspace) 
 
     assert failed.returncode == 1
     last = failed.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(r"error: GET (Leads|Deals|users|settings/layouts|\w+/deleted) failed: unreadable response"
-                        r" body \(HTTP 200, text/html, \d+ bytes\) after 5 attempts", last), last
+    assert re.fullmatch(
+        r"error: GET (Leads|Deals|users|settings/layouts|\w+/deleted) failed: unreadable response"
+        r" body \(HTTP 200, text/html, \d+ bytes\) after 5 attempts",
+        last,
+    ), last
 
 
 def test_a_run_killed_half_way_keeps_its_loads_and_the_next_run_reads_only_the_rest(workspace: Workspace) -> None:
@@ -94,7 +97,11 @@ def test_a_run_killed_half_way_keeps_its_loads_and_the_next_run_reads_only_the_r
     with serving(org, workspace) as server:
         run = subprocess.Popen(
             workspace.command("python", "-m", "pipelines.zoho"),
-            cwd=PROJECT_ROOT, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=PROJECT_ROOT,
+            env=workspace.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 60
         while record_requests(server, "Leads") < full_pages // 2 and time.monotonic() < deadline:
@@ -125,8 +132,9 @@ def test_credits_below_the_floor_stop_the_run_cleanly_and_the_next_run_completes
     org = org_of(leads=3000, deals=300)
     # Without the first sync's stage-history backfill (one call per deal), which would spend the low
     # credits before the first page of leads: this test is about the record pages.
-    workspace.env.update(ZOHO_CREDIT_FLOOR="70", SOURCES__ZOHO__RECORDS_PER_LOAD="600",
-                         SOURCES__ZOHO__STAGE_HISTORY_BACKFILL="false")
+    workspace.env.update(
+        ZOHO_CREDIT_FLOOR="70", SOURCES__ZOHO__RECORDS_PER_LOAD="600", SOURCES__ZOHO__STAGE_HISTORY_BACKFILL="false"
+    )
     with serving(org, workspace, credits=1000) as server:
         server.credits.set(1000, remaining=80)
         stopped = extract(workspace, check=False)
@@ -151,10 +159,14 @@ def test_a_bad_credit_floor_is_named(workspace: Workspace) -> None:
     """GIVEN ZOHO_CREDIT_FLOOR=lots
     WHEN the extract runs
     THEN it exits 2 with one line naming the variable, before calling Zoho."""
-    workspace.env.update(ZOHO_CLIENT_ID="1000.X", ZOHO_CLIENT_SECRET="s", ZOHO_REFRESH_TOKEN="1000.r.t",
-                         ZOHO_CREDIT_FLOOR="lots")
+    workspace.env.update(
+        ZOHO_CLIENT_ID="1000.X", ZOHO_CLIENT_SECRET="s", ZOHO_REFRESH_TOKEN="1000.r.t", ZOHO_CREDIT_FLOOR="lots"
+    )
 
     result = extract(workspace, check=False)
 
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: ZOHO_CREDIT_FLOOR must be a whole number of API credits, 0 or more (got 'lots')"
+    assert (
+        result.stderr.strip()
+        == "error: ZOHO_CREDIT_FLOOR must be a whole number of API credits, 0 or more (got 'lots')"
+    )

@@ -53,8 +53,12 @@ def own_server() -> Iterator[SandboxServer]:
 
 def token_params(server: SandboxServer) -> dict[str, str]:
     env = server.env()
-    return {"grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}
+    return {
+        "grant_type": "refresh_token",
+        "client_id": env["ZOHO_CLIENT_ID"],
+        "client_secret": env["ZOHO_CLIENT_SECRET"],
+        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+    }
 
 
 def mint(server: SandboxServer) -> str:
@@ -133,12 +137,20 @@ def test_api_calls_need_a_live_access_token(server: SandboxServer) -> None:
     WHEN the client lists leads
     THEN it gets 401 AUTHENTICATION_FAILURE, resp. 401 INVALID_TOKEN, in Zoho's error envelope."""
     missing = requests.get(f"{server.url}/crm/v8/Leads", params={"fields": "Last_Name"}, timeout=10)
-    forged = requests.get(f"{server.url}/crm/v8/Leads", params={"fields": "Last_Name"},
-                          headers={"Authorization": "Zoho-oauthtoken 1000.forged.token"}, timeout=10)
+    forged = requests.get(
+        f"{server.url}/crm/v8/Leads",
+        params={"fields": "Last_Name"},
+        headers={"Authorization": "Zoho-oauthtoken 1000.forged.token"},
+        timeout=10,
+    )
 
     assert missing.status_code == 401
-    assert missing.json() == {"code": "AUTHENTICATION_FAILURE", "details": {}, "message": "Authentication failed",
-                              "status": "error"}
+    assert missing.json() == {
+        "code": "AUTHENTICATION_FAILURE",
+        "details": {},
+        "message": "Authentication failed",
+        "status": "error",
+    }
     assert forged.status_code == 401
     assert forged.json()["code"] == "INVALID_TOKEN"
 
@@ -169,8 +181,9 @@ def test_the_sixteenth_token_invalidates_the_oldest(own_server: SandboxServer) -
     tokens = [mint(own_server) for _ in range(16)]
 
     def status(token: str) -> int:
-        return requests.get(f"{own_server.url}/crm/v8/users", timeout=10,
-                            headers={"Authorization": f"Zoho-oauthtoken {token}"}).status_code
+        return requests.get(
+            f"{own_server.url}/crm/v8/users", timeout=10, headers={"Authorization": f"Zoho-oauthtoken {token}"}
+        ).status_code
 
     assert (status(tokens[0]), status(tokens[1]), status(tokens[15])) == (401, 200, 200)
 
@@ -206,8 +219,19 @@ def test_a_list_page_has_only_the_requested_fields_in_zoho_shapes(server: Sandbo
         assert record["id"].isdigit() and len(record["id"]) == 19
         assert set(record["Owner"]) == {"name", "id", "email"}
         assert record["Modified_Time"].endswith("+05:30") and len(record["Modified_Time"]) == 25
-    assert set(body["info"]) == {"call", "per_page", "next_page_token", "count", "sort_by", "page",
-                                 "previous_page_token", "page_token_expiry", "sort_order", "email", "more_records"}
+    assert set(body["info"]) == {
+        "call",
+        "per_page",
+        "next_page_token",
+        "count",
+        "sort_by",
+        "page",
+        "previous_page_token",
+        "page_token_expiry",
+        "sort_order",
+        "email",
+        "more_records",
+    }
     assert body["info"]["count"] == 5 and body["info"]["more_records"] is True
     assert body["info"]["next_page_token"]  # offered from page 1 on
     ids = [r["id"] for r in body["data"]]
@@ -218,8 +242,16 @@ def test_sorting_by_modified_time_is_stable(server: SandboxServer, org: SandboxO
     """GIVEN an org's leads
     WHEN the client pages all of them by Modified_Time ascending, 37 per page
     THEN they come in (Modified_Time, id) order, each exactly once."""
-    records = page_all(client(server), server, "Leads", fields="Modified_Time", converted="both",
-                       sort_by="Modified_Time", sort_order="asc", per_page=37)
+    records = page_all(
+        client(server),
+        server,
+        "Leads",
+        fields="Modified_Time",
+        converted="both",
+        sort_by="Modified_Time",
+        sort_order="asc",
+        per_page=37,
+    )
 
     keys = [(zoho_time(r["Modified_Time"]), r["id"]) for r in records]
     assert keys == sorted(keys)
@@ -236,9 +268,12 @@ def test_page_numbers_reach_only_the_first_2000_records(server: SandboxServer) -
 
     assert second.status_code == 200 and second.json()["info"]["page"] == 2
     assert beyond.status_code == 400
-    assert beyond.json() == {"code": "DISCRETE_PAGINATION_LIMIT_EXCEEDED", "details": {"limit": 2000},
-                             "message": "You can only get the first 2000 records without using page_token param",
-                             "status": "error"}
+    assert beyond.json() == {
+        "code": "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+        "details": {"limit": 2000},
+        "message": "You can only get the first 2000 records without using page_token param",
+        "status": "error",
+    }
 
 
 def test_page_tokens_return_every_record_exactly_once_even_while_others_change() -> None:
@@ -250,8 +285,13 @@ def test_page_tokens_return_every_record_exactly_once_even_while_others_change()
     org = small_org(leads=2300, deals=20)
     with SandboxServer(org, port=0) as server:
         session = client(server)
-        params = {"fields": "Last_Name,Modified_Time", "converted": "both", "sort_by": "Modified_Time",
-                  "sort_order": "asc", "per_page": 200}
+        params = {
+            "fields": "Last_Name,Modified_Time",
+            "converted": "both",
+            "sort_by": "Modified_Time",
+            "sort_order": "asc",
+            "per_page": 200,
+        }
         before = {r["id"] for r in org.records("Leads")}
         seen: list[str] = []
         token = None
@@ -262,8 +302,11 @@ def test_page_tokens_return_every_record_exactly_once_even_while_others_change()
             if len(seen) == 1000:  # midway: edit two seen and two unseen leads, delete one, add two
                 unseen = sorted(before - set(seen))
                 touched = {seen[3], seen[500], unseen[10], unseen[700]}
-                session.put(f"{server.url}/crm/v8/Leads",
-                            json={"data": [{"id": i, "Lead_Status": "Contacted"} for i in touched]}, timeout=10)
+                session.put(
+                    f"{server.url}/crm/v8/Leads",
+                    json={"data": [{"id": i, "Lead_Status": "Contacted"} for i in touched]},
+                    timeout=10,
+                )
                 session.delete(f"{server.url}/crm/v8/Leads", params={"ids": unseen[20]}, timeout=10)
                 touched.add(unseen[20])
                 session.post(f"{server.url}/crm/v8/Leads", json={"data": [{"Last_Name": "New"}] * 2}, timeout=10)
@@ -291,7 +334,10 @@ def test_page_token_misuse_is_rejected_like_zoho(server: SandboxServer) -> None:
     follows = get(session, server, "Leads", fields="Last_Name", per_page=10, page_token=token)
 
     assert [r.json()["code"] for r in (ambiguous, rebound, garbage)] == [
-        "AMBIGUITY_DURING_PROCESSING", "TOKEN_BOUND_DATA_MISMATCH", "INVALID_DATA"]
+        "AMBIGUITY_DURING_PROCESSING",
+        "TOKEN_BOUND_DATA_MISMATCH",
+        "INVALID_DATA",
+    ]
     assert {r.status_code for r in (ambiguous, rebound, garbage)} == {400}
     assert follows.status_code == 200 and follows.json()["info"]["page"] == 2
 
@@ -302,8 +348,13 @@ def test_a_page_token_chain_ends_at_its_limit_with_zohos_error(org: SandboxOrg) 
     THEN it gets 100, 100 and 50 leads, then Zoho's PAGINATION_LIMIT_EXCEEDED error, verbatim;
     AND a new query from the last Modified_Time read (If-Modified-Since, inclusive) reaches the rest."""
     assert SandboxServer(org).page_token_limit == 100_000
-    params = {"fields": "Last_Name,Modified_Time", "converted": "both", "sort_by": "Modified_Time",
-              "sort_order": "asc", "per_page": 100}
+    params = {
+        "fields": "Last_Name,Modified_Time",
+        "converted": "both",
+        "sort_by": "Modified_Time",
+        "sort_order": "asc",
+        "per_page": 100,
+    }
     with SandboxServer(org, port=0, page_token_limit=250) as server:
         session = client(server)
         pages, token = [], None
@@ -314,20 +365,23 @@ def test_a_page_token_chain_ends_at_its_limit_with_zohos_error(org: SandboxOrg) 
             pages.append(response.json()["data"])
             token = response.json()["info"]["next_page_token"]
         read = [record for page in pages for record in page]
-        rest = page_all(session, server, "Leads", **params,
-                        headers={"If-Modified-Since": read[-1]["Modified_Time"]})
+        rest = page_all(session, server, "Leads", **params, headers={"If-Modified-Since": read[-1]["Modified_Time"]})
 
     assert [len(page) for page in pages] == [100, 100, 50]
     assert response.status_code == 400
-    assert response.json() == {"code": "PAGINATION_LIMIT_EXCEEDED", "details": {"limit": 250},
-                               "message": "You can only get the first 250 records using page_token param",
-                               "status": "error"}
+    assert response.json() == {
+        "code": "PAGINATION_LIMIT_EXCEEDED",
+        "details": {"limit": 250},
+        "message": "You can only get the first 250 records using page_token param",
+        "status": "error",
+    }
     assert read[-1]["id"] in {r["id"] for r in rest}  # inclusive: the last one read comes again
     assert {r["id"] for r in read} | {r["id"] for r in rest} == {r["id"] for r in org.records("Leads")}
 
 
-def test_if_modified_since_returns_changes_or_304_and_an_empty_module_is_204(server: SandboxServer,
-                                                                             org: SandboxOrg) -> None:
+def test_if_modified_since_returns_changes_or_304_and_an_empty_module_is_204(
+    server: SandboxServer, org: SandboxOrg
+) -> None:
     """GIVEN leads with various Modified_Time values
     WHEN the client sends If-Modified-Since (ISO-8601 with offset) from the middle, after the last
     change, and lists an org without any deal
@@ -335,10 +389,22 @@ def test_if_modified_since_returns_changes_or_304_and_an_empty_module_is_204(ser
     session = client(server)
     times = sorted(zoho_time(r["Modified_Time"]) for r in org.records("Leads"))
     middle = times[len(times) // 2]
-    since = page_all(session, server, "Leads", fields="Modified_Time", converted="both",
-                     headers={"If-Modified-Since": middle.isoformat()})
-    after = get(session, server, "Leads", fields="Modified_Time", converted="both",
-                headers={"If-Modified-Since": (times[-1] + dt.timedelta(seconds=1)).isoformat()})
+    since = page_all(
+        session,
+        server,
+        "Leads",
+        fields="Modified_Time",
+        converted="both",
+        headers={"If-Modified-Since": middle.isoformat()},
+    )
+    after = get(
+        session,
+        server,
+        "Leads",
+        fields="Modified_Time",
+        converted="both",
+        headers={"If-Modified-Since": (times[-1] + dt.timedelta(seconds=1)).isoformat()},
+    )
 
     assert sorted(zoho_time(r["Modified_Time"]) for r in since) == [t for t in times if t >= middle]
     assert (after.status_code, after.content) == (304, b"")
@@ -352,8 +418,12 @@ def test_converted_leads_are_hidden_unless_asked_for(server: SandboxServer, org:
     WHEN the client lists leads without `converted`, with converted=true and with converted=both
     THEN it gets the unconverted ones, the converted ones (each linked to a deal or not), and all."""
     session = client(server)
-    lists = {value: page_all(session, server, "Leads", fields="Converted__s,Converted_Deal",
-                             **({"converted": value} if value else {})) for value in ("", "true", "both")}
+    lists = {
+        value: page_all(
+            session, server, "Leads", fields="Converted__s,Converted_Deal", **({"converted": value} if value else {})
+        )
+        for value in ("", "true", "both")
+    }
 
     everyone = org.records("Leads")
     converted = [r for r in everyone if r["Converted__s"]]
@@ -382,8 +452,13 @@ def test_record_writes_show_up_in_reads_and_in_the_deletion_log(own_server: Sand
     lead_id = result["details"]["id"]
     assert created.status_code == 201
     assert (result["code"], result["message"], result["status"]) == ("SUCCESS", "record added", "success")
-    fresh = get(session, own_server, "Leads", fields="Full_Name,Company",
-                headers={"If-Modified-Since": (latest + dt.timedelta(seconds=1)).isoformat()}).json()["data"]
+    fresh = get(
+        session,
+        own_server,
+        "Leads",
+        fields="Full_Name,Company",
+        headers={"If-Modified-Since": (latest + dt.timedelta(seconds=1)).isoformat()},
+    ).json()["data"]
     assert [(r["id"], r["Full_Name"], r["Company"]) for r in fresh] == [(lead_id, "Okafor", "Acme")]
 
     deal = next(d for d in org.records("Deals") if d["Stage"] == "Qualification" and d["Amount"])
@@ -394,8 +469,12 @@ def test_record_writes_show_up_in_reads_and_in_the_deletion_log(own_server: Sand
     assert zoho_time(won["Modified_Time"]) > zoho_time(deal["Modified_Time"])
 
     deleted = session.delete(f"{url}/crm/v8/Leads", params={"ids": lead_id})
-    assert deleted.json()["data"][0] == {"code": "SUCCESS", "details": {"id": lead_id}, "message": "record deleted",
-                                         "status": "success"}
+    assert deleted.json()["data"][0] == {
+        "code": "SUCCESS",
+        "details": {"id": lead_id},
+        "message": "record deleted",
+        "status": "success",
+    }
     assert lead_id not in {r["id"] for r in org.records("Leads")}
     log = get(session, own_server, "Leads/deleted", type="recycle").json()["data"]
     entry = next(e for e in log if e["id"] == lead_id)
@@ -409,8 +488,9 @@ def test_invalid_writes_are_reported_per_record(own_server: SandboxServer) -> No
     and INVALID_DATA naming the field, and an all-invalid batch is a 400."""
     session, url = client(own_server), own_server.url
     mixed = session.post(f"{url}/crm/v8/Leads", json={"data": [{"Last_Name": "Ok"}, {"Company": "No name"}]})
-    bad_deal = session.post(f"{url}/crm/v8/Deals",
-                            json={"data": [{"Deal_Name": "X", "Stage": "Qualification", "Amount": "lots"}]})
+    bad_deal = session.post(
+        f"{url}/crm/v8/Deals", json={"data": [{"Deal_Name": "X", "Stage": "Qualification", "Amount": "lots"}]}
+    )
     no_stage = session.post(f"{url}/crm/v8/Deals", json={"data": [{"Deal_Name": "X"}]})
 
     assert mixed.status_code == 207
@@ -483,7 +563,9 @@ def test_field_metadata_and_the_org_speak_zohos_shape(server: SandboxServer, org
     assert leads["Owner"]["data_type"] == "ownerlookup" and leads["Modified_Time"]["data_type"] == "datetime"
     assert leads["Last_Name"]["system_mandatory"] and not leads["Company"]["system_mandatory"]
     statuses = {v["actual_value"] for v in leads["Lead_Status"]["pick_list_values"]}
-    assert leads["Lead_Status"]["data_type"] == "picklist" and {r["Lead_Status"] for r in org.records("Leads")} <= statuses
+    assert (
+        leads["Lead_Status"]["data_type"] == "picklist" and {r["Lead_Status"] for r in org.records("Leads")} <= statuses
+    )
     assert deals["Amount"]["data_type"] == "currency" and deals["Closing_Date"]["data_type"] == "date"
     assert deals["Account_Name"]["lookup"]["module"]["api_name"] == "Accounts"
     for target in ("Accounts", "Contacts"):
@@ -510,7 +592,9 @@ def test_coql_pages_by_keyset_past_any_offset_and_records_come_by_id(own_server:
 
     seen, last = [], 0
     while True:
-        answer = coql(f"select id, Owner from Leads where Modified_Time = '{second}' and id > {last} order by id limit 100")
+        answer = coql(
+            f"select id, Owner from Leads where Modified_Time = '{second}' and id > {last} order by id limit 100"
+        )
         rows = answer.json()["data"]
         seen += [row["id"] for row in rows]
         assert all(set(row["Owner"]) == {"id"} for row in rows)
@@ -571,8 +655,12 @@ def fault_outcomes(server: SandboxServer, requests_count: int) -> list[str]:
     for _ in range(requests_count):
         token = mint(server)
         try:
-            response = session.get(f"{server.url}/crm/v8/Leads", params={"fields": "Last_Name", "per_page": 5},
-                                   headers={"Authorization": f"Zoho-oauthtoken {token}"}, timeout=10)
+            response = session.get(
+                f"{server.url}/crm/v8/Leads",
+                params={"fields": "Last_Name", "per_page": 5},
+                headers={"Authorization": f"Zoho-oauthtoken {token}"},
+                timeout=10,
+            )
         except requests.ConnectionError:
             outcomes.append("dropped")
             session = requests.Session()
@@ -601,9 +689,16 @@ def test_seeded_faults_fail_requests_the_way_zoho_and_its_network_do() -> None:
 
     (outcomes, report), (twin_outcomes, twin_report) = runs
     assert outcomes == twin_outcomes and report == twin_report
-    assert set(outcomes) == {"200 application/json json", "429 application/json json", "500 application/json json",
-                             "502 text/html unreadable", "503 text/html unreadable", "dropped",
-                             "200 application/json unreadable", "200 text/html unreadable"}
+    assert set(outcomes) == {
+        "200 application/json json",
+        "429 application/json json",
+        "500 application/json json",
+        "502 text/html unreadable",
+        "503 text/html unreadable",
+        "dropped",
+        "200 application/json unreadable",
+        "200 text/html unreadable",
+    }
     assert sum(report["injected"].values()) == sum(o != "200 application/json json" for o in outcomes)
     with SandboxServer(small_org(leads=30, deals=5), port=0) as server:
         bad = requests.post(f"{server.url}/_sandbox/faults", json={"rate": 0.1, "kinds": ["meteor"]}, timeout=10)
@@ -623,7 +718,19 @@ def test_api_credits_are_counted_reported_from_half_and_refused_at_zero(own_serv
     answers = [get(session, own_server, "users", type="CurrentUser") for _ in range(12)]
 
     assert [a.headers.get("X-API-CREDITS-REMAINING") for a in answers] == [
-        None, None, None, None, "5", "4", "3", "2", "1", "0", "0", "0"]
+        None,
+        None,
+        None,
+        None,
+        "5",
+        "4",
+        "3",
+        "2",
+        "1",
+        "0",
+        "0",
+        "0",
+    ]
     assert [a.status_code for a in answers[-3:]] == [200, 429, 429]
     assert answers[-1].json()["code"] == "TOO_MANY_REQUESTS"
 
@@ -657,8 +764,14 @@ def test_advancing_the_clock_is_deterministic_and_reported() -> None:
     monday_start = dt.datetime.fromisoformat("2026-11-23T00:00:00+05:30")
     with SandboxServer(org, port=0) as server:
         report = requests.post(f"{server.url}/_sandbox/advance", json={"days": 1}, timeout=30).json()
-        changed = page_all(client(server), server, "Leads", fields="Created_Time", converted="both",
-                           headers={"If-Modified-Since": monday_start.isoformat()})
+        changed = page_all(
+            client(server),
+            server,
+            "Leads",
+            fields="Created_Time",
+            converted="both",
+            headers={"If-Modified-Since": monday_start.isoformat()},
+        )
     twin_report = twin.advance(days=1)
 
     assert report == twin_report
@@ -690,21 +803,52 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
     THEN its stdout is `export NAME=value` lines for a client, with the real port, the credentials
     work against it, and SIGTERM stops it cleanly."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", "--seed", "3", "--leads", "60", "--deals", "20", "--port", "0",
-         "--timezone", TZ, "--today", "2026-11-20"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "serve",
+            "--seed",
+            "3",
+            "--leads",
+            "60",
+            "--deals",
+            "20",
+            "--port",
+            "0",
+            "--timezone",
+            TZ,
+            "--today",
+            "2026-11-20",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
         assert all(line.startswith("export ") for line in lines)
-        assert set(env) == {"ZOHO_ACCOUNTS_URL", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN",
-                            "CRM_TIMEZONE"}
+        assert set(env) == {
+            "ZOHO_ACCOUNTS_URL",
+            "ZOHO_CLIENT_ID",
+            "ZOHO_CLIENT_SECRET",
+            "ZOHO_REFRESH_TOKEN",
+            "CRM_TIMEZONE",
+        }
         assert env["CRM_TIMEZONE"] == TZ and not env["ZOHO_ACCOUNTS_URL"].endswith(":0")
-        token = requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", timeout=10, data={
-            "grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}).json()
+        token = requests.post(
+            f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
+            timeout=10,
+            data={
+                "grant_type": "refresh_token",
+                "client_id": env["ZOHO_CLIENT_ID"],
+                "client_secret": env["ZOHO_CLIENT_SECRET"],
+                "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+            },
+        ).json()
         assert token["api_domain"] == env["ZOHO_ACCOUNTS_URL"]
     finally:
         process.send_signal(signal.SIGTERM)
@@ -719,28 +863,66 @@ def test_the_cli_serves_a_bad_day_with_zohos_token_limit() -> None:
     WHEN a client mints tokens and calls the API
     THEN every call fails with Zoho's 500, the 11th token request is refused with Zoho's "Access Denied",
          and a fault plan the CLI cannot read stops it with status 2 and the reason."""
-    refused = subprocess.run([sys.executable, "-m", "sandbox", "serve", "--faults", "rate=2"], cwd=ROOT,
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "sandbox", "serve", "--faults", "rate=2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert refused.returncode == 2 and "the fault rate is a fraction between 0 and 1" in refused.stderr
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "serve", "--seed", "3", "--leads", "60", "--deals", "20", "--port", "0",
-         "--quiet", "--faults", "rate=1,kinds=500,seed=2", "--credits", "3"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "serve",
+            "--seed",
+            "3",
+            "--leads",
+            "60",
+            "--deals",
+            "20",
+            "--port",
+            "0",
+            "--quiet",
+            "--faults",
+            "rate=1,kinds=500,seed=2",
+            "--credits",
+            "3",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
-        grant = {"grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
-                 "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}
-        tokens = [requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", data=grant, timeout=10).json()
-                  for _ in range(11)]
-        call = requests.get(f"{env['ZOHO_ACCOUNTS_URL']}/crm/v8/users", timeout=10,
-                            headers={"Authorization": f"Zoho-oauthtoken {tokens[0]['access_token']}"})
+        grant = {
+            "grant_type": "refresh_token",
+            "client_id": env["ZOHO_CLIENT_ID"],
+            "client_secret": env["ZOHO_CLIENT_SECRET"],
+            "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+        }
+        tokens = [
+            requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", data=grant, timeout=10).json()
+            for _ in range(11)
+        ]
+        call = requests.get(
+            f"{env['ZOHO_ACCOUNTS_URL']}/crm/v8/users",
+            timeout=10,
+            headers={"Authorization": f"Zoho-oauthtoken {tokens[0]['access_token']}"},
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
     assert all("access_token" in t for t in tokens[:10])
-    assert tokens[10] == {"error_description": "You have made too many requests continuously. Please try again "
-                          "after some time.", "error": "Access Denied", "status": "failure"}
+    assert tokens[10] == {
+        "error_description": "You have made too many requests continuously. Please try again after some time.",
+        "error": "Access Denied",
+        "status": "failure",
+    }
     assert (call.status_code, call.json()["code"]) == (500, "INTERNAL_ERROR")

@@ -22,7 +22,7 @@ from tests.test_extract import extract, serving, warehouse_rows
 
 # Runs inside the subprocess: reads Leads and Deals with page tokens, users, the pipeline and the
 # deletion log through the SDK, and prints one JSON object per record with plain values.
-SDK_READER = textwrap.dedent('''
+SDK_READER = textwrap.dedent("""
     import datetime, json, os, sys, tempfile
     from zohocrmsdk.src.com.zoho.api.authenticator import OAuthToken
     from zohocrmsdk.src.com.zoho.api.authenticator.store import FileStore
@@ -100,7 +100,7 @@ SDK_READER = textwrap.dedent('''
             for stage in pipeline.get_maps():
                 emit("stage", id=str(stage.get_id()), stage=stage.get_actual_value(),
                      sequence_number=stage.get_sequence_number(), forecast_type=stage.get_forecast_type())
-''')
+""")
 
 
 def sdk_read(server: SandboxServer, workspace: Workspace) -> dict[str, list[dict[str, Any]]]:
@@ -131,7 +131,11 @@ def differences(columns: dict[str, Any], row: dict[str, Any]) -> list[str]:
     """Columns whose SDK value differs from the stored one (a null lookup: all its columns are null)."""
     found = []
     for column, value in columns.items():
-        parts = [name for name in row if name.startswith(f"{column}__")] if column not in row and value is None else [column]
+        parts = (
+            [name for name in row if name.startswith(f"{column}__")]
+            if column not in row and value is None
+            else [column]
+        )
         for name in parts or [column]:
             if name not in row or not same(value, row[name]):
                 found.append(f"{name}: sdk {value!r} != stored {row.get(name, '<no column>')!r}")
@@ -167,8 +171,9 @@ def test_the_official_sdk_reads_exactly_what_the_extractor_loaded(workspace: Wor
         stored = {row["id"]: row for row in warehouse_rows(workspace, "duckdb", table)}
         sdk = {str(item["record"]["id"]): columns_of(item["record"]) for item in read[module]}
         assert sdk.keys() == stored.keys()
-        differing = {record_id: found for record_id, columns in sdk.items()
-                     if (found := differences(columns, stored[record_id]))}
+        differing = {
+            record_id: found for record_id, columns in sdk.items() if (found := differences(columns, stored[record_id]))
+        }
         assert not differing, f"{module}: {len(differing)} records differ, e.g. {next(iter(differing.items()))}"
         assert all(len(columns) > len(MODULE_FIELDS[module]) for columns in sdk.values())  # lookups expanded
 
@@ -177,7 +182,9 @@ def test_the_official_sdk_reads_exactly_what_the_extractor_loaded(workspace: Wor
     assert all(same(e["deleted_time"], log[(e["module"], e["id"])]) for e in read["deleted"])
     users = {r["id"]: r for r in warehouse_rows(workspace, "duckdb", "users")}
     assert {u["id"]: (u["email"], u["full_name"], u["status"]) for u in read["user"]} == {
-        i: (r["email"], r["full_name"], r["status"]) for i, r in users.items()}
+        i: (r["email"], r["full_name"], r["status"]) for i, r in users.items()
+    }
     stages = {r["id"]: r for r in warehouse_rows(workspace, "duckdb", "deal_stages")}
     assert {s["id"]: (s["stage"], s["sequence_number"], s["forecast_type"]) for s in read["stage"]} == {
-        i: (r["stage"], r["sequence_number"], r["forecast_type"]) for i, r in stages.items()}
+        i: (r["stage"], r["sequence_number"], r["forecast_type"]) for i, r in stages.items()
+    }

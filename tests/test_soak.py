@@ -19,6 +19,7 @@ def test_days_of_faults_and_kills_never_cost_the_warehouse_its_equality_with_the
     THEN after every day the warehouse equals the org, and the day's API calls stay within the minimum
          (the record pages from the cursor, the deletion logs, the users check) plus what the faults
          and the kills forced."""
+
     def compare(org: SandboxOrg) -> None:
         assert_warehouse_equals_org(workspace, "duckdb", org, log_fields=False)
 

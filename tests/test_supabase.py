@@ -12,7 +12,8 @@ import datetime as dt
 import subprocess
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 import pytest
@@ -46,6 +47,7 @@ alter default privileges in schema public grant all on functions to anon, authen
 alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
 """
 
+
 # https://supabase.com/docs/guides/api/using-custom-schemas: what a user runs after adding a schema to
 # "Exposed schemas".
 def documented_exposure(schema: str) -> str:
@@ -65,10 +67,24 @@ def supabase(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The built warehouse on PostgreSQL, with a briefing and a delivery stored, and Supabase's roles."""
     monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
     monkeypatch.setenv("DATABASE_URL", warehouse.env["DATABASE_URL"])
-    store.save("postgres", store.Summary(
-        report_date=dt.date(2026, 11, 19), target="postgres", model=None, prompt_hash=None, prompt_tokens=None,
-        completion_tokens=None, llm_seconds=None, total_seconds=1.0, facts={"facts": []}, model_json=None,
-        message="*Briefing* for the team", used_fallback=True, fallback_reason="test"))
+    store.save(
+        "postgres",
+        store.Summary(
+            report_date=dt.date(2026, 11, 19),
+            target="postgres",
+            model=None,
+            prompt_hash=None,
+            prompt_tokens=None,
+            completion_tokens=None,
+            llm_seconds=None,
+            total_seconds=1.0,
+            facts={"facts": []},
+            model_json=None,
+            message="*Briefing* for the team",
+            used_fallback=True,
+            fallback_reason="test",
+        ),
+    )
     ledger = DeliveryLedger("postgres")
     ledger.ensure_table()
     ledger.start_attempt(dt.date(2026, 11, 19), "whatsapp:+15550000001", "hash")
@@ -84,10 +100,12 @@ def execute(url: str, sql: str) -> None:
 
 def relations(url: str) -> list[tuple[str, str]]:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select n.nspname || '.' || c.relname, c.relkind from pg_class c join pg_namespace n "
-                    "on n.oid = c.relnamespace where n.nspname in ('zoho_raw', 'analytics', 'analytics_staging', "
-                    "'analytics_intermediate') "
-                    "and c.relkind in ('r', 'v', 'p', 'm') order by 1")
+        cur.execute(
+            "select n.nspname || '.' || c.relname, c.relkind from pg_class c join pg_namespace n "
+            "on n.oid = c.relnamespace where n.nspname in ('zoho_raw', 'analytics', 'analytics_staging', "
+            "'analytics_intermediate') "
+            "and c.relkind in ('r', 'v', 'p', 'm') order by 1"
+        )
         found = cur.fetchall()
     conn.close()
     return found
@@ -126,8 +144,13 @@ def test_anon_and_authenticated_reach_nothing_even_with_supabases_documented_gra
     supabase.run("dbt", "run", "--target", "postgres", "--target-path", str(supabase.root / "dbt" / "target-pg"))
 
     found = relations(url)
-    assert {"analytics.deals", "analytics.kpi_daily", "analytics.ai_summaries", "analytics.briefing_deliveries",
-            "zoho_raw.deals"} <= {name for name, _ in found}
+    assert {
+        "analytics.deals",
+        "analytics.kpi_daily",
+        "analytics.ai_summaries",
+        "analytics.briefing_deliveries",
+        "zoho_raw.deals",
+    } <= {name for name, _ in found}
     assert any(kind == "v" for _, kind in found)
     for role in ("anon", "authenticated"):
         for name, kind in found:
@@ -139,7 +162,9 @@ def test_anon_and_authenticated_reach_nothing_even_with_supabases_documented_gra
             column = _nullable_column(url, name)
             if column:
                 assert as_role(url, role, f"update {name} set {column} = null") in (
-                    ("rows", 0), ("refused", "42501")), (role, name)
+                    ("rows", 0),
+                    ("refused", "42501"),
+                ), (role, name)
             assert as_role(url, role, f"insert into {name} default values")[0] == "refused", (role, name)
             assert as_role(url, role, f"truncate {name}")[0] == "refused", (role, name)
 
@@ -147,7 +172,10 @@ def test_anon_and_authenticated_reach_nothing_even_with_supabases_documented_gra
     assert as_role(url, "crm_analyst", "select count(*) from analytics.kpi_daily")[1] > 0
     for private in ("analytics.ai_summaries", "analytics.briefing_deliveries", "zoho_raw.deals"):
         assert as_role(url, "crm_analyst", f"select count(*) from {private}") == ("refused", "42501"), private
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:  # the owner (the pipeline, dbt, the briefing) is unaffected
+    with (
+        psycopg2.connect(url) as conn,
+        conn.cursor() as cur,
+    ):  # the owner (the pipeline, dbt, the briefing) is unaffected
         cur.execute("select count(*) from analytics.ai_summaries")
         assert cur.fetchone()[0] == 1
     conn.close()
@@ -204,8 +232,10 @@ def test_every_lockdown_passes_while_postgres_analyses_the_tables(supabase: Any)
     maintenance = threading.Thread(target=analyse_over_and_over)
     maintenance.start()
     try:
-        results = [supabase.run("python", "-m", "warehouse.supabase", "lockdown", check=False, timeout=120)
-                   for _ in range(LOCKDOWNS)]
+        results = [
+            supabase.run("python", "-m", "warehouse.supabase", "lockdown", check=False, timeout=120)
+            for _ in range(LOCKDOWNS)
+        ]
     finally:
         stop.set()
         maintenance.join()
@@ -228,9 +258,14 @@ def test_a_lockdown_that_meets_a_deadlock_with_a_reader_tries_again_and_passes(s
     cur = reader.cursor()
     cur.execute("set deadlock_timeout = '60s'")  # the deadlock is found on the lockdown's side, every time
     cur.execute("select count(*) from zoho_raw.deals")
-    lockdown_run = subprocess.Popen(supabase.command("python", "-m", "warehouse.supabase", "lockdown"),
-                                    cwd=PROJECT_ROOT, env=supabase.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+    lockdown_run = subprocess.Popen(
+        supabase.command("python", "-m", "warehouse.supabase", "lockdown"),
+        cwd=PROJECT_ROOT,
+        env=supabase.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_until_waiting_for_a_lock(url, lockdown_run, reader.get_backend_pid())
         cur.execute("select count(*) from analytics.deals")
@@ -255,8 +290,11 @@ def _wait_until_waiting_for_a_lock(url: str, process: subprocess.Popen[str], rea
     try:
         with conn.cursor() as cur:
             while process.poll() is None and time.monotonic() < deadline:
-                cur.execute("select count(*) from pg_stat_activity where datname = current_database() "
-                            "and wait_event_type = 'Lock' and pid <> %s", [reader])
+                cur.execute(
+                    "select count(*) from pg_stat_activity where datname = current_database() "
+                    "and wait_event_type = 'Lock' and pid <> %s",
+                    [reader],
+                )
                 if cur.fetchone()[0]:
                     return
                 time.sleep(0.05)
@@ -268,8 +306,11 @@ def _wait_until_waiting_for_a_lock(url: str, process: subprocess.Popen[str], rea
 def _nullable_column(url: str, name: str) -> str | None:
     schema, table = name.split(".")
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute("select column_name from information_schema.columns where table_schema = %s and table_name = %s "
-                    "and is_nullable = 'YES' order by ordinal_position limit 1", [schema, table])
+        cur.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s "
+            "and is_nullable = 'YES' order by ordinal_position limit 1",
+            [schema, table],
+        )
         row = cur.fetchone()
     conn.close()
     return f'"{row[0]}"' if row else None

@@ -14,8 +14,9 @@ import datetime as dt
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -48,12 +49,14 @@ class Receiver:
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 with receiver.changed:
-                    receiver.posts.append({
-                        "path": self.path,
-                        "signature": self.headers.get("X-Twilio-Signature", ""),
-                        "content_type": self.headers.get("Content-Type", ""),
-                        "params": {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()},
-                    })
+                    receiver.posts.append(
+                        {
+                            "path": self.path,
+                            "signature": self.headers.get("X-Twilio-Signature", ""),
+                            "content_type": self.headers.get("Content-Type", ""),
+                            "params": {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()},
+                        }
+                    )
                     receiver.changed.notify_all()
                 self.send_response(204)
                 self.end_headers()
@@ -79,7 +82,9 @@ class Receiver:
         deadline = time.monotonic() + timeout
         with self.changed:
             while len(self.posts) < count:
-                assert self.changed.wait(max(deadline - time.monotonic(), 0)), f"only {len(self.posts)} POSTs: {self.posts}"
+                assert self.changed.wait(max(deadline - time.monotonic(), 0)), (
+                    f"only {len(self.posts)} POSTs: {self.posts}"
+                )
             return list(self.posts)
 
 
@@ -110,14 +115,18 @@ def settle(client: Client, sid: str, timeout: float = 3.0) -> Any:
 
 
 def ago(**delta: float) -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(**delta)
+    return dt.datetime.now(dt.UTC) - dt.timedelta(**delta)
 
 
 def template(client: Client, body: str, variables: dict[str, str] | None = None) -> str:
-    request = ContentList.ContentCreateRequest({
-        "friendly_name": "daily_briefing", "language": "en", "variables": variables,
-        "types": {"twilio/text": {"body": body}},
-    })
+    request = ContentList.ContentCreateRequest(
+        {
+            "friendly_name": "daily_briefing",
+            "language": "en",
+            "variables": variables,
+            "types": {"twilio/text": {"body": body}},
+        }
+    )
     return client.content.v1.contents.create(request).sid
 
 
@@ -189,7 +198,12 @@ def test_an_inbound_message_is_listed_and_fetched_like_any_other(twilio: TwilioE
     fetched = client.messages(inbound["sid"]).fetch()
     everything = client.messages.list()
 
-    assert (found.sid, found.direction, found.status, found.body) == (inbound["sid"], "inbound", "received", "brief please")
+    assert (found.sid, found.direction, found.status, found.body) == (
+        inbound["sid"],
+        "inbound",
+        "received",
+        "brief please",
+    )
     assert (found.num_segments, found.num_media, found.to) == ("1", "0", SENDER)
     assert abs((found.date_sent - ago(hours=1)).total_seconds()) < 5
     assert later == []
@@ -218,8 +232,11 @@ def test_a_template_is_created_submitted_to_whatsapp_and_approved_through_the_co
     approved = approval(client, sid)
 
     assert sid.startswith("HX") and len(sid) == 34 and listed == [sid]
-    assert (content.language, content.variables, content.account_sid) == ("en", {"1": "20 Nov", "2": "pipeline up 3%"},
-                                                                          twilio.account_sid)
+    assert (content.language, content.variables, content.account_sid) == (
+        "en",
+        {"1": "20 Nov", "2": "pipeline up 3%"},
+        twilio.account_sid,
+    )
     assert content.types == {"twilio/text": {"body": BRIEFING}}
     assert isinstance(content.date_created, dt.datetime)
     assert content.links["approval_fetch"].endswith(f"/v1/Content/{sid}/ApprovalRequests")
@@ -233,15 +250,22 @@ def test_a_template_is_created_submitted_to_whatsapp_and_approved_through_the_co
     assert gone.value.status == 404
 
 
-@pytest.mark.parametrize("body, name, category", [
-    ("{{1}} is your sales briefing for today, reply to read it in full", "daily_briefing", "UTILITY"),
-    ("Your sales briefing for today is ready to read: {{1}}.", "daily_briefing", "UTILITY"),
-    ("Your sales briefing for {{1}} {{2}} is ready, reply to read it in full", "daily_briefing", "UTILITY"),
-    ("Your sales briefing for {{1}} is ready: {{3}}. Reply to this message to read it in full.", "daily_briefing", "UTILITY"),
-    ("x" * 1025, "daily_briefing", "UTILITY"),
-    (BRIEFING, "Daily Briefing", "UTILITY"),
-    (BRIEFING, "daily_briefing", "NEWSLETTER"),
-])
+@pytest.mark.parametrize(
+    "body, name, category",
+    [
+        ("{{1}} is your sales briefing for today, reply to read it in full", "daily_briefing", "UTILITY"),
+        ("Your sales briefing for today is ready to read: {{1}}.", "daily_briefing", "UTILITY"),
+        ("Your sales briefing for {{1}} {{2}} is ready, reply to read it in full", "daily_briefing", "UTILITY"),
+        (
+            "Your sales briefing for {{1}} is ready: {{3}}. Reply to this message to read it in full.",
+            "daily_briefing",
+            "UTILITY",
+        ),
+        ("x" * 1025, "daily_briefing", "UTILITY"),
+        (BRIEFING, "Daily Briefing", "UTILITY"),
+        (BRIEFING, "daily_briefing", "NEWSLETTER"),
+    ],
+)
 def test_a_template_breaking_whatsapps_format_rules_is_rejected_with_a_reason(
     client: Client, body: str, name: str, category: str
 ) -> None:
@@ -266,16 +290,21 @@ def test_a_template_sent_outside_the_window_fails_while_pending_and_is_delivered
     submit(client, sid)
     variables = json.dumps({"1": "20 Nov", "2": "pipeline $1.24M (+3.1%)"})
 
-    pending = settle(client, client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid,
-                                                    content_variables=variables).sid)
+    pending = settle(
+        client,
+        client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid, content_variables=variables).sid,
+    )
     twilio.approve(sid)
-    approved = settle(client, client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid,
-                                                     content_variables=variables).sid)
+    approved = settle(
+        client,
+        client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid, content_variables=variables).sid,
+    )
 
     assert (pending.status, pending.error_code) == ("failed", 63016)
     assert (approved.status, approved.error_code) == ("delivered", None)
-    assert approved.body == ("Your sales briefing for 20 Nov is ready: pipeline $1.24M (+3.1%). "
-                             "Reply to this message to read it in full.")
+    assert approved.body == (
+        "Your sales briefing for 20 Nov is ready: pipeline $1.24M (+3.1%). Reply to this message to read it in full."
+    )
 
 
 def test_a_template_approves_itself_after_approval_delay(twilio: TwilioEmulator, client: Client) -> None:
@@ -301,21 +330,30 @@ def test_a_placeholder_with_no_value_and_no_default_fails_the_message_with_63028
     sid = template(client, BRIEFING)
     twilio.approve(sid)
 
-    fetched = settle(client, client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid,
-                                                    content_variables=json.dumps({"1": "20 Nov"})).sid)
+    fetched = settle(
+        client,
+        client.messages.create(
+            to=f"whatsapp:{ANA}", from_=SENDER, content_sid=sid, content_variables=json.dumps({"1": "20 Nov"})
+        ).sid,
+    )
 
     assert (fetched.status, fetched.error_code) == ("failed", 63028)
 
 
-@pytest.mark.parametrize("variables", [
-    json.dumps({"1": "20 Nov", "2": "pipeline up\nwon 3 deals"}),
-    json.dumps({"1": "20 Nov", "2": "pipeline\tup"}),
-    json.dumps({"1": "20 Nov", "2": "pipeline     up"}),
-    json.dumps({"1": "20 Nov", "2": ""}),
-    "not json",
-    json.dumps(["20 Nov", "pipeline up"]),
-])
-def test_content_variables_twilio_refuses_create_nothing(twilio: TwilioEmulator, client: Client, variables: str) -> None:
+@pytest.mark.parametrize(
+    "variables",
+    [
+        json.dumps({"1": "20 Nov", "2": "pipeline up\nwon 3 deals"}),
+        json.dumps({"1": "20 Nov", "2": "pipeline\tup"}),
+        json.dumps({"1": "20 Nov", "2": "pipeline     up"}),
+        json.dumps({"1": "20 Nov", "2": ""}),
+        "not json",
+        json.dumps(["20 Nov", "pipeline up"]),
+    ],
+)
+def test_content_variables_twilio_refuses_create_nothing(
+    twilio: TwilioEmulator, client: Client, variables: str
+) -> None:
     """GIVEN an approved template
     WHEN it is sent with a value holding a newline, a tab or five spaces, an empty value, or ContentVariables
     that are not a JSON object
@@ -364,10 +402,16 @@ def test_media_is_fetched_after_the_answer_and_a_missing_one_fails_the_message(
     THEN Twilio fetched both with GET: the first is delivered with one media, the second fails (11200)."""
     twilio.inbound(ANA)
 
-    chart = settle(client, client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, body="Today's chart",
-                                                  media_url=[f"{receiver.base}/chart.png"]).sid)
-    missing = settle(client, client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER,
-                                                    media_url=[f"{receiver.base}/missing.png"]).sid)
+    chart = settle(
+        client,
+        client.messages.create(
+            to=f"whatsapp:{ANA}", from_=SENDER, body="Today's chart", media_url=[f"{receiver.base}/chart.png"]
+        ).sid,
+    )
+    missing = settle(
+        client,
+        client.messages.create(to=f"whatsapp:{ANA}", from_=SENDER, media_url=[f"{receiver.base}/missing.png"]).sid,
+    )
 
     assert (chart.status, chart.num_media) == ("delivered", "1")
     assert (missing.status, missing.error_code) == ("failed", 11200)
@@ -380,7 +424,9 @@ def test_media_is_fetched_after_the_answer_and_a_missing_one_fails_the_message(
 # --------------------------------------------------------------------------- callbacks and webhooks
 
 
-def test_status_callbacks_arrive_signed_and_in_order(twilio: TwilioEmulator, client: Client, receiver: Receiver) -> None:
+def test_status_callbacks_arrive_signed_and_in_order(
+    twilio: TwilioEmulator, client: Client, receiver: Receiver
+) -> None:
     """GIVEN a recipient inside the window and a status callback URL with a query string
     WHEN a message is sent and delivered, then read
     THEN the app receives sent, delivered and read, in that order (nothing for queued), each signed so that
@@ -411,7 +457,9 @@ def test_status_callbacks_arrive_signed_and_in_order(twilio: TwilioEmulator, cli
     assert [(r["kind"], r["status"], r["url"]) for r in recorded] == [("status", 204, url)] * 3
 
 
-def test_a_failed_message_calls_back_once_with_its_error(twilio: TwilioEmulator, client: Client, receiver: Receiver) -> None:
+def test_a_failed_message_calls_back_once_with_its_error(
+    twilio: TwilioEmulator, client: Client, receiver: Receiver
+) -> None:
     """GIVEN a recipient who never wrote
     WHEN a free-form text is sent with a status callback
     THEN the app receives one callback: failed, with ErrorCode 63016 and its message."""
@@ -455,9 +503,12 @@ def test_a_separate_process_can_simulate_a_reply_over_http(twilio: TwilioEmulato
     THEN that recipient's window is open: a free-form text to them is delivered."""
     import urllib.request
 
-    request = urllib.request.Request(f"{twilio.url}/_emulator/inbound", method="POST",
-                                     data=json.dumps({"from": ANA, "body": "brief", "hours_ago": 2}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{twilio.url}/_emulator/inbound",
+        method="POST",
+        data=json.dumps({"from": ANA, "body": "brief", "hours_ago": 2}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as answer:
         assert answer.status == 201
 

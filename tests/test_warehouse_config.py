@@ -40,8 +40,10 @@ def test_a_pasted_password_that_breaks_the_url_is_named_without_leaking_it(works
     THEN one line says the URL is invalid and how to fix it, the password is not printed, and the exit is 2."""
     workspace.env["DATABASE_URL"] = "postgresql://postgres.x:hunter#s3cr3t@db.example.com:5432/postgres"
 
-    for command in (("python", "-m", "warehouse", "pg-env"),
-                    ("python", "-m", "pipelines.zoho", "--destination", "postgres")):
+    for command in (
+        ("python", "-m", "warehouse", "pg-env"),
+        ("python", "-m", "pipelines.zoho", "--destination", "postgres"),
+    ):
         workspace.env.update(ZOHO_CLIENT_ID="id", ZOHO_CLIENT_SECRET="secret", ZOHO_REFRESH_TOKEN="token")
         result = workspace.run(*command, check=False)
 
@@ -71,20 +73,31 @@ def test_an_empty_duckdb_file_is_a_setting_to_fix_named_with_the_file(workspace:
     assert workspace.duckdb_path.stat().st_size == 0
 
 
-def test_a_command_that_only_reads_refuses_a_warehouse_that_is_not_there_and_creates_none(
-        workspace: Workspace) -> None:
+def test_a_command_that_only_reads_refuses_a_warehouse_that_is_not_there_and_creates_none(workspace: Workspace) -> None:
     """GIVEN DUCKDB_PATH naming a file that does not exist
     WHEN dbt's documentation is generated as `make docs` does (through the warehouse's resolver), and dbt
     opens the warehouse by itself, bare (dbt debug: as docs generate, compile, show and mf do, without building)
     THEN the first stops before dbt with one line naming the file (exit 2), the second fails naming it too,
     and neither leaves an empty warehouse behind for the next command to take for the real one."""
-    resolved = workspace.run("python", "-m", "warehouse", "exec", "--", "dbt", "docs", "generate",
-                             "--target-path", str(workspace.root / "dbt" / "target"), check=False)
+    resolved = workspace.run(
+        "python",
+        "-m",
+        "warehouse",
+        "exec",
+        "--",
+        "dbt",
+        "docs",
+        "generate",
+        "--target-path",
+        str(workspace.root / "dbt" / "target"),
+        check=False,
+    )
     bare = workspace.run("dbt", "debug", check=False)
 
     assert resolved.returncode == 2
-    assert resolved.stderr.strip() == (f"error: DUCKDB_PATH: no warehouse at {workspace.duckdb_path}; "
-                                       "run the pipeline and dbt build first")
+    assert resolved.stderr.strip() == (
+        f"error: DUCKDB_PATH: no warehouse at {workspace.duckdb_path}; run the pipeline and dbt build first"
+    )
     assert bare.returncode != 0
     assert f'Cannot open database "{workspace.duckdb_path}" in read-only mode' in bare.stdout + bare.stderr
     assert not workspace.duckdb_path.exists()
@@ -102,7 +115,8 @@ def own_postgres() -> Iterator[LocalServer]:
 
 @pytest.mark.postgres
 def test_a_postgres_restart_during_the_connect_is_waited_for_without_logging_the_password(
-        workspace: Workspace, own_postgres: LocalServer) -> None:
+    workspace: Workspace, own_postgres: LocalServer
+) -> None:
     """GIVEN DATABASE_URL with a password, naming a PostgreSQL server that is being restarted: stopped now
     WHEN the check runs, and the server is started again once the check said it waits for it
     THEN the check says, one line per new attempt, that the server is not available and when it tries again,
@@ -111,9 +125,14 @@ def test_a_postgres_restart_during_the_connect_is_waited_for_without_logging_the
     workspace.env["OLLAMA_BASE_URL"] = "http://127.0.0.1:9"
     own_postgres.stop()
 
-    check = subprocess.Popen([sys.executable, "-m", "insights.doctor", "--target", "postgres", "--no-send"],
-                             cwd=PROJECT_ROOT, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    check = subprocess.Popen(
+        [sys.executable, "-m", "insights.doctor", "--target", "postgres", "--no-send"],
+        cwd=PROJECT_ROOT,
+        env=workspace.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output = ""
     for line in check.stdout:  # type: ignore[union-attr]
         output += line
@@ -124,11 +143,15 @@ def test_a_postgres_restart_during_the_connect_is_waited_for_without_logging_the
     check.wait(timeout=60)
 
     retries = [line for line in output.splitlines() if line.startswith("PostgreSQL at ")]
-    assert retries and retries[0] == (f"PostgreSQL at 127.0.0.1:{own_postgres.port} is not available (connection "
-                                      "refused); trying again in 0.5s (attempt 2 of 5)"), output
+    assert retries and retries[0] == (
+        f"PostgreSQL at 127.0.0.1:{own_postgres.port} is not available (connection "
+        "refused); trying again in 0.5s (attempt 2 of 5)"
+    ), output
     for line in retries:
-        assert re.fullmatch(rf"PostgreSQL at 127\.0\.0\.1:{own_postgres.port} is not available \((connection refused"
-                            r"|the database system is starting up)\); trying again in [0-9.]+s \(attempt [2-5] of 5\)",
-                            line), line
+        assert re.fullmatch(
+            rf"PostgreSQL at 127\.0\.0\.1:{own_postgres.port} is not available \((connection refused"
+            r"|the database system is starting up)\); trying again in [0-9.]+s \(attempt [2-5] of 5\)",
+            line,
+        ), line
     assert "ok    warehouse (postgres)  PostgreSQL reachable and writable" in output, output
     assert "s3cr3t" not in output

@@ -29,14 +29,22 @@ def comparable(value: Any) -> Any:
         number = float(value)
         return 0.0 if number == 0 else round(number, 8 - int(math.floor(math.log10(abs(number)))))
     if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
     return value
 
 
 def mart_rows(workspace: Any, target: str, table: str) -> tuple[list[str], list[tuple]]:
-    columns = [name for (name,) in query(workspace, target, (
-        "select column_name from information_schema.columns "
-        f"where table_schema = 'analytics' and table_name = '{table}' order by column_name"))]
+    columns = [
+        name
+        for (name,) in query(
+            workspace,
+            target,
+            (
+                "select column_name from information_schema.columns "
+                f"where table_schema = 'analytics' and table_name = '{table}' order by column_name"
+            ),
+        )
+    ]
     kept = [name for name in columns if name not in SYNC_TIME_COLUMNS]
     rows = query(workspace, target, f"select {', '.join(kept)} from analytics.{table}")
     return kept, sorted((tuple(comparable(v) for v in row) for row in rows), key=repr)

@@ -15,8 +15,8 @@ import pytest
 
 from insights.settings import TwilioSettings
 from insights.whatsapp import send_briefing
-from warehouse import ConfigError, Target, connect
 from tests.twilio_emulator import TwilioEmulator
+from warehouse import ConfigError, Target, connect
 
 REPORT_DATE = dt.date(2026, 11, 20)
 ANA, BEN, CHO = "+15550000001", "+15550000002", "+15550000003"
@@ -34,8 +34,9 @@ def settings(twilio: TwilioEmulator, *recipients: str, auth_token: str | None = 
     WhatsApp's 24-hour window, where the briefing goes as free-form text (tests/test_reaching_people.py tells
     the story outside it)."""
     for number in recipients:
-        if number.lstrip("whatsapp:+").isdigit() and len(number.lstrip("whatsapp:+")) >= 7:
-            twilio.inbound(number, "hi", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+        digits = number.removeprefix("whatsapp:").lstrip("+")
+        if digits.isdigit() and len(digits) >= 7:
+            twilio.inbound(number, "hi", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     return TwilioSettings(
         account_sid=twilio.account_sid,
         auth_token=auth_token or twilio.auth_token,
@@ -43,7 +44,6 @@ def settings(twilio: TwilioEmulator, *recipients: str, auth_token: str | None = 
         recipients=recipients,
         api_base=twilio.url,
     )
-
 
 
 def lines_of(messages: list[dict[str, Any]]) -> list[str]:
@@ -57,10 +57,14 @@ def ledger(target: Target) -> dict[str, dict[str, Any]]:
     with connect(target) as conn:
         cur = conn.cursor()
         cur.execute("select recipient, status, message_sid, error_code, attempts from analytics.briefing_deliveries")
-        return {r[0]: dict(zip(("recipient", "status", "message_sid", "error_code", "attempts"), r)) for r in cur.fetchall()}
+        return {
+            r[0]: dict(zip(("recipient", "status", "message_sid", "error_code", "attempts"), r)) for r in cur.fetchall()
+        }
 
 
-def test_a_second_run_for_the_same_date_sends_nothing_and_force_sends_again(target: Target, twilio: TwilioEmulator) -> None:
+def test_a_second_run_for_the_same_date_sends_nothing_and_force_sends_again(
+    target: Target, twilio: TwilioEmulator
+) -> None:
     """GIVEN two recipients, one written with the `whatsapp:` prefix
     WHEN the briefing for a date is delivered, then delivered again, then forced
     THEN each recipient gets it once from the first two runs, and once more when forced."""
@@ -125,7 +129,9 @@ def test_an_ambiguous_answer_after_twilio_created_the_message_does_not_send_twic
     assert ledger(target)[f"whatsapp:{ANA}"]["status"] == "accepted"
 
 
-def test_an_outcome_left_unknown_is_settled_by_the_next_run_without_resending(target: Target, twilio: TwilioEmulator) -> None:
+def test_an_outcome_left_unknown_is_settled_by_the_next_run_without_resending(
+    target: Target, twilio: TwilioEmulator
+) -> None:
     """GIVEN the connection drops after Twilio created the message and Twilio's message list is down too
     WHEN the briefing is delivered, and delivered again once Twilio is back
     THEN the first run reports the outcome as unknown and sends nothing more,
@@ -147,7 +153,9 @@ def test_an_outcome_left_unknown_is_settled_by_the_next_run_without_resending(ta
     assert ledger(target)[f"whatsapp:{ANA}"]["message_sid"] == created["sid"]
 
 
-def test_an_unknown_attempt_that_twilio_later_failed_is_reported_and_retried(target: Target, twilio: TwilioEmulator) -> None:
+def test_an_unknown_attempt_that_twilio_later_failed_is_reported_and_retried(
+    target: Target, twilio: TwilioEmulator
+) -> None:
     """GIVEN an attempt left unknown, whose message Twilio then failed asynchronously (63016)
     WHEN the briefing is delivered again, and once more
     THEN the second run reports 63016 with its explanation without sending, and the third sends anew."""
@@ -223,8 +231,10 @@ def test_a_rejected_number_is_explained_and_the_other_recipients_still_get_their
     assert "E.164" in bad.explanation
     rows = ledger(target)
     assert (rows[f"whatsapp:{BEN}"]["status"], rows[f"whatsapp:{BEN}"]["error_code"]) == ("failed", 63016)
-    assert [(m["to"], m["status"]) for m in twilio.settled()] == [(f"whatsapp:{BEN}", "failed"),
-                                                                   (f"whatsapp:{ANA}", "delivered")]
+    assert [(m["to"], m["status"]) for m in twilio.settled()] == [
+        (f"whatsapp:{BEN}", "failed"),
+        (f"whatsapp:{ANA}", "delivered"),
+    ]
 
 
 def test_the_run_waits_for_twilio_to_pass_each_message_on(target: Target, twilio: TwilioEmulator) -> None:
@@ -290,8 +300,9 @@ def test_a_failed_send_is_retried_by_the_next_run(target: Target, twilio: Twilio
     assert ledger(target)[f"whatsapp:{BEN}"]["attempts"] == 2
 
 
-def test_rate_limited_requests_are_retried_with_backoff_and_sent_once(twilio: TwilioEmulator, tmp_path: Any,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limited_requests_are_retried_with_backoff_and_sent_once(
+    twilio: TwilioEmulator, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """GIVEN Twilio answers 429 (nothing created) twice
     WHEN the briefing is delivered
     THEN the client waits, tries again and the message is sent once."""
@@ -370,7 +381,7 @@ def test_the_deliver_command_sends_each_recipient_the_days_briefing_once(
     THEN the first run sends the stored briefing to the first, sends nothing that would fail to the other and
     exits 1 naming the window and error 63016; the second sends it only to the recipient who missed it, and exits 0."""
     warehouse.env.update(twilio.env(ANA, BEN), OLLAMA_BASE_URL="http://127.0.0.1:9")
-    twilio.inbound(ANA, "hi", at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    twilio.inbound(ANA, "hi", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
     for name in ("DUCKDB_PATH", "DATABASE_URL"):  # so this process reads the same warehouse
         monkeypatch.setenv(name, warehouse.env[name])
@@ -394,9 +405,10 @@ def test_the_deliver_command_sends_each_recipient_the_days_briefing_once(
     assert second.returncode == 0, second.stderr
     assert "already_sent" in second.stderr
     assert len(twilio.messages_to(ANA)) == len(sent)
-    assert {m["status"] for m in twilio.settled(BEN)} == {"delivered"} and lines_of(twilio.messages_to(BEN)) == lines_of(sent)
+    assert {m["status"] for m in twilio.settled(BEN)} == {"delivered"} and lines_of(
+        twilio.messages_to(BEN)
+    ) == lines_of(sent)
     assert {r["recipient"]: (r["status"], r["attempts"]) for r in ledger(target).values()} == {
         f"whatsapp:{ANA}": ("accepted", 1),
         f"whatsapp:{BEN}": ("accepted", 2),
     }
-

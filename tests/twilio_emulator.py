@@ -87,10 +87,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 API_VERSION = "2010-04-01"
@@ -105,7 +106,9 @@ TEMPLATE_CATEGORIES = frozenset({"UTILITY", "MARKETING", "AUTHENTICATION"})
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _ACCOUNT = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC[0-9a-f]{{32}})\.json$")
-_MESSAGES = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC[0-9a-f]{{32}})/Messages(?:/(?P<sid>[A-Z]{{2}}[0-9a-f]{{32}}))?\.json$")
+_MESSAGES = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>AC[0-9a-f]{{32}})/Messages(?:/(?P<sid>[A-Z]{{2}}[0-9a-f]{{32}}))?\.json$"
+)
 _CONTENT = re.compile(r"^/v1/Content(?:/(?P<sid>[^/]+)(?P<sub>/ApprovalRequests(?P<wa>/whatsapp)?)?)?$")
 _CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z0-9_]+)\}\}")  # variable names cannot hold spaces (content/using-variables...)
@@ -177,16 +180,16 @@ MEDIA_TOTAL_LIMIT = 16 * _MB
 
 
 def _rfc2822(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    return moment.astimezone(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
 
 
 def _iso(moment: dt.datetime) -> str:
     """The Content API's date format, the one twilio-python's `iso8601_datetime` parses."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _address_key(address: str) -> str:
@@ -197,7 +200,7 @@ def _address_key(address: str) -> str:
 def _parse_date_filter(value: str) -> dt.datetime:
     """`DateSent` values come as `YYYY-MM-DD` (the docs) or `YYYY-MM-DDTHH:MM:SSZ` (what twilio-python sends)."""
     if len(value) == 10:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
@@ -270,7 +273,7 @@ class TwilioEmulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "TwilioEmulator":
+    def __enter__(self) -> TwilioEmulator:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._stop.clear()
@@ -334,7 +337,7 @@ class TwilioEmulator:
             raise ValueError(f"not an E.164 number: {number!r}")
         moment = at or _now()
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
+            moment = moment.replace(tzinfo=dt.UTC)
         stamp = _rfc2822(moment)
         sid = "SM" + secrets.token_hex(16)
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json"
@@ -369,23 +372,28 @@ class TwilioEmulator:
             webhook = self.inbound_webhook
         if webhook:
             # The fields Twilio sends for an incoming WhatsApp message (twilio.com/docs/messaging/guides/webhook-request).
-            self._post("inbound", webhook, {
-                "MessageSid": sid,
-                "SmsMessageSid": sid,
-                "SmsSid": sid,
-                "AccountSid": self.account_sid,
-                "From": address,
-                "To": self._first_sender,
-                "Body": body,
-                "NumMedia": "0",
-                "NumSegments": "1",
-                "ReferralNumMedia": "0",
-                "ProfileName": profile_name,
-                "WaId": key.removeprefix("+"),
-                "SmsStatus": "received",
-                "MessageType": "text",
-                "ApiVersion": API_VERSION,
-            }, sid)
+            self._post(
+                "inbound",
+                webhook,
+                {
+                    "MessageSid": sid,
+                    "SmsMessageSid": sid,
+                    "SmsSid": sid,
+                    "AccountSid": self.account_sid,
+                    "From": address,
+                    "To": self._first_sender,
+                    "Body": body,
+                    "NumMedia": "0",
+                    "NumSegments": "1",
+                    "ReferralNumMedia": "0",
+                    "ProfileName": profile_name,
+                    "WaId": key.removeprefix("+"),
+                    "SmsStatus": "received",
+                    "MessageType": "text",
+                    "ApiVersion": API_VERSION,
+                },
+                sid,
+            )
         return dict(message)
 
     def set_inbound_webhook(self, url: str | None) -> None:
@@ -512,8 +520,10 @@ class TwilioEmulator:
         deadline = time.monotonic() + seconds
         while True:
             messages = self.messages_to(to) if to else self.messages
-            if all(m["status"] not in ("queued", "accepted", "sending", "sent") for m in messages) \
-                    or time.monotonic() > deadline:
+            if (
+                all(m["status"] not in ("queued", "accepted", "sending", "sent") for m in messages)
+                or time.monotonic() > deadline
+            ):
                 return messages
             time.sleep(0.05)
 
@@ -524,7 +534,9 @@ class TwilioEmulator:
             while len(self.callbacks) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self.callbacks)} callbacks after {timeout}s, expected {count}: {self.callbacks}")
+                    raise TimeoutError(
+                        f"{len(self.callbacks)} callbacks after {timeout}s, expected {count}: {self.callbacks}"
+                    )
                 self._callbacks_changed.wait(left)
             return list(self.callbacks)
 
@@ -618,14 +630,26 @@ class TwilioEmulator:
     def _post(self, kind: str, url: str, params: dict[str, str], message_sid: str | None) -> None:
         """POST `params` to `url`, signed as Twilio signs, and record the attempt."""
         signature = self.signature(url, params)
-        record: dict[str, Any] = {"kind": kind, "url": url, "params": dict(params), "signature": signature,
-                                  "message_sid": message_sid, "status": None, "error": None}
-        request = urllib.request.Request(url, data=urlencode(params).encode(), method="POST", headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            "X-Twilio-Signature": signature,
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
-            "User-Agent": "TwilioProxy/1.1",
-        })
+        record: dict[str, Any] = {
+            "kind": kind,
+            "url": url,
+            "params": dict(params),
+            "signature": signature,
+            "message_sid": message_sid,
+            "status": None,
+            "error": None,
+        }
+        request = urllib.request.Request(
+            url,
+            data=urlencode(params).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                "X-Twilio-Signature": signature,
+                "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+                "User-Agent": "TwilioProxy/1.1",
+            },
+        )
         try:
             with _OPENER.open(request, timeout=5) as response:
                 record["status"] = response.status
@@ -651,7 +675,9 @@ class TwilioEmulator:
         for url in urls:
             record: dict[str, Any] = {"url": url, "status": None, "content_type": None, "bytes": 0, "error": None}
             try:
-                with _OPENER.open(urllib.request.Request(url, headers={"User-Agent": "TwilioProxy/1.1"}), timeout=5) as r:
+                with _OPENER.open(
+                    urllib.request.Request(url, headers={"User-Agent": "TwilioProxy/1.1"}), timeout=5
+                ) as r:
                     data = r.read(MEDIA_TOTAL_LIMIT + 1)
                     record.update(status=r.status, content_type=r.headers.get("Content-Type"), bytes=len(data))
             except urllib.error.HTTPError as exc:
@@ -708,8 +734,8 @@ class TwilioEmulator:
             "type": "Full",
             "owner_account_sid": self.account_sid,
             "auth_token": self.auth_token,
-            "date_created": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)),
-            "date_updated": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)),
+            "date_created": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
+            "date_updated": _rfc2822(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)),
             "uri": f"/{API_VERSION}/Accounts/{self.account_sid}.json",
             "subresource_uris": {"messages": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"},
         }
@@ -765,8 +791,9 @@ class TwilioEmulator:
                     # content-types-overview: "Template Approval Required" out of session, none in session for
                     # twilio/text), and sent without Body or MediaUrl (errors/63016: "Remove Body and MediaUrl
                     # when you send a content template"). Twilio reports both as 63016.
-                    if not in_window and (self._approval_status(content_sid) != "approved" or form.get("Body")
-                                          or media_urls):
+                    if not in_window and (
+                        self._approval_status(content_sid) != "approved" or form.get("Body") or media_urls
+                    ):
                         code = 63016
                     elif missing:
                         code = 63028  # a placeholder with no value and no default (errors/63028)
@@ -816,15 +843,21 @@ class TwilioEmulator:
             else:
                 self._plan(sid, start, code)
 
-        after = (lambda: threading.Thread(target=self._check_media, args=(sid, media_urls), daemon=True).start()) \
-            if fetch_media else None
+        after = (
+            (lambda: threading.Thread(target=self._check_media, args=(sid, media_urls), daemon=True).start())
+            if fetch_media
+            else None
+        )
         return 201, answer, after
 
     def _list(self, account: str, query: dict[str, str]) -> dict[str, Any]:
         with self._lock:
             self._advance(time.monotonic())
-            ordered = sorted(enumerate(self._messages), key=lambda im: (parsedate_to_datetime(im[1]["date_created"]), im[0]),
-                             reverse=True)  # newest first, as Twilio lists them
+            ordered = sorted(
+                enumerate(self._messages),
+                key=lambda im: (parsedate_to_datetime(im[1]["date_created"]), im[0]),
+                reverse=True,
+            )  # newest first, as Twilio lists them
             found = [dict(m) for _, m in ordered]
         if "To" in query:
             found = [m for m in found if m["to"] == query["To"]]
@@ -872,18 +905,25 @@ class TwilioEmulator:
         if not isinstance(types, dict):
             return _bad_request("Missing required parameter types in the post body")
         # twilio-python sends every content type it knows, the unused ones as null.
-        types = {name: {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
-                 for name, value in types.items() if value is not None}
+        types = {
+            name: {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+            for name, value in types.items()
+            if value is not None
+        }
         if not types:
             return _bad_request("At least one content type is required")
         text = types.get("twilio/text")
-        if text is not None and (not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]):
+        if text is not None and (
+            not isinstance(text, dict) or not isinstance(text.get("body"), str) or not text["body"]
+        ):
             return _bad_request("twilio/text requires a body")
         if text is not None and len(text["body"]) > BODY_MAX_CHARS:
             return _bad_request("twilio/text body exceeds the 1600 character limit")
         # Up to 100 variables, keys of at most 16 characters (twilio.com/docs/content/using-variables-with-content-api).
-        if not isinstance(variables, dict) or len(variables) > 100 or any(
-            not isinstance(k, str) or len(k) > 16 or not isinstance(v, str) for k, v in variables.items()
+        if (
+            not isinstance(variables, dict)
+            or len(variables) > 100
+            or any(not isinstance(k, str) or len(k) > 16 or not isinstance(v, str) for k, v in variables.items())
         ):
             return _bad_request("Invalid variables")
         now = _iso(_now())
@@ -895,7 +935,10 @@ class TwilioEmulator:
             "date_updated": now,
             "friendly_name": payload.get("friendly_name"),
             "language": language,
-            "links": {"approval_create": f"{url}/ApprovalRequests/whatsapp", "approval_fetch": f"{url}/ApprovalRequests"},
+            "links": {
+                "approval_create": f"{url}/ApprovalRequests/whatsapp",
+                "approval_fetch": f"{url}/ApprovalRequests",
+            },
             "sid": sid,
             "types": types,
             "url": url,
@@ -942,8 +985,9 @@ class TwilioEmulator:
         name, category = str(payload["name"]), str(payload["category"])
         with self._lock:
             content = self._contents[sid]
-            approval = _Approval(name, category.upper(), time.monotonic(),
-                                 rule_broken=_template_rule_broken(name, category, content))
+            approval = _Approval(
+                name, category.upper(), time.monotonic(), rule_broken=_template_rule_broken(name, category, content)
+            )
             self._approvals[sid] = approval
             return 201, {**self._whatsapp_approval(sid, "received"), "send_ttl_seconds": None, "bid_amount": None}
 
@@ -1120,8 +1164,12 @@ def _error(code: int, *, to: str = "", from_: str = "", path: str = "") -> tuple
 
 def _bad_request(message: str) -> tuple[int, dict[str, Any]]:
     """A 400 from the Content API. The status is what twilio-python acts on; the code (20001) is not confirmed."""
-    return 400, {"code": 20001, "message": message, "more_info": "https://www.twilio.com/docs/errors/20001",
-                 "status": 400}
+    return 400, {
+        "code": 20001,
+        "message": message,
+        "more_info": "https://www.twilio.com/docs/errors/20001",
+        "status": 400,
+    }
 
 
 def _status_error(status: int) -> tuple[int, dict[str, Any]]:
@@ -1164,7 +1212,9 @@ def _handler_for(emulator: TwilioEmulator) -> type[BaseHTTPRequestHandler]:
                 except ValueError:
                     payload = ValueError
             with emulator._lock:
-                logged = (raw.decode(errors="replace") if payload is ValueError else payload) if is_json else (form or query)
+                logged = (
+                    (raw.decode(errors="replace") if payload is ValueError else payload) if is_json else (form or query)
+                )
                 emulator.requests.append((method, parts.path, logged))
 
             if method == "POST" and parts.path == "/_emulator/reset":
@@ -1179,8 +1229,12 @@ def _handler_for(emulator: TwilioEmulator) -> type[BaseHTTPRequestHandler]:
                 fields = payload if isinstance(payload, dict) else form
                 try:
                     at = _now() - dt.timedelta(hours=float(fields.get("hours_ago") or 0))
-                    message = emulator.inbound(str(fields["from"]), str(fields.get("body", "hi")), at=at,
-                                               profile_name=str(fields.get("profile_name", "WhatsApp User")))
+                    message = emulator.inbound(
+                        str(fields["from"]),
+                        str(fields.get("body", "hi")),
+                        at=at,
+                        profile_name=str(fields.get("profile_name", "WhatsApp User")),
+                    )
                 except (KeyError, ValueError) as exc:
                     return self._send(400, {"error": str(exc)})
                 return self._send(201, message)

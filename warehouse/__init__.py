@@ -101,8 +101,10 @@ def check_duckdb_file(path: Path, *, must_exist: bool) -> None:
         if must_exist:
             raise ConfigError(f"DUCKDB_PATH: no warehouse at {path}; run the pipeline and dbt build first")
     elif path.is_file() and path.stat().st_size == 0:
-        raise ConfigError(f"DUCKDB_PATH: {path} is an empty file (0 bytes), not a DuckDB warehouse; delete it and "
-                          "run the pipeline and dbt build (make daily), or set DUCKDB_PATH to your warehouse")
+        raise ConfigError(
+            f"DUCKDB_PATH: {path} is an empty file (0 bytes), not a DuckDB warehouse; delete it and "
+            "run the pipeline and dbt build (make daily), or set DUCKDB_PATH to your warehouse"
+        )
 
 
 def postgres_url() -> str:
@@ -197,8 +199,10 @@ def connect(target: Target, *, read_only: bool = False) -> Iterator[Any]:
         except duckdb.IOException as exc:
             if "not a valid DuckDB database file" not in str(exc):
                 raise
-            raise ConfigError(f"DUCKDB_PATH: {path} is not a DuckDB warehouse; set DUCKDB_PATH to your warehouse, "
-                              "or delete the file and run the pipeline and dbt build") from None
+            raise ConfigError(
+                f"DUCKDB_PATH: {path} is not a DuckDB warehouse; set DUCKDB_PATH to your warehouse, "
+                "or delete the file and run the pipeline and dbt build"
+            ) from None
     elif target == "postgres":
         conn = _connect_postgres(postgres_url())
     else:
@@ -227,8 +231,15 @@ def _connect_postgres(url: str) -> Any:
             if restarting is None:
                 raise
             where = libpq_env(url)
-            log.warning("PostgreSQL at %s:%s is not available (%s); trying again in %gs (attempt %d of %d)",
-                        where["PGHOST"], where["PGPORT"], restarting.group(0).lower(), delay, attempt + 1, attempts)
+            log.warning(
+                "PostgreSQL at %s:%s is not available (%s); trying again in %gs (attempt %d of %d)",
+                where["PGHOST"],
+                where["PGPORT"],
+                restarting.group(0).lower(),
+                delay,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(delay)
     return psycopg2.connect(url)
 
@@ -257,13 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{pg-env,exec}")
     commands.add_parser("pg-env", help="print the PG* export lines dbt's postgres target reads, from DATABASE_URL")
     run = commands.add_parser(
-        "exec", help="run a command that only reads the warehouse (dbt docs, mf, the doctor) on the resolved one",
+        "exec",
+        help="run a command that only reads the warehouse (dbt docs, mf, the doctor) on the resolved one",
         description="Run COMMAND with DUCKDB_PATH resolved as for a reader (the demo's file while it is the only "
-                    "one), or the PG* variables derived from DATABASE_URL, and DBT_TARGET set to the target. "
-                    "A DuckDB file that does not exist, or is empty, is refused (exit 2) before the command runs.")
+        "one), or the PG* variables derived from DATABASE_URL, and DBT_TARGET set to the target. "
+        "A DuckDB file that does not exist, or is empty, is refused (exit 2) before the command runs.",
+    )
     run.add_argument("--target", choices=TARGETS, default="duckdb", help="the warehouse (default: %(default)s)")
-    run.add_argument("--no-check", action="store_true",
-                     help="leave a missing warehouse or a wrong setting to the command, which reports it (the doctor)")
+    run.add_argument(
+        "--no-check",
+        action="store_true",
+        help="leave a missing warehouse or a wrong setting to the command, which reports it (the doctor)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -294,8 +310,11 @@ def _reader_env(target: Target, *, check: bool) -> dict[str, str]:
     env = {"DBT_TARGET": target}  # mf has no --target: it connects with the profile's default, DBT_TARGET's
     if target == "duckdb":
         if use_the_demo_warehouse_if_it_is_the_only_one() is not None:
-            print(f"{DEFAULT_DUCKDB_FILE} does not exist: reading the demo's warehouse {DEMO_DUCKDB_FILE} "
-                  "(set DUCKDB_PATH to choose)", file=sys.stderr)
+            print(
+                f"{DEFAULT_DUCKDB_FILE} does not exist: reading the demo's warehouse {DEMO_DUCKDB_FILE} "
+                "(set DUCKDB_PATH to choose)",
+                file=sys.stderr,
+            )
         path = duckdb_path()
         if check:
             check_duckdb_file(path, must_exist=True)

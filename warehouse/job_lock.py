@@ -51,9 +51,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from warehouse import TARGETS, ConfigError, Target, duckdb_path, error_reason, postgres_url
@@ -100,7 +101,9 @@ def lock_file(target: Target) -> Path:
     except ConfigError as exc:
         raise NotLocked(str(exc)) from None
     where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
-    return Path(tempfile.gettempdir()) / f"crm-intelligence-daily-{hashlib.sha256(where.encode()).hexdigest()[:12]}.lock"
+    return (
+        Path(tempfile.gettempdir()) / f"crm-intelligence-daily-{hashlib.sha256(where.encode()).hexdigest()[:12]}.lock"
+    )
 
 
 @contextmanager
@@ -150,10 +153,14 @@ def _advisory_lock() -> Iterator[None]:
 
     try:
         conn = psycopg2.connect(
-            postgres_url(), application_name=f"{APPLICATION_NAME} (pid {os.getpid()} on {socket.gethostname()})",
+            postgres_url(),
+            application_name=f"{APPLICATION_NAME} (pid {os.getpid()} on {socket.gethostname()})",
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             # The session is idle for the whole job: keepalives let both ends notice a connection that died.
-            keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=6,
+            keepalives=1,
+            keepalives_idle=60,
+            keepalives_interval=10,
+            keepalives_count=6,
         )
     except ConfigError as exc:
         raise NotLocked(str(exc)) from None
@@ -178,7 +185,9 @@ def _holder_in_database(cur: Any) -> str:
         cur.execute(
             "select application_name, to_char(backend_start, 'HH24:MI:SS TZ') from pg_stat_activity "
             "where datname = current_database() and application_name like %s and pid <> pg_backend_pid() "
-            "order by backend_start limit 1", [APPLICATION_NAME + " (%"])
+            "order by backend_start limit 1",
+            [APPLICATION_NAME + " (%"],
+        )
         row = cur.fetchone()
     except psycopg2.Error:
         return ""
@@ -192,8 +201,11 @@ def run_locked(target: Target, command: list[str]) -> int:
             return _run_child(command, fd)
     except JobBusy as exc:
         holder = f" ({exc})" if str(exc) else ""
-        print(f"error: another daily run is in progress on {_where(target)}{holder}; this run did nothing: "
-              "let that one finish", file=sys.stderr)
+        print(
+            f"error: another daily run is in progress on {_where(target)}{holder}; this run did nothing: "
+            "let that one finish",
+            file=sys.stderr,
+        )
         return BUSY
     except NotLocked as exc:
         print(f"note: the daily job's lock could not be taken ({exc})", file=sys.stderr)
@@ -210,8 +222,9 @@ def _run_child(command: list[str], fd: int) -> int:
     """The child inherits the lock file's descriptor, so the flock lasts as long as the job's processes do."""
     holder = os.getpid()
     die_with_holder = _parent_death_signal(holder)
-    child = subprocess.Popen(command, env={**os.environ, HOLDER_ENV: str(holder)}, pass_fds=(fd,),
-                             preexec_fn=die_with_holder)
+    child = subprocess.Popen(
+        command, env={**os.environ, HOLDER_ENV: str(holder)}, pass_fds=(fd,), preexec_fn=die_with_holder
+    )
     # Ctrl-C reaches every process of the terminal's group, the job's steps included: this process waits for them
     # to stop, then releases the lock.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

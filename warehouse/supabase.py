@@ -40,7 +40,14 @@ import time
 from typing import Any
 
 from warehouse import (
-    INTERMEDIATE_SCHEMA, MARTS_SCHEMA, RAW_SCHEMA, STAGING_SCHEMA, ConfigError, connect, database_errors, error_reason,
+    INTERMEDIATE_SCHEMA,
+    MARTS_SCHEMA,
+    RAW_SCHEMA,
+    STAGING_SCHEMA,
+    ConfigError,
+    connect,
+    database_errors,
+    error_reason,
 )
 
 # Every schema the project creates: the staging and intermediate views read the raw data, so they are as
@@ -153,8 +160,10 @@ def lockdown(*, analyst: bool = False, attempts: int = ATTEMPTS) -> list[str]:
                 conn.rollback()
                 if getattr(exc, "pgcode", None) not in RETRIED or attempt == attempts:
                     raise
-                print(f"note: lockdown attempt {attempt} of {attempts} ended: {error_reason(exc)}; trying again",
-                      file=sys.stderr)
+                print(
+                    f"note: lockdown attempt {attempt} of {attempts} ended: {error_reason(exc)}; trying again",
+                    file=sys.stderr,
+                )
                 time.sleep(RETRY_PAUSE_SECONDS * attempt)
         done += _install_event_trigger(conn)
     return done
@@ -190,16 +199,23 @@ def _lock_down(conn: Any, *, analyst: bool) -> list[str]:
             plural = "functions" if kind == "routines" else kind
             cur.execute(f"alter default privileges in schema {schema} revoke all on {plural} from {revokees}")
     # The functions stay callable by the trigger machinery only.
-    for function in (GUARD_FUNCTION + "()", LOCKDOWN_FUNCTION + "()",
-                     f"{MARTS_SCHEMA}.crm_intelligence_lock_relation(regclass)"):
+    for function in (
+        GUARD_FUNCTION + "()",
+        LOCKDOWN_FUNCTION + "()",
+        f"{MARTS_SCHEMA}.crm_intelligence_lock_relation(regclass)",
+    ):
         cur.execute(f"revoke all on function {function} from {revokees}")
     for relation in relations:
         cur.execute(f"select {MARTS_SCHEMA}.crm_intelligence_lock_relation(%s::regclass)", [relation])
-    done.append(f"revoked {', '.join(PROJECT_SCHEMAS)} from {revokees}; row level security and the TRUNCATE guard "
-                f"on every table, security_invoker on every view ({len(relations)} relations)")
+    done.append(
+        f"revoked {', '.join(PROJECT_SCHEMAS)} from {revokees}; row level security and the TRUNCATE guard "
+        f"on every table, security_invoker on every view ({len(relations)} relations)"
+    )
     if _existing_roles(cur, (ANALYST_ROLE,)):
         cur.execute(f"grant usage on schema {MARTS_SCHEMA} to {ANALYST_ROLE}")
-        done.append(f"{ANALYST_ROLE} may read the marts in {MARTS_SCHEMA} (not {', '.join(NOT_MARTS)}, not {RAW_SCHEMA})")
+        done.append(
+            f"{ANALYST_ROLE} may read the marts in {MARTS_SCHEMA} (not {', '.join(NOT_MARTS)}, not {RAW_SCHEMA})"
+        )
     conn.commit()
     return done
 
@@ -218,8 +234,10 @@ def _install_event_trigger(conn: Any) -> list[str]:
         return ["tables and views created later in these schemas are locked down as they are created"]
     except database_errors() as exc:
         conn.rollback()
-        return [f"warning: no event trigger ({error_reason(exc)}); rerun this command after every dbt build "
-                "(make daily does)"]
+        return [
+            f"warning: no event trigger ({error_reason(exc)}); rerun this command after every dbt build "
+            "(make daily does)"
+        ]
 
 
 def _existing_roles(cur: Any, names: tuple[str, ...]) -> list[str]:
@@ -232,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m warehouse.supabase", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["lockdown"])
-    parser.add_argument("--analyst", action="store_true", help=f"also create {ANALYST_ROLE}, a read-only role for the marts")
+    parser.add_argument(
+        "--analyst", action="store_true", help=f"also create {ANALYST_ROLE}, a read-only role for the marts"
+    )
     args = parser.parse_args(argv)
     try:
         for line in lockdown(analyst=args.analyst):

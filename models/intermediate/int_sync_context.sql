@@ -48,9 +48,17 @@ last_sync as (
 -- versions are read once: PostgreSQL would otherwise keep a whole copy of a module's versions for two readers).
 record_extremes as (
 
-    select max(modified_at) as changed_at, min(created_at) as created_at from leads
+    select
+        max(modified_at) as changed_at,
+        min(created_at) as created_at
+    from leads
+
     union all
-    select max(modified_at) as changed_at, min(created_at) as created_at from deals
+
+    select
+        max(modified_at) as changed_at,
+        min(created_at) as created_at
+    from deals
 
 ),
 

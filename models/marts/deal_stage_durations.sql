@@ -20,7 +20,8 @@ marked as (
     select
         history.*,
         case
-            when {{ null_safe_equals('lag(stage) over (partition by deal_id order by changed_at)', 'stage') }}
+            -- history holds no null stage, so a plain comparison tells a new visit (the first has no lag)
+            when lag(stage) over (partition by deal_id order by changed_at) = stage
                 then 0
             else 1
         end as starts_visit

@@ -14,10 +14,20 @@ context as (
 
 events as (
 
-    select coalesce(lead_source, '(none)') as lead_source, created_date as event_date, 1 as created, 0 as converted
+    select
+        coalesce(lead_source, '(none)') as lead_source,
+        created_date as event_date,
+        1 as created,
+        0 as converted
     from leads
+
     union all
-    select coalesce(lead_source, '(none)') as lead_source, converted_date as event_date, 0 as created, 1 as converted
+
+    select
+        coalesce(lead_source, '(none)') as lead_source,
+        converted_date as event_date,
+        0 as created,
+        1 as converted
     from leads
     where converted_date is not null
 

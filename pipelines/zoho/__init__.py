@@ -57,10 +57,10 @@ API reference: https://www.zoho.com/crm/developer/docs/api/v8/
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Iterator, Optional, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import dlt
 from dlt.sources import DltResource
@@ -122,10 +122,10 @@ class ExtractSession:
     read it continues) asks for the same fields.
     """
 
-    client: Optional[ZohoClient] = None
-    records_per_load: Optional[int] = None  # None: everything in one load
+    client: ZohoClient | None = None
+    records_per_load: int | None = None  # None: everything in one load
     unfinished: set[str] = field(default_factory=set)
-    credit_stop: Optional[CreditFloorReached] = None
+    credit_stop: CreditFloorReached | None = None
     decisions: dict[str, bool] = field(default_factory=dict)  # taken once per run (the stage-history backfill)
     fields: dict[str, dict[str, FieldKind]] = field(default_factory=dict)  # each module's field list, read once
     metadata_due: set[str] = field(default_factory=set)  # deal_stages/currencies a deal of this run showed stale
@@ -172,10 +172,10 @@ def zoho_crm(
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     records_per_load: int = RECORDS_PER_LOAD,
-    records_file_format: Optional[str] = None,
+    records_file_format: str | None = None,
     stage_history_backfill: bool = True,
-    observer: Optional[ExtractObserver] = None,
-    session: Optional[ExtractSession] = None,
+    observer: ExtractObserver | None = None,
+    session: ExtractSession | None = None,
     reread_metadata: bool = False,
 ) -> list[DltResource]:
     """The Zoho CRM org behind the refresh token, as the five tables of the module docstring.
@@ -217,14 +217,17 @@ def zoho_crm(
     overlap = timedelta(minutes=overlap_minutes)
     deleted_records = _deleted_records(client, overlap, page_size, observer)
     records = {
-        module: _module_records(client, module, overlap, page_size, page_token_limit, records_file_format, observer, session)
+        module: _module_records(
+            client, module, overlap, page_size, page_token_limit, records_file_format, observer, session
+        )
         for module in MODULES
     }
     return [
         *records.values(),
         *(_versions(records[module], module, records_file_format, session) for module in MODULES),
-        _deal_stage_history(client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format,
-                            session),
+        _deal_stage_history(
+            client, records["Deals"], page_size, observer, stage_history_backfill, records_file_format, session
+        ),
         _users(client, page_size, observer),
         _deal_stages(client, observer, reread_metadata, session),
         _currencies(client, observer, reread_metadata, session),
@@ -236,7 +239,7 @@ def zoho_crm(
 # ---------------------------------------------------------------------- resources
 
 
-def _module_table_hints(module: str, file_format: Optional[str]) -> dict[str, Any]:
+def _module_table_hints(module: str, file_format: str | None) -> dict[str, Any]:
     """Hints of the `leads`/`deals` tables, shared by their resource and by the tombstones."""
     columns = column_hints(MODULE_FIELDS[module])
     columns["Modified_Time"]["dedup_sort"] = "desc"
@@ -258,7 +261,7 @@ def _module_records(
     overlap: timedelta,
     page_size: int,
     page_token_limit: int,
-    file_format: Optional[str],
+    file_format: str | None,
     observer: ExtractObserver,
     session: ExtractSession,
 ) -> DltResource:
@@ -319,7 +322,7 @@ def _module_records(
     return records
 
 
-def _versions(records: DltResource, module: str, file_format: Optional[str], session: ExtractSession) -> DltResource:
+def _versions(records: DltResource, module: str, file_format: str | None, session: ExtractSession) -> DltResource:
     """Every version of the module's records the extractor reads, kept: the warehouse's own history.
 
     The records table holds the latest version only; this one keeps each (id, Modified_Time) once (an
@@ -368,8 +371,10 @@ def _field_list(client: ZohoClient, module: str) -> dict[str, FieldKind]:
         body = client.get("settings/fields", params={"module": module}) or {}
     except ZohoError as error:
         if error.code in ("OAUTH_SCOPE_MISMATCH", "NO_PERMISSION"):
-            raise ZohoError(f"reading the {module} field list needs the scope ZohoCRM.settings.fields.READ: {error}",
-                            code=error.code) from None
+            raise ZohoError(
+                f"reading the {module} field list needs the scope ZohoCRM.settings.fields.READ: {error}",
+                code=error.code,
+            ) from None
         raise
     for described in body.get("fields") or []:
         name = described.get("api_name")
@@ -390,7 +395,7 @@ def _field_batches(fields: Mapping[str, FieldKind]) -> list[list[str]]:
     if "Modified_Time" not in first:
         raise ValueError("the records are paged on Modified_Time: it must be among the first fields")
     size = FIELDS_PER_REQUEST - 1
-    return [first, *(rest[start:start + size] for start in range(0, len(rest), size))]
+    return [first, *(rest[start : start + size] for start in range(0, len(rest), size))]
 
 
 def _with_other_batches(
@@ -411,8 +416,10 @@ def _with_other_batches(
     for batch in batches:
         answered: set[str] = set()
         for start in range(0, len(ids), IDS_PER_REQUEST):
-            params = {"fields": ",".join(["Modified_Time", *batch]),
-                      "ids": ",".join(ids[start:start + IDS_PER_REQUEST])}
+            params = {
+                "fields": ",".join(["Modified_Time", *batch]),
+                "ids": ",".join(ids[start : start + IDS_PER_REQUEST]),
+            }
             if module == "Leads":
                 params["converted"] = "both"  # as the list read: converted leads too
             for extra in (client.get(module, params=params) or {}).get("data") or []:
@@ -449,7 +456,7 @@ def _deal_stage_history(
     page_size: int,
     observer: ExtractObserver,
     backfill: bool,
-    file_format: Optional[str],
+    file_format: str | None,
     session: ExtractSession,
 ) -> DltResource:
     """Zoho's Stage History of each deal, read on the first sync only (it costs one call per deal).
@@ -482,7 +489,11 @@ def _deal_stage_history(
         rows = []
         for deal in page:
             for entries in iter_numbered_pages(
-                client, f"Deals/{deal['id']}/{STAGE_HISTORY_RELATED_LIST}", "data", {"fields": fields}, page_size=page_size
+                client,
+                f"Deals/{deal['id']}/{STAGE_HISTORY_RELATED_LIST}",
+                "data",
+                {"fields": fields},
+                page_size=page_size,
             ):
                 rows.extend(typed_record({**entry, "deal_id": deal["id"]}, STAGE_HISTORY_FIELDS) for entry in entries)
         observer.page("deal_stage_history", len(rows))
@@ -508,7 +519,9 @@ def _users(client: ZohoClient, page_size: int, observer: ExtractObserver) -> Dlt
         since = _parse_optional(state.get("since"))
         headers = {"If-Modified-Since": format_zoho_datetime(since + timedelta(seconds=1))} if since else None
         newest = since
-        for page in iter_numbered_pages(client, "users", "users", {"type": "AllUsers"}, headers=headers, page_size=page_size):
+        for page in iter_numbered_pages(
+            client, "users", "users", {"type": "AllUsers"}, headers=headers, page_size=page_size
+        ):
             observer.page("users", len(page))
             rows = [typed_record(user, USERS_FIELDS) for user in page]
             for row in rows:
@@ -588,10 +601,22 @@ def _currencies(client: ZohoClient, observer: ExtractObserver, reread: bool, ses
                 raise
             # One currency only: every amount is already in it, at rate 1.
             org = ((client.get("org") or {}).get("org") or [{}])[0]
-            listed = [{"id": org.get("id") or "home", "iso_code": org.get("iso_code"), "name": org.get("currency"),
-                       "symbol": org.get("currency_symbol"), "exchange_rate": 1, "is_base": True, "is_active": True}]
-        rows = [typed_record({**currency, "exchange_rate": float(currency["exchange_rate"])}, CURRENCIES_FIELDS)
-                for currency in listed if currency.get("iso_code")]
+            listed = [
+                {
+                    "id": org.get("id") or "home",
+                    "iso_code": org.get("iso_code"),
+                    "name": org.get("currency"),
+                    "symbol": org.get("currency_symbol"),
+                    "exchange_rate": 1,
+                    "is_base": True,
+                    "is_active": True,
+                }
+            ]
+        rows = [
+            typed_record({**currency, "exchange_rate": float(currency["exchange_rate"])}, CURRENCIES_FIELDS)
+            for currency in listed
+            if currency.get("iso_code")
+        ]
         observer.page("currencies", len(rows))
         if rows:
             yield rows
@@ -630,12 +655,12 @@ def _metadata_stale(name: str, state: dict[str, Any]) -> bool:
         "known" not in state
         or name in dlt.current.source_state().get("metadata_due", [])
         or read_at is None
-        or datetime.now(timezone.utc) - read_at > timedelta(days=METADATA_MAX_AGE_DAYS)
+        or datetime.now(UTC) - read_at > timedelta(days=METADATA_MAX_AGE_DAYS)
     )
 
 
 def _metadata_read(name: str, state: dict[str, Any], session: ExtractSession) -> None:
-    state["read_at"] = datetime.now(timezone.utc).isoformat()
+    state["read_at"] = datetime.now(UTC).isoformat()
     source_state = dlt.current.source_state()
     source_state["metadata_due"] = [due for due in source_state.get("metadata_due", []) if due != name]
     session.metadata_due.discard(name)
@@ -672,7 +697,7 @@ def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, obs
                 rows = [typed_record({**entry, "module": module}, DELETED_FIELDS) for entry in page]
                 fresh = [row for row in rows if _applied_key(row) not in applied]
                 for row in fresh:
-                    row.setdefault("deleted_time", datetime.now(timezone.utc))
+                    row.setdefault("deleted_time", datetime.now(UTC))
                     applied[_applied_key(row)] = row["deleted_time"].isoformat()
                     newest = row["deleted_time"] if newest is None else max(newest, row["deleted_time"])
                 observer.page("deleted_records", len(fresh))
@@ -687,7 +712,7 @@ def _deleted_records(client: ZohoClient, overlap: timedelta, page_size: int, obs
     return deleted_records
 
 
-def _tombstones(deleted_records: DltResource, module: str, file_format: Optional[str]) -> DltResource:
+def _tombstones(deleted_records: DltResource, module: str, file_format: str | None) -> DltResource:
     """Deletion log entries of `module` as tombstones for its table: dlt deletes the rows with their ids.
 
     A transformer carrying the module table's own hints, so the tombstones merge
@@ -695,7 +720,9 @@ def _tombstones(deleted_records: DltResource, module: str, file_format: Optional
     record and its tombstone wins (`dedup_sort` on `modified_time`).
     """
 
-    @dlt.transformer(data_from=deleted_records, name=f"{module.lower()}_deletions", **_module_table_hints(module, file_format))
+    @dlt.transformer(
+        data_from=deleted_records, name=f"{module.lower()}_deletions", **_module_table_hints(module, file_format)
+    )
     def tombstones(entries: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         rows = [
             {"id": row["id"], "Modified_Time": row["deleted_time"], DELETED_FLAG: True}
@@ -712,5 +739,5 @@ def _applied_key(row: dict[str, Any]) -> str:
     return f"{row['id']}:{row.get('type', '')}"
 
 
-def _parse_optional(value: Optional[str]) -> Optional[datetime]:
+def _parse_optional(value: str | None) -> datetime | None:
     return parse_zoho_datetime(value) if value else None

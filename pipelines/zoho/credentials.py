@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers import EnvironProvider
@@ -59,19 +60,15 @@ TOKEN_FOLDER = "zoho_access_tokens"
 STALE_TOKEN_FILE_SECONDS = 24 * 3600
 
 
-def setting(name: str) -> Optional[str]:
+def setting(name: str) -> str | None:
     """One Zoho setting (`client_id`, `dc`, ...) by the precedence of the module docstring; None if unset."""
     providers: list[ConfigProvider] = list(Container()[PluggableRunContext].providers.providers)
     environment = [p for p in providers if isinstance(p, EnvironProvider)]
     files = [p for p in providers if not isinstance(p, EnvironProvider)]
-    return (
-        _provided(environment, name)
-        or _clean(os.environ.get(f"ZOHO_{name.upper()}"))
-        or _provided(files, name)
-    )
+    return _provided(environment, name) or _clean(os.environ.get(f"ZOHO_{name.upper()}")) or _provided(files, name)
 
 
-def _provided(providers: list[ConfigProvider], name: str) -> Optional[str]:
+def _provided(providers: list[ConfigProvider], name: str) -> str | None:
     secret = name in SECRET_NAMES
     for provider in providers:
         if provider.is_empty or (secret and not provider.supports_secrets):
@@ -83,7 +80,7 @@ def _provided(providers: list[ConfigProvider], name: str) -> Optional[str]:
     return None
 
 
-def _clean(value: Any) -> Optional[str]:
+def _clean(value: Any) -> str | None:
     text = "" if value is None else str(value).strip()
     return text or None
 
@@ -127,7 +124,7 @@ def missing_message(missing: list[str]) -> str:
     return f"{plain} {verb} not set (or {dlt_names} / [sources.zoho] in .dlt/secrets.toml)"
 
 
-def _credit_floor(raw: Optional[str]) -> int:
+def _credit_floor(raw: str | None) -> int:
     if raw is None:
         return CREDIT_FLOOR
     try:
@@ -145,7 +142,7 @@ def connect(
     retry_attempts: int = RETRY_ATTEMPTS,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     credit_floor: int = 0,
-    on_request: Optional[Callable[[str], None]] = None,
+    on_request: Callable[[str], None] | None = None,
 ) -> ZohoClient:
     """A client of the org, starting from the access token an earlier process left in the cache."""
     return ZohoClient(
@@ -194,7 +191,7 @@ class TokenCache:
         ).hexdigest()[:32]
         return cls(Path(run_context.active().get_data_entity(TOKEN_FOLDER)) / f"{key}.json")
 
-    def load(self) -> Optional[CachedToken]:
+    def load(self) -> CachedToken | None:
         """The cached token if it still has more than the margin left."""
         try:
             status = self.path.stat()
@@ -216,12 +213,19 @@ class TokenCache:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(descriptor, 0o600)  # also when a leftover of a killed run was there with other permissions
             with os.fdopen(descriptor, "w") as out:
-                json.dump({"access_token": token.access_token, "api_domain": token.api_domain,
-                           "expires_at": token.expires_at}, out)
+                json.dump(
+                    {
+                        "access_token": token.access_token,
+                        "api_domain": token.api_domain,
+                        "expires_at": token.expires_at,
+                    },
+                    out,
+                )
             os.replace(temporary, self.path)  # a process reading meanwhile sees the old token or the new one
         except OSError as exc:
-            logger.warning("could not cache the Zoho access token (%s); the next run requests its own",
-                           type(exc).__name__)
+            logger.warning(
+                "could not cache the Zoho access token (%s); the next run requests its own", type(exc).__name__
+            )
             return
         self._prune()
 

@@ -14,9 +14,10 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -65,7 +66,7 @@ class ZohoError(RuntimeError):
     the command exits with its "try later" status instead of plain failure.
     """
 
-    def __init__(self, message: str, *, code: Optional[str] = None, retry_later: bool = False) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_later: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.retry_later = retry_later
@@ -114,8 +115,8 @@ class ZohoClient:
         retry_attempts: int = RETRY_ATTEMPTS,
         retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
         credit_floor: int = 0,
-        on_request: Optional[Callable[[str], None]] = None,
-        token_cache: Optional["TokenCache"] = None,
+        on_request: Callable[[str], None] | None = None,
+        token_cache: TokenCache | None = None,
     ) -> None:
         self._credentials = credentials
         self._token_cache = token_cache
@@ -126,16 +127,16 @@ class ZohoClient:
         self._on_request = on_request or (lambda path: None)
         self._session = requests.Session()
         self._lock = threading.Lock()
-        self._access_token: Optional[str] = None
+        self._access_token: str | None = None
         self._token_expires_at = 0.0
-        self._api_base: Optional[str] = None
+        self._api_base: str | None = None
         self.token_from_cache = False  # the token in use was minted by an earlier process
         self.credit_floor = credit_floor
-        self.credits_remaining: Optional[int] = None  # from X-API-CREDITS-REMAINING (sent once half is used)
+        self.credits_remaining: int | None = None  # from X-API-CREDITS-REMAINING (sent once half is used)
 
     # ------------------------------------------------------------------ OAuth
 
-    def _token(self, *, stale: Optional[str] = None) -> str:
+    def _token(self, *, stale: str | None = None) -> str:
         """A valid access token; `stale` is one Zoho just rejected and must be replaced."""
         with self._lock:
             if stale is not None and self._token_cache is not None:
@@ -191,25 +192,31 @@ class ZohoClient:
 
     def below_floor(self) -> bool:
         """True once Zoho reported fewer credits left than the floor (0: no floor)."""
-        return self.credit_floor > 0 and self.credits_remaining is not None and self.credits_remaining < self.credit_floor
+        return (
+            self.credit_floor > 0 and self.credits_remaining is not None and self.credits_remaining < self.credit_floor
+        )
 
     def check_floor(self) -> None:
         if self.below_floor():
             assert self.credits_remaining is not None
             raise CreditFloorReached(self.credits_remaining, self.credit_floor)
 
-    def get(self, path: str, params: Optional[Mapping[str, Any]] = None, headers: Optional[Mapping[str, str]] = None) -> Optional[dict[str, Any]]:
+    def get(
+        self, path: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any] | None:
         """GET `{api_domain}/crm/v8/{path}`; returns the JSON body, or None for 204/304 (no data).
 
         Raises CreditFloorReached instead of calling once Zoho reported credits below the floor.
         """
         return self._call("GET", path, params=params, headers=headers)
 
-    def post(self, path: str, body: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """POST a JSON body (a COQL query) to `{api_domain}/crm/v8/{path}`; like `get`."""
         return self._call("POST", path, json=dict(body))
 
-    def _call(self, method: str, path: str, *, headers: Optional[Mapping[str, str]] = None, **kwargs: Any) -> Optional[dict[str, Any]]:
+    def _call(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> dict[str, Any] | None:
         self.check_floor()
         token = self._token()
         for attempt in (1, 2):
@@ -232,13 +239,17 @@ class ZohoClient:
             if response.status_code >= 400 or body is None:
                 message = (body or {}).get("message") or response.reason
                 raise ZohoError(
-                    f"{method} {path} failed: HTTP {response.status_code} {code or ''} {message}".replace("  ", " ").strip(),
+                    f"{method} {path} failed: HTTP {response.status_code} {code or ''} {message}".replace(
+                        "  ", " "
+                    ).strip(),
                     code=code or None,
                 )
             return body
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, url: str, *, what: str, counted: bool, **kwargs: Any) -> tuple[requests.Response, Optional[dict[str, Any]]]:
+    def _send(
+        self, method: str, url: str, *, what: str, counted: bool, **kwargs: Any
+    ) -> tuple[requests.Response, dict[str, Any] | None]:
         """One HTTP exchange and its JSON body, retried with exponential backoff on 429, 5xx, connection
         errors and unreadable bodies.
 
@@ -276,7 +287,9 @@ class ZohoClient:
                 if retry_after is not None:
                     delay = retry_after
             wait = min(delay, RETRY_MAX_DELAY_SECONDS) * (1 + random.random() / 10)
-            logger.warning("%s: %s, retrying in %.1fs (attempt %d of %d)", what, problem, wait, attempt + 1, self._retry_attempts)
+            logger.warning(
+                "%s: %s, retrying in %.1fs (attempt %d of %d)", what, problem, wait, attempt + 1, self._retry_attempts
+            )
             time.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")
@@ -295,7 +308,7 @@ _TOKEN_HINTS = {
 }
 
 
-def _read_body(response: requests.Response) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def _read_body(response: requests.Response) -> tuple[dict[str, Any] | None, str | None]:
     """The JSON object of a response, and for a 2xx that should have one but does not, why not."""
     if response.status_code in (204, 304):
         return None, None
@@ -311,7 +324,7 @@ def _read_body(response: requests.Response) -> tuple[Optional[dict[str, Any]], O
     return None, None
 
 
-def _retry_after_seconds(response: requests.Response) -> Optional[float]:
+def _retry_after_seconds(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.strip().isdigit() else None
 
@@ -328,7 +341,7 @@ def iter_record_pages(
     module: str,
     fields: Sequence[str],
     *,
-    modified_since: Optional[datetime],
+    modified_since: datetime | None,
     page_size: int,
     chain_limit: int = PAGE_TOKEN_LIMIT,
 ) -> Iterator[list[dict[str, Any]]]:
@@ -366,16 +379,18 @@ def iter_record_pages(
     resume = _ResumePoint()
     while True:  # one page_token chain per pass
         headers = {"If-Modified-Since": format_zoho_datetime(since)} if since else {}
-        page_token: Optional[str] = None
+        page_token: str | None = None
         served = fresh = 0
         chain_full = False
-        chain_start: Optional[datetime] = None
+        chain_start: datetime | None = None
         while True:
             if page_token and served + page_size > chain_limit:
                 chain_full = True
                 break  # the next page would pass the ceiling: start a new chain instead
             try:
-                body = client.get(module, params={**params, "page_token": page_token} if page_token else params, headers=headers)
+                body = client.get(
+                    module, params={**params, "page_token": page_token} if page_token else params, headers=headers
+                )
             except ZohoError as exc:
                 if exc.code not in RESTARTABLE_PAGE_CODES or not page_token:
                     raise
@@ -403,7 +418,12 @@ def iter_record_pages(
             # A whole chain of one second (a bulk import) cannot be passed by any Modified_Time query,
             # and a chain that ends in a second holding half of it likely ends in such a one: read the
             # rest of that second by COQL, keyset-paged on id, then go on from the next second.
-            logger.info("%s: %d+ records share Modified_Time %s; reading them by COQL", module, served, format_zoho_datetime(restart))
+            logger.info(
+                "%s: %d+ records share Modified_Time %s; reading them by COQL",
+                module,
+                served,
+                format_zoho_datetime(restart),
+            )
             yield from _records_of_one_second(client, module, params, restart, resume)
             since = restart + timedelta(seconds=1)
             continue
@@ -419,7 +439,7 @@ def iter_record_pages(
 
 
 def _records_of_one_second(
-    client: ZohoClient, module: str, params: Mapping[str, Any], second: datetime, resume: "_ResumePoint"
+    client: ZohoClient, module: str, params: Mapping[str, Any], second: datetime, resume: _ResumePoint
 ) -> Iterator[list[dict[str, Any]]]:
     """Every record last modified in `second` not read yet: their ids by COQL (keyset on id, 2,000 a
     call, so no OFFSET ceiling applies), then the records themselves by id, 100 a call.
@@ -432,13 +452,15 @@ def _records_of_one_second(
     while True:
         body = client.post(
             "coql",
-            {"select_query": f"select id from {module} where Modified_Time = '{literal}' and id > {last_id}"
-                             f" order by id asc limit {COQL_LIMIT}"},
+            {
+                "select_query": f"select id from {module} where Modified_Time = '{literal}' and id > {last_id}"
+                f" order by id asc limit {COQL_LIMIT}"
+            },
         )
         ids = [str(row["id"]) for row in (body or {}).get("data") or []]
         wanted = [record_id for record_id in ids if not resume.already_read(second, record_id)]
         for start in range(0, len(wanted), IDS_PER_REQUEST):
-            page = client.get(module, params={**by_id, "ids": ",".join(wanted[start:start + IDS_PER_REQUEST])})
+            page = client.get(module, params={**by_id, "ids": ",".join(wanted[start : start + IDS_PER_REQUEST])})
             yield (page or {}).get("data") or []
         if not ids or not ((body or {}).get("info") or {}).get("more_records"):
             return
@@ -453,9 +475,9 @@ class _ResumePoint:
     """
 
     def __init__(self) -> None:
-        self._time: Optional[datetime] = None
+        self._time: datetime | None = None
         self._ids: set[str] = set()
-        self._yielded_time: Optional[datetime] = None
+        self._yielded_time: datetime | None = None
         self._yielded_ids: frozenset[str] = frozenset()
 
     def read(self, record: Mapping[str, Any]) -> bool:
@@ -478,16 +500,18 @@ class _ResumePoint:
         """Whether the record `record_id`, modified at `at`, was read already (at the newest time read)."""
         return at == self._time and record_id in self._ids
 
-    def restart(self) -> Optional[datetime]:
+    def restart(self) -> datetime | None:
         """The If-Modified-Since of the next query (None: nothing to continue from)."""
         self._yielded_time, self._yielded_ids = self._time, frozenset(self._ids)
         return self._time
 
 
-def _stuck(module: str, served: int, since: Optional[datetime]) -> ZohoError:
+def _stuck(module: str, served: int, since: datetime | None) -> ZohoError:
     """The error of a read that cannot go on: restarting from `since` would return the same chain again."""
     if since is None:
-        return ZohoError(f"GET {module}: Zoho ended a page_token chain of records without Modified_Time; cannot restart it")
+        return ZohoError(
+            f"GET {module}: Zoho ended a page_token chain of records without Modified_Time; cannot restart it"
+        )
     return ZohoError(
         f"GET {module}: {served:,} records or more share Modified_Time {format_zoho_datetime(since)}, as many as"
         " one page_token query reaches, so Zoho's Records API cannot page past them"
@@ -501,7 +525,7 @@ def iter_numbered_pages(
     data_key: str,
     params: Mapping[str, Any],
     *,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Mapping[str, str] | None = None,
     page_size: int,
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of an endpoint paged by `page` number (users, the deletion log)."""
@@ -524,12 +548,12 @@ def parse_zoho_datetime(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError(f"datetime without a UTC offset: {value!r}")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def format_zoho_datetime(value: datetime) -> str:
     """The If-Modified-Since form Zoho documents: second precision with an explicit offset."""
-    return value.astimezone(timezone.utc).replace(microsecond=0).isoformat()
+    return value.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def typed_record(record: Mapping[str, Any], fields: Mapping[str, FieldKind]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import dlt
@@ -158,8 +158,8 @@ def load(
     destination: Target = "duckdb",
     *,
     full_refresh: bool = False,
-    progress: Optional[Progress] = None,
-    session: Optional[ExtractSession] = None,
+    progress: Progress | None = None,
+    session: ExtractSession | None = None,
     **source_options: Any,
 ) -> LoadSummary:
     """Extract Zoho CRM into `destination`'s `zoho_raw` schema and return what was done.
@@ -217,8 +217,10 @@ def load(
         return resources
 
     if full_refresh:
-        progress.stage("full refresh: emptying the raw tables and forgetting the cursors "
-                       f"(the history is kept: {', '.join(HISTORY_TABLES)})")
+        progress.stage(
+            "full refresh: emptying the raw tables and forgetting the cursors "
+            f"(the history is kept: {', '.join(HISTORY_TABLES)})"
+        )
         _drop_current_state(pipeline)
     elif full_load:
         progress.stage("first load: reading the whole org")
@@ -246,18 +248,24 @@ def load(
     while session.credit_stop is None and session.unfinished:
         # The next step reads on from where this one stopped, with the versions and Stage History its
         # records carry; the small tables are done.
-        step(with_hints(zoho_crm(
-            observer=progress, records_file_format=records_file_format, session=session, **source_options
-        ).with_resources(*RECORD_RESOURCES, *HISTORY_TABLES)))
+        step(
+            with_hints(
+                zoho_crm(
+                    observer=progress, records_file_format=records_file_format, session=session, **source_options
+                ).with_resources(*RECORD_RESOURCES, *HISTORY_TABLES)
+            )
+        )
     if session.credit_stop is not None:
         raise session.credit_stop
     if session.metadata_due:
         # A deal read after the stages or currencies were (they are read alongside the records in the first
         # step) named one they do not list: read them now, so today's build already knows it.
         progress.stage(f"read again: {', '.join(sorted(session.metadata_due))}")
-        step(zoho_crm(
-            observer=progress, records_file_format=records_file_format, session=session, **source_options
-        ).with_resources(*sorted(session.metadata_due)))
+        step(
+            zoho_crm(
+                observer=progress, records_file_format=records_file_format, session=session, **source_options
+            ).with_resources(*sorted(session.metadata_due))
+        )
     return LoadSummary(
         destination=destination,
         records=dict(progress.records),
@@ -280,8 +288,11 @@ def _drop_current_state(pipeline: dlt.Pipeline) -> None:
     if pipeline.default_schema_name is None:
         return  # nothing was ever loaded
     current = [name for name in RESOURCES if name not in HISTORY_TABLES]
-    drop = pipeline_drop(pipeline, resources=[*current, *(f"{name}_deletions" for name in RECORD_RESOURCES)],
-                         state_paths=list(METADATA_STATE))
+    drop = pipeline_drop(
+        pipeline,
+        resources=[*current, *(f"{name}_deletions" for name in RECORD_RESOURCES)],
+        state_paths=list(METADATA_STATE),
+    )
     drop()
 
 

@@ -64,7 +64,11 @@ LOOKUP_PARTS: dict[FieldKind, tuple[str, ...]] = {"user": ("id", "name", "email"
 UNLISTED_DATA_TYPES = frozenset({"subform", "multiselectlookup", "multiuserlookup", "fileupload", "imageupload"})
 # A field's kind by its `json_type`, when its `data_type` does not say more (see `field_kind`).
 JSON_TYPE_KINDS: dict[str, FieldKind] = {
-    "string": "text", "double": "double", "integer": "bigint", "boolean": "bool", "jsonobject": "json",
+    "string": "text",
+    "double": "double",
+    "integer": "bigint",
+    "boolean": "bool",
+    "jsonobject": "json",
     "jsonarray": "json",
 }
 
@@ -87,6 +91,7 @@ def field_kind(data_type: str, json_type: str) -> FieldKind | None:
     if data_type == "date":
         return "date"
     return JSON_TYPE_KINDS.get(json_type, "text")
+
 
 LEADS_FIELDS: dict[str, FieldKind] = {
     "Owner": "user",

@@ -16,10 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -41,8 +42,9 @@ class RunningApi:
 
 
 @contextmanager
-def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT,
-          port: int = 0) -> Iterator[RunningApi]:
+def serve(
+    env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: Path = PROJECT_ROOT, port: int = 0
+) -> Iterator[RunningApi]:
     """`python -m insights.api --target <target> --port <port>` in the project folder `cwd`, until the block ends
     (port 0: a free one)."""
     env = {k: v for k, v in env.items() if k != "API_TOKEN"}
@@ -50,7 +52,11 @@ def serve(env: dict[str, str], target: Target, token: str | None = TOKEN, cwd: P
         env["API_TOKEN"] = token
     process = subprocess.Popen(
         [sys.executable, "-m", "insights.api", "--target", target, "--port", str(port)],
-        cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()  # type: ignore[union-attr]
@@ -92,8 +98,10 @@ class LoadRun:
     final: dict[str, Any] = field(default_factory=dict)  # /api/metrics once the rounds are over
 
     def line(self) -> str:
-        return (f"extraction {self.extractions_ok}/{self.rounds}, dbt {self.dbt_ok}/{self.rounds}; "
-                f"{len(self.answered)} requests, {sum(s != 200 for s in self.answered)} not answered 200")
+        return (
+            f"extraction {self.extractions_ok}/{self.rounds}, dbt {self.dbt_ok}/{self.rounds}; "
+            f"{len(self.answered)} requests, {sum(s != 200 for s in self.answered)} not answered 200"
+        )
 
 
 def api_under_load(ws: Workspace, org: SandboxOrg, rounds: int, clients: int = 4) -> LoadRun:
@@ -120,8 +128,10 @@ def api_under_load(ws: Workspace, org: SandboxOrg, rounds: int, clients: int = 4
         try:
             for round_ in range(rounds):
                 org.advance(1)
-                for step in (("python", "-m", "pipelines.zoho", "--destination", "duckdb"),
-                             ("dbt", "build", "--target", "duckdb", "--target-path", str(ws.root / "dbt-target"))):
+                for step in (
+                    ("python", "-m", "pipelines.zoho", "--destination", "duckdb"),
+                    ("dbt", "build", "--target", "duckdb", "--target-path", str(ws.root / "dbt-target")),
+                ):
                     result = ws.run(*step, check=False)
                     if result.returncode == 0:
                         if step[0] == "python":
@@ -129,8 +139,10 @@ def api_under_load(ws: Workspace, org: SandboxOrg, rounds: int, clients: int = 4
                         else:
                             run.dbt_ok += 1
                     else:
-                        run.failures.append(f"round {round_ + 1}: {step[0]} {step[2]} exited {result.returncode}: "
-                                            f"{(result.stderr + result.stdout)[-1500:]}")
+                        run.failures.append(
+                            f"round {round_ + 1}: {step[0]} {step[2]} exited {result.returncode}: "
+                            f"{(result.stderr + result.stdout)[-1500:]}"
+                        )
         finally:
             stop.set()
             for thread in threads:

@@ -14,9 +14,16 @@ class CrmUser:
 
     def __init__(self, server: SandboxServer) -> None:
         env = server.env()
-        token = requests.post(f"{server.url}/oauth/v2/token", timeout=10, data={
-            "grant_type": "refresh_token", "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"], "refresh_token": env["ZOHO_REFRESH_TOKEN"]}).json()
+        token = requests.post(
+            f"{server.url}/oauth/v2/token",
+            timeout=10,
+            data={
+                "grant_type": "refresh_token",
+                "client_id": env["ZOHO_CLIENT_ID"],
+                "client_secret": env["ZOHO_CLIENT_SECRET"],
+                "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+            },
+        ).json()
         self.url = f"{server.url}/crm/v8"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Zoho-oauthtoken {token['access_token']}"
@@ -33,6 +40,7 @@ class CrmUser:
     def delete(self, module: str, ids: list[str]) -> None:
         """Delete records the way a mass delete in the CRM does: Zoho takes at most 100 ids a call."""
         for start in range(0, len(ids), 100):
-            response = self.session.delete(f"{self.url}/{module}", params={"ids": ",".join(ids[start:start + 100])},
-                                           timeout=30)
+            response = self.session.delete(
+                f"{self.url}/{module}", params={"ids": ",".join(ids[start : start + 100])}, timeout=30
+            )
             assert response.status_code == 200, response.text

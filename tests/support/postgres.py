@@ -58,16 +58,28 @@ class LocalServer:
         """Start the server and wait until it accepts connections."""
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} -c fsync=off -c full_page_writes=off"
         subprocess.run(
-            [*self.run_as, _binary("pg_ctl"), "-D", self.data, "-w", "-l", os.path.join(self.base, "log"), "-o", options,
-             "start"],
-            check=True, capture_output=True,
+            [
+                *self.run_as,
+                _binary("pg_ctl"),
+                "-D",
+                self.data,
+                "-w",
+                "-l",
+                os.path.join(self.base, "log"),
+                "-o",
+                options,
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: `fast` as a restart does (sessions closed cleanly), `immediate` as a crash."""
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            subprocess.run([*self.run_as, _binary("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"],
-                           capture_output=True)
+            subprocess.run(
+                [*self.run_as, _binary("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"], capture_output=True
+            )
 
 
 @contextmanager
@@ -81,7 +93,8 @@ def throwaway_postgres() -> Iterator[LocalServer]:
     try:
         subprocess.run(
             [*server.run_as, _binary("initdb"), "-D", server.data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         server.start()
         yield server

@@ -30,7 +30,9 @@ from warehouse import PROJECT_ROOT
 
 PAGE = 200
 OVERLAP = dt.timedelta(minutes=10)
-METADATA_CHECKS = 3  # users (If-Modified-Since) and each module's field list; stages and currencies only when a deal names a new one
+METADATA_CHECKS = (
+    3  # users (If-Modified-Since) and each module's field list; stages and currencies only when a deal names a new one
+)
 MAX_RUNS = 8
 
 
@@ -50,8 +52,10 @@ class SoakDay:
         return self.calls <= self.minimum + self.forced
 
     def line(self) -> str:
-        return (f"day {self.day:>2} | {self.runs} run(s), {self.killed} killed | {self.injected:>2} faults | "
-                f"{self.calls:>4} calls (minimum {self.minimum}, forced {self.forced}) | {self.seconds:.1f} s")
+        return (
+            f"day {self.day:>2} | {self.runs} run(s), {self.killed} killed | {self.injected:>2} faults | "
+            f"{self.calls:>4} calls (minimum {self.minimum}, forced {self.forced}) | {self.seconds:.1f} s"
+        )
 
 
 def _crm_calls(server: SandboxServer) -> int:
@@ -61,15 +65,25 @@ def _crm_calls(server: SandboxServer) -> int:
 def _minimum_calls(org: SandboxOrg, cursors: dict[str, dt.datetime | None]) -> int:
     pages = 0
     for module, cursor in cursors.items():
-        count = sum(cursor is None or dt.datetime.fromisoformat(r["Modified_Time"]) >= cursor - OVERLAP
-                    for r in org.records(module))
+        count = sum(
+            cursor is None or dt.datetime.fromisoformat(r["Modified_Time"]) >= cursor - OVERLAP
+            for r in org.records(module)
+        )
         pages += max(1, math.ceil(count / PAGE))
     return pages + 2 + METADATA_CHECKS
 
 
-def soak(workspace: Workspace, days: int, *, seed: int = 1, leads: int = 400, deals: int = 150,
-         fault_rate: float = 0.03, kill_chance: float = 0.4,
-         compare: Callable[[SandboxOrg], None] | None = None) -> Iterator[SoakDay]:
+def soak(
+    workspace: Workspace,
+    days: int,
+    *,
+    seed: int = 1,
+    leads: int = 400,
+    deals: int = 150,
+    fault_rate: float = 0.03,
+    kill_chance: float = 0.4,
+    compare: Callable[[SandboxOrg], None] | None = None,
+) -> Iterator[SoakDay]:
     """Play `days` days; yields each day's figures after `compare(org)` (which raises on a difference)."""
     from tests.test_extract import warehouse_rows  # the comparison helpers live with the extract tests
 
@@ -85,9 +99,10 @@ def soak(workspace: Workspace, days: int, *, seed: int = 1, leads: int = 400, de
         for day in range(1, days + 1):
             started = time.monotonic()
             org.advance(1)
-            cursors = {module: max((row["modified_time"] for row in warehouse_rows(workspace, "duckdb", table)),
-                                   default=None)
-                       for module, table in (("Leads", "leads"), ("Deals", "deals"))}
+            cursors = {
+                module: max((row["modified_time"] for row in warehouse_rows(workspace, "duckdb", table)), default=None)
+                for module, table in (("Leads", "leads"), ("Deals", "deals"))
+            }
             minimum = _minimum_calls(org, cursors)
             server.faults = FaultPlan(rate=fault_rate, kinds=FAULT_KINDS, seed=seed * 1000 + day, slow_seconds=0.2)
             server.reset_stats()
@@ -96,10 +111,18 @@ def soak(workspace: Workspace, days: int, *, seed: int = 1, leads: int = 400, de
             while True:
                 runs += 1
                 if runs > MAX_RUNS:
-                    raise AssertionError(f"day {day}: no run succeeded in {MAX_RUNS} tries; the last said:\n{err[-3000:]}")
+                    raise AssertionError(
+                        f"day {day}: no run succeeded in {MAX_RUNS} tries; the last said:\n{err[-3000:]}"
+                    )
                 before = _crm_calls(server)
-                process = subprocess.Popen(workspace.command("python", "-m", "pipelines.zoho"), cwd=PROJECT_ROOT,
-                                           env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                process = subprocess.Popen(
+                    workspace.command("python", "-m", "pipelines.zoho"),
+                    cwd=PROJECT_ROOT,
+                    env=workspace.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 if killed < 2 and rng.random() < kill_chance:
                     try:
                         process.wait(timeout=rng.uniform(0.3, 3.0))
@@ -123,5 +146,13 @@ def soak(workspace: Workspace, days: int, *, seed: int = 1, leads: int = 400, de
             if compare is not None:
                 compare(org)
             faults = sum(injected.values())
-            yield SoakDay(day=day, runs=runs, killed=killed, injected=faults, calls=_crm_calls(server),
-                          minimum=minimum, forced=forced + 2 * faults, seconds=time.monotonic() - started)
+            yield SoakDay(
+                day=day,
+                runs=runs,
+                killed=killed,
+                injected=faults,
+                calls=_crm_calls(server),
+                minimum=minimum,
+                forced=forced + 2 * faults,
+                seconds=time.monotonic() - started,
+            )

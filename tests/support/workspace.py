@@ -16,8 +16,20 @@ from pathlib import Path
 from warehouse import PROJECT_ROOT, libpq_env
 
 # Settings a developer may have exported for their own org must never leak into a test.
-_USER_SETTINGS = ("ZOHO_", "SOURCES__", "DESTINATION__", "PG", "TWILIO_", "OLLAMA_", "RECIPIENT", "API_TOKEN", "DATABASE_URL",
-                  "CRM_TIMEZONE", "PUBLIC_BASE_URL", "BRIEFING_BUDGET")
+_USER_SETTINGS = (
+    "ZOHO_",
+    "SOURCES__",
+    "DESTINATION__",
+    "PG",
+    "TWILIO_",
+    "OLLAMA_",
+    "RECIPIENT",
+    "API_TOKEN",
+    "DATABASE_URL",
+    "CRM_TIMEZONE",
+    "PUBLIC_BASE_URL",
+    "BRIEFING_BUDGET",
+)
 
 
 @dataclass
@@ -42,7 +54,13 @@ class Workspace:
 
     def run(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            self.command(*args), cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs
+            self.command(*args),
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -51,8 +69,9 @@ class Workspace:
         return result
 
     def dbt_build(self, target: str, *options: str) -> subprocess.CompletedProcess:
-        return self.run("dbt", "build", "--target", target, "--target-path", str(self.root / "dbt" / f"target-{target}"),
-                        *options)
+        return self.run(
+            "dbt", "build", "--target", target, "--target-path", str(self.root / "dbt" / f"target-{target}"), *options
+        )
 
 
 def make_workspace(root: Path) -> Workspace:

@@ -17,8 +17,8 @@ briefing's biggest win and loss do.
 The rules (ids are stable: facts' `values` and the tests name them):
 
 - ``due_soon``: closing date in (D, D + 7] (``DUE_SOON_DAYS``, the team briefing's closing window).
-- ``overdue``: closing date on or before D. A closing date before the org's first record (the first day of
-  kpi_daily; the marts' ``closing_date_implausible`` rule, e.g. 1 Jan 1900) is a typo, not a deadline that
+- ``overdue``: closing date on or before D. A closing date the marts' ``closing_date_implausible`` rule calls
+  a typo (``PlausibleClosingDates``: before the org's first record, e.g. 1 Jan 1900) is not a deadline that
   passed: it never counts, and `data_quality_issues` reports it instead.
 - ``quiet``: no change of state (pipeline, stage, amount, probability or closing date, as deal_daily_states
   records them evening by evening; or the deal's creation) for longer than deals usually stay in its stage.
@@ -30,8 +30,8 @@ The rules (ids are stable: facts' `values` and the tests name them):
   otherwise flag every deal after a weekend), never above 60: two months without a single change is worth a
   look in any stage, and that ceiling bounds how far back the rule reads (61 evenings).
 - ``pushed``: the closing date moved later within the 30 days ending D (``CHANGE_WINDOW_DAYS``): how many
-  times and by how many days in all. A move from or to an implausible date (before the first record or more
-  than 5 years after D) is a correction, not a push.
+  times and by how many days in all. A move from or to an implausible date (the same rule: before the first
+  record, or more than `implausible_years_ahead` years after the last sync) is a correction, not a push.
 - ``shrunk``: the amount fell within the 30 days ending D, from the highest amount the deal had in them to its
   amount at D, by at least 10% (``SHRINK_MIN_PCT``) and at least 100 in the home currency
   (``SHRINK_MIN_AMOUNT``), so a re-rounded amount or a small exchange-rate move does not fire.
@@ -47,7 +47,7 @@ reopened in exactly the state it closed from counts as unchanged across the days
 At a million deals (330k open on a day) the reads are: the day's rows; for quiet, the 61 evenings before D
 of the deals open at D, aggregated to one date per deal (a filter and a hash aggregate, no sort); for the
 moves, the 31 evenings of only the deals that changed in them, through one window function; the stage
-durations of one year; the first day of kpi_daily; and the day's closes and the owners' 30 days of wins.
+durations of one year; the first and last days of kpi_daily; and the day's closes and the owners' 30 days of wins.
 Six queries whoever asks: pass `owner_id` to read one owner's deals only (one digest), or read everyone's
 once and split (`DealFlags.of_owner`; `facts.build` and `owner_facts.owner_digests` take the result, so a
 morning that sends the team briefing and twenty digests reads the flags once). On a synthetic DuckDB
@@ -62,11 +62,14 @@ standard SQL is used (``is distinct from``, ``lag``, ``percentile_disc ... withi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
+
+import yaml
 
 from insights.facts import CLOSING_WINDOW_DAYS, STALE_DAYS, _query
-from warehouse import MARTS_SCHEMA, Target, as_date, placeholder
+from warehouse import MARTS_SCHEMA, PROJECT_ROOT, Target, as_date, placeholder
 
 DUE_SOON = "due_soon"
 OVERDUE = "overdue"
@@ -89,7 +92,6 @@ USUAL_MIN_VISITS = 5
 USUAL_HISTORY_DAYS = 365
 SHRINK_MIN_PCT = 10.0
 SHRINK_MIN_AMOUNT = 100.0
-IMPLAUSIBLE_YEARS_AHEAD = 5  # dbt_project.yml's implausible_years_ahead
 STANDING_DAYS = 30
 
 
@@ -218,7 +220,9 @@ class DealFlags:
         return [d for d in self.deals if d.owner_id == owner_id]
 
 
-def usual_for(usual: dict[tuple[str | None, str | None], StageUsual], pipeline: str | None, stage: str | None) -> StageUsual:
+def usual_for(
+    usual: dict[tuple[str | None, str | None], StageUsual], pipeline: str | None, stage: str | None
+) -> StageUsual:
     """The stage's usual, or the default when it has too little history (or the stage is unknown)."""
     return usual.get((pipeline, stage)) or StageUsual(QUIET_DEFAULT_DAYS, 0, None)
 
@@ -226,8 +230,31 @@ def usual_for(usual: dict[tuple[str | None, str | None], StageUsual], pipeline: 
 def _plus_years(day: dt.date, years: int) -> dt.date:
     try:
         return day.replace(year=day.year + years)
-    except ValueError:  # 29 February
+    except ValueError:  # 29 February, which the warehouses' dateadd takes to the 28th
         return day.replace(year=day.year + years, day=28)
+
+
+def implausible_years_ahead() -> int:
+    """dbt_project.yml's `implausible_years_ahead`: the one setting of the closing-date rule, read by the marts
+    (int_deals_in_home_currency) and here, so the two cannot drift apart."""
+    project = yaml.safe_load((PROJECT_ROOT / "dbt_project.yml").read_text(encoding="utf-8"))
+    return int(project["vars"]["implausible_years_ahead"])
+
+
+@dataclass(frozen=True)
+class PlausibleClosingDates:
+    """The closing dates the marts take for real deadlines: data_quality_issues' ``closing_date_implausible``
+    rule, whose bounds are read from the marts rather than worked out again. A Closing_Date before the org's
+    first record day (the first day of kpi_daily) or more than `implausible_years_ahead` years after the day of
+    the last sync (its last day) is a typo (1 Jan 1900, 31 Dec 2999): never overdue, never half of a push."""
+
+    earliest: dt.date | None  # None: the marts hold no day yet, and no date can be judged
+    latest: dt.date | None
+
+    def __contains__(self, day: dt.date | None) -> bool:
+        if day is None or self.earliest is None or self.latest is None:
+            return False
+        return self.earliest <= day <= self.latest
 
 
 def _float(value: Any) -> float | None:
@@ -260,7 +287,9 @@ class _Reader:
 
     def last_different(self) -> tuple[str, list[Any]]:
         """The CTE of each open deal's last evening, in the quiet look-back, whose state differs from D's."""
-        differs = " or ".join(f"s.{c} is distinct from t.{c}" for c in ("pipeline", "stage", "amount", "probability", "closing_date"))
+        differs = " or ".join(
+            f"s.{c} is distinct from t.{c}" for c in ("pipeline", "stage", "amount", "probability", "closing_date")
+        )
         sql = (
             f"last_different as (select s.deal_id, max(s.calendar_date) as last_different "
             f"from {MARTS_SCHEMA}.deal_daily_states s join today t on t.deal_id = s.deal_id "
@@ -313,9 +342,11 @@ class _Reader:
             [self.day - dt.timedelta(days=USUAL_HISTORY_DAYS), self.day],
         )
 
-    def first_record_day(self) -> dt.date | None:
-        [(first,)] = _query(self.conn, f"select min(kpi_date) from {MARTS_SCHEMA}.kpi_daily")
-        return as_date(first) if first is not None else None
+    def plausible_closing_dates(self) -> PlausibleClosingDates:
+        [(first, last)] = _query(self.conn, f"select min(kpi_date), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily")
+        if first is None or last is None:
+            return PlausibleClosingDates(None, None)
+        return PlausibleClosingDates(as_date(first), _plus_years(as_date(last), implausible_years_ahead()))
 
     def closes(self) -> list[tuple[Any, ...]]:
         owner = f" and owner_id = cast({self.p} as varchar)" if self.owner_id is not None else ""
@@ -353,14 +384,24 @@ def _usual(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str | None, str | None
 def _quiet(day: dt.date, created: dt.date | None, last_different: dt.date | None, usual: StageUsual) -> Flag | None:
     """Quiet: the days since the state last changed (or the deal was created) exceed the stage's usual."""
     horizon = day - dt.timedelta(days=QUIET_CEILING_DAYS)  # the earliest change the look-back can see
-    changes = [d for d in (created, last_different + dt.timedelta(days=1) if last_different else None) if d and d >= horizon]
+    changes = [
+        d for d in (created, last_different + dt.timedelta(days=1) if last_different else None) if d and d >= horizon
+    ]
     last_change = max(changes) if changes else None
     days = (day - last_change).days if last_change else QUIET_CEILING_DAYS + 1
     if days <= usual.days:
         return None
-    return Flag(QUIET, {"days_quiet": days, "more_than_ceiling": last_change is None, "last_change_date": last_change,
-                        "usual_days": usual.days, "usual_visits": usual.visits,
-                        "usual_is_default": usual.percentile_days is None})
+    return Flag(
+        QUIET,
+        {
+            "days_quiet": days,
+            "more_than_ceiling": last_change is None,
+            "last_change_date": last_change,
+            "usual_days": usual.days,
+            "usual_visits": usual.visits,
+            "usual_is_default": usual.percentile_days is None,
+        },
+    )
 
 
 class _Step(NamedTuple):
@@ -379,34 +420,64 @@ class _Step(NamedTuple):
     prev_closing_date: dt.date | None
 
 
-def _move_flags(amount: float | None, steps: list[_Step], plausible: tuple[dt.date | None, dt.date]) -> list[Flag]:
+def _move_flags(amount: float | None, steps: list[_Step], plausible: PlausibleClosingDates) -> list[Flag]:
     """pushed, shrunk and moved_back from a deal's changes in the change window (oldest first)."""
     if not steps:
         return []
-    first_ok, last_ok = plausible
-    low = first_ok or dt.date.min
 
     flags: list[Flag] = []
-    pushes = [s for s in steps if s.prev_closing_date is not None and s.closing_date is not None
-              and low <= s.prev_closing_date < s.closing_date <= last_ok]
+    pushes = [
+        s
+        for s in steps
+        if s.prev_closing_date in plausible and s.closing_date in plausible and s.prev_closing_date < s.closing_date
+    ]
     if pushes:
         days = sum((s.closing_date - s.prev_closing_date).days for s in pushes)
-        flags.append(Flag(PUSHED, {"times": len(pushes), "days": days, "from_date": pushes[0].prev_closing_date,
-                                   "to_date": pushes[-1].closing_date, "last_push_date": pushes[-1].on}))
+        flags.append(
+            Flag(
+                PUSHED,
+                {
+                    "times": len(pushes),
+                    "days": days,
+                    "from_date": pushes[0].prev_closing_date,
+                    "to_date": pushes[-1].closing_date,
+                    "last_push_date": pushes[-1].on,
+                },
+            )
+        )
     # The amounts the deal had over the window: before its first change, and after each.
     held = [float(a) for s in steps for a in (s.prev_amount, s.amount) if a is not None]
     if amount is not None and held:
         highest = max(held)
         drop = highest - amount
         if drop >= SHRINK_MIN_AMOUNT and drop / highest * 100 >= SHRINK_MIN_PCT:
-            flags.append(Flag(SHRUNK, {"from_amount": highest, "to_amount": amount, "drop": drop,
-                                       "drop_pct": drop / highest * 100}))
-    backs = [s for s in steps if s.stage_order is not None and s.prev_stage_order is not None
-             and s.pipeline == s.prev_pipeline and int(s.stage_order) < int(s.prev_stage_order)]
+            flags.append(
+                Flag(
+                    SHRUNK,
+                    {"from_amount": highest, "to_amount": amount, "drop": drop, "drop_pct": drop / highest * 100},
+                )
+            )
+    backs = [
+        s
+        for s in steps
+        if s.stage_order is not None
+        and s.prev_stage_order is not None
+        and s.pipeline == s.prev_pipeline
+        and int(s.stage_order) < int(s.prev_stage_order)
+    ]
     if backs:
         last = backs[-1]
-        flags.append(Flag(MOVED_BACK, {"from_stage": _str(last.prev_stage), "to_stage": _str(last.stage),
-                                       "date": last.on, "times": len(backs)}))
+        flags.append(
+            Flag(
+                MOVED_BACK,
+                {
+                    "from_stage": _str(last.prev_stage),
+                    "to_stage": _str(last.stage),
+                    "date": last.on,
+                    "times": len(backs),
+                },
+            )
+        )
     return flags
 
 
@@ -419,22 +490,48 @@ def flag_deals(conn: Any, target: Target, day: dt.date, owner_id: str | None = N
     """
     read = _Reader(conn, target, day, owner_id)
     usual = _usual(read.stage_usual())
-    first_ok = read.first_record_day()
-    plausible = (first_ok, _plus_years(day, IMPLAUSIBLE_YEARS_AHEAD))
+    plausible = read.plausible_closing_dates()
     steps: dict[str, list[_Step]] = {}
-    for deal_id, on, pipeline, stage, order, amount, closing, prev_pipeline, prev_stage, prev_order, prev_amount, prev_closing in read.moves():
-        steps.setdefault(str(deal_id), []).append(_Step(
-            as_date(on), pipeline, stage, order, amount, as_date(closing) if closing else None,
-            prev_pipeline, prev_stage, prev_order, prev_amount, as_date(prev_closing) if prev_closing else None))
+    for (
+        deal_id,
+        on,
+        pipeline,
+        stage,
+        order,
+        amount,
+        closing,
+        prev_pipeline,
+        prev_stage,
+        prev_order,
+        prev_amount,
+        prev_closing,
+    ) in read.moves():
+        steps.setdefault(str(deal_id), []).append(
+            _Step(
+                as_date(on),
+                pipeline,
+                stage,
+                order,
+                amount,
+                as_date(closing) if closing else None,
+                prev_pipeline,
+                prev_stage,
+                prev_order,
+                prev_amount,
+                as_date(prev_closing) if prev_closing else None,
+            )
+        )
 
     deals = []
     for deal_id, owner, pipeline, stage, amount, closing, created, last_different in read.open_deals():
         deal_id, pipeline, stage, amount = str(deal_id), _str(pipeline), _str(stage), _float(amount)
         closing, created = as_date(closing) if closing else None, as_date(created) if created else None
         flags: list[Flag] = []
-        if closing is not None and closing <= day and (first_ok is None or closing >= first_ok):
+        if closing is not None and closing <= day and closing in plausible:
             flags.append(Flag(OVERDUE, {"closing_date": closing, "days_overdue": (day - closing).days}))
-        quiet = _quiet(day, created, as_date(last_different) if last_different else None, usual_for(usual, pipeline, stage))
+        quiet = _quiet(
+            day, created, as_date(last_different) if last_different else None, usual_for(usual, pipeline, stage)
+        )
         if quiet:
             flags.append(quiet)
         flags += _move_flags(amount, steps.get(deal_id, []), plausible)
@@ -463,12 +560,16 @@ def _owners(read: _Reader, day: dt.date, deals: list[FlaggedDeal]) -> dict[str, 
 
     wins = sorted(((str(o), int(n), float(a)) for o, n, a in read.standings()), key=lambda r: (-r[2], -r[1], r[0]))
     since = day - dt.timedelta(days=STANDING_DAYS - 1)
-    standing = {o: Standing(1 + sum(1 for _, _, other in wins if other > a), len(wins), n, a, since, day) for o, n, a in wins}
+    standing = {
+        o: Standing(1 + sum(1 for _, _, other in wins if other > a), len(wins), n, a, since, day) for o, n, a in wins
+    }
 
     ids = set(open_count) | set(closed) | ({read.owner_id} if read.owner_id is not None else set())
     return {
         o: OwnerDay(
-            o, open_count.get(o, 0), open_amount.get(o, 0.0),
+            o,
+            open_count.get(o, 0),
+            open_amount.get(o, 0.0),
             tuple(d for d in closed.get(o, []) if d.status == "won"),
             tuple(d for d in closed.get(o, []) if d.status == "lost"),
             standing.get(o),

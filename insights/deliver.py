@@ -17,8 +17,10 @@ row per digest in analytics.ai_summaries) -> send (WhatsApp through Twilio:
 the full text inside a person's 24-hour window, the approved template outside
 it; see `insights.whatsapp`), unless --dry-run.
 
-The default date is the last complete day: the latest kpi_date before today in
-CRM_TIMEZONE (or the latest kpi_date when the marts hold nothing earlier).
+The default date is yesterday in the org's time: the last day kpi_daily marks
+complete before the org's today, which is today in CRM_TIMEZONE, or the last day
+of the marts when the org's clock runs ahead of this machine's (the latest
+kpi_date when the marts hold nothing complete).
 
 Environment: DUCKDB_PATH or DATABASE_URL (the warehouse), CRM_TIMEZONE,
 OLLAMA_BASE_URL (default http://localhost:11434), OLLAMA_MODEL (default
@@ -56,9 +58,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from insights import facts as facts_mod
 from insights import llm, store
@@ -166,8 +169,9 @@ class Checked:
     plan: Plan  # what the message shows: the model's plan as settled, or the standard one
 
 
-def checked_message(day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str],
-                    title: str = "Sales briefing") -> Checked:
+def checked_message(
+    day: DayFacts, outcome: llm.Outcome, names: Mapping[tuple[str, str], str], title: str = "Sales briefing"
+) -> Checked:
     """The model's briefing, settled by the editorial rules, if it passes the audit; else the standard one."""
     failure = outcome.failure
     review = None
@@ -193,8 +197,10 @@ def _attempts_note(outcome: llm.Outcome) -> str:
     if last is None:
         return ""
     tries = "first try" if len(outcome.attempts) == 1 else f"{len(outcome.attempts)} attempts"
-    return (f"{tries}, prompt {last.counted_tokens:,} tokens of num_ctx {last.num_ctx:,}"
-            f" (server counted {last.prompt_tokens}), answer {last.completion_tokens} tokens")
+    return (
+        f"{tries}, prompt {last.counted_tokens:,} tokens of num_ctx {last.num_ctx:,}"
+        f" (server counted {last.prompt_tokens}), answer {last.completion_tokens} tokens"
+    )
 
 
 DEFAULT_BUDGET_SECONDS = 900.0  # BRIEFING_BUDGET_SECONDS: the model's time for all of a day's digests
@@ -241,8 +247,9 @@ def _recipients(dry_run: bool, twilio: TwilioSettings | None) -> tuple[Recipient
         return ()
 
 
-def gather(conn: Any, target: Target, report_date: dt.date, tz: Any,
-           recipients: tuple[Recipient, ...]) -> tuple[list[Digest], list[tuple[Recipient, str]]]:
+def gather(
+    conn: Any, target: Target, report_date: dt.date, tz: Any, recipients: tuple[Recipient, ...]
+) -> tuple[list[Digest], list[tuple[Recipient, str]]]:
     """The day's digests and who gets each; and the owners with nothing to report (no message, said why)."""
     from insights.deal_flags import flag_deals
 
@@ -271,19 +278,29 @@ def gather(conn: Any, target: Target, report_date: dt.date, tz: Any,
             if day is None:
                 quiet.extend((person, owner_digest_key(owner_id)) for person in people)
                 continue
-            digests.append(Digest(owner_digest_key(owner_id), day, facts_mod.entity_names(conn, target, day.entities()),
-                                  tuple(people), title="Your deals", what="the digest of your deals"))
+            digests.append(
+                Digest(
+                    owner_digest_key(owner_id),
+                    day,
+                    facts_mod.entity_names(conn, target, day.entities()),
+                    tuple(people),
+                    title="Your deals",
+                    what="the digest of your deals",
+                )
+            )
     return digests, quiet
 
 
-def write(digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: float, dry_run: bool,
-          every: float) -> Written:
+def write(
+    digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: float, dry_run: bool, every: float
+) -> Written:
     """Word one digest with the model (within what is left of the day's budget), check it, store it."""
     started = time.perf_counter()
     remaining = deadline - time.monotonic()
     if remaining < MIN_MODEL_SECONDS:
-        outcome = llm.Outcome(None, failure=llm.Failure(
-            "budget", "BRIEFING_BUDGET_SECONDS was used up by the digests before this one"))
+        outcome = llm.Outcome(
+            None, failure=llm.Failure("budget", "BRIEFING_BUDGET_SECONDS was used up by the digests before this one")
+        )
     else:
         with _still_waiting(ollama.model, every):
             outcome = llm.choose(digest.day, replace(ollama, timeout=min(ollama.timeout, remaining)))
@@ -316,27 +333,34 @@ def write(digest: Digest, ollama: OllamaSettings, target: Target, *, deadline: f
 
 
 def _who(recipient: Recipient) -> str:
-    return f"{recipient.name} ({recipient.whatsapp.removeprefix('whatsapp:')})" if recipient.name \
+    return (
+        f"{recipient.name} ({recipient.whatsapp.removeprefix('whatsapp:')})"
+        if recipient.name
         else recipient.whatsapp.removeprefix("whatsapp:")
+    )
 
 
-def dry_run_document(written: list[Written], quiet: list[tuple[Recipient, str]], report_date: dt.date) -> dict[str, Any]:
+def dry_run_document(
+    written: list[Written], quiet: list[tuple[Recipient, str]], report_date: dt.date
+) -> dict[str, Any]:
     """What the run would send, for scripts and review: one entry per recipient and digest."""
     messages = []
     for w in written:
         for recipient in w.digest.recipients or (None,):
-            messages.append({
-                "recipient": recipient.whatsapp if recipient else None,
-                "name": recipient.name if recipient else None,
-                "role": recipient.role if recipient else "manager",
-                "owner": w.digest.key.removeprefix("owner:") if w.digest.key != TEAM else None,
-                "digest": w.digest.key,
-                "standard_summary": w.checked.failure is not None,
-                "fallback_reason": str(w.checked.failure) if w.checked.failure else None,
-                "session": {"text": w.checked.message.text, "parts": split_parts(w.checked.message.text)},
-                "template": {"variables": w.template_variables},
-                "summary_id": w.summary_id,
-            })
+            messages.append(
+                {
+                    "recipient": recipient.whatsapp if recipient else None,
+                    "name": recipient.name if recipient else None,
+                    "role": recipient.role if recipient else "manager",
+                    "owner": w.digest.key.removeprefix("owner:") if w.digest.key != TEAM else None,
+                    "digest": w.digest.key,
+                    "standard_summary": w.checked.failure is not None,
+                    "fallback_reason": str(w.checked.failure) if w.checked.failure else None,
+                    "session": {"text": w.checked.message.text, "parts": split_parts(w.checked.message.text)},
+                    "template": {"variables": w.template_variables},
+                    "summary_id": w.summary_id,
+                }
+            )
     return {
         "report_date": report_date.isoformat(),
         "dry_run": True,
@@ -360,10 +384,12 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
                 report_date = facts_mod.default_report_date(conn, target, dt.datetime.now(tz).date())
             digests, quiet = gather(conn, target, report_date, tz, recipients)
         owners = sum(d.key != TEAM for d in digests)
-        note.append(f"{sum(len(d.day.facts) for d in digests)} facts for {report_date} from {target}: "
-                    f"{'the team briefing' if digests and digests[0].key == TEAM else 'no team briefing'}"
-                    f"{f', {owners} owner digest(s)' if owners else ''}"
-                    f"{f', {len(quiet)} owner(s) with nothing to report' if quiet else ''}")
+        note.append(
+            f"{sum(len(d.day.facts) for d in digests)} facts for {report_date} from {target}: "
+            f"{'the team briefing' if digests and digests[0].key == TEAM else 'no team briefing'}"
+            f"{f', {owners} owner digest(s)' if owners else ''}"
+            f"{f', {len(quiet)} owner(s) with nothing to report' if quiet else ''}"
+        )
 
     written: list[Written] = []
     for digest in digests:
@@ -377,10 +403,14 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
                 note.append(f"{name}: no usable answer from {ollama.model}: {w.outcome.failure};")
             review, verdict = w.checked.review, w.checked.verdict
             if review is not None:
-                note.append(f"{review.comments_kept} comment(s) kept, {len(review.dropped)} dropped, "
-                            f"{len(review.added)} fact(s) needing attention added;")
-            note.append(f"{verdict.checked} numbers checked; "
-                        + ("standard summary" if w.checked.failure else "the model's briefing passed"))
+                note.append(
+                    f"{review.comments_kept} comment(s) kept, {len(review.dropped)} dropped, "
+                    f"{len(review.added)} fact(s) needing attention added;"
+                )
+            note.append(
+                f"{verdict.checked} numbers checked; "
+                + ("standard summary" if w.checked.failure else "the model's briefing passed")
+            )
         if w.checked.failure is not None:
             whose = "" if digest.key == TEAM else f" for {digest.key}"
             _log(f"notice: using the standard briefing{whose} because {w.checked.failure}")
@@ -399,10 +429,13 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             assert twilio is not None
             outgoing = [
                 whatsapp.Outgoing(r.whatsapp, w.checked.message.text, w.digest.key, w.template_variables, w.summary_id)
-                for w in written for r in w.digest.recipients
+                for w in written
+                for r in w.digest.recipients
             ]
             with _still_waiting("Twilio", every):
-                deliveries = whatsapp.send_digests(outgoing, report_date, target, twilio, force=force) if outgoing else []
+                deliveries = (
+                    whatsapp.send_digests(outgoing, report_date, target, twilio, force=force) if outgoing else []
+                )
                 ledger = DeliveryLedger(target)
                 for recipient, key in quiet:
                     ledger.skip(report_date, recipient.whatsapp, key, "nothing to report")
@@ -410,8 +443,11 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
                 error = f"error {d.error_code}: " if d.error_code else ""
                 explanation = f" ({error}{d.explanation or ''})" if error or d.explanation else ""
                 how = f" as {d.kind}" + (f" in {len(d.parts)} parts" if len(d.parts) > 1 else "") if d.kind else ""
-                _log(f"  {d.recipient} [{d.digest}]: {d.status}{how}" + (f" {d.message_sid}" if d.message_sid else "")
-                     + explanation)
+                _log(
+                    f"  {d.recipient} [{d.digest}]: {d.status}{how}"
+                    + (f" {d.message_sid}" if d.message_sid else "")
+                    + explanation
+                )
             for recipient, key in quiet:
                 _log(f"  {recipient.whatsapp} [{key}]: nothing to report, no message")
             status, outcome_text = whatsapp.outcome(deliveries) if deliveries else (0, "no message to send")
@@ -420,8 +456,14 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
     if not dry_run:
         for line in missed_lines(target, report_date, recipients):
             _log(line)
-    kinds = ", ".join(sorted({f"standard summary ({w.checked.failure.code})" if w.checked.failure
-                              else f"picked by {ollama.model}" for w in written}))
+    kinds = ", ".join(
+        sorted(
+            {
+                f"standard summary ({w.checked.failure.code})" if w.checked.failure else f"picked by {ollama.model}"
+                for w in written
+            }
+        )
+    )
     _log(
         f"done in {time.perf_counter() - started:.2f}s: {len(written)} briefing(s) for {fmt_date(report_date)}, {kinds}, "
         f"{outcome_text}"
@@ -436,8 +478,10 @@ def missed_lines(target: Target, report_date: dt.date, recipients: tuple[Recipie
     lines = []
     for m in missed:
         why = "no run got as far as sending it" if m.status is None else f"its delivery is {m.status}"
-        lines.append(f"missed: the briefing for {fmt_date(m.report_date)} never reached {m.recipient} [{m.digest}] "
-                     f"({why}); it is not resent unasked: python -m insights.deliver --date {m.report_date}")
+        lines.append(
+            f"missed: the briefing for {fmt_date(m.report_date)} never reached {m.recipient} [{m.digest}] "
+            f"({why}); it is not resent unasked: python -m insights.deliver --date {m.report_date}"
+        )
     return lines
 
 
@@ -447,8 +491,10 @@ def _print_dry_run(written: list[Written], quiet: list[tuple[Recipient, str]]) -
     for w in written:
         to = ", ".join(_who(r) for r in w.digest.recipients) or "(no recipient configured)"
         parts = split_parts(w.checked.message.text)
-        print(f"To: {to}\nDigest: {w.digest.key}\nLength: {whatsapp_length(w.checked.message.text)} characters"
-              f" ({len(parts)} message{'s' if len(parts) > 1 else ''} inside the 24-hour window; the template outside it)")
+        print(
+            f"To: {to}\nDigest: {w.digest.key}\nLength: {whatsapp_length(w.checked.message.text)} characters"
+            f" ({len(parts)} message{'s' if len(parts) > 1 else ''} inside the 24-hour window; the template outside it)"
+        )
         print("-" * 40)
         print(w.checked.message.text)
         print("-" * 40)
@@ -460,14 +506,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m insights.deliver", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--date", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
-                        help="the day to report on (default: the last complete day in CRM_TIMEZONE)")
-    parser.add_argument("--target", choices=TARGETS, default="duckdb", help="the warehouse to read and write (default: duckdb)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="build and store the briefing, print what would be sent, send nothing")
-    parser.add_argument("--force", action="store_true", help="send again even to recipients who already got this day's briefing")
-    parser.add_argument("--json", action="store_true",
-                        help="with --dry-run: print what would be sent as one JSON document on stdout (progress stays on stderr)")
+    parser.add_argument(
+        "--date",
+        type=dt.date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="the day to report on (default: yesterday in the org's time, the last complete day)",
+    )
+    parser.add_argument(
+        "--target", choices=TARGETS, default="duckdb", help="the warehouse to read and write (default: duckdb)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="build and store the briefing, print what would be sent, send nothing"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="send again even to recipients who already got this day's briefing"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: print what would be sent as one JSON document on stdout (progress stays on stderr)",
+    )
     args = parser.parse_args(argv)
     if args.json and not args.dry_run:
         parser.error("--json goes with --dry-run")
@@ -496,8 +554,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"error: the {args.target} warehouse failed: {error_reason(exc)}", file=sys.stderr)
         cause = "that no other process holds the file" if args.target == "duckdb" else "that the server is up"
-        print(f"hint: run it again (a briefing already sent is not sent twice); if it keeps failing, check {setting} "
-              f"and {cause}", file=sys.stderr)
+        print(
+            f"hint: run it again (a briefing already sent is not sent twice); if it keeps failing, check {setting} "
+            f"and {cause}",
+            file=sys.stderr,
+        )
         return 1
 
 

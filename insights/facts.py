@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from warehouse import MARTS_SCHEMA, ConfigError, Target, as_date, error_reason, placeholder
@@ -117,7 +118,7 @@ class DayFacts:
                 seen.setdefault((ref.kind, ref.id), ref)
         return list(seen.values())
 
-    def top(self, limit: int) -> "DayFacts":
+    def top(self, limit: int) -> DayFacts:
         """The `limit` most important facts (what the prompt keeps when it must shrink)."""
         return DayFacts(self.report_date, self.facts[:limit])
 
@@ -234,30 +235,33 @@ def _query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, .
 
 
 def default_report_date(conn: Any, target: Target, today: dt.date) -> dt.date:
-    """The last complete day: the latest kpi_date before today (org timezone) that the last sync saw end.
+    """The last complete day before the org's today: yesterday in the org's time, after a sync this morning.
 
-    A morning briefing reports on yesterday. kpi_daily marks the day of the last
-    sync as incomplete (`is_complete`), so a briefing after a sync that failed
-    last night reports on the last day the data covers in full, not on a half day.
-    When the marts hold no complete day (a brand-new org), the latest kpi_date is used.
+    `today` is the machine's date read in the org's time zone (CRM_TIMEZONE). The org's today is that, or the
+    last day of kpi_daily when it is later: the marts end on the day of the last sync as the org dates it, in
+    the zone they were built in, so when the org's clock runs ahead of the machine's (its records carry times
+    after our now) or the zone runs ahead of the one this process was given, the org's yesterday is still
+    the day before that, not the machine's yesterday. kpi_daily marks the day of the last sync as
+    incomplete (`is_complete`), so a briefing after a sync that failed last night reports on the last day
+    the data covers in full, not on a half day. When the marts hold no complete day (a brand-new org), the
+    latest kpi_date is used.
     """
     p = placeholder(target)
-    [(before, latest)] = _query(
+    [(complete_before_today, complete, latest)] = _query(
         conn,
-        f"select max(case when kpi_date < {p} and is_complete then kpi_date end), max(kpi_date) "
-        f"from {MARTS_SCHEMA}.kpi_daily",
+        f"select max(case when kpi_date < {p} and is_complete then kpi_date end), "
+        f"max(case when is_complete then kpi_date end), max(kpi_date) from {MARTS_SCHEMA}.kpi_daily",
         (today,),
     )
     if latest is None:
         raise FactsError(f"{MARTS_SCHEMA}.kpi_daily is empty; load the CRM and run `dbt build` first")
-    return as_date(before or latest)
+    org_is_ahead = as_date(latest) > today
+    return as_date((complete if org_is_ahead else complete_before_today) or latest)
 
 
 def home_currency(conn: Any) -> str:
     """ISO code of the org's home currency: the unit kpi_daily gives its amounts."""
-    found = _query(
-        conn, f"select min(unit) from {MARTS_SCHEMA}.kpi_daily where metric = 'open_pipeline_amount'"
-    )
+    found = _query(conn, f"select min(unit) from {MARTS_SCHEMA}.kpi_daily where metric = 'open_pipeline_amount'")
     return str(found[0][0]) if found and found[0][0] else ""
 
 
@@ -281,7 +285,6 @@ class Money:
         if amount is None or not currency or currency == self.currency:
             return ""
         return f" ({fmt_amount(float(amount))} {currency})"
-
 
 
 class _Labels:
@@ -359,7 +362,9 @@ class _Deals:
         )
         return sum(int(n) for _, n in rows), [str(code) for code, _ in rows]
 
-    def largest_with_currency(self, where: str, *params: Any) -> tuple[Any, Any, float, dt.date | None, Any, Any] | None:
+    def largest_with_currency(
+        self, where: str, *params: Any
+    ) -> tuple[Any, Any, float, dt.date | None, Any, Any] | None:
         """(deal_id, owner_id, amount, closing_date) of the largest matching deal (home currency), its amount
         in its own currency and that currency's code."""
         found = _query(
@@ -385,8 +390,9 @@ class _Deals:
         return (found[0][0], int(found[0][1]), float(found[0][2])) if found else None
 
 
-def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | None = None,
-          flags: "DealFlags | None" = None) -> DayFacts:
+def build(
+    conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | None = None, flags: DealFlags | None = None
+) -> DayFacts:
     """Compute the facts of `report_date` from the marts, most important first.
 
     `flags` are `insights.deal_flags.flag_deals(conn, target, report_date)` when the caller has them already
@@ -403,7 +409,9 @@ def build(conn: Any, target: Target, report_date: dt.date, timezone: ZoneInfo | 
     if flags is None:
         flags = flag_deals(conn, target, report_date)
     elif flags.day != report_date or flags.owner_id is not None:
-        raise ValueError(f"flags of {flags.day} (owner {flags.owner_id}) cannot make the team briefing of {report_date}")
+        raise ValueError(
+            f"flags of {flags.day} (owner {flags.owner_id}) cannot make the team briefing of {report_date}"
+        )
     labels = _Labels()
     foreign, codes = deals.foreign_currency_deals()
     money = Money(home_currency(conn), foreign)
@@ -429,10 +437,15 @@ def _currency_facts(money: Money, codes: list[str]) -> Iterator[Fact]:
         return
     converted = (
         f"; {count_of(money.foreign_deals, 'deal')} in {', '.join(codes)} {_verb(money.foreign_deals, 'is', 'are')} "
-        f"converted at {_verb(money.foreign_deals, 'its', 'their')} own exchange rate" if money.labelled else ""
+        f"converted at {_verb(money.foreign_deals, 'its', 'their')} own exchange rate"
+        if money.labelled
+        else ""
     )
     yield Fact(
-        "currency", "Currency", "info", 62 if money.labelled else 10,
+        "currency",
+        "Currency",
+        "info",
+        62 if money.labelled else 10,
         f"Amounts are in {money.currency}, the CRM's home currency{converted}.",
         {"currency": money.currency, "foreign_currency_deals": money.foreign_deals, "foreign_currencies": codes},
     )
@@ -462,7 +475,10 @@ def _data_quality_facts(conn: Any) -> Iterator[Fact]:
     records = int(records)
     parts = ", ".join(f"{fmt_count(int(n))} with {_RULE_WORDS.get(rule, rule.replace('_', ' '))}" for rule, n in rows)
     yield Fact(
-        "data_quality", "CRM records to fix", "warn", 57,
+        "data_quality",
+        "CRM records to fix",
+        "warn",
+        57,
         f"{count_of(records, 'CRM record')} {_verb(records, 'needs', 'need')} fixing ({parts}); "
         f"{_verb(records, 'its', 'their')} bad values are kept out of the totals.",
         {"records": records, "by_rule": {rule: int(n) for rule, n in rows}},
@@ -487,15 +503,22 @@ def _owner_standing_facts(conn: Any, target: Target, day: dt.date, labels: _Labe
         return
     slots = {f"owner{n}": labels.ref("owner", owner_id) for n, (owner_id, *_) in enumerate(rows, 1)}
     parts = [
-        f"{{owner{n}}} {money(float(amount))} "
-        f"({count_of(int(won), 'win')}, {money(float(pipeline))} open)"
+        f"{{owner{n}}} {money(float(amount))} ({count_of(int(won), 'win')}, {money(float(pipeline))} open)"
         for n, (_, won, amount, pipeline) in enumerate(rows, 1)
     ]
     yield Fact(
-        "owner_standings", "Owners this month", "info", 44,
+        "owner_standings",
+        "Owners this month",
+        "info",
+        44,
         f"Month to date, by amount won: {'; '.join(parts)}.",
-        {"owners": [{"won": int(won), "won_amount": float(amount), "open_pipeline_amount": float(pipeline)}
-                    for _, won, amount, pipeline in rows], "month_start": day.replace(day=1).isoformat()},
+        {
+            "owners": [
+                {"won": int(won), "won_amount": float(amount), "open_pipeline_amount": float(pipeline)}
+                for _, won, amount, pipeline in rows
+            ],
+            "month_start": day.replace(day=1).isoformat(),
+        },
         slots,
     )
 
@@ -508,12 +531,17 @@ def _pipeline_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
     amount, count = k.amount("open_pipeline_amount"), k.count("open_pipeline_count")
     weighted = k.amount("open_pipeline_weighted_amount")
     yield Fact(
-        "open_pipeline", "Open pipeline", "info", 74,
+        "open_pipeline",
+        "Open pipeline",
+        "info",
+        74,
         f"Open pipeline is {money(amount)} across {count_of(count, 'deal')} (weighted {money(weighted)}).",
         {"amount": amount, "count": count, "weighted_amount": weighted},
     )
-    for fact_id, days, since in (("pipeline_change_1d", 1, "since the day before"),
-                                 ("pipeline_change_7d", 7, "over the last 7 days")):
+    for fact_id, days, since in (
+        ("pipeline_change_1d", 1, "since the day before"),
+        ("pipeline_change_7d", 7, "over the last 7 days"),
+    ):
         before = k.value("open_pipeline_amount", days)
         if before is None:
             continue
@@ -521,7 +549,9 @@ def _pipeline_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
         pct = delta / before * 100 if before else None
         dropping = pct is not None and pct <= -PIPELINE_DROP_WARN_PCT
         yield Fact(
-            fact_id, f"Pipeline change ({'day' if days == 1 else 'week'})", "warn" if dropping else "info",
+            fact_id,
+            f"Pipeline change ({'day' if days == 1 else 'week'})",
+            "warn" if dropping else "info",
             min(95, 45 + int(abs(pct or 0) * 4)) - (0 if days == 1 else 5),
             f"Open pipeline is {movement(delta, before, money)} {since} "
             + (f"(from {money(before)})." if half_up(delta) else f"({money(before)})."),
@@ -541,7 +571,10 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
     leads = k.count("leads_created")
     avg7 = k.total("leads_created", k.ago(7), k.ago(1)) / 7
     yield Fact(
-        "new_leads", "New leads", "good" if leads > avg7 else "info", 60 if leads else 35,
+        "new_leads",
+        "New leads",
+        "good" if leads > avg7 else "info",
+        60 if leads else 35,
         f"{count_of(leads, 'new lead') if leads else 'No new lead'} came in "
         f"(the 7 days before averaged {fmt_number(avg7)} a day).",
         {"count": leads, "previous_7d_daily_average": round(avg7, 1)},
@@ -550,14 +583,20 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
     if prev_week:
         change = (week - prev_week) / prev_week * 100
         yield Fact(
-            "lead_trend_7d", "Lead trend", "warn" if change <= -20 else "info", 40 + min(30, int(abs(change) / 2)),
+            "lead_trend_7d",
+            "Lead trend",
+            "warn" if change <= -20 else "info",
+            40 + min(30, int(abs(change) / 2)),
             f"{count_of(week, 'lead')} in the last 7 days, {_lead_trend_words(change)} the 7 days before "
             f"({fmt_count(prev_week)}).",
             {"count_7d": week, "previous_7d": prev_week, "change_pct": change},
         )
     converted, converted_30d = k.count("leads_converted"), int(k.total("leads_converted", k.ago(29)))
     yield Fact(
-        "leads_converted", "Conversions", "good" if converted else "info", 55 if converted else 25,
+        "leads_converted",
+        "Conversions",
+        "good" if converted else "info",
+        55 if converted else 25,
         f"{count_of(converted, 'lead') if converted else 'No lead'} converted "
         f"({fmt_count(converted_30d)} in the last 30 days).",
         {"count": converted, "count_30d": converted_30d},
@@ -567,23 +606,36 @@ def _lead_facts(k: _Kpis) -> Iterator[Fact]:
 def _outcome_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
     created, created_amount = k.count("deals_created"), k.amount("deals_created_amount")
     yield Fact(
-        "new_deals", "New deals", "info", 50 if created else 25,
-        f"{count_of(created, 'new deal')} created, worth {money(created_amount)}." if created else "No new deal created.",
+        "new_deals",
+        "New deals",
+        "info",
+        50 if created else 25,
+        f"{count_of(created, 'new deal')} created, worth {money(created_amount)}."
+        if created
+        else "No new deal created.",
         {"count": created, "amount": created_amount},
     )
     won, won_amount = k.count("deals_won"), k.amount("deals_won_amount")
     won_mtd, won_mtd_amount = int(k.total("deals_won", k.month_start)), k.total("deals_won_amount", k.month_start)
     month_to_date = f"(month to date: {fmt_count(won_mtd)} for {money(won_mtd_amount)})"
     yield Fact(
-        "deals_won", "Deals won", "good" if won else "info", 85 if won else 45,
-        f"{count_of(won, 'deal')} won for {money(won_amount)} {month_to_date}." if won else f"No deal won {month_to_date}.",
+        "deals_won",
+        "Deals won",
+        "good" if won else "info",
+        85 if won else 45,
+        f"{count_of(won, 'deal')} won for {money(won_amount)} {month_to_date}."
+        if won
+        else f"No deal won {month_to_date}.",
         {"count": won, "amount": won_amount, "count_mtd": won_mtd, "amount_mtd": won_mtd_amount},
     )
     lost, lost_amount = k.count("deals_lost"), k.amount("deals_lost_amount")
     # Losses lead only when they outweigh the wins and matter against the pipeline's size.
     heavy = lost > 0 and lost_amount > won_amount and lost_amount >= 0.01 * k.amount("open_pipeline_amount")
     yield Fact(
-        "deals_lost", "Deals lost", "warn" if heavy else "info", 73 if heavy else 55 if lost else 20,
+        "deals_lost",
+        "Deals lost",
+        "warn" if heavy else "info",
+        73 if heavy else 55 if lost else 20,
         f"{count_of(lost, 'deal')} lost, worth {money(lost_amount)}." if lost else "No deal lost.",
         {"count": lost, "amount": lost_amount},
     )
@@ -593,20 +645,26 @@ def _outcome_facts(k: _Kpis, money: Money) -> Iterator[Fact]:
         return
     day_part = (
         f"The win rate was {fmt_ratio(rate)} ({fmt_count(won)} won of {fmt_count(won + lost)} closed)"
-        if rate is not None else "No deal closed"
+        if rate is not None
+        else "No deal closed"
     )
     month_part = (
         f"the 30-day win rate is {fmt_ratio(rate_30d)} over {count_of(closed_30d, 'closed deal')}"
-        if rate_30d is not None else "no deal closed in the last 30 days"
+        if rate_30d is not None
+        else "no deal closed in the last 30 days"
     )
     low = rate is not None and rate_30d is not None and rate < rate_30d - 0.15
     yield Fact(
-        "win_rate", "Win rate", "warn" if low else "info", 50, f"{day_part}; {month_part}.",
+        "win_rate",
+        "Win rate",
+        "warn" if low else "info",
+        50,
+        f"{day_part}; {month_part}.",
         {"win_rate": rate, "win_rate_30d": rate_30d, "closed_30d": closed_30d},
     )
 
 
-def _open_deal_facts(flags: "DealFlags", labels: _Labels, money: Money) -> Iterator[Fact]:
+def _open_deal_facts(flags: DealFlags, labels: _Labels, money: Money) -> Iterator[Fact]:
     """Deals due soon, overdue and quiet, by the rules of `insights.deal_flags` (the owners' digests read the
     same flags, so a deal overdue in an owner's digest is overdue here): overdue and quiet deals overlap, so
     the stale fact counts only the quiet deals not already overdue and says what both come to."""
@@ -618,12 +676,21 @@ def _open_deal_facts(flags: "DealFlags", labels: _Labels, money: Money) -> Itera
         window_end = d + dt.timedelta(days=CLOSING_WINDOW_DAYS)
         closing = largest.closing_date or window_end
         yield Fact(
-            "closing_soon", "Closing soon", "info", 65,
+            "closing_soon",
+            "Closing soon",
+            "info",
+            65,
             f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} due to close by "
             f"{fmt_day(window_end)}; {_verb(n, 'it', 'the largest')} is {{deal}} ({money(largest.worth)}, "
             f"owner {{owner}}, closing {fmt_day(closing)}).",
-            {"count": n, "amount": amount, "window_end": window_end.isoformat(), "largest_amount": largest.worth,
-             "largest_closing_date": closing.isoformat(), "largest_due_in_days": (closing - d).days},
+            {
+                "count": n,
+                "amount": amount,
+                "window_end": window_end.isoformat(),
+                "largest_amount": largest.worth,
+                "largest_closing_date": closing.isoformat(),
+                "largest_due_in_days": (closing - d).days,
+            },
             {"deal": labels.ref("deal", largest.deal_id), "owner": labels.ref("owner", largest.owner_id)},
         )
     overdue = flags.with_rule("overdue")
@@ -631,51 +698,85 @@ def _open_deal_facts(flags: "DealFlags", labels: _Labels, money: Money) -> Itera
     both = [x for x in overdue if x.has("quiet")]
     if overdue:
         n, amount, largest = len(overdue), sum(x.worth for x in overdue), overdue[0]
-        also = (f", {'also' if n == 1 else fmt_count(len(both)) + ' of them also'} without a change for longer than "
-                f"usual" if both else "")
+        also = (
+            f", {'also' if n == 1 else fmt_count(len(both)) + ' of them also'} without a change for longer than usual"
+            if both
+            else ""
+        )
         yield Fact(
-            "overdue_deals", "Overdue deals", "warn", 72,
+            "overdue_deals",
+            "Overdue deals",
+            "warn",
+            72,
             f"{count_of(n, 'open deal')} worth {money(amount)} {_verb(n, 'is', 'are')} past "
             f"{_verb(n, 'its', 'their')} closing date{also}; {_verb(n, 'it', 'the largest')} is {{deal}} "
             f"({money(largest.worth)}, owner {{owner}}).",
-            {"count": n, "amount": amount, "largest_amount": largest.worth, "also_quiet": len(both),
-             "also_quiet_amount": sum(x.worth for x in both)},
+            {
+                "count": n,
+                "amount": amount,
+                "largest_amount": largest.worth,
+                "also_quiet": len(both),
+                "also_quiet_amount": sum(x.worth for x in both),
+            },
             {"deal": labels.ref("deal", largest.deal_id), "owner": labels.ref("owner", largest.owner_id)},
         )
     quiet_only = [x for x in quiet if not x.has("overdue")]
     if quiet_only:
         n, amount = len(quiet_only), sum(x.worth for x in quiet_only)
         union, union_amount = len(overdue) + n, sum(x.worth for x in overdue) + amount
-        together = f"; overdue, quiet or both: {count_of(union, 'open deal')} worth {money(union_amount)}" if overdue else ""
+        together = (
+            f"; overdue, quiet or both: {count_of(union, 'open deal')} worth {money(union_amount)}" if overdue else ""
+        )
         yield Fact(
-            "stale_deals", "Stale deals", "warn", 58,
+            "stale_deals",
+            "Stale deals",
+            "warn",
+            58,
             f"{count_of(n, 'open deal')} worth {money(amount)}{' not yet overdue' if overdue else ''} "
             f"{_verb(n, 'has', 'have')} had no change for longer than {_verb(n, 'its', 'their')} stage usually "
             f"takes{together}.",
-            {"count": n, "amount": amount, "overdue_or_quiet_count": union, "overdue_or_quiet_amount": union_amount,
-             "also_overdue": len(both), "days": STALE_DAYS},
+            {
+                "count": n,
+                "amount": amount,
+                "overdue_or_quiet_count": union,
+                "overdue_or_quiet_amount": union_amount,
+                "also_overdue": len(both),
+                "days": STALE_DAYS,
+            },
         )
 
 
 def _top_facts(deals: _Deals, labels: _Labels, money: Money) -> Iterator[Fact]:
-    for fact_id, status, title, severity, priority in (("top_deal_won", "won", "Biggest win", "good", 80),
-                                                       ("top_deal_lost", "lost", "Biggest loss", "info", 52)):
+    for fact_id, status, title, severity, priority in (
+        ("top_deal_won", "won", "Biggest win", "good", 80),
+        ("top_deal_lost", "lost", "Biggest loss", "info", 52),
+    ):
         largest = deals.largest_with_currency(f"status = '{status}' and closed_date = {deals.p}", deals.day)
         if largest:
             deal_id, owner_id, amount, _, original, currency = largest
             yield Fact(
-                fact_id, title, severity, priority,  # type: ignore[arg-type]
+                fact_id,
+                title,
+                severity,
+                priority,  # type: ignore[arg-type]
                 f"{title} of the day: {{deal}} for {money(amount)}{money.original(original, currency)} "
                 f"(owner {{owner}}).",
-                {"amount": amount, "currency": money.currency,
-                 "amount_in_currency": None if original is None else float(original), "deal_currency": currency},
+                {
+                    "amount": amount,
+                    "currency": money.currency,
+                    "amount_in_currency": None if original is None else float(original),
+                    "deal_currency": currency,
+                },
                 {"deal": labels.ref("deal", deal_id), "owner": labels.ref("owner", owner_id)},
             )
     best = deals.best_owner(deals.day - dt.timedelta(days=29))
     if best:
         owner_id, n, amount = best
         yield Fact(
-            "top_owner_30d", "Top seller", "good", 42,
+            "top_owner_30d",
+            "Top seller",
+            "good",
+            42,
             f"{{owner}} leads the last 30 days with {count_of(n, 'deal')} won for {money(amount)}.",
             {"count": n, "amount": amount},
             {"owner": labels.ref("owner", owner_id)},
@@ -695,7 +796,10 @@ def _stage_facts(conn: Any, labels: _Labels, money: Money) -> Iterator[Fact]:
     total = sum(float(row[2] or 0) for row in stages)
     share = float(amount or 0) / total if total else 0.0
     yield Fact(
-        "largest_stage", "Largest stage", "info", 40,
+        "largest_stage",
+        "Largest stage",
+        "info",
+        40,
         f"The stage {{stage}} holds the most open pipeline: {money(float(amount or 0))} across "
         f"{count_of(int(n), 'deal')} ({fmt_ratio(share)} of the open amount).",
         {"open_amount": float(amount or 0), "open_deals": int(n), "share": share},
@@ -713,7 +817,9 @@ def entity_names(conn: Any, target: Target, refs: Iterable[EntityRef]) -> dict[t
         if ids:
             marks = ", ".join([p] * len(ids))
             for entity_id, name in _query(
-                conn, f"select distinct {column_id}, {column_name} from {MARTS_SCHEMA}.deals where {column_id} in ({marks})", ids
+                conn,
+                f"select distinct {column_id}, {column_name} from {MARTS_SCHEMA}.deals where {column_id} in ({marks})",
+                ids,
             ):
                 names[(kind, str(entity_id))] = name or ""
     for ref in refs:

@@ -23,16 +23,43 @@ its id, the rules that fired and their numbers, plus the count and amount of the
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from insights.deal_flags import (
-    AT_RISK_RULES, DUE_SOON, DUE_SOON_DAYS, MOVED_BACK, OVERDUE, PUSHED, QUIET, QUIET_CEILING_DAYS, SHRUNK,
-    STANDING_DAYS, ClosedDeal, DealFlags, Flag, FlaggedDeal, OwnerDay, flag_deals,
+    AT_RISK_RULES,
+    DUE_SOON,
+    DUE_SOON_DAYS,
+    MOVED_BACK,
+    OVERDUE,
+    PUSHED,
+    QUIET,
+    QUIET_CEILING_DAYS,
+    SHRUNK,
+    STANDING_DAYS,
+    ClosedDeal,
+    DealFlags,
+    Flag,
+    FlaggedDeal,
+    OwnerDay,
+    flag_deals,
 )
 from insights.facts import (
-    DayFacts, EntityKind, EntityRef, Fact, Money, _currency_facts, _Deals, _Labels, _verb, count_of, fmt_count,
-    fmt_date, fmt_day, home_currency,
+    DayFacts,
+    EntityKind,
+    EntityRef,
+    Fact,
+    Money,
+    _currency_facts,
+    _Deals,
+    _Labels,
+    _verb,
+    count_of,
+    fmt_count,
+    fmt_date,
+    fmt_day,
+    home_currency,
 )
 from warehouse import Target
 
@@ -107,7 +134,9 @@ def reason(flag: Flag, deal: FlaggedDeal, slot: _Slots, money: Money, day: dt.da
     if flag.rule == MOVED_BACK:
         if brief:
             return f"moved back to {slot.stage(v['to_stage'])}"
-        return f"moved back from {slot.stage(v['from_stage'])} to {slot.stage(v['to_stage'])} on {_when(v['date'], day)}"
+        return (
+            f"moved back from {slot.stage(v['from_stage'])} to {slot.stage(v['to_stage'])} on {_when(v['date'], day)}"
+        )
     if flag.rule == DUE_SOON:
         return f"closing {_when(v['closing_date'], day)}"
     raise ValueError(f"unknown rule {flag.rule!r}")
@@ -120,11 +149,19 @@ def _amount(deal: FlaggedDeal | ClosedDeal, money: Money) -> str:
 def _deal_record(deal: FlaggedDeal, flags: Iterable[Flag]) -> dict[str, Any]:
     """What `values` keep of a listed deal: its id and amount, and each rule that fired with its numbers."""
     flags = list(flags)
-    return {"deal_id": deal.deal_id, "owner_id": deal.owner_id, "amount": deal.amount, "stage": deal.stage,
-            "rules": [f.rule for f in flags], "flags": {f.rule: _json(f.values) for f in flags}}
+    return {
+        "deal_id": deal.deal_id,
+        "owner_id": deal.owner_id,
+        "amount": deal.amount,
+        "stage": deal.stage,
+        "rules": [f.rule for f in flags],
+        "flags": {f.rule: _json(f.values) for f in flags},
+    }
 
 
-def _listed(items: Sequence[Any], limit: int, worth: Callable[[Any], float], money: Money) -> tuple[list[Any], str, dict[str, Any]]:
+def _listed(
+    items: Sequence[Any], limit: int, worth: Callable[[Any], float], money: Money
+) -> tuple[list[Any], str, dict[str, Any]]:
     """The first `limit` items, the tail of the sentence for the rest ('; and 3 more worth 40K'), and its values."""
     shown, rest = list(items[:limit]), items[limit:]
     more_amount = sum(worth(i) for i in rest)
@@ -153,22 +190,44 @@ def team_facts(flags: DealFlags, labels: _Labels, money: Money) -> Iterator[Fact
         for owner_id, deals in shown:
             mine = flags.owners[owner_id]
             risky = sum(d.worth for d in deals)
-            parts.append(f"{slot('owner', owner_id)} {fmt_count(len(deals))} of {fmt_count(mine.open_count)} "
-                         f"({money(risky)} of {money(mine.open_amount)})")
-            owners.append({"owner_id": owner_id, "at_risk_count": len(deals), "at_risk_amount": risky,
-                           "open_count": mine.open_count, "open_amount": mine.open_amount})
+            parts.append(
+                f"{slot('owner', owner_id)} {fmt_count(len(deals))} of {fmt_count(mine.open_count)} "
+                f"({money(risky)} of {money(mine.open_amount)})"
+            )
+            owners.append(
+                {
+                    "owner_id": owner_id,
+                    "at_risk_count": len(deals),
+                    "at_risk_amount": risky,
+                    "open_count": mine.open_count,
+                    "open_amount": mine.open_amount,
+                }
+            )
         more_deals = [d for _, deals in rest for d in deals]
-        tail = (f"; {count_of(len(rest), 'more owner')} {_verb(len(rest), 'has', 'have')} "
-                f"{fmt_count(len(more_deals))} ({money(sum(d.worth for d in more_deals))})" if rest else "")
+        tail = (
+            f"; {count_of(len(rest), 'more owner')} {_verb(len(rest), 'has', 'have')} "
+            f"{fmt_count(len(more_deals))} ({money(sum(d.worth for d in more_deals))})"
+            if rest
+            else ""
+        )
         ownerless = [d for d in at_risk if d.owner_id is None]
         if ownerless:
             tail += f"; {fmt_count(len(ownerless))} without an owner ({money(sum(d.worth for d in ownerless))})"
         yield Fact(
-            "owners_at_risk", "Deals needing attention by owner", "info", 66,
+            "owners_at_risk",
+            "Deals needing attention by owner",
+            "info",
+            66,
             f"Open deals needing attention, by owner: {'; '.join(parts)}{tail}.",
-            {"owners": owners, "more_owners": len(rest), "more_count": len(more_deals),
-             "more_amount": sum(d.worth for d in more_deals), "without_owner_count": len(ownerless),
-             "count": len(at_risk), "amount": sum(d.worth for d in at_risk)},
+            {
+                "owners": owners,
+                "more_owners": len(rest),
+                "more_count": len(more_deals),
+                "more_amount": sum(d.worth for d in more_deals),
+                "without_owner_count": len(ownerless),
+                "count": len(at_risk),
+                "amount": sum(d.worth for d in at_risk),
+            },
             slot.entities,
         )
     slot = _Slots(labels)
@@ -178,10 +237,16 @@ def team_facts(flags: DealFlags, labels: _Labels, money: Money) -> Iterator[Fact
         reasons = ", ".join(reason(f, deal, slot, money, day, brief=True) for f in deal.risk_flags)
         parts.append(f"{slot('deal', deal.deal_id)} ({_amount(deal, money)}{owner}): {reasons}")
     yield Fact(
-        "top_at_risk", "Largest deals needing attention", "warn", 70,
+        "top_at_risk",
+        "Largest deals needing attention",
+        "warn",
+        70,
         f"Largest {_verb(len(parts), 'deal', 'deals')} needing attention: {'; '.join(parts)}.",
-        {"deals": [_deal_record(d, d.risk_flags) for d in at_risk[:TOP_AT_RISK]],
-         "count": len(at_risk), "amount": sum(d.worth for d in at_risk)},
+        {
+            "deals": [_deal_record(d, d.risk_flags) for d in at_risk[:TOP_AT_RISK]],
+            "count": len(at_risk),
+            "amount": sum(d.worth for d in at_risk),
+        },
         slot.entities,
     )
 
@@ -200,45 +265,85 @@ def _digest(flags: DealFlags, owner: OwnerDay, money: Money, codes: list[str]) -
 
     risky = sum(d.worth for d in at_risk)
     if owner.open_count:
-        needing = (f", {fmt_count(len(at_risk))} of them needing attention ({money(risky)})" if at_risk
-                   else ", none of them needing attention")
+        needing = (
+            f", {fmt_count(len(at_risk))} of them needing attention ({money(risky)})"
+            if at_risk
+            else ", none of them needing attention"
+        )
         text = f"You have {count_of(owner.open_count, 'open deal')} worth {money(owner.open_amount)}{needing}."
     else:
         text = "You have no open deal."
-    facts.append(Fact("my_pipeline", "Your pipeline", "info", 74, text,
-                      {"count": owner.open_count, "amount": owner.open_amount, "at_risk_count": len(at_risk),
-                       "at_risk_amount": risky}))
+    facts.append(
+        Fact(
+            "my_pipeline",
+            "Your pipeline",
+            "info",
+            74,
+            text,
+            {
+                "count": owner.open_count,
+                "amount": owner.open_amount,
+                "at_risk_count": len(at_risk),
+                "at_risk_amount": risky,
+            },
+        )
+    )
 
     if at_risk:
         slot = _Slots(labels)
         shown, tail, more = _listed(at_risk, AT_RISK_LISTED, lambda d: d.worth, money)
-        parts = [f"{slot('deal', d.deal_id)} ({_amount(d, money)}, {slot.stage(d.stage)}): "
-                 + ", ".join(reason(f, d, slot, money, day) for f in d.risk_flags) for d in shown]
+        parts = [
+            f"{slot('deal', d.deal_id)} ({_amount(d, money)}, {slot.stage(d.stage)}): "
+            + ", ".join(reason(f, d, slot, money, day) for f in d.risk_flags)
+            for d in shown
+        ]
         n = len(at_risk)
-        facts.append(Fact(
-            "my_at_risk", "Your deals needing attention", "warn", 80,
-            f"{count_of(n, 'open deal')} of yours worth {money(risky)} {_verb(n, 'needs', 'need')} attention: "
-            f"{'; '.join(parts)}{tail}.",
-            {"count": n, "amount": risky, "deals": [_deal_record(d, d.risk_flags) for d in shown], **more,
-             "rules": {rule: sum(1 for d in at_risk if d.has(rule)) for rule in AT_RISK_RULES}},
-            slot.entities,
-        ))
+        facts.append(
+            Fact(
+                "my_at_risk",
+                "Your deals needing attention",
+                "warn",
+                80,
+                f"{count_of(n, 'open deal')} of yours worth {money(risky)} {_verb(n, 'needs', 'need')} attention: "
+                f"{'; '.join(parts)}{tail}.",
+                {
+                    "count": n,
+                    "amount": risky,
+                    "deals": [_deal_record(d, d.risk_flags) for d in shown],
+                    **more,
+                    "rules": {rule: sum(1 for d in at_risk if d.has(rule)) for rule in AT_RISK_RULES},
+                },
+                slot.entities,
+            )
+        )
 
     if due:
         slot = _Slots(labels)
         shown, tail, more = _listed(due, LISTED, lambda d: d.worth, money)
-        parts = [f"{slot('deal', d.deal_id)} ({_amount(d, money)}, {reason(d.flag(DUE_SOON), d, slot, money, day)})"
-                 for d in shown]
+        parts = [
+            f"{slot('deal', d.deal_id)} ({_amount(d, money)}, {reason(d.flag(DUE_SOON), d, slot, money, day)})"
+            for d in shown
+        ]
         n, amount = len(due), sum(d.worth for d in due)
         window_end = day + dt.timedelta(days=DUE_SOON_DAYS)
-        facts.append(Fact(
-            "my_due_soon", "Your deals closing soon", "info", 65,
-            f"{count_of(n, 'open deal')} of yours worth {money(amount)} {_verb(n, 'is', 'are')} due to close by "
-            f"{fmt_day(window_end)}: {', '.join(parts)}{tail}.",
-            {"count": n, "amount": amount, "window_end": window_end.isoformat(),
-             "deals": [_deal_record(d, [d.flag(DUE_SOON)]) for d in shown], **more},
-            slot.entities,
-        ))
+        facts.append(
+            Fact(
+                "my_due_soon",
+                "Your deals closing soon",
+                "info",
+                65,
+                f"{count_of(n, 'open deal')} of yours worth {money(amount)} {_verb(n, 'is', 'are')} due to close by "
+                f"{fmt_day(window_end)}: {', '.join(parts)}{tail}.",
+                {
+                    "count": n,
+                    "amount": amount,
+                    "window_end": window_end.isoformat(),
+                    "deals": [_deal_record(d, [d.flag(DUE_SOON)]) for d in shown],
+                    **more,
+                },
+                slot.entities,
+            )
+        )
 
     for fact_id, title, closed, verb, severity, priority in (
         ("my_won", "Your wins", owner.won, "won", "good", 85),
@@ -254,26 +359,48 @@ def _digest(flags: DealFlags, owner: OwnerDay, money: Money, codes: list[str]) -
         else:
             listing = ", ".join(f"{slot('deal', d.deal_id)} ({_amount(d, money)})" for d in shown) + tail
         # A deal without an amount in the CRM is not "won for 0".
-        worth = (f"{'for' if verb == 'won' else 'worth'} {money(total)}" if any(d.amount is not None for d in closed)
-                 else "without an amount in the CRM")
-        facts.append(Fact(
-            fact_id, title, severity, priority,  # type: ignore[arg-type]
-            f"You {verb} {count_of(len(closed), 'deal')} {worth}: {listing}.",
-            {"count": len(closed), "amount": total,
-             "deals": [{"deal_id": d.deal_id, "amount": d.amount} for d in shown], **more},
-            slot.entities,
-        ))
+        worth = (
+            f"{'for' if verb == 'won' else 'worth'} {money(total)}"
+            if any(d.amount is not None for d in closed)
+            else "without an amount in the CRM"
+        )
+        facts.append(
+            Fact(
+                fact_id,
+                title,
+                severity,
+                priority,  # type: ignore[arg-type]
+                f"You {verb} {count_of(len(closed), 'deal')} {worth}: {listing}.",
+                {
+                    "count": len(closed),
+                    "amount": total,
+                    "deals": [{"deal_id": d.deal_id, "amount": d.amount} for d in shown],
+                    **more,
+                },
+                slot.entities,
+            )
+        )
 
     standing = owner.standing
     if standing:
-        facts.append(Fact(
-            "my_standing", "Your standing", "good" if standing.rank == 1 else "info", 44,
-            f"Over the {STANDING_DAYS} days to {fmt_day(day)} you rank {_ordinal(standing.rank)} of "
-            f"{count_of(standing.owners, 'owner')} with a win by amount won: "
-            f"{count_of(standing.won, 'deal')} won for {money(standing.won_amount)}.",
-            {"rank": standing.rank, "owners": standing.owners, "won": standing.won, "won_amount": standing.won_amount,
-             "since": standing.since.isoformat()},
-        ))
+        facts.append(
+            Fact(
+                "my_standing",
+                "Your standing",
+                "good" if standing.rank == 1 else "info",
+                44,
+                f"Over the {STANDING_DAYS} days to {fmt_day(day)} you rank {_ordinal(standing.rank)} of "
+                f"{count_of(standing.owners, 'owner')} with a win by amount won: "
+                f"{count_of(standing.won, 'deal')} won for {money(standing.won_amount)}.",
+                {
+                    "rank": standing.rank,
+                    "owners": standing.owners,
+                    "won": standing.won,
+                    "won_amount": standing.won_amount,
+                    "since": standing.since.isoformat(),
+                },
+            )
+        )
 
     facts.sort(key=lambda f: (-f.priority, f.id))
     return DayFacts(day, tuple(facts))
@@ -297,8 +424,9 @@ def owner_digest(conn: Any, target: Target, day: dt.date, owner_id: str, tz: Zon
     return _digest(flags, owner, *_money(conn, target, day))
 
 
-def owner_digests(conn: Any, target: Target, day: dt.date, tz: ZoneInfo | None = None,
-                  flags: DealFlags | None = None) -> dict[str, DayFacts]:
+def owner_digests(
+    conn: Any, target: Target, day: dt.date, tz: ZoneInfo | None = None, flags: DealFlags | None = None
+) -> dict[str, DayFacts]:
     """Every owner's digest for `day`, keyed by owner id (owners with nothing to report left out), from one
     read of the flags: the same queries for twenty owners as for one. Pass `flags` (the whole team's, of
     `day`) to share one read with `facts.build(..., flags=...)`."""

@@ -8,6 +8,10 @@ THEN each period has exactly one row, and its figures are kpi_daily's: counts an
 period's days, the open pipeline and win_rate_30d of its last day, and win_rate = its deals won / (won + lost)
 - not the average of the daily rates, from which it differs in some month of this org.
 
+The same user asking for amounts in mf's table (not --csv) with `--decimals 2` reads them in fixed point, as
+kpi_daily has them, not as `1.1785e+07`; and beside any metric, `period_is_partial` marks the month (or week)
+that holds the day of the last sync, the one period whose figures can still change.
+
 mf reads the semantic manifest from `target/` of the dbt project it runs in. The repository's own `target/`
 belongs to whoever runs dbt there, so the test gives mf a project folder of its own (a copy of
 dbt_project.yml) and has `dbt parse` write the manifest into it. The manifest names each table with the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 import shutil
 import subprocess
 import sys
@@ -34,11 +39,23 @@ from warehouse import PROJECT_ROOT
 # The metrics kpi_daily and the semantic layer share, by kind: a flow sums over the days of a period, a
 # balance (and the rolling win_rate_30d) is the value of the period's last day, win_rate is the ratio of the
 # period's sums.
-FLOWS = ["deals_won", "deals_lost", "deals_won_amount", "deals_lost_amount", "deals_created",
-         "deals_created_amount", "leads_created", "leads_converted"]
+FLOWS = [
+    "deals_won",
+    "deals_lost",
+    "deals_won_amount",
+    "deals_lost_amount",
+    "deals_created",
+    "deals_created_amount",
+    "leads_created",
+    "leads_converted",
+]
 BALANCES = ["open_pipeline_count", "open_pipeline_amount", "open_pipeline_weighted_amount", "win_rate_30d"]
 METRICS = ["win_rate", *FLOWS, *BALANCES, "deals_closed"]
-README_QUERY = ["win_rate", "deals_won", "deals_lost"]  # the README's `mf query --metrics win_rate,deals_won,deals_lost`
+README_QUERY = [
+    "win_rate",
+    "deals_won",
+    "deals_lost",
+]  # the README's `mf query --metrics win_rate,deals_won,deals_lost`
 TOLERANCES = {**{metric: TOLERANCE[unit] for metric, unit in UNITS.items()}, "deals_closed": 0}
 
 Figures = dict[dt.date, dict[str, float | None]]
@@ -47,24 +64,79 @@ Figures = dict[dt.date, dict[str, float | None]]
 def mf(workspace: Workspace, project: Path, profiles: Path, *args: str) -> subprocess.CompletedProcess:
     """`mf <args>` run as a user would, from the root of a dbt project whose target/ holds the manifest."""
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("mf")), *args], cwd=project,
-        env={**workspace.env, "DBT_PROFILES_DIR": str(profiles)}, capture_output=True, text=True, timeout=300,
+        [str(Path(sys.executable).with_name("mf")), *args],
+        cwd=project,
+        env={**workspace.env, "DBT_PROFILES_DIR": str(profiles)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert result.returncode == 0, f"mf {' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"mf {' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
 def mf_query(workspace: Workspace, project: Path, profiles: Path, metrics: list[str], grain: str) -> Figures:
     """`mf query --metrics <metrics> --group-by metric_time__<grain> --csv <file>`: {period: {metric: value}}."""
     out = project / f"{len(metrics)}-metrics-by-{grain}.csv"
-    mf(workspace, project, profiles, "query", "--metrics", ",".join(metrics), "--group-by", f"metric_time__{grain}",
-       "--order", f"metric_time__{grain}", "--csv", str(out))
+    mf(
+        workspace,
+        project,
+        profiles,
+        "query",
+        "--metrics",
+        ",".join(metrics),
+        "--group-by",
+        f"metric_time__{grain}",
+        "--order",
+        f"metric_time__{grain}",
+        "--csv",
+        str(out),
+    )
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     periods = [dt.date.fromisoformat(row[f"metric_time__{grain}"][:10]) for row in rows]
     assert len(periods) == len(set(periods)), f"a {grain} appears more than once in MetricFlow's answer: {periods}"
-    return {period: {metric: None if row[metric] == "" else float(row[metric]) for metric in metrics}
-            for period, row in zip(periods, rows)}
+    return {
+        period: {metric: None if row[metric] == "" else float(row[metric]) for metric in metrics}
+        for period, row in zip(periods, rows)
+    }
+
+
+def parsed_project(workspace: Workspace, target: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A dbt project folder of mf's own, its manifest parsed by `dbt parse` for the target, and the profiles
+    folder; DBT_TARGET names the target (mf has no --target: it connects with the profile's default)."""
+    project, profiles = tmp_path / "project", workspace.root / "dbt"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "dbt_project.yml", project / "dbt_project.yml")
+    workspace.env["DBT_TARGET"] = target
+    workspace.run("dbt", "parse", "--target", target, "--target-path", str(project / "target"))
+    return project, profiles
+
+
+def mf_table(
+    workspace: Workspace, project: Path, profiles: Path, metrics: list[str], grain: str, *options: str
+) -> dict[dt.date, dict[str, str]]:
+    """`mf query ... --quiet` as printed in the terminal (mf's table, not --csv): {period: {metric: text}}."""
+    printed = mf(
+        workspace,
+        project,
+        profiles,
+        "query",
+        "--metrics",
+        ",".join(metrics),
+        "--group-by",
+        f"metric_time__{grain}",
+        "--order",
+        f"metric_time__{grain}",
+        "--quiet",
+        *options,
+    ).stdout
+    lines = [line.split() for line in printed.strip().splitlines()]
+    header, rows = lines[0], [line for line in lines[1:] if not set("".join(line)) <= {"-"}]
+    assert header == [f"metric_time__{grain}", *metrics], printed
+    return {dt.date.fromisoformat(row[0][:10]): dict(zip(metrics, row[1:])) for row in rows}
 
 
 def kpi_daily_by_day(workspace: Workspace, target: str) -> Figures:
@@ -104,18 +176,14 @@ def differences(expected: Figures, actual: Figures) -> list[str]:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_metricflow_answers_what_kpi_daily_says_month_by_month_and_day_by_day(warehouse: Workspace, target: str,
-                                                                               tmp_path: Path) -> None:
+def test_metricflow_answers_what_kpi_daily_says_month_by_month_and_day_by_day(
+    warehouse: Workspace, target: str, tmp_path: Path
+) -> None:
     # GIVEN the sandbox org built on the target, a dbt project folder of mf's own, and DBT_TARGET naming the
     # target (mf has no --target: it connects with the profile's default, which DBT_TARGET sets)
-    project, profiles = tmp_path / "project", warehouse.root / "dbt"
-    project.mkdir()
-    shutil.copy(PROJECT_ROOT / "dbt_project.yml", project / "dbt_project.yml")
-    warehouse.env["DBT_TARGET"] = target
-
     # WHEN the user parses the project (dbt validates the semantic models and metrics as it writes the manifest)
     # and asks for the win rate by month, as the README shows, then for every KPI by month and by day
-    warehouse.run("dbt", "parse", "--target", target, "--target-path", str(project / "target"))
+    project, profiles = parsed_project(warehouse, target, tmp_path)
     readme = mf_query(warehouse, project, profiles, README_QUERY, "month")
     monthly = mf_query(warehouse, project, profiles, METRICS, "month")
     daily = mf_query(warehouse, project, profiles, METRICS, "day")
@@ -141,3 +209,41 @@ def test_metricflow_answers_what_kpi_daily_says_month_by_month_and_day_by_day(wa
         if figures["win_rate"] is not None:
             daily_rates[day.replace(day=1)].append(figures["win_rate"])
     assert any(abs(sum(rates) / len(rates) - readme[month]["win_rate"]) > 1e-3 for month, rates in daily_rates.items())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_mf_prints_amounts_in_fixed_point_and_marks_the_period_in_progress(
+    warehouse: Workspace, target: str, tmp_path: Path
+) -> None:
+    # GIVEN the sandbox org built on the target, whose open pipeline runs to millions, parsed for mf
+    project, profiles = parsed_project(warehouse, target, tmp_path)
+    days = kpi_daily_by_day(warehouse, target)
+    months = by_month(days)
+    [(last_day, last_day_complete)] = query(
+        warehouse,
+        target,
+        "select kpi_date, bool_and(is_complete) from analytics.kpi_daily "
+        "where kpi_date = (select max(kpi_date) from analytics.kpi_daily) group by kpi_date",
+    )
+    assert not last_day_complete and max(m["open_pipeline_amount"] for m in months.values()) >= 1e6
+
+    # WHEN the user asks for amounts by month in mf's table with --decimals 2, with period_is_partial beside them,
+    # and for period_is_partial alone by week
+    amounts = ["deals_won_amount", "open_pipeline_amount"]
+    monthly = mf_table(warehouse, project, profiles, [*amounts, "period_is_partial"], "month", "--decimals", "2")
+    weekly = mf_table(warehouse, project, profiles, ["period_is_partial"], "week")
+
+    # THEN every amount is printed in fixed point with two decimals and is kpi_daily's month
+    assert monthly.keys() == months.keys()
+    for month, printed in monthly.items():
+        for metric in amounts:
+            assert re.fullmatch(r"-?\d+\.\d{2}", printed[metric]), f"{month} {metric}: {printed[metric]}"
+            assert float(printed[metric]) == pytest.approx(months[month][metric], abs=0.005), f"{month} {metric}"
+
+    # AND the month and the week holding the day of the last sync are marked partial (1), every other one complete
+    assert {month: printed["period_is_partial"] for month, printed in monthly.items()} == {
+        month: "1" if month == last_day.replace(day=1) else "0" for month in months
+    }
+    week_of_last_day = last_day - dt.timedelta(days=last_day.weekday())
+    assert {week for week, printed in weekly.items() if printed["period_is_partial"] == "1"} == {week_of_last_day}
+    assert all(printed["period_is_partial"] in ("0", "1") for printed in weekly.values())

@@ -221,3 +221,28 @@
     ) -%}
     {{- return(written_under_others.rows | length > 0) -}}
 {%- endmacro %}
+
+
+{#- What a build of a model kept record by record works out once, at the top of the model, in place of the same
+    three lines in each: the `fingerprint` its rows will carry (definitions_fingerprint, or more), whether this
+    build writes every record (must_rewrite_every_record, or `also_rewrite_all`: another reason the model has),
+    and the syncs committed since its last build (loads_since_last_build; none when every record is written, or
+    for a model that follows another kept record by record rather than the loads: `by_load=false`). A model
+    reading by load declares `-- depends_on: ref('stg_zoho__loads')`, as loads_since_last_build asks. -#}
+{% macro kept_by_record_build(fingerprint, also_rewrite_all=false, by_load=true) -%}
+    {%- set rewrite_all = must_rewrite_every_record(fingerprint) or also_rewrite_all -%}
+    {{- return({
+        'fingerprint': fingerprint,
+        'rewrite_all': rewrite_all,
+        'new_loads': loads_since_last_build() if by_load and not rewrite_all else none,
+    }) -}}
+{%- endmacro %}
+
+
+{#- The filter of a model's source read by load: the rows the syncs since the last build wrote, or every row when
+    the build writes every record. `build`: what kept_by_record_build returned. -#}
+{% macro written_since_last_build(build, column='load_id') -%}
+    {%- if not build.rewrite_all %}
+    where {{ column }} in {{ build.new_loads }}
+    {%- endif %}
+{%- endmacro %}

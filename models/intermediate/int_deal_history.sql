@@ -1,40 +1,42 @@
 {#-
     Kept deal by deal (macros/kept_by_record.sql): a build rewrites the history of each deal with a version,
     a Stage History entry or a deletion from a sync committed since the last build, and every deal when the
-    stage layout, the home currency or the time zone changed.
+    stage layout, the home currency, the time zone or the pass-through columns changed. Each change carries the
+    pass-through columns (macros/zoho_pass_through.sql) of its version, prefixed `pass_through__` so that they
+    never clash with the columns here; deal_daily_states names them as in zoho_raw.
 -#}
 {{ config(**kept_by_record_config('deal_id', pre_hook=[
-    "{{ empty_when_definitions_changed(ref('stg_zoho__deal_stages'), ref('int_sync_context')) }}",
+    "{{ empty_when_definitions_or_pass_through_changed('deal', ref('stg_zoho__deal_versions'), 'pass_through__',"
+        ~ " ref('stg_zoho__deal_stages'), ref('int_sync_context')) }}",
 ])) }}
 
 -- depends_on: {{ ref('stg_zoho__loads') }}
-{%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')) -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
-{#- The syncs committed since the last build (their load ids). -#}
-{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
+{%- set build = kept_by_record_build(zoho_pass_through_fingerprint(
+    definitions_fingerprint(ref('stg_zoho__deal_stages'), ref('int_sync_context')), 'deal',
+    ref('stg_zoho__deal_versions'))) %}
 
 with
 
-{% if not rewrite_all -%}
+{% if not build.rewrite_all -%}
 -- The deals the syncs since the last build brought a version, a Stage History entry or a deletion of.
 changed_deals as (
 
     select deal_id
     from {{ ref('stg_zoho__deal_versions') }}
-    where load_id in {{ new_loads }}
+    {{- written_since_last_build(build) }}
 
     union
 
     select deal_id
     from {{ ref('stg_zoho__deal_stage_history') }}
-    where load_id in {{ new_loads }}
+    {{- written_since_last_build(build) }}
 
     union
 
     select record_id as deal_id
     from {{ ref('stg_zoho__deleted_records') }}
     where module = 'Deals'
-        and load_id in {{ new_loads }}
+        and load_id in {{ build.new_loads }}
 
 ),
 
@@ -42,7 +44,7 @@ changed_deals as (
 versions as (
 
     select * from {{ ref('stg_zoho__deal_versions') }}
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
     where deal_id in (select deal_id from changed_deals)
     {%- endif %}
 
@@ -51,7 +53,7 @@ versions as (
 stage_history as (
 
     select * from {{ ref('stg_zoho__deal_stage_history') }}
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
     where deal_id in (select deal_id from changed_deals)
     {%- endif %}
 
@@ -73,7 +75,7 @@ deletions as (
 
     select * from {{ ref('stg_zoho__deleted_records') }}
     where module = 'Deals'
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
         and record_id in (select deal_id from changed_deals)
     {%- endif %}
 
@@ -116,6 +118,7 @@ observed as (
         created_at,
         created_date,
         'sync' as source
+        {{- zoho_pass_through_select('deal', ref('stg_zoho__deal_versions'), 'versions', as_prefix='pass_through__') }}
 
     from versions
 
@@ -139,6 +142,8 @@ backfilled as (
         first_versions.created_at,
         first_versions.created_date,
         'stage_history' as source
+        {{- zoho_pass_through_select('deal', ref('stg_zoho__deal_versions'), 'first_versions',
+            as_prefix='pass_through__') }}
 
     from stage_history
     inner join first_versions
@@ -165,6 +170,8 @@ reconstructed as (
         first_versions.created_at,
         first_versions.created_date,
         'reconstructed' as source
+        {{- zoho_pass_through_select('deal', ref('stg_zoho__deal_versions'), 'first_versions',
+            as_prefix='pass_through__') }}
 
     from first_versions
     left join stages
@@ -191,20 +198,11 @@ changes as (
 
 ),
 
--- The stage's forecast type decides open, won and lost, exactly as in int_deals_joined_to_stages: a
--- (pipeline, stage) the layout does not list takes the stage of that name (int_stages_by_name).
+-- The stage's forecast type decides open, won and lost, by the stage int_deals_joined_to_stages matches
+-- too (macros/match_deal_stage.sql).
 classified as (
 
-    select
-        changes.*,
-        coalesce(same_pipeline.stage_id, same_name.stage_id) as matched_stage_id
-
-    from changes
-    left join stages as same_pipeline
-        on changes.pipeline = same_pipeline.pipeline
-        and changes.stage = same_pipeline.stage
-    left join stages_by_name as same_name
-        on changes.stage = same_name.stage
+    {{ match_deal_stage('changes') }}
 
 ),
 
@@ -231,6 +229,7 @@ valued as (
         classified.created_at,
         classified.created_date,
         {{ to_org_date('classified.changed_at') }} as changed_date
+        {{- zoho_pass_through_list('deal', 'classified', 'pass_through__') }}
 
     from classified
     left join stages
@@ -319,7 +318,8 @@ final as (
         dated.closing_date,
         dated.created_at,
         dated.created_date,
-        {{ kept_by_record_columns(fingerprint, 'dated.synced_through') }}
+        {{ kept_by_record_columns(build.fingerprint, 'dated.synced_through') }}
+        {{- zoho_pass_through_list('deal', 'dated', 'pass_through__') }}
 
     from dated
     left join deleted

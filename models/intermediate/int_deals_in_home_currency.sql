@@ -12,9 +12,8 @@
 ])) }}
 
 -- depends_on: {{ ref('int_deal_history') }}, {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
-{%- set fingerprint = definitions_fingerprint(context=ref('int_sync_context'), users=ref('stg_zoho__users'),
-    context_columns='home_currency_code, first_record_date') -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+{%- set build = kept_by_record_build(definitions_fingerprint(context=ref('int_sync_context'),
+    users=ref('stg_zoho__users'), context_columns='home_currency_code, first_record_date'), by_load=false) %}
 
 with
 
@@ -35,7 +34,7 @@ plausible as (
 deals as (
 
     select * from {{ ref('int_deals_joined_to_stages') }}
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
     where deal_id in (
         {{ keys_rewritten_since_last_build(ref('int_deals_joined_to_stages')) }}
         union
@@ -62,7 +61,7 @@ users as (
 closings as (
 
     select * from {{ ref('int_deal_closings') }}
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
     where deal_id in (select deal_id from deals)
     {%- endif %}
 
@@ -180,7 +179,7 @@ final as (
         has_implausible_closing_date,
         has_stage_in_no_pipeline,
         has_owner_not_a_user,
-        {{ kept_by_record_columns(fingerprint, 'synced_at') }}
+        {{ kept_by_record_columns(build.fingerprint, 'synced_at') }}
 
     from valued
 

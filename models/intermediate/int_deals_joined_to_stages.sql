@@ -10,10 +10,7 @@
 ])) }}
 
 -- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
-{%- set fingerprint = definitions_fingerprint(ref('stg_zoho__deal_stages')) -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
-{#- The syncs committed since the last build (their load ids). -#}
-{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
+{%- set build = kept_by_record_build(definitions_fingerprint(ref('stg_zoho__deal_stages'))) %}
 
 with
 
@@ -25,11 +22,9 @@ context as (
 
 deals as (
 
+    -- The deals the syncs since the last build wrote (the pre-hook removed those they reported deleted).
     select * from {{ ref('stg_zoho__deals') }}
-    {%- if not rewrite_all %}
-    -- The deals those syncs wrote (the pre-hook removed those they reported deleted).
-    where load_id in {{ new_loads }}
-    {%- endif %}
+    {{- written_since_last_build(build) }}
 
 ),
 
@@ -45,19 +40,10 @@ stages_by_name as (
 
 ),
 
--- A deal whose (pipeline, stage) the layout does not list takes the stage of that name (int_stages_by_name).
+-- The deal's stage in the layout, by the rule its history follows too (macros/match_deal_stage.sql).
 matched as (
 
-    select
-        deals.*,
-        coalesce(same_pipeline.stage_id, same_name.stage_id) as matched_stage_id
-
-    from deals
-    left join stages as same_pipeline
-        on deals.pipeline = same_pipeline.pipeline
-        and deals.stage = same_pipeline.stage
-    left join stages_by_name as same_name
-        on deals.stage = same_name.stage
+    {{ match_deal_stage('deals') }}
 
 ),
 
@@ -137,7 +123,7 @@ final as (
             else modified_date
         end as closed_date,
         modified_at,
-        {{ kept_by_record_columns(fingerprint) }}
+        {{ kept_by_record_columns(build.fingerprint) }}
 
     from classified
     cross join context

@@ -6,10 +6,7 @@
 {{ config(**kept_by_record_config('lead_id', pre_hook=["{{ empty_when_definitions_changed() }}"])) }}
 
 -- depends_on: {{ ref('stg_zoho__loads') }}
-{%- set fingerprint = definitions_fingerprint() -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
-{#- The syncs committed since the last build (their load ids). -#}
-{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
+{%- set build = kept_by_record_build(definitions_fingerprint()) %}
 
 with
 
@@ -22,12 +19,12 @@ context as (
 versions as (
 
     select * from {{ ref('stg_zoho__lead_versions') }}
-    {%- if not rewrite_all %}
-    -- The leads those syncs brought a version of.
+    {%- if not build.rewrite_all %}
+    -- The leads the syncs since the last build brought a version of.
     where lead_id in (
         select lead_id
         from {{ ref('stg_zoho__lead_versions') }}
-        where load_id in {{ new_loads }}
+        {{- written_since_last_build(build) }}
     )
     {%- endif %}
 
@@ -67,7 +64,7 @@ final as (
         latest.owner_id,
         firsts.created_date,
         firsts.converted_date,
-        {{ kept_by_record_columns(fingerprint) }}
+        {{ kept_by_record_columns(build.fingerprint) }}
 
     from firsts
     inner join latest

@@ -77,7 +77,11 @@ lead_issues as (
 
     from leads
     where owner_id is not null
-        and not exists (select 1 from users where users.user_id = leads.owner_id)
+        and not exists (
+            select 1
+            from users
+            where users.user_id = leads.owner_id
+        )
 
 ),
 

@@ -10,11 +10,17 @@
 {#- On PostgreSQL an index on built_at too: the key test reads the last build's rows (unique_in_last_build), which
     took two scans of 35 million rows (12 s of a daily build) without it. A warehouse built before it has the
     index after a full refresh. -#}
-{{ config(**adds_days_config(more_indexes=postgres_only_indexes(['built_at']),
-                             upstream='int_deal_history', key='deal_id')) }}
+{#- The pass-through columns (macros/zoho_pass_through.sql) hold each day what the deal's state that evening held.
+    When they change, the build drops the old ones and writes every day again: past days need the new ones too. -#}
+{%- set settings = adds_days_config(more_indexes=postgres_only_indexes(['built_at']),
+                                    upstream='int_deal_history', key='deal_id') -%}
+{%- do settings['pre_hook'].append(
+    "{{ zoho_pass_through_pre_hook('deal', ref('int_deal_history'), 'pass_through__') }}") -%}
+{{ config(**settings) }}
 
 {#- The last day held when the build starts; its pre-hook removes that day's rows of the deals rewritten since. -#}
-{%- set last_day = last_kept_day(this) %}
+{%- set last_day = none if zoho_pass_through_changed('deal', this, ref('int_deal_history'), 'pass_through__')
+    else last_kept_day(this) %}
 
 with
 
@@ -81,6 +87,7 @@ final as (
         open_spans.is_reconstructed or calendar.calendar_date < {{ to_org_date('open_spans.changed_at') }}
             as is_reconstructed,
         {{ build_started_at() }} as built_at
+        {{- zoho_pass_through_select('deal', ref('int_deal_history'), 'open_spans', prefix='pass_through__') }}
 
     from open_spans
     inner join calendar

@@ -1,17 +1,19 @@
 {#-
     Kept deal by deal (macros/kept_by_record.sql): a build rewrites the deals int_deals_in_home_currency rewrote
     since its last one, and the open deals whose days_open the new day of the sync moves on; the closed deals
-    and the others stay as they are.
+    and the others stay as they are. The pass-through columns (macros/zoho_pass_through.sql) come from the live
+    deal; when they change, every deal is written again.
 -#}
 {{ config(**kept_by_record_config('deal_id', pre_hook=[
+    "{{ zoho_pass_through_pre_hook('deal', ref('stg_zoho__deals')) }}",
     "{{ empty_when_definitions_changed() }}",
     "{{ empty_when_upstream_rewrote_everything(ref('int_deals_in_home_currency')) }}",
     "{{ delete_records_deleted_since_last_build('Deals', 'deal_id') }}",
 ])) }}
 
 -- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
-{%- set fingerprint = definitions_fingerprint() -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) %}
+{%- set build = kept_by_record_build(definitions_fingerprint(),
+    also_rewrite_all=zoho_pass_through_changed('deal', this, ref('stg_zoho__deals')), by_load=false) %}
 
 with
 
@@ -24,7 +26,7 @@ context as (
 deals as (
 
     select * from {{ ref('int_deals_in_home_currency') }}
-    {%- if not rewrite_all %}
+    {%- if not build.rewrite_all %}
     where deal_id in (
         {{ keys_rewritten_since_last_build(ref('int_deals_in_home_currency')) }}
         union
@@ -37,6 +39,16 @@ deals as (
     {%- endif %}
 
 ),
+
+{%- if zoho_pass_through_names('deal') %}
+
+-- The Zoho fields passed through (var zoho_deal_pass_through_columns), as the live deal has them.
+live_deals as (
+
+    select * from {{ ref('stg_zoho__deals') }}
+
+),
+{%- endif %}
 
 final as (
 
@@ -73,10 +85,15 @@ final as (
         ) as days_open,
         cast({{ dbt.datediff('deals.created_date', 'deals.closed_date', 'day') }} as {{ dbt.type_int() }})
             as days_to_close,
-        {{ kept_by_record_columns(fingerprint) }}
+        {{ kept_by_record_columns(build.fingerprint) }}
+        {{- zoho_pass_through_select('deal', ref('stg_zoho__deals'), 'live_deals') }}
 
     from deals
     cross join context
+    {%- if zoho_pass_through_names('deal') %}
+    left join live_deals
+        on deals.deal_id = live_deals.deal_id
+    {%- endif %}
 
 )
 

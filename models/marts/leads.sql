@@ -1,17 +1,17 @@
 {#-
     Kept lead by lead (macros/kept_by_record.sql): a build rewrites the leads that a sync committed since the last
     build wrote or deleted, and every lead when the time zone changed; the other leads' rows stay as they are.
+    When the pass-through columns change (macros/zoho_pass_through.sql), every lead is written again.
 -#}
 {{ config(**kept_by_record_config('lead_id', pre_hook=[
+    "{{ zoho_pass_through_pre_hook('lead', ref('stg_zoho__leads')) }}",
     "{{ empty_when_definitions_changed() }}",
     "{{ delete_records_deleted_since_last_build('Leads', 'lead_id') }}",
 ])) }}
 
 -- depends_on: {{ ref('stg_zoho__loads') }}, {{ ref('stg_zoho__deleted_records') }}
-{%- set fingerprint = definitions_fingerprint() -%}
-{%- set rewrite_all = must_rewrite_every_record(fingerprint) -%}
-{#- The syncs committed since the last build (their load ids). -#}
-{%- set new_loads = none if rewrite_all else loads_since_last_build() %}
+{%- set build = kept_by_record_build(definitions_fingerprint(),
+    also_rewrite_all=zoho_pass_through_changed('lead', this, ref('stg_zoho__leads'))) %}
 
 with
 
@@ -23,11 +23,9 @@ context as (
 
 leads as (
 
+    -- The leads the syncs since the last build wrote (the pre-hook removed those they reported deleted).
     select * from {{ ref('stg_zoho__leads') }}
-    {%- if not rewrite_all %}
-    -- The leads those syncs wrote (the pre-hook removed those they reported deleted).
-    where load_id in {{ new_loads }}
-    {%- endif %}
+    {{- written_since_last_build(build) }}
 
 ),
 
@@ -50,7 +48,8 @@ final as (
         cast({{ dbt.datediff('leads.created_date', 'leads.converted_date', 'day') }} as {{ dbt.type_int() }})
             as days_to_convert,
         leads.modified_at,
-        {{ kept_by_record_columns(fingerprint) }}
+        {{ kept_by_record_columns(build.fingerprint) }}
+        {{- zoho_pass_through_select('lead', ref('stg_zoho__leads'), 'leads') }}
 
     from leads
     cross join context

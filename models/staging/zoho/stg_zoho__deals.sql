@@ -14,6 +14,8 @@ renamed as (
 
         ----------  the sync that last wrote this deal: dlt's load id
         cast(_dlt_load_id as {{ dbt.type_string() }}) as load_id
+        {#- The Zoho fields passed through to the marts (var zoho_deal_pass_through_columns), typed as loaded. #}
+        {{- zoho_pass_through_select('deal', source('zoho', 'deals'), from_raw=true) }}
 
     from source
 

@@ -63,7 +63,7 @@ def _shares(phases: dict[str, float]) -> str:
 
 def _fresh(tmp: Path, name: str, target: str, admin_url: str | None) -> Workspace:
     ws = make_workspace(tmp / name)
-    # The first sync's Stage History backfill costs one call per deal (README: Performance); measured on
+    # The first sync's Stage History backfill costs one call per deal (docs/performance.md); measured on
     # its own, it would hide what the load itself costs.
     ws.env["SOURCES__ZOHO__STAGE_HISTORY_BACKFILL"] = "false"
     if target == "postgres":

@@ -245,7 +245,7 @@ def check_twilio(target: Target) -> list[Check]:
     try:
         settings = TwilioSettings.from_env(recipients=())  # the recipients were checked just above
     except ConfigError as exc:
-        return [*checks, Check("Twilio settings", "FAIL", str(exc), "set it (see README, WhatsApp)")]
+        return [*checks, Check("Twilio settings", "FAIL", str(exc), "set it (see README, Setting up WhatsApp)")]
     sender = whatsapp_address(settings.from_number).removeprefix("whatsapp:")
     if not E164.match(sender):
         checks.append(

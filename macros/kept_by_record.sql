@@ -14,7 +14,7 @@
     On PostgreSQL (postgres_only_indexes) an index on the key, and on the bookkeeping columns the next build asks
     about: built_at (the rows the last build wrote, read by the models after this one and by its key test) and
     synced_through (the latest sync it saw, which tells the syncs since). Without them each of those questions
-    read the whole table: 0.2-0.5 s apiece at a million deals, a dozen of them a build.
+    read the whole table, and a build asks a dozen of them.
     `pre_hook`: more statements to run first, after the lock. `synced_through`: false for a model whose rows do
     not carry the column (kept_by_record_columns). -#}
 {% macro kept_by_record_config(key, pre_hook=[], synced_through=true) -%}
@@ -35,8 +35,8 @@
 
 
 {#- Pre-hooks for when a build must write every record: empty the table first, so the build inserts every record
-    instead of deleting each of them by its key (on DuckDB, deleting two million rows by key took 40-55 s, where
-    inserting them takes a few). `empty_when_definitions_changed` for a model that works out its rows from the
+    instead of deleting each of them by its key (on DuckDB a delete by key costs far more per row than an
+    insert). `empty_when_definitions_changed` for a model that works out its rows from the
     records (arguments as for definitions_fingerprint); `empty_when_upstream_rewrote_everything` for one that
     follows another kept record by record (`upstream`). -#}
 {% macro empty_when_definitions_changed(stages=none, context=none, users=none, context_columns='home_currency_code') -%}
@@ -123,7 +123,7 @@
 {#- The syncs committed after the last one the model's rows had read (their synced_through), as the list of their
     load ids for `load_id in ...` (`(null)` when there are none). Literals, worked out when the model runs, rather
     than a subquery: DuckDB then pushes the filter into the scan of the raw table under a staging view and reads
-    only the rows those syncs wrote (30 ms instead of 300 ms for a day's leads among two million). A model that
+    only the rows those syncs wrote instead of the whole table. A model that
     calls it declares `-- depends_on: ref('stg_zoho__loads')`. `kept`: the model whose rows tell (this one). -#}
 {% macro loads_since_last_build(kept=none) -%}
     {%- set query -%}

@@ -1,7 +1,7 @@
 {#- The post-hook of every model: on PostgreSQL, ANALYZE a table a build has just written. The models after it
     read it at once, long before autovacuum gets to it, and planned against a new table without statistics
-    (int_sync_context's one row, a day's changed deals) PostgreSQL chose plans that took int_deal_history's
-    daily query from about 1 s to 5 s. A view has no statistics of its own; DuckDB keeps its own as it writes. -#}
+    (int_sync_context's one row, a day's changed deals) PostgreSQL chose plans several times slower for
+    int_deal_history's daily query. A view has no statistics of its own; DuckDB keeps its own as it writes. -#}
 {% macro refresh_statistics(relation) -%}
     {{- return(adapter.dispatch('refresh_statistics', 'crm_intelligence')(relation)) -}}
 {%- endmacro %}
@@ -25,9 +25,9 @@
     syncs apart (_dlt_load_id) in the raw tables that have it. The models kept record by record read the rows of
     the syncs since their last build, and a new sync's load id is unknown to the statistics: PostgreSQL then
     expects one row to carry it and checks each of a day's 20,000 changed leads against the whole deletion log
-    (a nested loop that took 165 s at two million leads, where a hash join takes under one). Autovacuum would
-    only analyze the table after a tenth of it changed. ANALYZE of that one column samples each table: about 1 s
-    for all of them at that size. A table the build's role does not own is skipped with a warning. -#}
+    (a nested loop over the whole log for each lead, where a hash join reads it once). Autovacuum would only
+    analyze the table after a tenth of it changed. ANALYZE of that one column samples each table, so its cost
+    does not grow with the table. A table the build's role does not own is skipped with a warning. -#}
 {% macro refresh_sync_statistics() -%}
     {{- return(adapter.dispatch('refresh_sync_statistics', 'crm_intelligence')()) -}}
 {%- endmacro %}
@@ -54,8 +54,7 @@
 {#- Run at the start of every build (on-run-start), before refresh_sync_statistics: on PostgreSQL, an index on
     _dlt_load_id in each raw table that has it, made once. Each day the models kept record by record and the key
     tests over new syncs (unique_in_new_loads) pick a day's rows out of the raw tables by load id; without an
-    index each of those reads scanned the whole table (0.3-3 s apiece at two million leads, 11 s of a daily
-    build in all). The index is named for the table and only made when missing, so a build that finds it takes
+    index each of those reads scanned the whole table, however few rows the day brought. The index is named for the table and only made when missing, so a build that finds it takes
     no lock on the raw table. A table the build's role does not own keeps working without one (a warning says
     so). DuckDB needs none: dlt appends each load's rows together, and its min/max per row group skips the
     rest. -#}

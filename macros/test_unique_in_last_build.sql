@@ -1,8 +1,8 @@
 {#-
     `unique`, over the rows the last build wrote. For an incremental model whose past rows never change, rows
     written earlier were tested when they were written, so a key can only repeat among the rows a build writes:
-    testing those rows instead of the whole history keeps a daily build's tests as small as its changes (the
-    whole-table `unique` on 35 million daily states took 16 s of every build). With `day_column`, for a model
+    testing those rows instead of the whole history keeps a daily build's tests as small as its changes (a
+    whole-table `unique` reads every daily state of every day, every build). With `day_column`, for a model
     that adds days and rewrites part of its last day (deal_daily_states): every row from the first day the last
     build wrote, kept ones included, so a row written again beside one left in place is caught too. After a full
     refresh every row is of the last build, so the whole table is tested.
@@ -11,7 +11,7 @@
 
 {#- The first day the last build wrote, as a literal: against a subquery's day PostgreSQL expected a third of 35
     million rows and read them all. OFFSET 0 keeps PostgreSQL from answering min() by walking the index on the
-    day from the oldest one (100 s), where the rows of the last build are found by their index on built_at. -#}
+    day from the oldest one (through every past day), where the rows of the last build are found by their index on built_at. -#}
 {%- set first_day = none -%}
 {%- if day_column is not none and execute -%}
     {%- set query -%}

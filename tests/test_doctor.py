@@ -75,7 +75,7 @@ def test_a_correct_setup_passes_in_seconds_with_one_line_per_check(setup: Any, z
     assert "fix: start Ollama" in result.stdout
     assert twilio.messages == []
     assert not ws.duckdb_path.exists()  # checking leaves no empty warehouse behind
-    assert seconds < 30  # generous on a busy machine; the benchmark figure is in the README
+    assert seconds < 30  # generous on a busy machine; the benchmark figure is in docs/performance.md
     read = zoho.stats()
     for path in ("settings/layouts", "settings/pipeline", "org/currencies", "org"):
         assert read.get(f"GET /crm/v8/{path}") == 1, read

@@ -8,7 +8,7 @@
     table (DuckDB needs none: macros/last_day.sql).
 -#}
 {#- On PostgreSQL an index on built_at too: the key test reads the last build's rows (unique_in_last_build), which
-    took two scans of 35 million rows (12 s of a daily build) without it. A warehouse built before it has the
+    took two scans of every daily state of every day without it. A warehouse built before it has the
     index after a full refresh. -#}
 {#- The pass-through columns (macros/zoho_pass_through.sql) hold each day what the deal's state that evening held.
     When they change, the build drops the old ones and writes every day again: past days need the new ones too. -#}

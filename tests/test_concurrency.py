@@ -100,7 +100,9 @@ def test_two_deliveries_started_together_send_one_message_per_recipient_on_postg
         key = (message["to"], message["body"].splitlines()[0])
         per_recipient_and_day[key] = per_recipient_and_day.get(key, 0) + 1
     duplicates = sum(count - 1 for count in per_recipient_and_day.values())
-    print(f"{PAIRS} pairs, {len(sent)} briefings for {2 * PAIRS} due, {duplicates} duplicates")  # the figure in docs/performance.md
+    print(
+        f"{PAIRS} pairs, {len(sent)} briefings for {2 * PAIRS} due, {duplicates} duplicates"
+    )  # the figure in docs/performance.md
     assert len(sent) == 2 * PAIRS
     assert duplicates == 0 and len(per_recipient_and_day) == 2 * PAIRS
 

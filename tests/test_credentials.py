@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from sandbox import SandboxOrg, SandboxServer
+from tests.support.crm import refresh_grant
 from tests.support.workspace import Workspace
 
 TOKEN_REQUESTS = "POST /oauth/v2/token"
@@ -211,12 +212,7 @@ def test_zohos_limit_on_new_tokens_says_to_wait_not_to_make_a_new_refresh_token(
     a new refresh token; the extraction stops with the "try later" status (75) and the same advice."""
     credentials = plain_names(limited_zoho)
     workspace.env.update(credentials)
-    grant = {
-        "grant_type": "refresh_token",
-        "client_id": credentials["ZOHO_CLIENT_ID"],
-        "client_secret": credentials["ZOHO_CLIENT_SECRET"],
-        "refresh_token": credentials["ZOHO_REFRESH_TOKEN"],
-    }
+    grant = refresh_grant(credentials)
     for _ in range(10):
         assert "access_token" in requests.post(f"{limited_zoho.url}/oauth/v2/token", data=grant, timeout=10).json()
 

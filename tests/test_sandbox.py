@@ -21,6 +21,7 @@ import requests
 
 from sandbox import SandboxOrg, SandboxServer
 from sandbox.faults import FaultPlan
+from tests.support.crm import refresh_grant
 
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = dt.date(2026, 11, 20)
@@ -52,13 +53,7 @@ def own_server() -> Iterator[SandboxServer]:
 
 
 def token_params(server: SandboxServer) -> dict[str, str]:
-    env = server.env()
-    return {
-        "grant_type": "refresh_token",
-        "client_id": env["ZOHO_CLIENT_ID"],
-        "client_secret": env["ZOHO_CLIENT_SECRET"],
-        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-    }
+    return refresh_grant(server.env())
 
 
 def mint(server: SandboxServer) -> str:
@@ -839,16 +834,7 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
             "CRM_TIMEZONE",
         }
         assert env["CRM_TIMEZONE"] == TZ and not env["ZOHO_ACCOUNTS_URL"].endswith(":0")
-        token = requests.post(
-            f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
-            timeout=10,
-            data={
-                "grant_type": "refresh_token",
-                "client_id": env["ZOHO_CLIENT_ID"],
-                "client_secret": env["ZOHO_CLIENT_SECRET"],
-                "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-            },
-        ).json()
+        token = requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", timeout=10, data=refresh_grant(env)).json()
         assert token["api_domain"] == env["ZOHO_ACCOUNTS_URL"]
     finally:
         process.send_signal(signal.SIGTERM)
@@ -901,12 +887,7 @@ def test_the_cli_serves_a_bad_day_with_zohos_token_limit() -> None:
     try:
         lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
-        grant = {
-            "grant_type": "refresh_token",
-            "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"],
-            "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-        }
+        grant = refresh_grant(env)
         tokens = [
             requests.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", data=grant, timeout=10).json()
             for _ in range(11)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -9,21 +10,21 @@ import requests
 from sandbox import SandboxServer
 
 
+def refresh_grant(env: Mapping[str, str]) -> dict[str, str]:
+    """The form of Zoho's refresh-token grant, from a client's ZOHO_* settings (the sandbox's env())."""
+    return {
+        "grant_type": "refresh_token",
+        "client_id": env["ZOHO_CLIENT_ID"],
+        "client_secret": env["ZOHO_CLIENT_SECRET"],
+        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+    }
+
+
 class CrmUser:
     """A sales user of the sandbox org, writing through the Zoho API with an access token."""
 
     def __init__(self, server: SandboxServer) -> None:
-        env = server.env()
-        token = requests.post(
-            f"{server.url}/oauth/v2/token",
-            timeout=10,
-            data={
-                "grant_type": "refresh_token",
-                "client_id": env["ZOHO_CLIENT_ID"],
-                "client_secret": env["ZOHO_CLIENT_SECRET"],
-                "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-            },
-        ).json()
+        token = requests.post(f"{server.url}/oauth/v2/token", timeout=10, data=refresh_grant(server.env())).json()
         self.url = f"{server.url}/crm/v8"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Zoho-oauthtoken {token['access_token']}"

@@ -39,14 +39,19 @@ test: install lint  ## the linters, then the whole test suite, PostgreSQL includ
 	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10  # two workers: most tests wait on one dbt or Postgres process at a time; an idle one takes tests not yet started from the other
 
 # sqlfluff's dbt templater compiles the models as dbt does, which opens the profile's warehouse: an empty DuckDB
-# file of its own, so linting needs no built warehouse and never touches one.
+# file of its own, so linting needs no built warehouse and never touches one. sqlfluff only warns when it cannot
+# compile a model, and lints the others: here that fails the lint, so no model goes unlinted.
 lint: install profiles.yml  ## ruff (lint and format check) on the Python, sqlfluff (dbt templater) on the models
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
 	$(BIN)/python -c 'import duckdb, sys; duckdb.connect(sys.argv[1]).close()' "$$scratch/lint.duckdb"; \
 	echo "sqlfluff lint models (dbt templater)"; \
-	DUCKDB_PATH="$$scratch/lint.duckdb" DBT_TARGET=duckdb $(BIN)/sqlfluff lint models --processes 2 --disable-progress-bar
+	status=0; DUCKDB_PATH="$$scratch/lint.duckdb" DBT_TARGET=duckdb $(BIN)/sqlfluff lint models --processes 2 \
+		--disable-progress-bar >"$$scratch/out" 2>&1 || status=$$?; \
+	grep -v "^WARNING: Location" "$$scratch/out"; \
+	if grep -q "Skipped file" "$$scratch/out"; then echo "lint: sqlfluff could not compile a model (above)" >&2; exit 1; fi; \
+	exit $$status
 
 check: install  ## check the settings and connections of the daily job (exit 2 names what to fix)
 	@$(DOTENV) $(READER) --no-check -- $(BIN)/python -m insights.doctor --target $(TARGET)

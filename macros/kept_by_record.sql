@@ -200,7 +200,8 @@
     {%- if users is not none -%}
         {%- do queries.append((users, "select user_id from " ~ users ~ " order by user_id")) -%}
     {%- endif -%}
-    {%- for relation, query in queries if execute and relation.type != 'cte' -%}
+    {#- A relation not built yet (compiling alone, as sqlfluff's templater does) describes nothing. -#}
+    {%- for relation, query in queries if execute and relation.type != 'cte' and load_relation(relation) is not none -%}
         {%- for row in run_query(query).rows -%}
             {%- do described.append(row.values() | join('|')) -%}
         {%- endfor -%}

@@ -121,7 +121,11 @@ checked as (
         ) as has_implausible_closing_date,
         priced.forecast_type is null as has_stage_in_no_pipeline,
         priced.owner_id is not null
-            and not exists (select 1 from users where users.user_id = priced.owner_id) as has_owner_not_a_user
+            and not exists (
+                select 1
+                from users
+                where users.user_id = priced.owner_id
+            ) as has_owner_not_a_user
 
     from priced
 

@@ -97,6 +97,13 @@ class WarehouseUnavailable(RuntimeError):
         self.detail = detail or public
 
 
+class MartsNotBuilt(WarehouseUnavailable):
+    """The warehouse answers, but `dbt build` has not made the marts the API serves."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{KPI_TABLE} does not exist yet: run the pipeline and `dbt build`")
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -160,7 +167,8 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         try:
             found = await source.read(("health",), _health)
         except WarehouseUnavailable as exc:
-            content = {"status": "unavailable", "target": target, "warehouse": "unreachable", "detail": exc.public}
+            reached = "reachable" if isinstance(exc, MartsNotBuilt) else "unreachable"
+            content = {"status": "unavailable", "target": target, "warehouse": reached, "detail": exc.public}
             if token_ok(credentials):
                 content["cause"] = exc.detail
             return JSONResponse(status_code=503, content=content)
@@ -236,7 +244,7 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
 
 def _metrics(conn: _Connection, target: Target, date: dt.date | None, today: dt.date) -> dict[str, Any]:
     if not conn.table_exists(KPI_TABLE):
-        raise WarehouseUnavailable(f"{KPI_TABLE} does not exist yet: run the pipeline and `dbt build`")
+        raise MartsNotBuilt()
     first, last = conn.row(f"select min(kpi_date), max(kpi_date) from {KPI_TABLE}")
     if last is None:
         return {"error": f"{KPI_TABLE} is empty: the CRM has no data yet"}
@@ -299,6 +307,9 @@ def _latest_summary(conn: _Connection) -> dict[str, Any] | None:
 
 
 def _health(conn: _Connection) -> dict[str, Any]:
+    # A warehouse that answers but holds no marts (nothing built yet) cannot serve the metrics: not healthy.
+    if not conn.table_exists(KPI_TABLE):
+        raise MartsNotBuilt()
     last_sync = last_delivery = None
     if conn.table_exists(f"{RAW_SCHEMA}._dlt_loads"):
         last_sync = conn.row(f"select max(inserted_at) from {RAW_SCHEMA}._dlt_loads where status = 0")[0]

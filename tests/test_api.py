@@ -8,6 +8,7 @@ compares what it answers with SQL run directly on the warehouse.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
 import httpx
 import pytest
 
@@ -325,3 +327,20 @@ def test_after_make_demo_the_api_serves_the_demo_warehouse(warehouse_env: dict[s
     assert metrics.status_code == 200, metrics.text
     assert metrics.json()["metrics"] == {"deals_won": {"value": 7, "unit": "count"}}
     assert not (project / "warehouse.duckdb").exists()
+
+
+def test_health_is_503_while_the_marts_are_not_built(empty_warehouse: Target) -> None:
+    """GIVEN a warehouse that answers but holds no marts yet (a DuckDB file, a PostgreSQL database, before any
+         `dbt build`)
+    WHEN health and metrics are asked
+    THEN both answer 503: health says the warehouse is reachable and what to run, instead of `ok` beside
+         metrics that cannot be served."""
+    if empty_warehouse == "duckdb":
+        duckdb.connect(os.environ["DUCKDB_PATH"]).close()
+    with serve(dict(os.environ), empty_warehouse) as api:
+        health = api.get("/api/health", token=None)
+        metrics = api.get("/api/metrics")
+
+    assert health.status_code == metrics.status_code == 503
+    assert health.json()["status"] == "unavailable" and health.json()["warehouse"] == "reachable"
+    assert "dbt build" in health.json()["detail"]

@@ -249,12 +249,15 @@ def _metrics(conn: _Connection, target: Target, date: dt.date | None, today: dt.
     if last is None:
         return {"error": f"{KPI_TABLE} is empty: the CRM has no data yet"}
     day = date or default_report_date(conn.raw, target, today)
-    rows = conn.rows(f"select metric, value, unit from {KPI_TABLE} where kpi_date = {conn.p} order by metric", [day])
+    rows = conn.rows(
+        f"select metric, value, unit, is_complete from {KPI_TABLE} where kpi_date = {conn.p} order by metric", [day]
+    )
     if not rows:
         return {"error": f"no metrics for {day}; the marts cover {first} to {last}"}
     return {
         "as_of": _json_value(day),
-        "complete_day": day < today,
+        # The marts' own word: the day of the last sync is still running in the org, whatever this machine's clock.
+        "complete_day": all(r["is_complete"] for r in rows),
         "target": target,
         "metrics": {r["metric"]: {"value": _number(r["value"], r["unit"]), "unit": r["unit"]} for r in rows},
     }

@@ -30,7 +30,7 @@ from tests.test_marts import OrgHistory, assert_kpi_daily_equals_the_kpis_of, qu
 
 TARGETS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 TIMEZONE = "Europe/Berlin"
-DAYS = 10
+DAYS = 7  # the day-2, day-4 and day-6 edits below, then a day with none
 # What the days between the first and the last build run: the marts this test reads and what they are built from.
 DAILY_MODELS = ("+kpi_daily", "+deal_daily_states", "+deals", "leads", "int_leads_seen")
 # The models a build rewrites only for the deals or leads whose inputs changed (macros/kept_by_record.sql).

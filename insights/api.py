@@ -167,12 +167,17 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
         try:
             found = await source.read(("health",), _health)
         except WarehouseUnavailable as exc:
-            reached = "reachable" if isinstance(exc, MartsNotBuilt) else "unreachable"
-            content = {"status": "unavailable", "target": target, "warehouse": reached, "detail": exc.public}
+            content = {"status": "unavailable", "target": target, "warehouse": "unreachable", "detail": exc.public}
             if token_ok(credentials):
                 content["cause"] = exc.detail
             return JSONResponse(status_code=503, content=content)
-        return JSONResponse(content={"status": "ok", "target": target, "warehouse": "reachable", **found})
+        # The answer is shared with other requests (memoized): read it, never change it.
+        facts = {key: value for key, value in found.items() if key != "marts_built"}
+        if not found["marts_built"]:
+            detail = MartsNotBuilt().public
+            content = {"status": "unavailable", "target": target, "warehouse": "reachable", "detail": detail, **facts}
+            return JSONResponse(status_code=503, content=content)
+        return JSONResponse(content={"status": "ok", "target": target, "warehouse": "reachable", **facts})
 
     def twilio_settings() -> TwilioSettings:
         """Read when Twilio first calls (the API serves metrics without any Twilio setting)."""
@@ -310,9 +315,6 @@ def _latest_summary(conn: _Connection) -> dict[str, Any] | None:
 
 
 def _health(conn: _Connection) -> dict[str, Any]:
-    # A warehouse that answers but holds no marts (nothing built yet) cannot serve the metrics: not healthy.
-    if not conn.table_exists(KPI_TABLE):
-        raise MartsNotBuilt()
     last_sync = last_delivery = None
     if conn.table_exists(f"{RAW_SCHEMA}._dlt_loads"):
         last_sync = conn.row(f"select max(inserted_at) from {RAW_SCHEMA}._dlt_loads where status = 0")[0]
@@ -322,7 +324,13 @@ def _health(conn: _Connection) -> dict[str, Any]:
             f"select report_date, status, updated_at from {DELIVERIES_TABLE} order by updated_at desc limit 1"
         )
         last_delivery = {k: _json_value(v) for k, v in delivered[0].items()} if delivered else None
-    return {"last_sync": _json_value(last_sync), "last_delivery": last_delivery, "missed_days": _missed_days(conn)}
+    return {
+        # A warehouse that answers but holds no marts (nothing built yet) cannot serve the metrics: not healthy.
+        "marts_built": conn.table_exists(KPI_TABLE),
+        "last_sync": _json_value(last_sync),
+        "last_delivery": last_delivery,
+        "missed_days": _missed_days(conn),
+    }
 
 
 def _missed_days(conn: _Connection) -> list[str]:

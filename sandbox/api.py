@@ -274,13 +274,7 @@ class ZohoApi:
         return _paged(req, "users", users)
 
     def layouts(self, req: Request) -> Response:
-        raw = req.params.get("module")
-        if not raw:
-            raise ZohoError("REQUIRED_PARAM_MISSING", {"param_name": "module"})
-        spec = resolve_module(raw)
-        if spec is None:
-            raise ZohoError("INVALID_MODULE", {"param_name": "module"})
-        return Response(200, {"layouts": self.org.layouts(spec.api_name)})
+        return Response(200, {"layouts": self.org.layouts(self._settings_module(req))})
 
     def pipeline(self, req: Request) -> Response:
         layout_id = req.params.get("layout_id")

@@ -400,7 +400,8 @@ def build(
     `timezone` is accepted for callers that pass the org's: the marts' days are already cut in it, and no fact
     needs it any more (quiet deals are read from deal_daily_states' evenings, not from modified_at).
     """
-    # deal_flags and owner_facts read the marts with this module's helpers: imported here, not at the top.
+    # anomalies, deal_flags and owner_facts read the marts with this module's helpers: imported here, not at the top.
+    from insights.anomalies import anomaly_facts
     from insights.deal_flags import flag_deals
     from insights.owner_facts import team_facts
 
@@ -420,6 +421,7 @@ def build(
         *_pipeline_facts(kpis, money),
         *_lead_facts(kpis),
         *_outcome_facts(kpis, money),
+        *anomaly_facts(conn, target, report_date, money),
         *_open_deal_facts(flags, labels, money),
         *team_facts(flags, labels, money),
         *_top_facts(deals, labels, money),

@@ -34,6 +34,15 @@ class CrmUser:
         assert response.status_code == 201, response.text
         return response.json()["data"][0]["details"]["id"]
 
+    def create_leads(self, records: list[dict[str, Any]]) -> list[str]:
+        """Insert leads as an import does: Zoho takes at most 100 records a call."""
+        ids = []
+        for start in range(0, len(records), 100):
+            response = self.session.post(f"{self.url}/Leads", json={"data": records[start : start + 100]}, timeout=30)
+            assert response.status_code == 201, response.text
+            ids += [row["details"]["id"] for row in response.json()["data"]]
+        return ids
+
     def update_deal(self, deal_id: str, **fields: Any) -> None:
         response = self.session.put(f"{self.url}/Deals/{deal_id}", json={"data": [fields]}, timeout=30)
         assert response.status_code == 200, response.text

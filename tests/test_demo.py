@@ -75,7 +75,8 @@ def test_make_demo_runs_the_whole_day_and_the_commands_it_prints_read_its_wareho
     WHEN the user runs `make demo`
     THEN the sandbox org is extracted into DuckDB, the marts are built and tested, the KPIs
          are printed, the briefing is printed as a dry run, and the user is told how to query
-         the marts, document them, ask MetricFlow and start the API.
+         the marts, document them, ask MetricFlow and start the API
+    AND at most 2% of the days and weeks kpi_anomalies judges on the demo's steady history are flagged.
     AND WHEN they run those commands as printed, with no setting: `make docs`, `make mf ARGS=...`,
          `make check` and `make api`
     THEN each reads demo.duckdb: dbt's catalog describes the demo's marts, MetricFlow answers the win rate
@@ -106,6 +107,11 @@ def test_make_demo_runs_the_whole_day_and_the_commands_it_prints_read_its_wareho
     ):
         assert printed in output, output[-2000:]
     assert (clone / "demo.duckdb").exists()
+    # The demo's history is drawn from steady weekday rates: each day or week kpi_anomalies flags is a false alarm.
+    anomalies = _run(clone, env, ".venv/bin/python", "-m", "benchmarks.anomalies", "--duckdb", "demo.duckdb")
+    print(anomalies.stdout)
+    judged, flagged = map(int, anomalies.stdout.splitlines()[-1].split()[1:3])
+    assert judged > 500 and flagged <= 0.02 * judged, anomalies.stdout
 
     docs = _run(clone, env, "make", "docs")
     mf = _run(clone, env, "make", "mf", "ARGS=query --metrics win_rate --group-by metric_time__month")

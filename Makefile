@@ -34,8 +34,9 @@ profiles.yml:
 demo: install profiles.yml  ## run the whole day on DuckDB against the sandbox org (no accounts needed)
 	@scripts/demo.sh
 
-test: install lint  ## the linters, then the whole test suite, PostgreSQL included
+test: install lint  ## the linters, then the whole test suite, PostgreSQL and a headless browser included
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-chromium.sh
 	$(BIN)/pytest -q -n 2 --dist worksteal --durations=10  # two workers: most tests wait on one dbt or Postgres process at a time; an idle one takes tests not yet started from the other
 
 # sqlfluff's dbt templater compiles the models as dbt does, which opens the profile's warehouse: an empty DuckDB
@@ -78,7 +79,7 @@ mf: install profiles.yml  ## a MetricFlow command: make mf ARGS="query --metrics
 	@$(DOTENV) $(READER) -- sh -c '$(BIN)/dbt parse --quiet --target $(TARGET) && exec $(BIN)/mf "$$@"' mf $(ARGS)
 
 # benchmarks.silence runs `make demo` and times its silences, so it rebuilds demo.duckdb as the demo does.
-bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor and demo-silence figures
+bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor, demo-silence and anomaly figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.soak
@@ -90,6 +91,7 @@ bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, 
 	$(BIN)/python -m benchmarks.api_under_load
 	$(BIN)/python -m benchmarks.doctor
 	$(BIN)/python -m benchmarks.silence
+	$(BIN)/python -m benchmarks.anomalies
 
 # llama-cpp-python compiles llama.cpp (about ten minutes on two cores), so it is built once into a local
 # wheel and kept out of `make install`. GGML_NATIVE=OFF: a portable AVX2 build; a native build may use CPU

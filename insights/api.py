@@ -10,6 +10,8 @@
     GET /docs, /openapi.json             the documentation (a plain page: no script, no CDN)
     POST /twilio/status                  Twilio's status callbacks: each message's status in the ledger
     POST /twilio/inbound                 someone wrote to the sender: a recipient gets their full briefing
+    GET /media/charts/<chart>/<day>.png  a chart as PNG for WhatsApp, behind a signed link that expires
+                                         (`insights.chart_links`; no token: the signature is the key)
 
 HEAD is answered wherever GET is. When API_TOKEN is set, every route but
 health, the documentation and Twilio's requires `Authorization: Bearer <API_TOKEN>`, and
@@ -235,6 +237,23 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
 
         background.add_task(run_in_threadpool, reply)  # Twilio waits 15 s at most for the answer
         return Response('<?xml version="1.0" encoding="UTF-8"?><Response></Response>', media_type="text/xml")
+
+    from insights import chart_links
+
+    @app.get(chart_links.ROUTE, summary="A chart of a day as PNG, for WhatsApp: a signed link that expires")
+    async def chart_image(name: str, day: str, expires: str = "", signature: str = "") -> Response:
+        from insights.charts import chart_png
+        from insights.facts import FactsError
+
+        refused = chart_links.refusal(name, day, expires, signature)
+        if refused is not None:
+            raise HTTPException(status_code=refused.status, detail=refused.detail)
+        wanted = dt.date.fromisoformat(day)
+        try:  # rendered once per copy of the data, like every answer
+            png = await source.read(("chart", name, wanted), lambda conn: chart_png(conn.raw, target, wanted, name))
+        except FactsError:
+            raise MartsNotBuilt() from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:

@@ -15,7 +15,10 @@ each fact once, comments that add nothing or state a quantity dropped) ->
 audit (every number in the message must be one of the facts') -> store (one
 row per digest in analytics.ai_summaries) -> send (WhatsApp through Twilio:
 the full text inside a person's 24-hour window, the approved template outside
-it; see `insights.whatsapp`), unless --dry-run.
+it; see `insights.whatsapp`), unless --dry-run. Inside the window the team
+briefing carries the day's main chart, through a signed link to the API under
+PUBLIC_BASE_URL (`insights.chart_links`); the send stage says in one line whether
+it does, and why not (no PUBLIC_BASE_URL, or the link does not answer).
 
 The default date is yesterday in the org's time: the last day kpi_daily marks
 complete before the org's today, which is today in CRM_TIMEZONE, or the last day
@@ -427,8 +430,21 @@ def run(report_date: dt.date | None, target: Target, *, dry_run: bool, force: bo
             from insights import whatsapp
 
             assert twilio is not None
+            chart = None
+            if any(w.digest.key == TEAM and w.digest.recipients for w in written):
+                from insights.chart_links import briefing_chart
+
+                chart, said = briefing_chart(twilio, report_date)  # once a run: the same picture for every manager
+                _log(f"chart: {said}")
             outgoing = [
-                whatsapp.Outgoing(r.whatsapp, w.checked.message.text, w.digest.key, w.template_variables, w.summary_id)
+                whatsapp.Outgoing(
+                    r.whatsapp,
+                    w.checked.message.text,
+                    w.digest.key,
+                    w.template_variables,
+                    w.summary_id,
+                    media_url=chart if w.digest.key == TEAM else None,
+                )
                 for w in written
                 for r in w.digest.recipients
             ]

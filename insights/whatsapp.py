@@ -16,6 +16,12 @@ and the API then sends the full digest (`insights.replies`). A 63016 that
 still happens (the window closed during the run) is followed once by the
 template in the same run.
 
+Inside the window the first part may carry a picture (`Outgoing.media_url`: the
+day's chart, `insights.chart_links`); the template never does. Twilio fetches the
+picture after accepting the message and fails the message when it cannot take it
+(11200, 63019, ...): the briefing then goes once more, without the picture, in the
+same run. When it was in parts, the later parts, already delivered, go again too.
+
 Twilio's Messages API has no idempotency key, so reruns are made safe by the
 delivery ledger (`insights.ledger`): a recipient whose briefing Twilio already
 accepted for the date is skipped; a definite refusal (a 4xx, Twilio never
@@ -122,7 +128,13 @@ ERROR_EXPLANATIONS: dict[int, str] = {
     63021: "WhatsApp rejected the content of the message (too long or invalid for the channel).",
     63028: "The template was sent with fewer variables than it has placeholders.",
     21656: "The template's variables were refused: each must be one line, without tabs or runs of spaces.",
+    11200: "Twilio could not fetch the message's media (MediaUrl): the API under PUBLIC_BASE_URL did not answer it.",
+    63019: "Twilio could not download the message's media (MediaUrl), or it was empty.",
+    63034: "The message's media is over WhatsApp's limit (5 MB for an image).",
 }
+# Twilio's errors for media it could not fetch or WhatsApp would not take. A briefing failed with one of them
+# goes again without its chart in the same run: the text matters more than the picture.
+MEDIA_ERRORS = frozenset({11200, 11751, 12300, 63019, 63021, 63034})
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,8 @@ class Outgoing:
     `text` is the whole briefing, sent as free-form parts inside WhatsApp's
     24-hour window; `template_variables` fill the approved template outside it
     (None: this digest has no template form, so it can go only in the window).
+    `media_url` goes with the first part inside the window: a template is text
+    only (Twilio refuses MediaUrl with ContentSid, 63016).
     """
 
     recipient: str  # whatsapp:+E164
@@ -153,6 +167,8 @@ class Outgoing:
     digest: str = TEAM
     template_variables: Mapping[str, str] | None = None
     summary_id: str | None = None
+    # A picture for the first free-form part (the day's chart, `insights.chart_links`); never with the template.
+    media_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,7 @@ class Part:
     expected: str
     content_sid: str | None = None
     variables: Mapping[str, str] | None = None
+    media_url: str | None = None  # free-form parts only
 
     @property
     def hash(self) -> str:
@@ -259,6 +276,20 @@ def send_digests(
                     deliveries[i],
                     explanation=(
                         "the 24-hour window closed during the run (63016); the template went instead"
+                        + (f". {deliveries[i].explanation}" if deliveries[i].explanation else "")
+                    ),
+                )
+            elif delivery.error_code in MEDIA_ERRORS and delivery.kind == "session" and o.media_url:
+                code = delivery.error_code
+                log.warning(
+                    "Twilio could not take the chart for %s (error %s); sending the text alone", o.recipient, code
+                )
+                retried = sending.claimed(replace(o, media_url=None), force=False, mode="session")
+                [deliveries[i]] = _await_statuses(client, ledger, report_date, [retried], status_wait)
+                deliveries[i] = replace(
+                    deliveries[i],
+                    explanation=(
+                        f"Twilio could not take the chart (error {code}); the briefing went without it"
                         + (f". {deliveries[i].explanation}" if deliveries[i].explanation else "")
                     ),
                 )
@@ -460,7 +491,10 @@ class _Sending:
                 ),
             )
         if mode == "session":
-            parts = tuple(Part(text) for text in split_parts(outgoing.text))
+            texts = split_parts(outgoing.text)
+            # The chart rides on the first part only; the ledger's hash stays the text's, so a run without the
+            # chart (or with a fresh link) still recognises the same briefing.
+            parts = tuple(Part(text, media_url=outgoing.media_url if i == 0 else None) for i, text in enumerate(texts))
             return _Plan("session", parts, body_hash(outgoing.text.strip()))
         assert outgoing.template_variables is not None
         variables = dict(outgoing.template_variables)
@@ -696,6 +730,8 @@ def create_message(
         if part.content_sid
         else {"body": part.expected}
     )
+    if part.media_url and not part.content_sid:
+        what["media_url"] = [part.media_url]
     if status_callback:
         what["status_callback"] = status_callback
     for delay in (*RETRY_DELAYS_SECONDS, None):

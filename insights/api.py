@@ -7,6 +7,8 @@
     GET /api/summaries/latest            the latest briefing that was delivered, with its delivery status
                                          (else the latest one built, marked as not delivered or dry run)
     GET /api/health                      status, last sync, last delivery, missed days (no token needed)
+    GET /dashboard                       the morning dashboard, one HTML page (`insights.dashboard`); with
+                                         API_TOKEN set it asks for the token once, then keeps a session cookie
     GET /docs, /openapi.json             the documentation (a plain page: no script, no CDN)
     POST /twilio/status                  Twilio's status callbacks: each message's status in the ledger
     POST /twilio/inbound                 someone wrote to the sender: a recipient gets their full briefing
@@ -180,6 +182,35 @@ def create_app(target: Target, settings: ApiSettings | None = None) -> FastAPI:
             content = {"status": "unavailable", "target": target, "warehouse": "reachable", "detail": detail, **facts}
             return JSONResponse(status_code=503, content=content)
         return JSONResponse(content={"status": "ok", "target": target, "warehouse": "reachable", **facts})
+
+    from insights import dashboard as board
+
+    @app.get(board.PATH, summary="The morning dashboard, an HTML page: briefing, KPIs, charts, unusual values")
+    async def dashboard(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> HTMLResponse:
+        session = request.cookies.get(board.SESSION_COOKIE)
+        by_header = token_ok(credentials)
+        if settings.token is not None and not by_header and not board.session_ok(session, settings.token):
+            return board.login_response()
+        today = dt.datetime.now(org_timezone()).date()
+        try:  # the JSON routes' own answers (the same memo keys), then what only the page shows
+            found = await source.read(("metrics", None, today), lambda conn: _metrics(conn, target, None, today))
+            summary = await source.read(("latest",), _latest_summary)
+            view = await source.read(("dashboard", today), lambda conn: board.read_view(conn, target, found, summary))
+            day = view.day
+            charts = await source.read(("charts", day), lambda conn: board.chart_svgs(conn.raw, target, day))
+        except WarehouseUnavailable as exc:
+            return board.unavailable_response(exc.public)
+        return board.dashboard_response(view, charts, can_sign_out=settings.token is not None and not by_header)
+
+    @app.post(board.LOGIN_PATH, include_in_schema=False)
+    async def dashboard_login(request: Request) -> Response:
+        return board.login(request, settings.token, await request.body())
+
+    @app.post(board.LOGOUT_PATH, include_in_schema=False)
+    def dashboard_logout(request: Request) -> Response:
+        return board.logout(request)
 
     def twilio_settings() -> TwilioSettings:
         """Read when Twilio first calls (the API serves metrics without any Twilio setting)."""

@@ -28,6 +28,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+# What a test keeps for a person to look at (a screenshot, a figure): `record_property("kept", "...")` in the test,
+# listed at the end of the run's output. The reports reach the main process from the xdist workers too.
+_KEPT: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _KEPT.extend(str(value) for name, value in report.user_properties if name == "kept")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _KEPT:
+        terminalreporter.write_sep("-", "kept by this run")
+        for line in _KEPT:
+            terminalreporter.write_line(line)
+
+
 # --------------------------------------------------------------------------- Postgres
 
 

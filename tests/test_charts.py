@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,23 @@ REPORT_DAY = dt.date.fromisoformat(SANDBOX_TODAY) - dt.timedelta(days=1)
 
 
 def png_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the IHDR chunk, which the PNG format puts first, right after the signature."""
+    """(width, height) of a PNG that opens: every chunk's CRC holds and the image data inflates to exactly one
+    filter byte plus a row of pixels per line, as a viewer decoding it would find (8-bit colour, no interlace)."""
     assert data[:8] == PNG_SIGNATURE, "not a PNG"
-    assert data[12:16] == b"IHDR"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    chunks, at = {}, 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        assert zlib.crc32(kind + body) == int.from_bytes(data[at + 8 + length : at + 12 + length], "big"), kind
+        chunks[kind] = chunks.get(kind, b"") + body
+        at += 12 + length
+    header = chunks[b"IHDR"]
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    bit_depth, colour_type, interlace = header[8], header[9], header[12]
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    assert (bit_depth, interlace) == (8, 0) and b"IEND" in chunks
+    assert len(zlib.decompress(chunks[b"IDAT"])) == height * (1 + width * channels)
+    return width, height
 
 
 def expected_rows(path: Path, day: dt.date) -> dict[str, list[dict[str, Any]]]:
@@ -120,7 +134,9 @@ def rounded(value: Any) -> Any:
     return value
 
 
-def test_the_charts_command_draws_each_chart_from_the_marts_rows(built_warehouse: Any, tmp_path: Path) -> None:
+def test_the_charts_command_draws_each_chart_from_the_marts_rows(
+    built_warehouse: Any, tmp_path: Path, record_property: Any
+) -> None:
     """GIVEN the built warehouse and a complete day, with days after it in the marts
     WHEN `python -m insights.charts --date DAY --out DIR` runs
     THEN DIR holds a PNG per chart, each a real PNG of the spec's size at scale 2, each spec beside it shows
@@ -136,6 +152,7 @@ def test_the_charts_command_draws_each_chart_from_the_marts_rows(built_warehouse
     lines = result.stdout.strip().splitlines()
     assert len(lines) == len(CHART_NAMES) + 1, result.stdout
     assert re.fullmatch(r"rendered 4 charts for .+ in \d+\.\d\ds", lines[-1]), lines[-1]
+    record_property("kept", f"python -m insights.charts: {lines[-1]} (a new process: vl-convert starts cold)")
     for name, line in zip(CHART_NAMES, lines):
         png = (out / f"{name}.png").read_bytes()
         spec = json.loads((out / f"{name}.vl.json").read_text())

@@ -5,7 +5,7 @@ CHROMIUM names another binary) driven by Playwright, with every host but 127.0.0
 must come whole from the API. The API runs as a user starts it (`tests.support.api.serve`) over a private copy
 of the warehouse built from the sandbox CRM.
 
-`pytest -s tests/test_dashboard.py` (or `-rA`) prints where the screenshots were written, with the page's
+The run's output ends with where the screenshots were written, with the page's
 weight and load time. DASHBOARD_SCREENSHOT=some/path.png writes the laptop screenshot there instead of under
 pytest's temporary folder.
 """
@@ -135,7 +135,7 @@ def page_text(page: Any, selector: str = "body") -> str:
 
 
 def test_the_dashboard_draws_everything_from_the_api_alone(
-    warehouse_env: dict[str, str], browser: Any, tmp_path: Path
+    warehouse_env: dict[str, str], browser: Any, tmp_path: Path, record_property: Any
 ) -> None:
     """GIVEN the API (no token, as on a laptop) over a built warehouse holding the day's briefing, whose deal
          name is hostile markup, and an unusual number of new leads; Chromium reaches no host but 127.0.0.1
@@ -191,10 +191,11 @@ def test_the_dashboard_draws_everything_from_the_api_alone(
         laptop.close()
         phone.close()
 
-    print(
-        f"\ndashboard screenshot: {screenshot} (phone: {phone_screenshot})\n"
+    record_property("kept", f"dashboard screenshot: {screenshot} (phone: {phone_screenshot})")
+    record_property(
+        "kept",
         f"dashboard page weight: {cold['bytes']:,} bytes in {cold['requests']} request(s); load "
-        f"{cold['load_ms']} ms on the first visit (charts drawn), {warm['load_ms']} ms on a reload (memoized)"
+        f"{cold['load_ms']} ms on the first visit (charts drawn), {warm['load_ms']} ms on a reload (memoized)",
     )
     assert first is not None and first.status == 200
     for name, (box, marks) in charts.items():

@@ -79,7 +79,7 @@ mf: install profiles.yml  ## a MetricFlow command: make mf ARGS="query --metrics
 	@$(DOTENV) $(READER) -- sh -c '$(BIN)/dbt parse --quiet --target $(TARGET) && exec $(BIN)/mf "$$@"' mf $(ARGS)
 
 # benchmarks.silence runs `make demo` and times its silences, so it rebuilds demo.duckdb as the demo does.
-bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor, demo-silence and anomaly figures
+bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, doctor, demo-silence, anomaly and dashboard figures
 	@scripts/ensure-postgres.sh
 	$(BIN)/python -m benchmarks.load
 	$(BIN)/python -m benchmarks.soak
@@ -92,6 +92,7 @@ bench: install  ## print the load, soak, end-to-end, dbt-at-scale, memory, API, 
 	$(BIN)/python -m benchmarks.doctor
 	$(BIN)/python -m benchmarks.silence
 	$(BIN)/python -m benchmarks.anomalies
+	$(BIN)/python -m benchmarks.dashboard
 
 # llama-cpp-python compiles llama.cpp (about ten minutes on two cores), so it is built once into a local
 # wheel and kept out of `make install`. GGML_NATIVE=OFF: a portable AVX2 build; a native build may use CPU

@@ -37,11 +37,11 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from insights.facts import FactsError, default_report_date, fmt_date, home_currency, org_timezone
+from insights.facts import _query, default_report_date, fmt_date, home_currency, org_timezone
 from warehouse import (
     DEFAULT_DUCKDB_FILE,
     DEMO_DUCKDB_FILE,
@@ -199,20 +199,6 @@ _READERS: dict[str, Callable[[Any, Target, dt.date], list[Row]]] = {
     "pipeline_by_stage": _pipeline_by_stage_rows,
     "owner_standings": _owner_standings_rows,
 }
-
-
-def _query(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    cur = conn.cursor()  # a DuckDB cursor is a connection of its own; closing it leaves `conn` open
-    try:
-        cur.execute(sql, tuple(params))
-        return list(cur.fetchall())
-    except database_errors() as exc:
-        text = error_reason(exc)
-        if "does not exist" in text or "not found" in text.lower():
-            raise FactsError(f"the marts are missing ({text}); run `dbt build` first") from exc
-        raise
-    finally:
-        cur.close()
 
 
 def _number(value: Any) -> float | None:

@@ -150,3 +150,12 @@ def warehouse(built_warehouse: BuiltWarehouse, postgres_server: str, tmp_path: P
         yield ws
     finally:
         drop_database(postgres_server, name)
+
+
+@pytest.fixture
+def warehouse_env(warehouse: Workspace, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The private warehouse copy, visible to this process too: for the SQL a test compares with, or writes first."""
+    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
+    monkeypatch.setenv("DUCKDB_PATH", warehouse.env["DUCKDB_PATH"])
+    monkeypatch.setenv("DATABASE_URL", warehouse.env["DATABASE_URL"])
+    return dict(warehouse.env)

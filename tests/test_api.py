@@ -29,15 +29,6 @@ from warehouse import PROJECT_ROOT, Target, connect
 BOTH_TARGETS = pytest.mark.parametrize("target", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 
 
-@pytest.fixture
-def warehouse_env(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The private warehouse copy, visible to this process too (for the SQL the test compares with)."""
-    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
-    monkeypatch.setenv("DUCKDB_PATH", warehouse.env["DUCKDB_PATH"])
-    monkeypatch.setenv("DATABASE_URL", warehouse.env["DATABASE_URL"])
-    return dict(warehouse.env)
-
-
 def sql(target: Target, query: str, *params: Any) -> list[tuple[Any, ...]]:
     with connect(target, read_only=True) as conn:
         cur = conn.cursor()

@@ -30,6 +30,7 @@ from insights.charts import CHART_NAMES
 from insights.dashboard import SESSION_COOKIE, session_ok, session_value
 from insights.facts import default_report_date, fmt_amount, fmt_count, fmt_date, fmt_ratio
 from tests.support.api import TOKEN, serve
+from tests.test_api import summary
 from warehouse import Target, connect
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium-headless-shell")
@@ -74,15 +75,6 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-@pytest.fixture
-def warehouse_env(warehouse: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The private warehouse copy, visible to this process too (for what the test writes there first)."""
-    monkeypatch.delenv("DESTINATION__POSTGRES__CREDENTIALS", raising=False)
-    monkeypatch.setenv("DUCKDB_PATH", warehouse.env["DUCKDB_PATH"])
-    monkeypatch.setenv("DATABASE_URL", warehouse.env["DATABASE_URL"])
-    return dict(warehouse.env)
-
-
 def report_day(env: dict[str, str]) -> dt.date:
     """The day the page reports on: the last complete one, as the briefing picks it."""
     today = dt.datetime.now(ZoneInfo(env["CRM_TIMEZONE"])).date()
@@ -97,24 +89,7 @@ def kpis_on(day: dt.date) -> dict[str, float | None]:
 
 
 def store_briefing(day: dt.date, message: str) -> None:
-    store.save(
-        "duckdb",
-        store.Summary(
-            report_date=day,
-            target="duckdb",
-            model="llama3.2:1b",
-            prompt_hash="abc",
-            prompt_tokens=900,
-            completion_tokens=300,
-            llm_seconds=12.5,
-            total_seconds=13.0,
-            facts={"facts": []},
-            model_json=None,
-            message=message,
-            used_fallback=False,
-            fallback_reason=None,
-        ),
-    )
+    store.save("duckdb", summary(day, "duckdb", message, dt.datetime.now(dt.UTC)))
 
 
 def flag_unusual_leads(day: dt.date) -> None:

@@ -79,9 +79,12 @@ DEFAULT_SCALE = 2.0  # a 1200 px PNG: sharp on a phone's high-density screen
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 INK, MUTED, FAINT = "#1f2933", "#616e7c", "#e4e7eb"
 BLUE, LIGHT_BLUE, GREEN = "#1f5fbf", "#9fbfee", "#2e7d32"
-# d3-format's SI prefix says G for a thousand million; a sales reader expects B.
-COMPACT = "replace(format({value}, '.3~s'), 'G', 'B')"
-AXIS_COMPACT = "datum.value == 0 ? '0' : replace(datum.label, 'G', 'B')"
+# d3-format's SI prefixes say k and G; the briefing writes 9,850, 84.5K and 1.24B (insights.facts.fmt_amount),
+# and a figure must read the same in the message, the picture and the page.
+COMPACT = (
+    "(abs({value}) < 10000 ? format({value}, ',.0f') : replace(replace(format({value}, '.3~s'), 'G', 'B'), 'k', 'K'))"
+)
+AXIS_COMPACT = "datum.value == 0 ? '0' : replace(replace(datum.label, 'G', 'B'), 'k', 'K')"
 # A horizontal bar's label sits after its end: the amount axis reaches this far past the longest bar to hold it.
 LABEL_ROOM = 1.45
 

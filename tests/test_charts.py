@@ -8,6 +8,7 @@ is opened with the standard library: its signature and its size from the IHDR ch
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import re
 import zlib
@@ -17,7 +18,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from insights.charts import CHART_NAMES, MAIN_CHART, chart_rows, chart_spec, render_png, render_svg
+from insights.charts import CHART_NAMES, MAIN_CHART, chart_rows, chart_spec, day_specs, render_png, render_svg
+from insights.facts import count_of, fmt_amount
 from tests.conftest import SANDBOX_TODAY
 from tests.support.workspace import Workspace
 from warehouse import as_date, connect
@@ -181,6 +183,35 @@ def test_a_chart_with_nothing_to_show_says_so(tmp_path: Path) -> None:
         [note] = spec["layer"]
         assert note["data"]["values"][0]["message"].startswith("No ")
         assert "<svg" in render_svg(spec)
+
+
+def test_every_figure_a_chart_writes_reads_as_the_briefing_writes_it(built_warehouse: Any) -> None:
+    """GIVEN the built warehouse and a complete day
+    WHEN its charts are drawn
+    THEN each amount written on a chart (a bar's label, the pipeline's last value) is the briefing's own
+         spelling of the row's figure (9,850 / 84.5K / 1.24M), with its count of deals or wins beside it."""
+    with duckdb.connect(str(built_warehouse.workspace.duckdb_path), read_only=True) as conn:
+        rows, specs = chart_rows(conn, "duckdb", REPORT_DAY), day_specs(conn, "duckdb", REPORT_DAY)
+    last_day = rows["open_pipeline"][-1]
+    expected = {
+        "open_pipeline": [
+            fmt_amount(last_day["open_pipeline_amount"]),
+            fmt_amount(last_day["open_pipeline_weighted_amount"]),
+        ],
+        "won_by_week": [fmt_amount(r["won_amount"]) for r in rows["won_by_week"]],
+        "pipeline_by_stage": [
+            f"{fmt_amount(r['open_amount'])} · {count_of(r['open_deals'], 'deal')}" for r in rows["pipeline_by_stage"]
+        ],
+        "owner_standings": [
+            f"{fmt_amount(r['won_amount'])} · {count_of(r['deals_won'], 'win')}" for r in rows["owner_standings"]
+        ],
+    }
+
+    for name in CHART_NAMES:
+        written = [html.unescape(text) for text in re.findall(r"<text[^>]*>([^<]*)</text>", render_svg(specs[name]))]
+        assert expected[name], f"the sandbox org has rows for {name}"
+        for label in expected[name]:
+            assert label in written, (name, label, written)
 
 
 @pytest.mark.parametrize("unbuilt", [False, True], ids=["no warehouse", "marts not built"])

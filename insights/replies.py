@@ -12,7 +12,9 @@ before anything is written (`signature_ok`).
   template can be followed by the full briefing as free-form text: the API
   sends the person their latest digest(s) that went as the template, once
   (`answer_reply`). The ledger row then says `session` with the new SIDs, so a
-  second reply finds nothing new to send.
+  second reply finds nothing new to send. The team briefing's first part carries
+  the day's chart, as it would have in the morning inside the window
+  (`insights.chart_links`).
 
 DuckDB lets one process write the file, and the daily job (extraction, dbt,
 the delivery) must never meet a lock the API holds. So on DuckDB the API never
@@ -42,7 +44,7 @@ from typing import Any
 from twilio.request_validator import RequestValidator
 
 from insights.ledger import TABLE as DELIVERIES_TABLE
-from insights.ledger import DeliveryLedger
+from insights.ledger import TEAM, DeliveryLedger
 from insights.settings import TwilioSettings
 from insights.store import TABLE as SUMMARIES_TABLE
 from warehouse import Target, as_date, connect, duckdb_path, placeholder
@@ -209,14 +211,21 @@ def answer_reply(target: Target, settings: TwilioSettings, sender: str, query: Q
     callback = status_callback_url(settings)
     sent: list[str] = []
     report_date = as_date(latest)
+    chart: str | None = None
     with _claimed(target, report_date, address):
         answered = _answered(target, report_date, address)
         for digest, kind, message in due:
             if kind != "template" or digest in answered:
                 continue  # went as full text already, or answered by an earlier reply
+            if digest == TEAM:
+                from insights.chart_links import briefing_chart
+
+                chart, said = briefing_chart(settings, report_date)
+                log.info("answering a reply: %s", said)
             sids = []
-            for text in split_parts(message):
-                sid, _ = create_message(client, sender_address, address, Part(text), callback)
+            for i, text in enumerate(split_parts(message)):
+                part = Part(text, media_url=chart if digest == TEAM and i == 0 else None)
+                sid, _ = create_message(client, sender_address, address, part, callback)
                 sids.append(sid)
             _record_reply(target, report_date, address, digest, sids)
             sent.extend(sids)

@@ -117,6 +117,34 @@ def test_the_session_briefing_carries_the_main_chart_and_the_template_never_does
     assert int(answer.headers["content-length"]) == fetch["bytes"]
 
 
+def test_a_reply_to_the_template_gets_the_briefing_with_its_chart(
+    warehouse: Workspace, twilio: TwilioEmulator, api: RunningApi
+) -> None:
+    """GIVEN a manager who got the morning's template (they had not written in 24 hours), and Twilio's incoming
+    messages sent to the API
+    WHEN they reply
+    THEN the API sends them the full briefing in the session, its first part carrying the day's chart, which
+    Twilio fetched from the API."""
+    sid, _ = create_template(twilio_client(settings_for(twilio)))
+    twilio.approve(sid)
+    warehouse.env["TWILIO_TEMPLATE_SID"] = sid
+    twilio.set_inbound_webhook(f"{api.url}/twilio/inbound")
+    deliver(warehouse)
+    assert [form.get("MediaUrl") for form in creates(twilio)[BEN]] == [None]  # the template: text only
+
+    twilio.inbound(BEN, "send it please")
+    deadline = time.monotonic() + 30
+    while len(twilio.messages_to(BEN)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    template, *briefing = twilio.settled(BEN)
+    assert briefing and [m["num_media"] for m in briefing] == ["1"] + ["0"] * (len(briefing) - 1), briefing
+    assert all(m["status"] == "delivered" for m in briefing)
+    [fetch] = twilio.media_fetches
+    assert urlsplit(fetch["url"]).path == f"/media/charts/open_pipeline/{REPORT_DAY.isoformat()}.png"
+    assert (fetch["status"], fetch["content_type"]) == (200, "image/png")
+
+
 def test_the_chart_link_is_refused_without_its_signature_on_another_day_or_after_it_expired(
     warehouse: Workspace, twilio: TwilioEmulator, api: RunningApi
 ) -> None:

@@ -79,9 +79,11 @@ cat <<EOT
 
 Query the marts:
   .venv/bin/python -c "import duckdb; print(duckdb.connect('$DUCKDB_PATH', read_only=True).sql('select * from analytics.kpi_daily order by kpi_date desc limit 20'))"
-  tables: analytics.deals, analytics.leads, analytics.pipeline_by_stage, analytics.kpi_daily, analytics.ai_summaries
-Start the metrics API on this warehouse (http://127.0.0.1:8000/docs):
+  tables: analytics.deals, analytics.leads, analytics.pipeline_by_stage, analytics.kpi_daily, analytics.kpi_anomalies, analytics.ai_summaries
+Start the metrics API on this warehouse, then open the dashboard at http://127.0.0.1:8000/dashboard (API docs: /docs):
   ${on}make api
+Draw the day's charts as PNG:
+  ${on}.venv/bin/python -m insights.charts --out charts
 The marts' documentation, and the metrics at any grain (MetricFlow), on this warehouse:
   ${on}make docs && .venv/bin/dbt docs serve
   ${on}make mf ARGS="query --metrics win_rate --group-by metric_time__month"

@@ -21,21 +21,14 @@ from tests.conftest import SANDBOX_ORG, SANDBOX_TODAY
 from tests.support.api import api_under_load, serve
 from tests.test_api import sql
 from tests.twilio_emulator import TwilioEmulator
-from warehouse import PROJECT_ROOT, Target, connect
+from warehouse import Target, connect
 
 ANA, BEN = "+15550000001", "+15550000002"
 PAIRS = 10
 
 
 def start_delivery(ws: Any, target: Target, day: dt.date) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ws.command("python", "-m", "insights.deliver", "--target", target, "--date", day.isoformat()),
-        cwd=PROJECT_ROOT,
-        env=ws.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return ws.start("python", "-m", "insights.deliver", "--target", target, "--date", day.isoformat())
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:

@@ -24,7 +24,6 @@ from sandbox import SandboxOrg, SandboxServer
 from tests.support.crm import CrmUser
 from tests.support.workspace import Workspace
 from tests.test_marts import query
-from warehouse import PROJECT_ROOT
 
 TODAY = dt.date(2026, 11, 20)
 PAGE = 200  # records per Zoho page
@@ -531,14 +530,7 @@ def test_a_run_killed_in_the_middle_of_its_load_is_completed_by_the_next_run(
     try:
         with blocker.cursor() as cursor:
             cursor.execute("lock table zoho_raw.leads in access exclusive mode")
-        run = subprocess.Popen(
-            workspace.command("python", "-m", "pipelines.zoho", "--destination", "postgres"),
-            cwd=PROJECT_ROOT,
-            env=workspace.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = workspace.start("python", "-m", "pipelines.zoho", "--destination", "postgres")
         wait_for_lock_waiter(postgres_url, run)
         run.send_signal(signal.SIGKILL)
         assert run.wait(timeout=30) == -signal.SIGKILL
@@ -561,14 +553,7 @@ def test_a_run_killed_while_paging_loses_nothing(workspace: Workspace) -> None:
         extract(workspace)
         org.advance(days=21)
         server.reset_stats()
-        run = subprocess.Popen(
-            workspace.command("python", "-m", "pipelines.zoho"),
-            cwd=PROJECT_ROOT,
-            env=workspace.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = workspace.start("python", "-m", "pipelines.zoho")
         deadline = time.monotonic() + 60
         while record_requests(server, "Leads") < 1 and time.monotonic() < deadline:
             assert run.poll() is None, run.communicate()

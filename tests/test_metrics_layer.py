@@ -77,23 +77,16 @@ def mf(workspace: Workspace, project: Path, profiles: Path, *args: str) -> subpr
     return result
 
 
+def query_args(metrics: list[str], grain: str) -> list[str]:
+    """`query --metrics <metrics> --group-by metric_time__<grain> --order metric_time__<grain>`."""
+    by = f"metric_time__{grain}"
+    return ["query", "--metrics", ",".join(metrics), "--group-by", by, "--order", by]
+
+
 def mf_query(workspace: Workspace, project: Path, profiles: Path, metrics: list[str], grain: str) -> Figures:
     """`mf query --metrics <metrics> --group-by metric_time__<grain> --csv <file>`: {period: {metric: value}}."""
     out = project / f"{len(metrics)}-metrics-by-{grain}.csv"
-    mf(
-        workspace,
-        project,
-        profiles,
-        "query",
-        "--metrics",
-        ",".join(metrics),
-        "--group-by",
-        f"metric_time__{grain}",
-        "--order",
-        f"metric_time__{grain}",
-        "--csv",
-        str(out),
-    )
+    mf(workspace, project, profiles, *query_args(metrics, grain), "--csv", str(out))
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     periods = [dt.date.fromisoformat(row[f"metric_time__{grain}"][:10]) for row in rows]
@@ -119,20 +112,7 @@ def mf_table(
     workspace: Workspace, project: Path, profiles: Path, metrics: list[str], grain: str, *options: str
 ) -> dict[dt.date, dict[str, str]]:
     """`mf query ... --quiet` as printed in the terminal (mf's table, not --csv): {period: {metric: text}}."""
-    printed = mf(
-        workspace,
-        project,
-        profiles,
-        "query",
-        "--metrics",
-        ",".join(metrics),
-        "--group-by",
-        f"metric_time__{grain}",
-        "--order",
-        f"metric_time__{grain}",
-        "--quiet",
-        *options,
-    ).stdout
+    printed = mf(workspace, project, profiles, *query_args(metrics, grain), "--quiet", *options).stdout
     lines = [line.split() for line in printed.strip().splitlines()]
     header, rows = lines[0], [line for line in lines[1:] if not set("".join(line)) <= {"-"}]
     assert header == [f"metric_time__{grain}", *metrics], printed

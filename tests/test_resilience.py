@@ -11,7 +11,6 @@ import datetime as dt
 import math
 import re
 import signal
-import subprocess
 import time
 
 from sandbox import SandboxOrg
@@ -27,7 +26,6 @@ from tests.test_extract import (
     summary,
     warehouse_rows,
 )
-from warehouse import PROJECT_ROOT
 
 TODAY = dt.date(2026, 11, 20)
 EXIT_TRY_LATER = 75
@@ -95,14 +93,7 @@ def test_a_run_killed_half_way_keeps_its_loads_and_the_next_run_reads_only_the_r
     full_pages = math.ceil(8000 / PAGE)
     workspace.env["SOURCES__ZOHO__RECORDS_PER_LOAD"] = "1000"
     with serving(org, workspace) as server:
-        run = subprocess.Popen(
-            workspace.command("python", "-m", "pipelines.zoho"),
-            cwd=PROJECT_ROOT,
-            env=workspace.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = workspace.start("python", "-m", "pipelines.zoho")
         deadline = time.monotonic() + 60
         while record_requests(server, "Leads") < full_pages // 2 and time.monotonic() < deadline:
             assert run.poll() is None, run.communicate()

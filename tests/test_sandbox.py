@@ -792,12 +792,9 @@ def test_advance_scales_with_the_org() -> None:
 # -------------------------------------------------------------------------------- command line
 
 
-def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
-    """GIVEN `python -m sandbox serve` on port 0
-    WHEN it has started
-    THEN its stdout is `export NAME=value` lines for a client, with the real port, the credentials
-    work against it, and SIGTERM stops it cleanly."""
-    process = subprocess.Popen(
+def _serve(*options: str) -> subprocess.Popen[str]:
+    """`python -m sandbox serve` of a small org (seed 3) on a free port, with `options`, as a user starts it."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -811,10 +808,7 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
             "20",
             "--port",
             "0",
-            "--timezone",
-            TZ,
-            "--today",
-            "2026-11-20",
+            *options,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -822,6 +816,14 @@ def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+
+
+def test_the_cli_prints_the_client_environment_and_stops_on_sigterm() -> None:
+    """GIVEN `python -m sandbox serve` on port 0
+    WHEN it has started
+    THEN its stdout is `export NAME=value` lines for a client, with the real port, the credentials
+    work against it, and SIGTERM stops it cleanly."""
+    process = _serve("--timezone", TZ, "--today", "2026-11-20")
     try:
         lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
@@ -858,32 +860,7 @@ def test_the_cli_serves_a_bad_day_with_zohos_token_limit() -> None:
         timeout=60,
     )
     assert refused.returncode == 2 and "the fault rate is a fraction between 0 and 1" in refused.stderr
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "serve",
-            "--seed",
-            "3",
-            "--leads",
-            "60",
-            "--deals",
-            "20",
-            "--port",
-            "0",
-            "--quiet",
-            "--faults",
-            "rate=1,kinds=500,seed=2",
-            "--credits",
-            "3",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    process = _serve("--quiet", "--faults", "rate=1,kinds=500,seed=2", "--credits", "3")
     try:
         lines = [process.stdout.readline().strip() for _ in range(5)]  # type: ignore[union-attr]
         env = dict(line.removeprefix("export ").split("=", 1) for line in lines)

@@ -20,7 +20,6 @@ import pytest
 
 from insights import store
 from insights.ledger import DeliveryLedger
-from warehouse import PROJECT_ROOT
 
 pytestmark = pytest.mark.postgres
 
@@ -258,14 +257,7 @@ def test_a_lockdown_that_meets_a_deadlock_with_a_reader_tries_again_and_passes(s
     cur = reader.cursor()
     cur.execute("set deadlock_timeout = '60s'")  # the deadlock is found on the lockdown's side, every time
     cur.execute("select count(*) from zoho_raw.deals")
-    lockdown_run = subprocess.Popen(
-        supabase.command("python", "-m", "warehouse.supabase", "lockdown"),
-        cwd=PROJECT_ROOT,
-        env=supabase.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    lockdown_run = supabase.start("python", "-m", "warehouse.supabase", "lockdown")
     try:
         _wait_until_waiting_for_a_lock(url, lockdown_run, reader.get_backend_pid())
         cur.execute("select count(*) from analytics.deals")

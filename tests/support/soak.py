@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from sandbox import SandboxOrg, SandboxServer
 from sandbox.faults import FAULT_KINDS, FaultPlan
 from tests.support.workspace import Workspace
-from warehouse import PROJECT_ROOT
 
 PAGE = 200
 OVERLAP = dt.timedelta(minutes=10)
@@ -115,14 +114,7 @@ def soak(
                         f"day {day}: no run succeeded in {MAX_RUNS} tries; the last said:\n{err[-3000:]}"
                     )
                 before = _crm_calls(server)
-                process = subprocess.Popen(
-                    workspace.command("python", "-m", "pipelines.zoho"),
-                    cwd=PROJECT_ROOT,
-                    env=workspace.env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
+                process = workspace.start("python", "-m", "pipelines.zoho")
                 if killed < 2 and rng.random() < kill_chance:
                     try:
                         process.wait(timeout=rng.uniform(0.3, 3.0))

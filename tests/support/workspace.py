@@ -68,6 +68,18 @@ class Workspace:
             )
         return result
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command started as `run` runs it, but in the background: for a test that kills it, or runs
+        something beside it, while it works."""
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def dbt_build(self, target: str, *options: str) -> subprocess.CompletedProcess:
         return self.run(
             "dbt", "build", "--target", target, "--target-path", str(self.root / "dbt" / f"target-{target}"), *options

@@ -19,17 +19,19 @@ from warehouse import MARTS_SCHEMA, Target, as_date, placeholder
 
 TABLE = f"{MARTS_SCHEMA}.kpi_anomalies"
 
-# What each judged metric is called in a sentence, and whether more of it is good news.
-LABELS: dict[str, tuple[str, bool]] = {
-    "leads_created": ("New leads", True),
-    "leads_converted": ("Leads converted", True),
-    "deals_created": ("New deals", True),
-    "deals_created_amount": ("New deals' value", True),
-    "deals_won": ("Deals won", True),
-    "deals_won_amount": ("Amount won", True),
-    "deals_lost": ("Deals lost", False),
-    "deals_lost_amount": ("Amount lost", False),
+# What each judged metric is called in a sentence.
+LABELS: dict[str, str] = {
+    "leads_created": "New leads",
+    "leads_converted": "Leads converted",
+    "deals_created": "New deals",
+    "deals_created_amount": "New deals' value",
+    "deals_won": "Deals won",
+    "deals_won_amount": "Amount won",
+    "deals_lost": "Deals lost",
+    "deals_lost_amount": "Amount lost",
 }
+# The metrics whose rise is bad news (the page's cards read this too); more of any other is good news.
+LOWER_IS_BETTER = frozenset({"deals_lost", "deals_lost_amount"})
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,7 @@ class Anomaly:
 
     @property
     def is_good_news(self) -> bool:
-        more_is_good = LABELS.get(self.metric, ("", True))[1]
-        return (self.direction == "high") == more_is_good
+        return (self.direction == "high") == (self.metric not in LOWER_IS_BETTER)
 
 
 def read_anomalies(conn: Any, target: Target, since: dt.date, until: dt.date) -> list[Anomaly]:
@@ -88,7 +89,7 @@ def usual_range(a: Anomaly, money: Callable[[float], str]) -> str:
 
 def sentence(a: Anomaly, money: Callable[[float], str]) -> str:
     """'New leads on Tue 3 Dec: 168, above the usual Tuesday range of 12–24 (last 8 Tuesdays).'"""
-    label = LABELS.get(a.metric, (a.metric.replace("_", " ").capitalize(), True))[0]
+    label = LABELS.get(a.metric, a.metric.replace("_", " ").capitalize())
     value = money(a.value) if a.is_money else fmt_count(round(a.value))
     side = "above" if a.direction == "high" else "below"
     if a.period == "week":

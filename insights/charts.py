@@ -43,8 +43,6 @@ from typing import Any
 
 from insights.facts import _query, default_report_date, fmt_date, home_currency, org_timezone
 from warehouse import (
-    DEFAULT_DUCKDB_FILE,
-    DEMO_DUCKDB_FILE,
     MARTS_SCHEMA,
     TARGETS,
     ConfigError,
@@ -54,7 +52,7 @@ from warehouse import (
     database_errors,
     error_reason,
     placeholder,
-    use_the_demo_warehouse_if_it_is_the_only_one,
+    read_the_demo_warehouse_if_it_is_the_only_one,
 )
 
 CHART_NAMES: tuple[str, ...] = ("open_pipeline", "won_by_week", "pipeline_by_stage", "owner_standings")
@@ -520,12 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if args.target == "duckdb" and use_the_demo_warehouse_if_it_is_the_only_one() is not None:
-            print(
-                f"{DEFAULT_DUCKDB_FILE} does not exist: reading the demo's warehouse {DEMO_DUCKDB_FILE} "
-                "(set DUCKDB_PATH to choose)",
-                file=sys.stderr,
-            )
+        if args.target == "duckdb":
+            read_the_demo_warehouse_if_it_is_the_only_one()
         with connect(args.target, read_only=True) as conn:
             day = args.date or default_report_date(conn, args.target, dt.datetime.now(org_timezone()).date())
             specs = day_specs(conn, args.target, day)

@@ -39,8 +39,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from insights import charts
+from insights.anomalies import LOWER_IS_BETTER, read_anomalies, sentence
 from insights.anomalies import TABLE as ANOMALIES_TABLE
-from insights.anomalies import read_anomalies, sentence
 from insights.facts import (
     FactsError,
     _data_quality_facts,
@@ -83,8 +83,6 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",  # sales figures behind a token: no shared or back-button cache keeps them
 }
 
-# Metrics whose rise is bad news; every other one is better higher.
-LOWER_IS_BETTER = frozenset({"deals_lost", "deals_lost_amount"})
 
 DELIVERY_WORDS = {
     "delivered": "Sent on WhatsApp",

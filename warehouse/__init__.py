@@ -90,6 +90,16 @@ def use_the_demo_warehouse_if_it_is_the_only_one() -> Path | None:
     return demo
 
 
+def read_the_demo_warehouse_if_it_is_the_only_one() -> None:
+    """`use_the_demo_warehouse_if_it_is_the_only_one`, for a command a person runs: it says so on stderr."""
+    if use_the_demo_warehouse_if_it_is_the_only_one() is not None:
+        print(
+            f"{DEFAULT_DUCKDB_FILE} does not exist: reading the demo's warehouse {DEMO_DUCKDB_FILE} "
+            "(set DUCKDB_PATH to choose)",
+            file=sys.stderr,
+        )
+
+
 def check_duckdb_file(path: Path, *, must_exist: bool) -> None:
     """Refuse, naming the file and the fix, what DuckDB would otherwise mishandle.
 
@@ -309,12 +319,7 @@ def _reader_env(target: Target, *, check: bool) -> dict[str, str]:
     """
     env = {"DBT_TARGET": target}  # mf has no --target: it connects with the profile's default, DBT_TARGET's
     if target == "duckdb":
-        if use_the_demo_warehouse_if_it_is_the_only_one() is not None:
-            print(
-                f"{DEFAULT_DUCKDB_FILE} does not exist: reading the demo's warehouse {DEMO_DUCKDB_FILE} "
-                "(set DUCKDB_PATH to choose)",
-                file=sys.stderr,
-            )
+        read_the_demo_warehouse_if_it_is_the_only_one()
         path = duckdb_path()
         if check:
             check_duckdb_file(path, must_exist=True)
